@@ -1,0 +1,55 @@
+"""One settings object, overridable by ``VIPER_RS_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+DetectorName = Literal["auto", "spectral", "graft", "clip", "oracle"]
+PlannerName = Literal["auto", "rules", "llm"]
+
+
+class Settings(BaseModel):
+    """Everything a run can be configured with. Areas are true ground m2."""
+
+    detector: str = "auto"
+    planner: str = "auto"
+    # Size words (RSVQA-style): small < small_max_m2 <= medium < large_min_m2 <= large.
+    small_max_m2: float = 100.0
+    large_min_m2: float = 500.0
+    # Components: discard connected components smaller than this (true ground m2).
+    min_region_m2: float = 4.0
+    # Connectivity used for connected components (1 = 4-neighbour, 2 = 8-neighbour).
+    connectivity: int = 2
+    # "next to": regions whose boundaries are within this distance (metres) touch.
+    next_to_m: float = 10.0
+    # Sandbox limits.
+    sandbox_wall_s: float = 10.0
+    sandbox_cpu_s: float = 5.0
+    sandbox_memory_mb: int = 512
+    sandbox_workers: int = 2
+    sandbox_max_output_chars: int = 20_000
+    sandbox_max_tool_calls: int = 200
+    # Model weights (issue 3) and cache.
+    graft_checkpoint: Path | None = None
+    clip_checkpoint: Path | None = None
+    sam_checkpoint: Path | None = None
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "viper_rs")
+    # LLM planner (issue 4).
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``VIPER_RS_<FIELD>`` variables, then explicit (non-None) overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = f"VIPER_RS_{name.upper()}"
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,61 @@
+"""Typed errors. Every failure the agent can report maps to one ``type`` string."""
+
+from __future__ import annotations
+
+
+class ViperError(Exception):
+    """Base class; ``type`` is the name reported in ``Answer.error``."""
+
+    type: str = "error"
+
+    def to_dict(self) -> dict[str, str]:
+        """The ``{type, message}`` form used in answers."""
+        return {"type": self.type, "message": str(self)}
+
+
+class ImageError(ViperError):
+    """An image could not be read or has unusable content (missing, corrupt, no bands...)."""
+
+    type = "image"
+
+
+class PlanningError(ViperError):
+    """No program could be written for the question (outside the grammar, LLM failure...)."""
+
+    type = "planning"
+
+
+class ValidationError(ViperError):
+    """A program failed static validation (forbidden syntax, names, attributes)."""
+
+    type = "validation"
+
+
+class SandboxError(ViperError):
+    """The program failed while running in the sandbox (exception, resource limit)."""
+
+    type = "sandbox"
+
+
+class SandboxTimeout(SandboxError):
+    """The program exceeded its wall-clock or CPU budget and was killed."""
+
+    type = "timeout"
+
+
+class ToolError(ViperError):
+    """A tool call was rejected (bad arguments) or failed."""
+
+    type = "tool"
+
+
+class UnknownConceptError(ToolError):
+    """The detector has no mapping for a concept word."""
+
+    type = "tool"
+
+
+class ConfigError(ViperError):
+    """Bad settings (unknown detector/planner name, bad value)."""
+
+    type = "config"

@@ -1,0 +1,391 @@
+"""GeoImage: pixels plus georeference, nodata mask, band roles and true ground pixel area."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+
+from viper_rs.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+#: Band roles the library understands.
+BAND_ROLES = ("R", "G", "B", "NIR")
+_ROLE_ALIASES = {
+    "r": "R", "red": "R", "g": "G", "green": "G", "b": "B", "blue": "B",
+    "nir": "NIR", "n": "NIR", "near infrared": "NIR", "near-infrared": "NIR",
+    "nearinfrared": "NIR", "infrared": "NIR", "ir": "NIR",
+    "gray": "GRAY", "grey": "GRAY", "l": "GRAY", "pan": "GRAY", "panchromatic": "GRAY",
+    "alpha": "ALPHA", "a": "ALPHA",
+}
+MAX_PIXELS = 120_000_000
+
+
+def parse_bands(spec: str | list[str] | None) -> list[str] | None:
+    """Parse ``"R,G,B,NIR"`` (or a list) into canonical band role names."""
+    if spec is None:
+        return None
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in items:
+        key = item.strip().lower()
+        if not key:
+            raise ImageError(f"empty band name in --bands {spec!r}")
+        out.append(_ROLE_ALIASES.get(key, item.strip().upper()))
+    return out
+
+
+@dataclass
+class GeoImage:
+    """Bands x H x W pixels with CRS, affine transform, validity mask and band roles.
+
+    ``pixel_area_m2`` is the true ground area of one pixel: |det(transform)| for a
+    projected CRS (converted to metres), geodesic per-row area for a geographic CRS,
+    ``gsd**2`` for an image with only a ground sampling distance, and ``None`` when
+    nothing is known (areas are then reported in pixels, see ``area_unit``).
+    """
+
+    data: np.ndarray
+    band_names: list[str]
+    transform: Affine = field(default_factory=Affine.identity)
+    crs: object | None = None  # rasterio.crs.CRS
+    valid: np.ndarray | None = None
+    gsd: float | None = None
+    path: str | None = None
+    white_point: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.data.ndim == 2:
+            self.data = self.data[None]
+        if self.data.ndim != 3 or 0 in self.data.shape:
+            raise ImageError(f"{self.name}: image has no pixels (shape {self.data.shape})")
+        if len(self.band_names) != self.data.shape[0]:
+            raise ImageError(
+                f"{self.name}: {self.data.shape[0]} bands but {len(self.band_names)} band names "
+                f"({','.join(self.band_names)})"
+            )
+        finite = np.isfinite(self.data).all(axis=0)
+        if not finite.all():
+            self.data = np.where(np.isfinite(self.data), self.data, 0).astype(self.data.dtype)
+        self.valid = finite if self.valid is None else (self.valid.astype(bool) & finite)
+        if self.white_point is None:
+            self.white_point = _white_point(self.data, self.valid)
+        if self.crs is None and self.gsd is not None and self.transform == Affine.identity():
+            self.transform = Affine(self.gsd, 0, 0, 0, -self.gsd, 0)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        gsd: float | None = None,
+        bands: str | list[str] | None = None,
+    ) -> GeoImage:
+        """Read a GeoTIFF/COG, PNG or JPEG. ``gsd`` (m/pixel) georeferences plain images."""
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+        p = Path(path)
+        if not p.exists():
+            raise ImageError(f"{p}: no such file")
+        if p.is_dir():
+            raise ImageError(f"{p}: is a directory, not an image")
+        if p.stat().st_size == 0:
+            raise ImageError(f"{p}: file is empty")
+        if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
+            raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(p) as ds:
+                    if ds.count == 0 or ds.width == 0 or ds.height == 0:
+                        raise ImageError(f"{p}: image has no bands or no pixels")
+                    if ds.width * ds.height > MAX_PIXELS:
+                        raise ImageError(
+                            f"{p}: {ds.width}x{ds.height} px is larger than the "
+                            f"{MAX_PIXELS // 1_000_000} Mpx limit; crop it first"
+                        )
+                    data = ds.read()
+                    mask = ds.dataset_mask() > 0
+                    interp = [ci.name for ci in ds.colorinterp]
+                    descriptions = list(ds.descriptions or [])
+                    tags = {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}}
+                    crs = ds.crs
+                    transform = ds.transform
+                    colormap = None
+                    if ds.count == 1 and interp and interp[0] == "palette":
+                        try:
+                            colormap = ds.colormap(1)
+                        except ValueError:
+                            colormap = None
+        except ImageError:
+            raise
+        except RasterioIOError as exc:
+            raise ImageError(f"{p}: not a readable image ({_first_line(exc)})") from None
+        except Exception as exc:  # rasterio/GDAL raise many types on corrupt data
+            raise ImageError(f"{p}: could not read pixels ({_first_line(exc)})") from None
+
+        if colormap is not None:
+            lut = np.zeros((256, 4), dtype=np.uint8)
+            for k, v in colormap.items():
+                if 0 <= k < 256:
+                    lut[k] = v
+            rgba = lut[data[0].clip(0, 255).astype(np.uint8)]
+            data = np.moveaxis(rgba[..., :3], -1, 0)
+            mask &= rgba[..., 3] > 0
+            interp = ["red", "green", "blue"]
+            descriptions = [None, None, None]
+
+        names = parse_bands(bands) if bands is not None else _band_roles(interp, descriptions, tags)
+        if len(names) != data.shape[0]:
+            raise ImageError(
+                f"{p}: --bands names {len(names)} bands ({','.join(names)}) "
+                f"but the file has {data.shape[0]}"
+            )
+        if "ALPHA" in names:
+            i = names.index("ALPHA")
+            mask &= data[i] > 0
+            data = np.delete(data, i, axis=0)
+            names = [n for n in names if n != "ALPHA"]
+            if not names:
+                raise ImageError(f"{p}: only an alpha band, no image bands")
+        if data.dtype == np.bool_ or data.dtype.kind not in "uif":
+            data = data.astype(np.float32)
+        if crs is not None and crs.is_valid is False:
+            crs = None
+        georeferenced = crs is not None
+        if not georeferenced:
+            transform = Affine.identity() if gsd is None else Affine(gsd, 0, 0, 0, -gsd, 0)
+        elif gsd is not None:
+            log.info("%s has a CRS; its transform defines pixel size (--gsd %s ignored)", p, gsd)
+            gsd = None
+        if not mask.any():
+            raise ImageError(f"{p}: every pixel is nodata")
+        return cls(
+            data=data, band_names=names, transform=transform, crs=crs, valid=mask,
+            gsd=gsd, path=str(p),
+        )
+
+    @classmethod
+    def from_array(
+        cls,
+        data: np.ndarray,
+        band_names: list[str] | str = "R,G,B",
+        gsd: float | None = None,
+        crs: object | None = None,
+        transform: Affine | None = None,
+        valid: np.ndarray | None = None,
+        name: str | None = None,
+    ) -> GeoImage:
+        """Wrap an in-memory ``(bands, H, W)`` or ``(H, W)`` array."""
+        if isinstance(band_names, str):
+            band_names = parse_bands(band_names) or []
+        if crs is not None:
+            import rasterio.crs
+
+            crs = rasterio.crs.CRS.from_user_input(crs)
+        if transform is None:
+            transform = Affine(gsd, 0, 0, 0, -gsd, 0) if gsd else Affine.identity()
+        return cls(
+            data=np.asarray(data), band_names=list(band_names), transform=transform, crs=crs,
+            valid=valid, gsd=gsd if crs is None else None, path=name,
+        )
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def name(self) -> str:
+        """Short display name (file name or ``<array>``)."""
+        return Path(self.path).name if self.path else "<array>"
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return int(self.data.shape[1])
+
+    @property
+    def width(self) -> int:
+        """Columns."""
+        return int(self.data.shape[2])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return self.height, self.width
+
+    def has(self, role: str) -> bool:
+        """Whether a band role (``R``, ``G``, ``B``, ``NIR``) is present."""
+        return role in self.band_names
+
+    def band(self, role: str) -> np.ndarray:
+        """One band as float32 scaled to 0..1 by the image's white point."""
+        if role not in self.band_names:
+            if role in ("R", "G", "B") and "GRAY" in self.band_names:
+                role = "GRAY"
+            else:
+                raise ImageError(f"{self.name}: no {role} band (bands: {','.join(self.band_names)})")
+        i = self.band_names.index(role)
+        return self.data[i].astype(np.float32) / np.float32(self.white_point)
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) float32 in 0..1 (gray images are repeated)."""
+        return np.stack([self.band(r) for r in ("R", "G", "B")], axis=-1).clip(0, 1)
+
+    def rgb_uint8(self) -> np.ndarray:
+        """(H, W, 3) uint8 for display and for models that take 8-bit RGB."""
+        return (self.rgb() * 255 + 0.5).astype(np.uint8)
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Hash of pixels, bands and georeference: the key of every per-image cache."""
+        h = hashlib.sha1()
+        h.update(np.ascontiguousarray(self.data).tobytes())
+        h.update(repr((self.band_names, tuple(self.transform), str(self.crs), self.gsd)).encode())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ ground area
+    @property
+    def georeferenced(self) -> bool:
+        """True when a CRS or a GSD gives pixels a ground size."""
+        return self.crs is not None or self.gsd is not None
+
+    @property
+    def area_unit(self) -> str:
+        """``"m2"`` when ground area is known, else ``"px"``."""
+        return "m2" if self.georeferenced else "px"
+
+    @cached_property
+    def row_pixel_area(self) -> np.ndarray:
+        """(H,) ground area in m2 of one pixel in each row (1.0 per pixel when unknown)."""
+        h = self.height
+        if self.crs is None:
+            a = (self.gsd or 1.0) ** 2 if self.gsd else 1.0
+            return np.full(h, a, dtype=np.float64)
+        if self.crs.is_geographic:
+            return _geodesic_row_areas(self.transform, h, self.crs)
+        factor = _linear_unit_factor(self.crs)
+        det = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
+        return np.full(h, det * factor * factor, dtype=np.float64)
+
+    @property
+    def pixel_area_m2(self) -> float | None:
+        """Mean ground area of a pixel in m2, ``None`` when unknown."""
+        if not self.georeferenced:
+            return None
+        return float(self.row_pixel_area.mean())
+
+    @property
+    def ground_sampling_distance(self) -> float | None:
+        """Metres per pixel (square root of the mean pixel area), ``None`` when unknown."""
+        a = self.pixel_area_m2
+        return None if a is None else float(np.sqrt(a))
+
+    def mask_area(self, mask: np.ndarray) -> float:
+        """Ground area (m2, or pixels when unknown) of a boolean mask on this image."""
+        return float(mask.sum(axis=1) @ self.row_pixel_area)
+
+    def describe(self) -> dict:
+        """Plain summary for answers and logs."""
+        return {
+            "name": self.name,
+            "width": self.width,
+            "height": self.height,
+            "bands": self.band_names,
+            "crs": str(self.crs) if self.crs is not None else None,
+            "gsd_m": self.ground_sampling_distance,
+            "area_unit": self.area_unit,
+            "valid_fraction": float(self.valid.mean()),
+        }
+
+    def pixel_to_crs(self, col: float, row: float) -> tuple[float, float]:
+        """Pixel (col, row) -> CRS (x, y)."""
+        x, y = self.transform * (col, row)
+        return float(x), float(y)
+
+    def pixel_to_lonlat(self, col: float, row: float) -> tuple[float, float] | None:
+        """Pixel (col, row) -> WGS84 (lon, lat), ``None`` without a CRS."""
+        if self.crs is None:
+            return None
+        from rasterio.warp import transform as warp
+
+        x, y = self.pixel_to_crs(col, row)
+        xs, ys = warp(self.crs, "EPSG:4326", [x], [y])
+        return float(xs[0]), float(ys[0])
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:
+    n = len(interp)
+    names: list[str | None] = [None] * n
+    for i, d in enumerate(descriptions[:n]):
+        if d:
+            key = str(d).strip().lower()
+            if key in _ROLE_ALIASES:
+                names[i] = _ROLE_ALIASES[key]
+    ci = {"red": "R", "green": "G", "blue": "B", "alpha": "ALPHA", "gray": "GRAY"}
+    for i, c in enumerate(interp):
+        if names[i] is None and c in ci:
+            names[i] = ci[c]
+    if n >= 4 and names[3] in (None, "GRAY"):
+        # NAIP and most 4-band aerial products: R,G,B,NIR.
+        names[3] = "NIR"
+    if n >= 3 and names[:3] == ["GRAY", "GRAY", "GRAY"]:
+        names[:3] = ["R", "G", "B"]
+    if n == 1 and names[0] is None:
+        names[0] = "GRAY"
+    defaults = ["R", "G", "B", "NIR"]
+    for i in range(n):
+        if names[i] is None:
+            names[i] = defaults[i] if i < 4 and defaults[i] not in names else f"BAND{i + 1}"
+    if len(set(names)) != len(names):
+        raise ImageError(f"ambiguous band roles {names}; pass --bands, e.g. --bands R,G,B,NIR")
+    return [str(x) for x in names]
+
+
+def _white_point(data: np.ndarray, valid: np.ndarray) -> float:
+    """Value that maps to 1.0: the nominal maximum of the data's bit depth."""
+    if data.dtype == np.uint8:
+        return 255.0
+    vals = data[:, valid] if valid is not None and valid.any() else data.reshape(data.shape[0], -1)
+    hi = float(np.percentile(vals, 99.9)) if vals.size else 1.0
+    if data.dtype.kind == "f" and hi <= 1.0 + 1e-6:
+        return 1.0
+    for bits in (8, 10, 11, 12, 14, 16):
+        if hi <= 2**bits - 1:
+            return float(2**bits - 1)
+    return max(hi, 1.0)
+
+
+def _linear_unit_factor(crs) -> float:
+    try:
+        name, factor = crs.linear_units_factor
+        return float(factor)
+    except Exception:  # no linear units reported: assume metres only for known metre CRSs
+        units = (crs.linear_units or "").lower()
+        if units in ("metre", "meter", "m", "metres", "meters"):
+            return 1.0
+        raise ImageError(f"CRS {crs} has unknown linear units; cannot measure ground area") from None
+
+
+def _geodesic_row_areas(transform: Affine, height: int, crs) -> np.ndarray:
+    from pyproj import CRS as PCRS
+    from pyproj import Geod
+
+    geod = PCRS.from_user_input(crs.to_wkt()).get_geod() or Geod(ellps="WGS84")
+    areas = np.empty(height, dtype=np.float64)
+    for r in range(height):
+        corners = [transform * (0, r), transform * (1, r), transform * (1, r + 1), transform * (0, r + 1)]
+        lons = [c[0] for c in corners]
+        lats = [c[1] for c in corners]
+        a, _ = geod.polygon_area_perimeter(lons, lats)
+        areas[r] = abs(a)
+    return areas

@@ -1,0 +1,100 @@
+"""Region: one object instance found in an image, with its mask, polygon and true area."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Region:
+    """An object instance.
+
+    The mask is stored as a boolean ``crop`` placed at ``origin = (row0, col0)`` in an
+    image of ``image_shape``; ``mask`` rebuilds the full-size mask on demand.
+
+    Pixel geometry uses image coordinates: ``bbox = (col_min, row_min, col_max, row_max)``
+    (max exclusive), ``centroid = (col, row)``; row 0 is the top of the image.
+    ``polygon`` is a shapely geometry in the image CRS (pixel coordinates without one).
+    ``area_m2`` is true ground area (pixels when the image has no ground size, see
+    ``area_unit``).
+    """
+
+    crop: np.ndarray
+    origin: tuple[int, int]
+    image_shape: tuple[int, int]
+    label: str
+    query: str
+    score: float
+    area_m2: float
+    area_unit: str = "m2"
+    polygon: Any = None
+    id: int = -1
+    detector: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, **kwargs: Any) -> Region:
+        """Build from a full-size boolean mask (cropped to its bounding box)."""
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            r0 = c0 = 0
+            crop = np.zeros((0, 0), dtype=bool)
+        else:
+            r0, c0 = int(rows[0]), int(cols[0])
+            crop = np.ascontiguousarray(mask[r0 : rows[-1] + 1, c0 : cols[-1] + 1], dtype=bool)
+        return cls(crop=crop, origin=(r0, c0), image_shape=tuple(mask.shape), **kwargs)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Full-size boolean mask (H, W)."""
+        full = np.zeros(self.image_shape, dtype=bool)
+        r0, c0 = self.origin
+        h, w = self.crop.shape
+        full[r0 : r0 + h, c0 : c0 + w] = self.crop
+        return full
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """(col_min, row_min, col_max, row_max), max exclusive."""
+        r0, c0 = self.origin
+        h, w = self.crop.shape
+        return c0, r0, c0 + w, r0 + h
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """(col, row) of the mask's centre of mass (pixel centres at +0.5)."""
+        rr, cc = np.nonzero(self.crop)
+        if rr.size == 0:
+            return (0.0, 0.0)
+        return float(cc.mean() + 0.5 + self.origin[1]), float(rr.mean() + 0.5 + self.origin[0])
+
+    @property
+    def pixel_count(self) -> int:
+        """Number of mask pixels."""
+        return int(self.crop.sum())
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-data view sent to sandboxed programs and shown in traces."""
+        c = self.centroid
+        return {
+            "id": self.id,
+            "label": self.label,
+            "query": self.query,
+            "score": round(float(self.score), 4),
+            "area_m2": round(float(self.area_m2), 3),
+            "area_unit": self.area_unit,
+            "bbox": list(self.bbox),
+            "centroid": [round(c[0], 2), round(c[1], 2)],
+            "detector": self.detector,
+        }
+
+    def to_geojson_feature(self) -> dict[str, Any]:
+        """GeoJSON Feature in the image CRS (pixel coordinates without one)."""
+        from shapely.geometry import mapping
+
+        geom = mapping(self.polygon) if self.polygon is not None else None
+        return {"type": "Feature", "geometry": geom, "properties": self.summary()}

@@ -91,3 +91,15 @@ def regions_from_score_map(
     else:
         labels = label_components(fg, connectivity)
     return regions_from_labels(image, labels, smap, min_area_m2=min_area_m2, polygons=polygons)
+
+
+def pixel_polygon(crop: np.ndarray):
+    """Outline of a cropped boolean mask in pixel units (for shape measures)."""
+    from rasterio.features import shapes
+
+    geoms = [shape(g) for g, v in shapes(crop.astype(np.uint8), mask=crop) if v == 1]
+    if not geoms:
+        return None
+    if len(geoms) == 1:
+        return geoms[0]
+    return max(geoms, key=lambda g: g.area)

@@ -1,0 +1,101 @@
+"""Core tools: find, exists, count, area, compare."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from tools.context import current, parse_phrase
+from tools.measures import apply_shape, apply_size
+from tools.registry import tool
+from viper_rs.regions import Region
+
+
+def resolve_target(target: str | list[Region]) -> list[Region]:
+    """A concept name becomes its regions; a region list is returned unchanged."""
+    return find(target) if isinstance(target, str) else list(target)
+
+
+@tool
+def find(name: str) -> list[Region]:
+    """Instances of a concept in the image, e.g. "building", "small residential building".
+
+    Leading size words (small/medium/large) and shape words (square/rectangular/circular)
+    filter the instances like filter_size/filter_shape do. Each Region has .area_m2,
+    .centroid (col, row), .bbox (col0, row0, col1, row1), .score and .label.
+
+    Example:
+        buildings = find("building")
+        ponds = find("small circular water area")
+    """
+    ctx = current()
+    base, size, shape = parse_phrase(name)
+    regions = ctx.detect(base)
+    if size:
+        regions = apply_size(regions, size, ctx.settings.small_max_m2, ctx.settings.large_min_m2)
+    if shape:
+        regions = apply_shape(regions, shape)
+    return regions
+
+
+@tool
+def exists(target: str | list[Region]) -> bool:
+    """Whether at least one instance exists (a concept name or a list of regions).
+
+    Example:
+        return exists("water area")
+        return exists(left_of(find("building"), find("road")))
+    """
+    return len(resolve_target(target)) > 0
+
+
+@tool
+def count(target: str | list[Region]) -> int:
+    """Number of instances (a concept name or a list of regions).
+
+    Example:
+        return count("residential building")
+        return count(filter_size(find("building"), "large"))
+    """
+    return len(resolve_target(target))
+
+
+@tool
+def area(target: str | list[Region]) -> float:
+    """Ground area covered, in m2 (union of the instances' masks; pixels if the image has no ground size).
+
+    Example:
+        return area("tree")
+        return area(next_to(find("grass area"), find("water area")))
+    """
+    ctx = current()
+    regions = resolve_target(target)
+    if not regions:
+        return 0.0
+    union = np.zeros(ctx.image.shape, dtype=bool)
+    for r in regions:
+        (r0, c0), (h, w) = r.origin, r.crop.shape
+        union[r0 : r0 + h, c0 : c0 + w] |= r.crop
+    return float(ctx.image.mask_area(union))
+
+
+@tool
+def compare(
+    a: int | str | list[Region],
+    b: int | str | list[Region],
+    op: Literal["more", "less", "equal"],
+) -> bool:
+    """Compare two counts: numbers, concept names or region lists; op is "more", "less" or "equal".
+
+    Example:
+        return compare("building", "road", "more")
+        return compare(find("small building"), 3, "equal")
+    """
+    na = a if isinstance(a, int) else len(resolve_target(a))
+    nb = b if isinstance(b, int) else len(resolve_target(b))
+    if op == "more":
+        return na > nb
+    if op == "less":
+        return na < nb
+    return na == nb

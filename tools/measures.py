@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from viper_rs.regions import Region
 
 #: Shape rules (pixel geometry). A region is "rectangular" when it fills at least
 #: RECT_FILL of its minimum rotated rectangle; "square" when it is rectangular with
 #: sides within SQUARE_RATIO of each other; "circular" when its isoperimetric quotient
 #: 4*pi*A/P^2 is at least CIRCLE_QUOTIENT and it is not rectangular. The three are
-#: exclusive, as in RSVQA's shape labels.
+#: exclusive, as in RSVQA's shape labels. The perimeter is scikit-image's Crofton
+#: estimate, which (unlike the pixel staircase) does not penalise digitised curves.
 RECT_FILL = 0.85
 SQUARE_RATIO = 0.8
-CIRCLE_QUOTIENT = 0.75
+CIRCLE_QUOTIENT = 0.8
+CIRCLE_AXIS_RATIO = 0.8
 
 
 def size_class(area_m2: float, small_max_m2: float, large_min_m2: float) -> str:
@@ -41,8 +45,13 @@ def shape_class(region: Region) -> str | None:
     fill = poly.area / rect.area if rect.area > 0 else 0.0
     if fill >= RECT_FILL:
         return "square" if sides[1] > 0 and sides[0] / sides[1] >= SQUARE_RATIO else "rectangular"
-    quotient = 4 * math.pi * poly.area / (poly.length**2) if poly.length > 0 else 0.0
-    if quotient >= CIRCLE_QUOTIENT:
+    from skimage.measure import regionprops
+
+    props = regionprops(region.crop.astype(np.uint8))[0]
+    perimeter = props.perimeter_crofton
+    quotient = 4 * math.pi * props.area / perimeter**2 if perimeter > 0 else 0.0
+    ratio = props.axis_minor_length / props.axis_major_length if props.axis_major_length else 0.0
+    if quotient >= CIRCLE_QUOTIENT and ratio >= CIRCLE_AXIS_RATIO:
         return "circular"
     return None
 

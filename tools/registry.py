@@ -128,7 +128,7 @@ class Registry:
         blocks = []
         for t in self:
             desc = "\n".join("    " + line if line else "" for line in t.description.splitlines())
-            ex = "\n".join("    " + line for line in t.example.splitlines())
+            ex = "\n".join("        " + line for line in t.example.splitlines())
             blocks.append(f"{t.signature_text()}\n{desc}\n    Example:\n{ex}")
         return "\n\n".join(blocks)
 

@@ -144,6 +144,9 @@ class GeoImage:
             descriptions = [None, None, None]
 
         names = parse_bands(bands) if bands is not None else _band_roles(interp, descriptions, tags)
+        if bands is None and "ALPHA" in names and not _looks_like_alpha(data[names.index("ALPHA")]):
+            # GDAL tags the 4th band of 4-band 8-bit TIFFs as alpha; NAIP's is NIR.
+            names[names.index("ALPHA")] = "NIR" if "NIR" not in names else "BAND4"
         if len(names) != data.shape[0]:
             raise ImageError(
                 f"{p}: --bands names {len(names)} bands ({','.join(names)}) "
@@ -158,8 +161,6 @@ class GeoImage:
                 raise ImageError(f"{p}: only an alpha band, no image bands")
         if data.dtype == np.bool_ or data.dtype.kind not in "uif":
             data = data.astype(np.float32)
-        if crs is not None and crs.is_valid is False:
-            crs = None
         georeferenced = crs is not None
         if not georeferenced:
             transform = Affine.identity() if gsd is None else Affine(gsd, 0, 0, 0, -gsd, 0)
@@ -305,7 +306,7 @@ class GeoImage:
 
     def pixel_to_crs(self, col: float, row: float) -> tuple[float, float]:
         """Pixel (col, row) -> CRS (x, y)."""
-        x, y = self.transform * (col, row)
+        x, y = self.transform @ (col, row)
         return float(x), float(y)
 
     def pixel_to_lonlat(self, col: float, row: float) -> tuple[float, float] | None:
@@ -331,15 +332,12 @@ def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:
             key = str(d).strip().lower()
             if key in _ROLE_ALIASES:
                 names[i] = _ROLE_ALIASES[key]
-    ci = {"red": "R", "green": "G", "blue": "B", "alpha": "ALPHA", "gray": "GRAY"}
+    ci = {"red": "R", "green": "G", "blue": "B", "alpha": "ALPHA"}
+    if n <= 2:
+        ci["gray"] = "GRAY"  # a "gray" tag on a multi-band file carries no meaning
     for i, c in enumerate(interp):
         if names[i] is None and c in ci:
             names[i] = ci[c]
-    if n >= 4 and names[3] in (None, "GRAY"):
-        # NAIP and most 4-band aerial products: R,G,B,NIR.
-        names[3] = "NIR"
-    if n >= 3 and names[:3] == ["GRAY", "GRAY", "GRAY"]:
-        names[:3] = ["R", "G", "B"]
     if n == 1 and names[0] is None:
         names[0] = "GRAY"
     defaults = ["R", "G", "B", "NIR"]
@@ -349,6 +347,12 @@ def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:
     if len(set(names)) != len(names):
         raise ImageError(f"ambiguous band roles {names}; pass --bands, e.g. --bands R,G,B,NIR")
     return [str(x) for x in names]
+
+
+def _looks_like_alpha(band: np.ndarray) -> bool:
+    """An alpha band holds (almost) only fully transparent and fully opaque values."""
+    vals = np.unique(band[:: max(1, band.shape[0] // 256), :: max(1, band.shape[1] // 256)])
+    return len(vals) <= 2 and vals.min() in (0, vals.max()) or (len(vals) == 1)
 
 
 def _white_point(data: np.ndarray, valid: np.ndarray) -> float:
@@ -383,7 +387,7 @@ def _geodesic_row_areas(transform: Affine, height: int, crs) -> np.ndarray:
     geod = PCRS.from_user_input(crs.to_wkt()).get_geod() or Geod(ellps="WGS84")
     areas = np.empty(height, dtype=np.float64)
     for r in range(height):
-        corners = [transform * (0, r), transform * (1, r), transform * (1, r + 1), transform * (0, r + 1)]
+        corners = [transform @ (0, r), transform @ (1, r), transform @ (1, r + 1), transform @ (0, r + 1)]
         lons = [c[0] for c in corners]
         lats = [c[1] for c in corners]
         a, _ = geod.polygon_area_perimeter(lons, lats)

@@ -31,7 +31,7 @@ def mask_polygon(image: GeoImage, crop: np.ndarray, origin: tuple[int, int]):
     from rasterio.features import shapes
 
     r0, c0 = origin
-    transform = image.transform * Affine.translation(c0, r0)
+    transform = image.transform @ Affine.translation(c0, r0)
     geoms = [
         shape(geom)
         for geom, val in shapes(crop.astype(np.uint8), mask=crop, transform=transform)

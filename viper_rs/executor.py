@@ -1,0 +1,102 @@
+"""Runs tool calls coming from a sandboxed program: resolves region references,
+validates arguments against the registry, times each call and records the trace."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from tools.context import ToolContext, use_context
+from tools.registry import REGISTRY, Registry
+from viper_rs.errors import ToolError, ViperError
+from viper_rs.regions import Region
+
+log = logging.getLogger(__name__)
+REGION_KEY = "__region__"
+
+
+class ToolExecutor:
+    """Callable handler ``(name, args, kwargs) -> plain data`` for the sandbox."""
+
+    def __init__(self, ctx: ToolContext, registry: Registry = REGISTRY) -> None:
+        self.ctx = ctx
+        self.registry = registry
+        self.trace: list[dict[str, Any]] = []
+
+    def __call__(self, name: str, args: list, kwargs: dict) -> Any:
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"tool": name, "args": summarize(args), "kwargs": summarize(kwargs)}
+        try:
+            real_args = [self.from_plain(a) for a in args]
+            real_kwargs = {k: self.from_plain(v) for k, v in kwargs.items()}
+            with use_context(self.ctx):
+                result = self.registry.call(name, real_args, real_kwargs)
+            if isinstance(result, list):
+                self.ctx.register([r for r in result if isinstance(r, Region)])
+            entry["result"] = summarize(result)
+            return self.to_plain(result)
+        except ViperError as exc:
+            entry["error"] = exc.to_dict()
+            raise
+        except Exception as exc:  # a bug in a tool must not take the agent down
+            log.exception("tool %s failed", name)
+            err = ToolError(f"internal error in tool {name}: {type(exc).__name__}: {exc}")
+            entry["error"] = err.to_dict()
+            raise err from exc
+        finally:
+            entry["ms"] = round((time.perf_counter() - t0) * 1000, 3)
+            self.trace.append(entry)
+
+    def from_plain(self, value: Any) -> Any:
+        """Region references back to Regions; containers recursively."""
+        if isinstance(value, dict):
+            if REGION_KEY in value:
+                return self.ctx.resolve(value[REGION_KEY])
+            return {k: self.from_plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.from_plain(v) for v in value]
+        return value
+
+    def to_plain(self, value: Any) -> Any:
+        """Regions to ``{"__region__": id, ...summary}``; numpy scalars to Python."""
+        if isinstance(value, Region):
+            return {REGION_KEY: value.id, **value.summary()}
+        if isinstance(value, (list, tuple)):
+            return [self.to_plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): self.to_plain(v) for k, v in value.items()}
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+
+def summarize(value: Any, limit: int = 12) -> Any:
+    """Short trace-friendly form of a value (regions as ids + labels + areas)."""
+    if isinstance(value, Region):
+        return {"region": value.id, "label": value.label, "area_m2": round(value.area_m2, 2)}
+    if isinstance(value, dict) and REGION_KEY in value:
+        return {"region": value[REGION_KEY]}
+    if isinstance(value, (list, tuple)):
+        if value and all(_is_region(v) for v in value):
+            ids = [v.id if isinstance(v, Region) else v[REGION_KEY] for v in value[:limit]]
+            out: dict[str, Any] = {"regions": len(value), "ids": ids}
+            if len(value) > limit:
+                out["truncated"] = True
+            return out
+        return [summarize(v, limit) for v in value[:limit]] + (["..."] if len(value) > limit else [])
+    if isinstance(value, dict):
+        return {str(k): summarize(v, limit) for k, v in list(value.items())[:limit]}
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "..."
+    return value
+
+
+def _is_region(v: Any) -> bool:
+    return isinstance(v, Region) or (isinstance(v, dict) and REGION_KEY in v)

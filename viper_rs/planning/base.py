@@ -1,0 +1,53 @@
+"""What every planner returns (:class:`Plan`) and the interface it implements (:class:`Planner`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+#: Answer kinds a plan can announce (the same strings as ``Answer.kind``).
+PlanKind = Literal["presence", "count", "area", "comparison", "other"]
+PLAN_KINDS: tuple[str, ...] = ("presence", "count", "area", "comparison", "other")
+
+
+@dataclass
+class Plan:
+    """A program written for one question, and how it was written.
+
+    ``program`` is the source of ``def execute_command(image): ...``; ``kind`` is the kind of
+    answer it returns; ``planner`` names the planner ("rules" or "llm"); ``notes`` are short
+    human-readable remarks (the parse, normalisations applied); ``parsed`` is the planner's
+    structured reading of the question (for the rule planner: type, subject, size, shape,
+    relation, object, second subject, comparison operator), or None.
+    """
+
+    program: str
+    kind: str
+    planner: str
+    notes: list[str] = field(default_factory=list)
+    parsed: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form (for traces, caches and the UI)."""
+        return {
+            "program": self.program,
+            "kind": self.kind,
+            "planner": self.planner,
+            "notes": list(self.notes),
+            "parsed": self.parsed,
+        }
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Turns a question into a :class:`Plan`.
+
+    ``plan`` raises :class:`viper_rs.errors.PlanningError` when it cannot write a program
+    for the question; it never guesses.
+    """
+
+    name: str
+
+    def plan(self, question: str) -> Plan:
+        """A program answering ``question``."""
+        ...

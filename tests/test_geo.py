@@ -31,8 +31,9 @@ def test_projected_area_is_transform_determinant(tmp_path, four_band):
     img = GeoImage.open(p)
     assert img.band_names == ["R", "G", "B", "NIR"]
     assert img.area_unit == "m2"
-    assert img.pixel_area_m2 == pytest.approx(0.36)
-    assert img.mask_area(np.ones(img.shape, bool)) == pytest.approx(64 * 64 * 0.36)
+    # UTM central meridian: scale factor 0.9996, so ground area = grid area / 0.9996^2
+    assert img.pixel_area_m2 == pytest.approx(0.36 / 0.9996**2, rel=1e-6)
+    assert img.mask_area(np.ones(img.shape, bool)) == pytest.approx(64 * 64 * img.pixel_area_m2)
 
 
 def test_feet_crs_converted_to_metres(tmp_path, four_band):
@@ -142,3 +143,23 @@ def test_content_hash_changes_with_pixels(four_band):
     c = four_band.copy()
     c[0, 0, 0] ^= 1
     assert a.content_hash == b.content_hash != GeoImage.from_array(c, "R,G,B,NIR", gsd=1.0).content_hash
+
+
+def test_web_mercator_area_is_true_ground_area(tmp_path, four_band):
+    import math
+
+    # RSVQA-HR style: 0.1524 m ground pixels stored in EPSG:3857 at ~40.7 N
+    lat = 40.7
+    y = 6378137.0 * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+    res = 0.1524 / math.cos(math.radians(lat))
+    p = tmp_path / "wm.tif"
+    _write_tif(p, four_band, crs="EPSG:3857", transform=Affine(res, 0, -8.2e6, 0, -res, y))
+    img = GeoImage.open(p)
+    assert img.pixel_area_m2 == pytest.approx(0.1524**2, rel=1e-3)
+
+
+def test_utm_scale_factor_is_applied(tmp_path, four_band):
+    p = tmp_path / "utm.tif"
+    _write_tif(p, four_band)  # x = 500 km: central meridian, scale 0.9996
+    img = GeoImage.open(p)
+    assert img.pixel_area_m2 == pytest.approx(1 / 0.9996**2, rel=1e-5)

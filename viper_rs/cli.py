@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     image_args(run)
     run.add_argument("programs", nargs="+", type=Path, help="files defining execute_command(image)")
 
-    sub.add_parser("tools", help="print the tool table (Markdown)")
+    tl = sub.add_parser("tools", help="print the tool table (Markdown)")
+    tl.add_argument("--update-readme", action="store_true", help="rewrite README.md's tool table")
     return p
 
 
@@ -54,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tools":
             import tools
+            from viper_rs.docs import update_readme
 
-            print(tools.REGISTRY.docs_table())
+            if args.update_readme:
+                readme = Path(__file__).resolve().parents[1] / "README.md"
+                changed = update_readme(readme, tools.REGISTRY)
+                print(f"{readme}: {'updated' if changed else 'already up to date'}")
+            else:
+                print(tools.REGISTRY.docs_table())
             return 0
         return _run_image_command(args)
     except ViperError as exc:

@@ -272,7 +272,8 @@ class GeoImage:
             return _geodesic_row_areas(self.transform, h, self.crs)
         factor = _linear_unit_factor(self.crs)
         det = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
-        return np.full(h, det * factor * factor, dtype=np.float64)
+        scale = _areal_scale(self.crs, self.transform, self.width, h)
+        return det * factor * factor / scale
 
     @property
     def pixel_area_m2(self) -> float | None:
@@ -378,6 +379,30 @@ def _linear_unit_factor(crs) -> float:
         if units in ("metre", "meter", "m", "metres", "meters"):
             return 1.0
         raise ImageError(f"CRS {crs} has unknown linear units; cannot measure ground area") from None
+
+
+def _areal_scale(crs, transform: Affine, width: int, height: int) -> np.ndarray:
+    """(H,) projection areal scale factor at each row's centre (1.0 = true area).
+
+    Web Mercator (EPSG:3857) inflates areas by sec^2(latitude); UTM by < 0.1%.
+    """
+    from pyproj import CRS as PCRS
+    from pyproj import Proj, Transformer
+
+    try:
+        pcrs = PCRS.from_user_input(crs.to_wkt())
+        rows = np.arange(height) + 0.5
+        cols = np.full(height, width / 2.0)
+        xs = transform.c + transform.a * cols + transform.b * rows
+        ys = transform.f + transform.d * cols + transform.e * rows
+        lon, lat = Transformer.from_crs(pcrs, pcrs.geodetic_crs, always_xy=True).transform(xs, ys)
+        scale = np.asarray(Proj(pcrs).get_factors(lon, lat).areal_scale, dtype=np.float64)
+        if scale.shape != (height,) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise ValueError("no finite scale factors")
+        return scale
+    except Exception as exc:  # CRS without a usable inverse: planar area, said in the log
+        log.warning("no areal scale factors for CRS %s (%s); using planar pixel area", crs, exc)
+        return np.ones(height, dtype=np.float64)
 
 
 def _geodesic_row_areas(transform: Affine, height: int, crs) -> np.ndarray:

@@ -55,15 +55,19 @@ class Agent:
         )
 
     # ------------------------------------------------------------------ public API
-    def ask(self, image: GeoImage, question: str) -> Answer:
-        """Plan a program for ``question`` and run it on ``image``."""
+    def ask(self, image: GeoImage, question: str, settings: Settings | None = None) -> Answer:
+        """Plan a program for ``question`` and run it on ``image``.
+
+        ``settings`` overrides the agent's settings for the tools of this one question
+        (e.g. size-word thresholds); detector and planner stay as built.
+        """
         t0 = time.perf_counter()
         try:
             plan = self.planner.plan(question)
         except ViperError as exc:
             return self._failed(image, question, None, exc, {"plan_ms": _ms(t0), "total_ms": _ms(t0)})
         plan_ms = _ms(t0)
-        answer = self.run_program(image, plan.program, question=question, plan=plan)
+        answer = self.run_program(image, plan.program, question=question, plan=plan, settings=settings)
         answer.timings = {"plan_ms": plan_ms, **answer.timings}
         answer.timings["total_ms"] = _ms(t0)
         return answer
@@ -75,6 +79,7 @@ class Agent:
         question: str | None = None,
         plan: Plan | None = None,
         kind: str | None = None,
+        settings: Settings | None = None,
     ) -> Answer:
         """Validate and run a program in the sandbox; wrap its result as an Answer."""
         t0 = time.perf_counter()
@@ -86,7 +91,7 @@ class Agent:
             timings["validate_ms"] = _ms(t0)
             return self._failed(image, question, program, exc, timings, plan)
         timings["validate_ms"] = _ms(t0)
-        ctx = ToolContext(image=image, detector=self.detector, settings=self.settings)
+        ctx = ToolContext(image=image, detector=self.detector, settings=settings or self.settings)
         executor = ToolExecutor(ctx)
         t1 = time.perf_counter()
         result = self.sandbox.run(program, executor, names, image_info=image_info(image))

@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     image_args(run)
     run.add_argument("programs", nargs="+", type=Path, help="files defining execute_command(image)")
 
+    demo = sub.add_parser("demo", help="answer questions about the built-in synthetic scene")
+    demo.add_argument("--seed", type=int, default=0, help="scene seed")
+    demo.add_argument("--n", type=int, default=10, help="number of questions")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"), help="where the scene is written")
+    demo.add_argument("--detector", help="auto | spectral | oracle (ground truth masks)")
+    demo.add_argument("--json", action="store_true", help="one JSON object per answer")
+    demo.add_argument("--geometry", action="store_true", help=argparse.SUPPRESS)
+
     tl = sub.add_parser("tools", help="print the tool table (Markdown)")
     tl.add_argument("--update-readme", action="store_true", help="rewrite README.md's tool table")
     return p
@@ -64,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(tools.REGISTRY.docs_table())
             return 0
+        if args.command == "demo":
+            return _demo(args)
         return _run_image_command(args)
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)
@@ -109,6 +119,54 @@ def _run_image_command(args: argparse.Namespace) -> int:
                 failed += answer.error is not None
                 _emit(answer, args)
     return 1 if failed else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Write a synthetic scene as a GeoTIFF, read it back and answer RSVQA-style questions."""
+    from viper_rs.agent import Agent
+    from viper_rs.geo import GeoImage, write_geotiff
+    from viper_rs.synthetic import make_questions, make_scene
+
+    scene = make_scene(seed=args.seed)
+    tif = write_geotiff(scene.image, args.out / "scene.tif")
+    (args.out / "truth.geojson").write_text(json.dumps(scene.to_geojson()))
+    image = GeoImage.open(tif)
+    settings = Settings.from_env()
+    detector: Any = args.detector or settings.detector
+    if detector == "oracle":
+        from viper_rs.vision.oracle import OracleDetector
+
+        detector = OracleDetector(scene, settings)
+        image = scene.image
+    questions = make_questions(scene, n=args.n, seed=args.seed, settings=settings)
+    if not args.json:
+        print(f"scene: {tif} ({image.width}x{image.height} px, {image.ground_sampling_distance:.2f} m, "
+              f"{len(scene.objects)} objects; ground truth in {args.out / 'truth.geojson'})\n")
+    right = 0
+    with Agent(settings, detector=detector) as agent:
+        for q in questions:
+            answer = agent.ask(image, q.question)
+            ok = _matches(answer, q)
+            right += ok
+            if args.json:
+                d = answer.to_dict()
+                d["truth"] = q.answer
+                d["correct"] = ok
+                print(json.dumps(d, default=str), flush=True)
+            else:
+                _emit(answer, args)
+                print(f"   truth: {q.answer} -> {'right' if ok else 'wrong'}\n", flush=True)
+    if not args.json:
+        print(f"{right}/{len(questions)} right with the {getattr(agent.detector, 'name', '?')} detector")
+    return 0
+
+
+def _matches(answer: Any, q: Any) -> bool:
+    if answer.error or answer.value is None:
+        return False
+    if isinstance(q.value, float):
+        return abs(float(answer.value) - q.value) <= max(1.0, 0.1 * abs(q.value))
+    return answer.value == q.value
 
 
 def _read_text(path: Path, what: str) -> str:

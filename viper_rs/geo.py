@@ -87,11 +87,18 @@ class GeoImage:
         path: str | Path,
         gsd: float | None = None,
         bands: str | list[str] | None = None,
+        crs: object | None = None,
+        transform: Affine | None = None,
     ) -> GeoImage:
-        """Read a GeoTIFF/COG, PNG or JPEG. ``gsd`` (m/pixel) georeferences plain images."""
+        """Read a GeoTIFF/COG, PNG or JPEG.
+
+        ``gsd`` (m/pixel) gives plain images a ground size; ``crs`` + ``transform``
+        georeference an image that has none (they are ignored when the file has a CRS).
+        """
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+        override_crs, transform_override = crs, transform
         p = Path(path)
         if not p.exists():
             raise ImageError(f"{p}: no such file")
@@ -161,6 +168,13 @@ class GeoImage:
                 raise ImageError(f"{p}: only an alpha band, no image bands")
         if data.dtype == np.bool_ or data.dtype.kind not in "uif":
             data = data.astype(np.float32)
+        if crs is None and override_crs is not None:
+            if transform_override is None:
+                raise ImageError(f"{p}: a CRS override needs a transform too")
+            import rasterio.crs
+
+            crs = rasterio.crs.CRS.from_user_input(override_crs)
+            transform = transform_override
         georeferenced = crs is not None
         if not georeferenced:
             transform = Affine.identity() if gsd is None else Affine(gsd, 0, 0, 0, -gsd, 0)
@@ -418,3 +432,23 @@ def _geodesic_row_areas(transform: Affine, height: int, crs) -> np.ndarray:
         a, _ = geod.polygon_area_perimeter(lons, lats)
         areas[r] = abs(a)
     return areas
+
+
+def write_geotiff(image: GeoImage, path: str | Path) -> Path:
+    """Write ``image`` as a (tiled, deflate) GeoTIFF with band descriptions and nodata mask."""
+    import rasterio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff", "width": image.width, "height": image.height,
+        "count": image.data.shape[0], "dtype": image.data.dtype.name, "crs": image.crs,
+        "transform": image.transform, "compress": "deflate",
+    }
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(image.data)
+        for i, name in enumerate(image.band_names, 1):
+            ds.set_band_description(i, name)
+        if not image.valid.all():
+            ds.write_mask((image.valid * 255).astype("uint8"))
+    return path

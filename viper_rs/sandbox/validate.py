@@ -77,7 +77,7 @@ DENIED_ATTRIBUTE_PREFIXES: tuple[str, ...] = (
 )  # fmt: skip
 
 #: Deepest AST accepted (compilation of deeper trees can exhaust the C stack).
-MAX_AST_DEPTH = 64
+MAX_AST_DEPTH = 100
 
 _ALLOWED_NODES: tuple[type, ...] = (
     ast.Module, ast.FunctionDef, ast.Return, ast.Assign, ast.AugAssign, ast.AnnAssign,
@@ -272,15 +272,9 @@ class _Checker:
         attr = node.attr
         if not isinstance(node.ctx, ast.Load):
             raise _fail(f"assignment to attribute {attr!r} is not allowed", node)
+        self.visit(node.value, annotation)  # report the first violation in reading order
         if attr.startswith(DENIED_ATTRIBUTE_PREFIXES) or attr in DENIED_ATTRIBUTES:
             raise _fail(f"attribute {attr!r} is not allowed", node)
-        self.visit(node.value, annotation)
-
-    def visit_Subscript(self, node: ast.Subscript, annotation: bool) -> None:
-        if isinstance(node.ctx, ast.Store) and not annotation:
-            # Item assignment on the program's own lists/dicts is fine.
-            pass
-        self.generic(node, annotation)
 
     def visit_Starred(self, node: ast.Starred, annotation: bool) -> None:
         if isinstance(node.ctx, ast.Store) and not isinstance(node.value, ast.Name):
@@ -288,8 +282,8 @@ class _Checker:
         self.generic(node, annotation)
 
     def visit_keyword(self, node: ast.keyword, annotation: bool) -> None:
-        if node.arg is not None:
-            self.check_identifier(node.arg, node, "keyword argument")
+        if node.arg is not None and node.arg.startswith("_"):
+            raise _fail(f"keyword argument {node.arg!r} starts with '_' (not allowed)", node)
         self.visit(node.value, annotation)
 
     def visit_comprehension(self, node: ast.comprehension, annotation: bool) -> None:

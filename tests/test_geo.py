@@ -163,3 +163,22 @@ def test_utm_scale_factor_is_applied(tmp_path, four_band):
     _write_tif(p, four_band)  # x = 500 km: central meridian, scale 0.9996
     img = GeoImage.open(p)
     assert img.pixel_area_m2 == pytest.approx(1 / 0.9996**2, rel=1e-5)
+
+
+def test_all_nan_float_image_is_an_error(tmp_path):
+    p = tmp_path / "nan.tif"
+    _write_tif(p, np.full((4, 6, 6), np.nan, np.float32))
+    with pytest.raises(ImageError, match="nodata|not a number"):
+        GeoImage.open(p)
+
+
+def test_jpeg_and_rgba_png(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.jpg")
+    img = GeoImage.open(tmp_path / "x.jpg", gsd=0.3)
+    assert img.band_names == ["R", "G", "B"] and img.pixel_area_m2 == pytest.approx(0.09)
+    rgba = np.dstack([rgb, np.where(np.arange(32)[None, :] < 8, 0, 255).repeat(32, 0).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "x.png")
+    img = GeoImage.open(tmp_path / "x.png", gsd=0.3)
+    assert img.band_names == ["R", "G", "B"]  # alpha became the validity mask
+    assert img.valid[:, :8].sum() == 0 and img.valid[:, 8:].all()

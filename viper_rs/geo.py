@@ -75,6 +75,10 @@ class GeoImage:
         if not finite.all():
             self.data = np.where(np.isfinite(self.data), self.data, 0).astype(self.data.dtype)
         self.valid = finite if self.valid is None else (self.valid.astype(bool) & finite)
+        if self.valid.shape != self.data.shape[1:]:
+            raise ImageError(f"{self.name}: validity mask shape {self.valid.shape} != image shape")
+        if not self.valid.any():
+            raise ImageError(f"{self.name}: every pixel is nodata or not a number")
         if self.white_point is None:
             self.white_point = _white_point(self.data, self.valid)
         if self.crs is None and self.gsd is not None and self.transform == Affine.identity():

@@ -73,7 +73,7 @@ _GROUPS: dict[str, list[tuple[str, str | None]]] = {
     "tree": [
         *[(p, None) for p in (
             "tree", "tree canopy", "canopy", "wood", "forest", "woodland", "tree cover",
-            "trees area", "tree area", "forest area", "wooded area", "grove", "tree row",
+            "tree area", "wooded area", "grove", "tree row",
             "treeline", "tree line",
         )],
         *[(p, _TREES) for p in ("orchard", "hedge", "hedgerow", "plantation", "nature reserve")],
@@ -88,7 +88,7 @@ _GROUPS: dict[str, list[tuple[str, str | None]]] = {
         *[(p, _GRASS) for p in (
             "greenfield", "recreation ground", "village green", "pitch", "sports field",
             "playing field", "football pitch", "football field", "soccer field",
-            "baseball field", "golf course", "heath", "playground", "common",
+            "baseball field", "golf course", "heath", "playground",
         )],
     ],
     "vegetation": [
@@ -200,6 +200,12 @@ SHAPE_WORDS = frozenset({"square", "rectangular", "circular", "round"})
 _ARTICLES = frozenset({"a", "an", "the", "some", "any", "all"})
 _GENERIC_TAILS = ("area", "zone", "land", "surface", "region", "cover", "site", "ground")
 _NO_STRIP = ("ss", "us", "is")
+# Words that mark a relation or a clause: a phrase holding them is not one concept.
+_RELATION_WORDS = frozenset({
+    "of", "to", "at", "on", "in", "near", "with", "without", "and", "or", "than", "next",
+    "left", "right", "top", "bottom", "above", "below", "beside", "between", "from", "by",
+    "not", "no", "under", "over", "behind",
+})
 
 
 def normalize_phrase(query: str) -> str:
@@ -292,6 +298,8 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
     if hit is None:
         # "red roof", "old factory building": drop leading qualifiers one by one.
         for i in range(1, len(words)):
+            if _RELATION_WORDS.intersection(words[:i]):
+                break
             hit = _lookup(" ".join(words[i:]))
             if hit is not None:
                 qualifiers = words[:i]

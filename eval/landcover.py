@@ -162,6 +162,52 @@ def evaluate(data: Path, imagery: str = "naip2014", gsd: float = 1.0) -> dict:
     }
 
 
+#: The question asked per label class, and the label codes it is scored against.
+QUESTIONS = {
+    "tree canopy": ("What is the area covered by trees?", (2,)),
+    "low vegetation": ("What is the area covered by grass areas?", (3,)),
+    "water": ("What is the area covered by water areas?", (1,)),
+    "road": ("What is the area covered by roads?", (6,)),
+    "impervious": ("What is the area covered by impervious surfaces?", (5, 6)),
+}
+
+
+def answer_areas(data: Path, imagery: str = "naip2014", gsd: float = 1.0) -> dict:
+    """Area ANSWERS of the agent (question -> program -> sandbox -> m2) vs label areas."""
+    import numpy as np
+
+    from viper_rs.agent import Agent
+    from viper_rs.config import Settings
+
+    totals = {k: {"label_m2": 0.0, "answer_m2": 0.0, "errors": 0} for k in QUESTIONS}
+    with Agent(Settings(detector="spectral", planner="rules")) as agent:
+        for _stem, img_path, lc_path, _b in find_patches(data, imagery):
+            image = _read(img_path, gsd)
+            labels = _read(lc_path, gsd).data[0]
+            for cname, (question, codes) in QUESTIONS.items():
+                ans = agent.ask(image, question)
+                totals[cname]["label_m2"] += image.mask_area(np.isin(labels, codes) & image.valid)
+                if ans.error:
+                    totals[cname]["errors"] += 1
+                else:
+                    totals[cname]["answer_m2"] += float(ans.value)
+    for t in totals.values():
+        t["abs_err_m2"] = abs(t["answer_m2"] - t["label_m2"])
+        t["rel_err"] = t["abs_err_m2"] / t["label_m2"] if t["label_m2"] else None
+    return totals
+
+
+def print_answers(totals: dict) -> None:
+    """Table of answered vs labelled areas."""
+    print(f"\nagent AREA ANSWERS summed over the patches "
+          f"(question -> program -> sandbox -> m2)")
+    print(f"{'class':<16}{'label m2':>11}{'answer m2':>11}{'abs err':>11}{'rel err':>9}  question")
+    for cname, t in totals.items():
+        print(f"{cname:<16}{_fmt(t['label_m2']):>11}{_fmt(t['answer_m2']):>11}"
+              f"{_fmt(t['abs_err_m2']):>11}{_fmt(t['rel_err'], True):>9}  {QUESTIONS[cname][0]}"
+              + (f"  ({t['errors']} errors)" if t["errors"] else ""))
+
+
 def _fmt(v, pct: bool = False) -> str:
     if v is None:
         return "-"
@@ -216,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
               "(pass --data; the shared data lives beside the repository)", file=sys.stderr)
         return 2
     res = evaluate(data, args.imagery, args.gsd)
+    res["answers"] = answer_areas(data, args.imagery, args.gsd)
     if args.json:
         print(json.dumps(res, indent=1))
     else:
         print_report(res)
+        print_answers(res["answers"])
     return 0
 
 

@@ -199,8 +199,8 @@ def answer_areas(data: Path, imagery: str = "naip2014", gsd: float = 1.0) -> dic
 
 def print_answers(totals: dict) -> None:
     """Table of answered vs labelled areas."""
-    print(f"\nagent AREA ANSWERS summed over the patches "
-          f"(question -> program -> sandbox -> m2)")
+    print("\nagent AREA ANSWERS summed over the patches "
+          "(question -> program -> sandbox -> m2)")
     print(f"{'class':<16}{'label m2':>11}{'answer m2':>11}{'abs err':>11}{'rel err':>9}  question")
     for cname, t in totals.items():
         print(f"{cname:<16}{_fmt(t['label_m2']):>11}{_fmt(t['answer_m2']):>11}"

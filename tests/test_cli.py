@@ -116,3 +116,21 @@ def test_demo_runs():
 def test_tools_table():
     p = run("tools")
     assert p.returncode == 0 and "| `find` |" in p.stdout
+
+
+def test_bad_questions_and_program_files(tmp_path, shared_data):
+    img = shared_data / "naip" / "napa_naip_1m.tif"
+    binary = tmp_path / "q.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n# only a comment\n")
+    for args, message in [
+        (("ask", str(img), "--questions-file", str(binary)), "cannot read questions file"),
+        (("ask", str(img), "--questions-file", str(empty)), "no questions"),
+        (("ask", str(img), "--questions-file", str(tmp_path / "nope.txt")), "no such questions file"),
+        (("run", str(img), str(tmp_path / "nope.py")), "no such program file"),
+        (("ask", str(img)), "QUESTION"),
+    ]:
+        p = run(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert "Traceback" not in p.stderr and message in p.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
-from viper_rs.errors import ImageError, ViperError
+from viper_rs.errors import InputError, ViperError
 
 log = logging.getLogger("viper_rs")
 
@@ -99,7 +99,7 @@ def _run_image_command(args: argparse.Namespace) -> int:
 
     if args.command == "ask":
         if args.question is None and args.questions_file is None:
-            raise ImageError("give a QUESTION or --questions-file FILE")
+            raise InputError("give a QUESTION or --questions-file FILE")
         questions = [args.question] if args.question is not None else _read_questions(args.questions_file)
     else:
         programs = [(p, _read_text(p, "program")) for p in args.programs]
@@ -171,13 +171,13 @@ def _matches(answer: Any, q: Any) -> bool:
 
 def _read_text(path: Path, what: str) -> str:
     if not path.exists():
-        raise ImageError(f"{path}: no such {what} file")
+        raise InputError(f"{path}: no such {what} file")
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
-        raise ImageError(f"{path}: cannot read {what} file ({exc})") from None
+        raise InputError(f"{path}: cannot read {what} file ({exc})") from None
     if not text.strip():
-        raise ImageError(f"{path}: {what} file is empty")
+        raise InputError(f"{path}: {what} file is empty")
     return text
 
 
@@ -185,7 +185,7 @@ def _read_questions(path: Path) -> list[str]:
     lines = _read_text(path, "questions").splitlines()
     qs = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if not qs:
-        raise ImageError(f"{path}: no questions in file")
+        raise InputError(f"{path}: no questions in file")
     return qs
 
 

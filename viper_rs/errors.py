@@ -19,6 +19,12 @@ class ImageError(ViperError):
     type = "image"
 
 
+class InputError(ViperError):
+    """A non-image input (questions file, program file, argument) is missing or unusable."""
+
+    type = "input"
+
+
 class PlanningError(ViperError):
     """No program could be written for the question (outside the grammar, LLM failure...)."""
 

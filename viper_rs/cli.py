@@ -157,7 +157,11 @@ def _demo(args: argparse.Namespace) -> int:
                 _emit(answer, args)
                 print(f"   truth: {q.answer} -> {'right' if ok else 'wrong'}\n", flush=True)
     if not args.json:
-        print(f"{right}/{len(questions)} right with the {getattr(agent.detector, 'name', '?')} detector")
+        name = getattr(agent.detector, "name", "?")
+        print(f"{right}/{len(questions)} right with the {name} detector")
+        if name != "oracle":
+            print("(--detector oracle answers from the ground-truth masks: it checks planner, "
+                  "tools and sandbox independent of vision quality)")
     return 0
 
 

@@ -49,6 +49,9 @@ class StaticDetector:
             raise UnknownConceptError(f"unknown concept {query!r}")
         return ScoreMap(self.masks[key].astype(np.float32), 0.5, query, key, self.name, notes=[])
 
+    def notes(self, image, query):
+        return self.score_map(image, query).notes
+
     def find(self, image, query):
         from viper_rs.vision.components import regions_from_score_map
 

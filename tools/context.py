@@ -34,8 +34,7 @@ class ToolContext:
         """Regions of a base concept (no size/shape words), cached for this run."""
         key = " ".join(query.lower().split())
         if key not in self.detect_cache:
-            smap = self.detector.score_map(self.image, key)
-            for note in smap.notes:
+            for note in self.detector.notes(self.image, key):
                 if note not in self.notes:
                     self.notes.append(note)
             regions = self.detector.find(self.image, key)

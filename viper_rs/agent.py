@@ -16,7 +16,7 @@ from viper_rs.executor import ToolExecutor
 from viper_rs.geo import GeoImage
 from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner
-from viper_rs.sandbox import Limits, Sandbox, validate_program
+from viper_rs.sandbox import Limits, Sandbox
 from viper_rs.vision.factory import build_detector
 
 log = logging.getLogger(__name__)
@@ -81,21 +81,17 @@ class Agent:
         kind: str | None = None,
         settings: Settings | None = None,
     ) -> Answer:
-        """Validate and run a program in the sandbox; wrap its result as an Answer."""
+        """Validate and run a program in the sandbox; wrap its result as an Answer.
+
+        The sandbox validates before running: a rejected program comes back as a
+        ``validation`` error without reaching a worker.
+        """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        names = REGISTRY.names()
-        try:
-            validate_program(program, names)
-        except ViperError as exc:
-            timings["validate_ms"] = _ms(t0)
-            return self._failed(image, question, program, exc, timings, plan)
-        timings["validate_ms"] = _ms(t0)
         ctx = ToolContext(image=image, detector=self.detector, settings=settings or self.settings)
         executor = ToolExecutor(ctx)
-        t1 = time.perf_counter()
-        result = self.sandbox.run(program, executor, names, image_info=image_info(image))
-        timings["run_ms"] = _ms(t1)
+        result = self.sandbox.run(program, executor, REGISTRY.names(), image_info=image_info(image))
+        timings["run_ms"] = _ms(t0)
         timings["tools_ms"] = round(sum(e.get("ms", 0.0) for e in executor.trace), 3)
         timings["total_ms"] = _ms(t0)
         hint = kind or (plan.kind if plan else None)

@@ -48,3 +48,7 @@ class Detector(Protocol):
     def find(self, image: GeoImage, query: str) -> list[Region]:
         """Instances of ``query`` in ``image`` (score map -> components -> regions)."""
         ...
+
+    def notes(self, image: GeoImage, query: str) -> list[str]:
+        """How ``query`` is answered on ``image`` (approximations, fallbacks), for the answer."""
+        ...

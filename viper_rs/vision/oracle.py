@@ -102,6 +102,12 @@ class OracleDetector:
                 "build OracleDetector(scene) for the scene whose image you query"
             )
 
+    def notes(self, image: GeoImage, query: str) -> list[str]:
+        """The oracle answers from ground truth: nothing is approximated."""
+        self._check(image)
+        self.resolve(query)
+        return []
+
     def score_map(self, image: GeoImage, query: str) -> ScoreMap:
         """1.0 on ground-truth pixels of the matching classes, 0.0 elsewhere (threshold 0.5)."""
         self._check(image)

@@ -875,9 +875,14 @@ class SpectralDetector:
         log.debug("spectral class maps computed for %s", image.name)
         return maps
 
+    def notes(self, image: GeoImage, query: str) -> list[str]:
+        """Approximation notes for ``query`` and how its class was measured on ``image``."""
+        cls, notes = resolve_concept(query)
+        return [*notes, *self.class_maps(image).notes_for(cls)]
+
     def score_map(self, image: GeoImage, query: str) -> ScoreMap:
         """Per-pixel score of the concept ``query``; unknown concepts raise."""
-        cls, notes = resolve_concept(query)
+        cls, _ = resolve_concept(query)
         maps = self.class_maps(image)
         valid = maps.cover != NODATA
         mask = maps.mask(cls) & valid
@@ -887,7 +892,7 @@ class SpectralDetector:
         scores = np.where(valid, scores, 0.0).astype(np.float32)
         return ScoreMap(
             scores=scores, threshold=threshold, query=query, label=cls,
-            detector=self.name, notes=[*notes, *maps.notes_for(cls)],
+            detector=self.name, notes=self.notes(image, query),
         )
 
     @staticmethod

@@ -85,10 +85,7 @@ def to_answer_space(qtype: str, value: Any, lat_deg: float) -> str | None:
 
 
 def question_template(question: str) -> str:
-    """Question with its object words masked: the key of the prior baseline.
-
-    The prior uses only the question form and type words, e.g. "how many X are there".
-    """
+    """Normalised question text (lower case, single spaces, no "?"): the prior's key."""
     q = " ".join(question.lower().replace("?", " ").split())
     return q
 

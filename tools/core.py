@@ -75,8 +75,7 @@ def area(target: str | list[Region]) -> float:
         return 0.0
     union = np.zeros(ctx.image.shape, dtype=bool)
     for r in regions:
-        (r0, c0), (h, w) = r.origin, r.crop.shape
-        union[r0 : r0 + h, c0 : c0 + w] |= r.crop
+        r.paint(union)
     return float(ctx.image.mask_area(union))
 
 

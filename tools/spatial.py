@@ -48,22 +48,12 @@ def gap_px(a: Region, b: Region, limit_px: float) -> float:
     pad = int(np.ceil(limit_px)) + 2
     r0, c0 = max(min(ar0, br0) - pad, 0), max(min(ac0, bc0) - pad, 0)
     r1, c1 = max(ar1, br1) + pad, max(ac1, bc1) + pad
-    win_a = _window(a, r0, c0, r1, c1)
-    win_b = _window(b, r0, c0, r1, c1)
+    win_a = a.window(r0, c0, r1, c1)
+    win_b = b.window(r0, c0, r1, c1)
     if (win_a & win_b).any():
         return 0.0
     dist = ndimage.distance_transform_edt(~win_a)
     return float(dist[win_b].min() - 1) if win_b.any() else float("inf")
-
-
-def _window(r: Region, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
-    out = np.zeros((r1 - r0, c1 - c0), dtype=bool)
-    (or0, oc0), (h, w) = r.origin, r.crop.shape
-    sr0, sc0 = max(or0, r0), max(oc0, c0)
-    sr1, sc1 = min(or0 + h, r1), min(oc0 + w, c1)
-    if sr1 > sr0 and sc1 > sc0:
-        out[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0] = r.crop[sr0 - or0 : sr1 - or0, sc0 - oc0 : sc1 - oc0]
-    return out
 
 
 @tool

@@ -371,7 +371,7 @@ def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:
 def _looks_like_alpha(band: np.ndarray) -> bool:
     """An alpha band holds (almost) only fully transparent and fully opaque values."""
     vals = np.unique(band[:: max(1, band.shape[0] // 256), :: max(1, band.shape[1] // 256)])
-    return len(vals) <= 2 and vals.min() in (0, vals.max()) or (len(vals) == 1)
+    return len(vals) <= 2 and vals.min() in (0, vals.max())
 
 
 def _white_point(data: np.ndarray, valid: np.ndarray) -> float:

@@ -51,11 +51,24 @@ class Region:
     @property
     def mask(self) -> np.ndarray:
         """Full-size boolean mask (H, W)."""
-        full = np.zeros(self.image_shape, dtype=bool)
-        r0, c0 = self.origin
-        h, w = self.crop.shape
-        full[r0 : r0 + h, c0 : c0 + w] = self.crop
-        return full
+        return self.window(0, 0, *self.image_shape)
+
+    def window(self, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
+        """The mask inside rows r0:r1 and columns c0:c1 (may extend past the image)."""
+        out = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+        self.paint(out, (r0, c0))
+        return out
+
+    def paint(self, target: np.ndarray, offset: tuple[int, int] = (0, 0)) -> None:
+        """OR the mask into ``target`` whose pixel (0, 0) is image pixel ``offset``."""
+        (or0, oc0), (h, w) = self.origin, self.crop.shape
+        r0, c0 = offset
+        sr0, sc0 = max(or0, r0), max(oc0, c0)
+        sr1, sc1 = min(or0 + h, r0 + target.shape[0]), min(oc0 + w, c0 + target.shape[1])
+        if sr1 > sr0 and sc1 > sc0:
+            target[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0] |= self.crop[
+                sr0 - or0 : sr1 - or0, sc0 - oc0 : sc1 - oc0
+            ]
 
     @property
     def bbox(self) -> tuple[int, int, int, int]:

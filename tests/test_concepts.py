@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import DATA
 from viper_rs.errors import UnknownConceptError
 from viper_rs.vision.concepts import (
     SUPPORTED_CLASSES,
@@ -17,7 +17,6 @@ from viper_rs.vision.concepts import (
     resolve_concept,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUESTIONS = DATA / "rsvqa_hr_mini" / "USGS_split_mini_questions.json"
 
 # RSVQA-HR question templates; the groups are object phrases.

@@ -6,11 +6,11 @@ from __future__ import annotations
 import ast
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 import tools
+from tests.conftest import DATA
 from viper_rs.errors import ConfigError, PlanningError
 from viper_rs.planning import PLANNER_NAMES, Plan, Planner, RulePlanner, build_planner
 from viper_rs.planning.rules import (
@@ -21,7 +21,6 @@ from viper_rs.planning.rules import (
     singularise_word,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUESTIONS = DATA / "rsvqa_hr_mini" / "USGS_split_mini_questions.json"
 KIND_OF_TYPE = {"presence": "presence", "count": "count", "area": "area", "comp": "comparison"}
 

@@ -11,13 +11,13 @@ import pytest
 from affine import Affine
 from scipy import ndimage as ndi
 
+from tests.conftest import DATA
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError, UnknownConceptError
 from viper_rs.geo import GeoImage
 from viper_rs.vision.base import Detector
 from viper_rs.vision.spectral import NODATA, SpectralDetector, compute_class_maps
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WV = DATA / "naip" / "wv_landcover"
 NAPA = DATA / "naip" / "napa_naip_1m.tif"
 NAPA_DSM = DATA / "naip" / "napa_dsm_1m.tif"

@@ -29,6 +29,8 @@ class ToolContext:
     regions: dict[int, Region] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     detect_cache: dict[str, list[Region]] = field(default_factory=dict)
+    # Timed detector stages (image tower, text, components, SAM...) per detection, for the trace.
+    stages: list[dict] = field(default_factory=list)
 
     def detect(self, query: str) -> list[Region]:
         """Regions of a base concept (no size/shape words), cached for this run."""
@@ -37,7 +39,12 @@ class ToolContext:
             for note in self.detector.notes(self.image, key):
                 if note not in self.notes:
                     self.notes.append(note)
-            regions = self.detector.find(self.image, key)
+            finder = getattr(self.detector, "find_with_stages", None)
+            if finder is not None:
+                regions, stages = finder(self.image, key)
+                self.stages.append({"query": key, "stages": stages})
+            else:
+                regions = self.detector.find(self.image, key)
             self.detect_cache[key] = self.register(regions)
         return list(self.detect_cache[key])
 

@@ -103,7 +103,7 @@ class Agent:
             timings=timings,
             detector=getattr(self.detector, "name", type(self.detector).__name__),
             planner=plan.planner if plan else None,
-            notes=list(plan.notes if plan else []) + ctx.notes,
+            notes=self._detector_notes() + list(plan.notes if plan else []) + ctx.notes,
             image=image.describe(),
             area_unit=image.area_unit,
             stdout=result.stdout,
@@ -134,6 +134,10 @@ class Agent:
         self.close()
 
     # ------------------------------------------------------------------ helpers
+    def _detector_notes(self) -> list[str]:
+        note = getattr(self.detector, "choice_note", None)
+        return [note] if note else []
+
     def _failed(
         self,
         image: GeoImage,
@@ -153,7 +157,7 @@ class Agent:
             timings=timings,
             detector=getattr(self.detector, "name", None),
             planner=plan.planner if plan else getattr(self.planner, "name", None),
-            notes=list(plan.notes) if plan else [],
+            notes=self._detector_notes() + (list(plan.notes) if plan else []),
             image=image.describe(),
             area_unit=image.area_unit,
         )

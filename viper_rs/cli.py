@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--small-max-m2", type=float, help="size word threshold (default 100)")
         sp.add_argument("--large-min-m2", type=float, help="size word threshold (default 500)")
         sp.add_argument("--timeout", type=float, help="sandbox wall-clock limit per program (s)")
+        model_args(sp)
 
     ask = sub.add_parser("ask", help="answer questions about an image")
     image_args(ask)
@@ -52,7 +53,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     tl = sub.add_parser("tools", help="print the tool table (Markdown)")
     tl.add_argument("--update-readme", action="store_true", help="rewrite README.md's tool table")
+
+    wt = sub.add_parser("weights", help="show the model weights found; download CLIP / SAM")
+    wt.add_argument("--download", nargs="?", const="all", choices=["clip", "sam", "all", "graft"],
+                    help="download into <cache-dir>/weights (clip, sam or all; default all)")
+    wt.add_argument("--cache-dir", type=Path, help="cache folder (weights go to its weights/)")
+    wt.add_argument("--graft-checkpoint", type=Path, help="GRAFT pixel-level checkpoint to check")
+    wt.add_argument("--clip-checkpoint", type=Path, help="CLIP checkpoint to check")
+    wt.add_argument("--clip-model", help="open_clip architecture (default ViT-B-16)")
+    wt.add_argument("--clip-pretrained", help="open_clip pretrained tag (online only)")
+    wt.add_argument("--sam-checkpoint", type=Path, help="segment-anything checkpoint to check")
+    wt.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def model_args(sp: argparse.ArgumentParser) -> None:
+    """Flags for model weights, device, calibration, SAM and caches (graft/clip detectors)."""
+    g = sp.add_argument_group("models (graft / clip detectors)")
+    g.add_argument("--graft-checkpoint", type=Path, help="GRAFT pixel-level checkpoint (.ckpt)")
+    g.add_argument("--clip-checkpoint", type=Path, help="CLIP checkpoint for the text tower")
+    g.add_argument("--clip-model", help="open_clip architecture (default ViT-B-16)")
+    g.add_argument("--clip-pretrained", help="open_clip pretrained tag (downloads; online only)")
+    g.add_argument("--sam-checkpoint", type=Path, help="segment-anything checkpoint (vit_b/l/h)")
+    g.add_argument("--no-sam", action="store_true", help="skip SAM refinement")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--calibration", type=Path, help="score calibration JSON (negatives, thresholds)")
+    g.add_argument("--threshold", type=float, help="override every per-concept score threshold")
+    g.add_argument("--cache-dir", type=Path, help="where features, embeddings and weights are cached")
+    g.add_argument("--no-disk-cache", action="store_true", help="keep caches in memory only")
+
+
+def model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings overrides from the model flags (None = keep the default/env value)."""
+    get = lambda k: getattr(args, k, None)  # noqa: E731
+    return dict(
+        graft_checkpoint=get("graft_checkpoint"),
+        clip_checkpoint=get("clip_checkpoint"),
+        clip_model=get("clip_model"),
+        clip_pretrained=get("clip_pretrained"),
+        sam_checkpoint=get("sam_checkpoint"),
+        sam=False if get("no_sam") else None,
+        device=get("device"),
+        calibration_file=get("calibration"),
+        score_threshold=get("threshold"),
+        cache_dir=get("cache_dir"),
+        disk_cache=False if get("no_disk_cache") else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args)
+        if args.command == "weights":
+            return _weights(args)
         return _run_image_command(args)
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)
@@ -90,7 +138,51 @@ def _settings(args: argparse.Namespace) -> Settings:
         small_max_m2=args.small_max_m2,
         large_min_m2=args.large_min_m2,
         sandbox_wall_s=args.timeout,
+        **model_settings(args),
     )
+
+
+def _weights(args: argparse.Namespace) -> int:
+    """Show the configured / cached model weights and what ``auto`` picks; download on request."""
+    from viper_rs import weights as wts
+
+    settings = Settings.from_env(**model_settings(args))
+    downloaded: list[str] = []
+    if args.download:
+        names = ["clip", "sam"] if args.download == "all" else [args.download]
+        for name in names:
+            if not args.json:
+                print(f"{name}: downloading {wts.download_url(name)}", flush=True)
+            path = wts.download(name, wts.weights_dir(settings), progress=True)
+            downloaded.append(str(path))
+            if not args.json:
+                print(f"{name}: {path} (sha256 verified)", flush=True)
+    found = wts.find_weights(settings)
+    detector = wts.auto_detector(settings)
+    if args.json:
+        print(json.dumps({
+            "cache_dir": str(settings.cache_dir), "weights_dir": str(wts.weights_dir(settings)),
+            "models": found, "auto": detector, "auto_reason": wts.auto_reason(settings),
+            "downloaded": downloaded,
+        }, indent=2))
+        return 0
+    rows = [("model", "role", "status", "path")]
+    for entry in found.values():
+        where = entry["path"] or entry["configured"] or "-"
+        if entry["source"] == "pretrained":
+            where = f"open_clip tag {settings.clip_pretrained!r}"
+        size = f" ({entry['size'] / 2**20:.0f} MiB)" if entry["size"] else ""
+        src = f" [{entry['source']}]" if entry["source"] in ("cache", "configured") else ""
+        rows.append((entry["model"], entry["role"], entry["status"], where + size + src))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    print(f"\nweights folder: {wts.weights_dir(settings)}")
+    for name, entry in found.items():
+        if entry["note"]:
+            print(f"{name}: {entry['note']}")
+    print(f"\ndetector: {wts.auto_reason(settings)}")
+    return 0
 
 
 def _run_image_command(args: argparse.Namespace) -> int:

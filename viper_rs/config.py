@@ -33,11 +33,35 @@ class Settings(BaseModel):
     sandbox_workers: int = 2
     sandbox_max_output_chars: int = 20_000
     sandbox_max_tool_calls: int = 200
-    # Model weights (issue 3) and cache.
+    # Model weights. GRAFT needs a GRAFT checkpoint (image tower) and CLIP (text tower).
     graft_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None
     sam_checkpoint: Path | None = None
+    # open_clip architecture and, online only, a pretrained tag (e.g. "openai").
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str | None = None
+    # "auto" = CUDA when available, else CPU; or any torch device string.
+    device: str = "auto"
+    # Windows: the model sees window_px squares every window_stride_px (model pixels).
+    window_px: int = 224
+    window_stride_px: int = 160
+    batch_size: int = 8
+    # The model's native ground sampling distance (GRAFT: NAIP, ~1 m). Imagery whose GSD is
+    # more than gsd_tolerance times finer or coarser is resampled to it.
+    model_gsd_m: float = 1.0
+    gsd_tolerance: float = 1.5
+    # Score calibration data (negatives, templates, thresholds); None = the built-in file.
+    calibration_file: Path | None = None
+    # Overrides every per-concept threshold of the calibration file when set.
+    score_threshold: float | None = None
+    # SAM refinement (used when sam_checkpoint is set and sam is True).
+    sam: bool = True
+    sam_points: int = 3
+    sam_max_regions: int = 64
+    # Caches: per-image features / SAM embeddings and per-query text embeddings.
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "viper_rs")
+    disk_cache: bool = True
+    memory_cache_items: int = 32
     # LLM planner (issue 4).
     llm_base_url: str | None = None
     llm_model: str | None = None

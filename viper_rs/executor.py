@@ -29,6 +29,7 @@ class ToolExecutor:
     def __call__(self, name: str, args: list, kwargs: dict) -> Any:
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"tool": name, "args": summarize(args), "kwargs": summarize(kwargs)}
+        n_stages = len(self.ctx.stages)
         try:
             real_args = [self.from_plain(a) for a in args]
             real_kwargs = {k: self.from_plain(v) for k, v in kwargs.items()}
@@ -48,6 +49,8 @@ class ToolExecutor:
             raise err from exc
         finally:
             entry["ms"] = round((time.perf_counter() - t0) * 1000, 3)
+            if len(self.ctx.stages) > n_stages:
+                entry["detections"] = self.ctx.stages[n_stages:]
             self.trace.append(entry)
 
     def from_plain(self, value: Any) -> Any:

@@ -17,7 +17,7 @@ def build_detector(name: str, settings: Settings | None = None) -> Any:
     """Create a detector. ``auto`` picks GRAFT, then CLIP, when their weights are configured
     or downloaded, else the weight-free spectral detector; the result's ``choice_note``
     says why."""
-    from viper_rs.weights import resolve_settings
+    from viper_rs.weights import auto_reason, resolve_settings
 
     settings = settings or Settings()
     name = (name or "auto").lower()
@@ -25,9 +25,7 @@ def build_detector(name: str, settings: Settings | None = None) -> Any:
     if name == "auto":
         settings = resolve_settings(settings)
         name = auto_choice(settings)
-        note = (f"detector 'auto' chose '{name}'" if name != "spectral" else
-                "detector 'auto' chose 'spectral': no GRAFT/CLIP weights are configured "
-                "(see `python -m viper_rs weights`)")
+        note = f"detector {auto_reason(settings)}"
     if name == "spectral":
         from viper_rs.vision.spectral import SpectralDetector
 

@@ -64,6 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     wt.add_argument("--clip-pretrained", help="open_clip pretrained tag (online only)")
     wt.add_argument("--sam-checkpoint", type=Path, help="segment-anything checkpoint to check")
     wt.add_argument("--json", action="store_true", help="print one JSON object")
+
+    em = sub.add_parser("embed", help="write an image's patch-embedding grid (rows x cols x D .npy)")
+    em.add_argument("image", help="GeoTIFF/COG, PNG or JPEG")
+    em.add_argument("--gsd", type=float, help="metres per pixel for images without a CRS")
+    em.add_argument("--bands", help="band roles in file order, e.g. R,G,B,NIR")
+    em.add_argument("--detector", choices=["graft", "clip"], default="graft",
+                    help="image tower: graft (pixel-level GRAFT) or clip (dense CLIP); default graft")
+    em.add_argument("--graft-checkpoint", type=Path, help="GRAFT pixel-level checkpoint (.ckpt)")
+    em.add_argument("--clip-checkpoint", type=Path, help="CLIP checkpoint (for --detector clip)")
+    em.add_argument("--clip-model", help="open_clip architecture (default ViT-B-16)")
+    em.add_argument("--clip-pretrained", help="open_clip pretrained tag (downloads; online only)")
+    em.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    em.add_argument("--cache-dir", type=Path, help="where features are cached")
+    em.add_argument("--no-disk-cache", action="store_true", help="do not read or write the disk cache")
+    em.add_argument("--out", type=Path, required=True, help="output .npy file (float32)")
     return p
 
 
@@ -122,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         if args.command == "weights":
             return _weights(args)
+        if args.command == "embed":
+            return _embed(args)
         return _run_image_command(args)
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)
@@ -182,6 +199,53 @@ def _weights(args: argparse.Namespace) -> int:
         if entry["note"]:
             print(f"{name}: {entry['note']}")
     print(f"\ndetector: {wts.auto_reason(settings)}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    """Embed one image with the GRAFT or dense-CLIP image tower and save the patch grid."""
+    import numpy as np
+
+    from viper_rs.errors import ConfigError
+    from viper_rs.geo import GeoImage
+    from viper_rs.vision.build import load_clip, load_graft, resolve_device
+    from viper_rs.vision.cache import FeatureCache
+    from viper_rs.vision.embedder import Embedder
+    from viper_rs.weights import resolve_settings
+
+    out: Path = args.out
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a directory; give a .npy file name")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+    settings = resolve_settings(Settings.from_env(**model_settings(args)))
+    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
+    device = resolve_device(settings.device)
+    if args.detector == "graft":
+        if settings.graft_checkpoint is None:
+            raise ConfigError("embed --detector graft needs a GRAFT checkpoint: pass "
+                              "--graft-checkpoint PATH or set VIPER_RS_GRAFT_CHECKPOINT")
+        encoder: Any = load_graft(settings.graft_checkpoint, device)
+    else:
+        from viper_rs.vision.modeling.clip_dense import ClipDenseEncoder
+
+        clip, _, clip_id = load_clip(settings.clip_model, settings.clip_checkpoint,
+                                     settings.clip_pretrained, device)
+        encoder = ClipDenseEncoder(clip, clip_id)
+    disk = settings.cache_dir / "features" if settings.disk_cache else None
+    embedder = Embedder(encoder, settings, FeatureCache(disk, settings.memory_cache_items))
+    grid = embedder.embed(image)
+    try:
+        with open(out, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(grid.features, dtype=np.float32))
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    st = embedder.last_stats
+    rows, cols, dim = grid.features.shape
+    scale = f", resampled x{grid.scale:.3g}" if st["resampled"] else ""
+    print(f"{out}: {rows}x{cols}x{dim} float32 from {image.name} ({image.width}x{image.height} px"
+          f"{scale}), {st['windows']} window(s), {st['ms']:.0f} ms"
+          f"{' (cached)' if st['cached'] else ''}, {args.detector} {encoder.model_id} on {device}")
     return 0
 
 

@@ -11,7 +11,7 @@ from tools.context import ToolContext
 from tools.registry import REGISTRY
 from viper_rs.answer import Answer, normalise
 from viper_rs.config import Settings
-from viper_rs.errors import SandboxError, ViperError
+from viper_rs.errors import SandboxError, ValidationError, ViperError
 from viper_rs.executor import ToolExecutor
 from viper_rs.geo import GeoImage
 from viper_rs.planning import build_planner
@@ -20,6 +20,9 @@ from viper_rs.sandbox import Limits, Sandbox
 from viper_rs.vision.factory import build_detector
 
 log = logging.getLogger(__name__)
+
+#: Error types of a program's own fault, worth sending back to a repairing planner.
+REPAIRABLE_ERRORS: frozenset[str] = frozenset({"validation", "sandbox", "timeout", "tool"})
 
 
 class Agent:
@@ -58,19 +61,84 @@ class Agent:
     def ask(self, image: GeoImage, question: str, settings: Settings | None = None) -> Answer:
         """Plan a program for ``question`` and run it on ``image``.
 
-        ``settings`` overrides the agent's settings for the tools of this one question
-        (e.g. size-word thresholds); detector and planner stay as built.
+        When the program fails (validation, sandbox, timeout or tool error) and the planner
+        can repair it (LLM plans), the failure is sent back for a new program, up to
+        ``llm_repair_attempts`` times; ``Answer.attempts`` records every try and the answer
+        is the last one's. A program that ran without error is given to the planner's
+        ``accept`` (the LLM planner caches it). ``settings`` overrides the agent's settings
+        for the tools of this one question (e.g. size-word thresholds); detector and
+        planner stay as built.
         """
         t0 = time.perf_counter()
+        attempts: list[dict[str, Any]] = []
         try:
             plan = self.planner.plan(question)
         except ViperError as exc:
-            return self._failed(image, question, None, exc, {"plan_ms": _ms(t0), "total_ms": _ms(t0)})
+            ms = _ms(t0)
+            answer = self._failed(image, question, None, exc, {"plan_ms": ms, "total_ms": ms})
+            answer.attempts = [_attempt(1, answer.planner, None, exc.to_dict(), ms)]
+            return answer
         plan_ms = _ms(t0)
-        answer = self.run_program(image, plan.program, question=question, plan=plan, settings=settings)
-        answer.timings = {"plan_ms": plan_ms, **answer.timings}
+        plan_total = plan_ms
+        failures: list[tuple[Plan, dict[str, str]]] = []
+        while True:
+            answer = self._try(image, question, plan, settings)
+            attempts.append(_attempt(
+                len(attempts) + 1, plan.planner, plan.program, answer.error, plan_ms,
+                answer.timings.get("run_ms", 0.0), plan.cached, plan.meta,
+            ))
+            if answer.error is None:
+                self._accept(question, plan)
+                break
+            if not self._repairable(plan, answer.error, len(failures)):
+                break
+            failures.append((plan, answer.error))
+            t1 = time.perf_counter()
+            try:
+                plan = self.planner.repair(question, failures)  # type: ignore[attr-defined]
+            except ViperError as exc:
+                ms = _ms(t1)
+                plan_total += ms
+                attempts.append(_attempt(len(attempts) + 1, plan.planner, None, exc.to_dict(), ms))
+                answer.notes.append(f"repair failed: {exc}")
+                break
+            plan_ms = _ms(t1)
+            plan_total += plan_ms
+        if len(attempts) > 1:
+            failed = [a["error"]["type"] for a in attempts if a["error"]]
+            outcome = "answered" if answer.error is None else "still failing"
+            answer.notes.append(
+                f"{outcome} after {len(attempts)} attempts (failed: {', '.join(failed)}); "
+                "see attempts"
+            )
+        answer.attempts = attempts
+        answer.timings = {"plan_ms": round(plan_total, 3), **answer.timings}
         answer.timings["total_ms"] = _ms(t0)
         return answer
+
+    def _try(
+        self, image: GeoImage, question: str, plan: Plan, settings: Settings | None
+    ) -> Answer:
+        """Run one plan; a plan that carries an error (no program in the reply) fails as is."""
+        if plan.error is not None:
+            exc = ValidationError(plan.error.get("message", "no program"))
+            return self._failed(image, question, plan.program, exc, {"run_ms": 0.0}, plan)
+        return self.run_program(image, plan.program, question=question, plan=plan, settings=settings)
+
+    def _repairable(self, plan: Plan, error: dict[str, str], done: int) -> bool:
+        """Whether a failure should be sent back: a program fault, a repairing planner, and
+        repairs left."""
+        if error.get("type") not in REPAIRABLE_ERRORS:
+            return False
+        can = getattr(self.planner, "can_repair", None)
+        if can is None or not can(plan):
+            return False
+        return done < self.settings.llm_repair_attempts
+
+    def _accept(self, question: str, plan: Plan) -> None:
+        accept = getattr(self.planner, "accept", None)
+        if accept is not None:
+            accept(question, plan)
 
     def run_program(
         self,
@@ -175,6 +243,26 @@ def image_info(image: GeoImage) -> dict[str, Any]:
         "area_unit": d["area_unit"],
         "name": d["name"],
     }
+
+
+def _attempt(
+    n: int,
+    planner: str | None,
+    program: str | None,
+    error: dict[str, str] | None,
+    plan_ms: float,
+    run_ms: float = 0.0,
+    cached: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One entry of ``Answer.attempts``."""
+    record: dict[str, Any] = {
+        "attempt": n, "planner": planner, "program": program, "error": error,
+        "cached": cached, "plan_ms": plan_ms, "run_ms": run_ms,
+    }
+    for k, v in (meta or {}).items():
+        record.setdefault(k, v)
+    return record
 
 
 def _ms(t0: float) -> float:

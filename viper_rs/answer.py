@@ -14,7 +14,12 @@ KINDS = ("presence", "count", "area", "comparison", "other")
 
 @dataclass
 class Answer:
-    """One answered (or failed) question. ``error`` is None or ``{type, message}``."""
+    """One answered (or failed) question. ``error`` is None or ``{type, message}``.
+
+    ``attempts`` lists every program tried for the question, in order (the answer is the
+    last one's): ``{attempt, planner, program, error, cached, plan_ms, run_ms, ...}`` plus,
+    for LLM plans, model, endpoint, prompt hash and size, the raw reply and token usage.
+    """
 
     question: str | None
     answer: str
@@ -31,6 +36,7 @@ class Answer:
     image: dict[str, Any] = field(default_factory=dict)
     area_unit: str = "m2"
     stdout: str = ""
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +69,7 @@ class Answer:
             "notes": self.notes,
             "image": self.image,
             "stdout": self.stdout,
+            "attempts": self.attempts,
         }
 
     def to_json(self, geometry: bool = False, indent: int | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m viper_rs ask|run|tools``."""
+"""Command line: ``python -m viper_rs ask|run|demo|prompt|tools|weights|embed``."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--gsd", type=float, help="metres per pixel for images without a CRS")
         sp.add_argument("--bands", help="band roles in file order, e.g. R,G,B,NIR")
         sp.add_argument("--detector", help="auto | spectral | graft | clip (default: auto)")
-        sp.add_argument("--planner", help="auto | rules | llm (default: auto)")
+        sp.add_argument("--planner", help="auto | rules | llm (default: auto = rules for the "
+                        "RSVQA grammar, the LLM for other questions when one is configured)")
         sp.add_argument("--json", action="store_true", help="print one JSON object per answer")
         sp.add_argument("--geometry", action="store_true", help="with --json: add region polygons")
         sp.add_argument("--small-max-m2", type=float, help="size word threshold (default 100)")
         sp.add_argument("--large-min-m2", type=float, help="size word threshold (default 500)")
         sp.add_argument("--timeout", type=float, help="sandbox wall-clock limit per program (s)")
+        llm_args(sp)
         model_args(sp)
 
     ask = sub.add_parser("ask", help="answer questions about an image")
@@ -50,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detector", help="auto | spectral | oracle (ground truth masks)")
     demo.add_argument("--json", action="store_true", help="one JSON object per answer")
     demo.add_argument("--geometry", action="store_true", help=argparse.SUPPRESS)
+
+    pr = sub.add_parser("prompt", help="print the exact LLM prompt for a question, its hash and size")
+    pr.add_argument("question", nargs="?", default="", help="the question (default: none)")
+    pr.add_argument("--json", action="store_true", help="print the chat messages, hash and size as JSON")
 
     tl = sub.add_parser("tools", help="print the tool table (Markdown)")
     tl.add_argument("--update-readme", action="store_true", help="rewrite README.md's tool table")
@@ -80,6 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--no-disk-cache", action="store_true", help="do not read or write the disk cache")
     em.add_argument("--out", type=Path, required=True, help="output .npy file (float32)")
     return p
+
+
+def llm_args(sp: argparse.ArgumentParser) -> None:
+    """Flags of the LLM planner (any OpenAI-compatible endpoint)."""
+    g = sp.add_argument_group("LLM planner (--planner llm, or auto for questions outside the grammar)")
+    g.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 "
+                   "(Ollama); default https://api.openai.com/v1. Key: OPENAI_API_KEY")
+    g.add_argument("--llm-model", help="model name, e.g. gpt-4o-mini, qwen2.5-coder:7b")
+    g.add_argument("--llm-timeout", type=float, help="seconds per LLM request (default 60)")
+    g.add_argument("--llm-repairs", type=int,
+                   help="times a failing program is sent back with its error (default 2)")
+    g.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the cache of generated programs")
+
+
+def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings overrides from the LLM flags (None = keep the default/env value)."""
+    get = lambda k: getattr(args, k, None)  # noqa: E731
+    return dict(
+        llm_base_url=get("llm_base_url"),
+        llm_model=get("llm_model"),
+        llm_timeout_s=get("llm_timeout"),
+        llm_repair_attempts=get("llm_repairs"),
+        llm_cache=False if get("no_cache") else None,
+    )
 
 
 def model_args(sp: argparse.ArgumentParser) -> None:
@@ -133,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(tools.REGISTRY.docs_table())
             return 0
+        if args.command == "prompt":
+            return _prompt(args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "weights":
@@ -155,8 +188,26 @@ def _settings(args: argparse.Namespace) -> Settings:
         small_max_m2=args.small_max_m2,
         large_min_m2=args.large_min_m2,
         sandbox_wall_s=args.timeout,
+        **llm_settings(args),
         **model_settings(args),
     )
+
+
+def _prompt(args: argparse.Namespace) -> int:
+    """Print the exact messages a first LLM request for the question sends, with hash and size."""
+    from viper_rs.prompting import Prompt
+
+    prompt = Prompt()
+    messages = prompt.messages(args.question)
+    info = prompt.info
+    if args.json:
+        print(json.dumps({**info.to_dict(), "messages": messages}, indent=2))
+        return 0
+    for m in messages:
+        print(f"===== {m['role']} =====\n{m['content']}\n")
+    print(f"prompt {info.hash}: system message {info.chars} characters (~{info.approx_tokens} "
+          "tokens at 4 characters per token)", file=sys.stderr)
+    return 0
 
 
 def _weights(args: argparse.Namespace) -> int:
@@ -368,7 +419,14 @@ def _emit(answer: Any, args: argparse.Namespace) -> None:
         print("   regions: " + ", ".join(f"{n} {k}" for k, n in sorted(labels.items())))
     for note in answer.notes:
         print(f"   note: {note}")
-    print(f"   detector: {answer.detector}, planner: {answer.planner}, "
+    if len(answer.attempts) > 1:
+        for a in answer.attempts:
+            err = a["error"]
+            outcome = f"{err['type']}: {err['message']}" if err else "ok"
+            print(f"   attempt {a['attempt']} ({a['planner']}"
+                  f"{', cached' if a.get('cached') else ''}): {outcome}"[:300])
+    cached = " (cached program)" if answer.attempts and answer.attempts[-1].get("cached") else ""
+    print(f"   detector: {answer.detector}, planner: {answer.planner}{cached}, "
           f"{answer.timings.get('total_ms', 0):.0f} ms", flush=True)
 
 

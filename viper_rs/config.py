@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 DetectorName = Literal["auto", "spectral", "graft", "clip", "oracle"]
 PlannerName = Literal["auto", "rules", "llm"]
@@ -62,9 +62,20 @@ class Settings(BaseModel):
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "viper_rs")
     disk_cache: bool = True
     memory_cache_items: int = 32
-    # LLM planner (issue 4).
+    # LLM planner (issue 4): an OpenAI-compatible chat-completions endpoint. Without a base
+    # URL, a configured model means api.openai.com. The key falls back to OPENAI_API_KEY;
+    # loopback endpoints (Ollama, vLLM, llama.cpp) need none. The key is never serialised.
     llm_base_url: str | None = None
     llm_model: str | None = None
+    llm_api_key: SecretStr | None = Field(default=None, repr=False, exclude=True)
+    llm_max_tokens: int = Field(default=1024, ge=16)
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    # Retries of one request on rate limits (429), 5xx and timeouts, with backoff.
+    llm_retries: int = Field(default=2, ge=0)
+    # How many times a failing program is sent back with its error for a corrected one.
+    llm_repair_attempts: int = Field(default=2, ge=0)
+    # Generated programs cached on disk under <cache_dir>/programs.
+    llm_cache: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

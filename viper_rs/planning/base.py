@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -19,6 +20,11 @@ class Plan:
     human-readable remarks (the parse, normalisations applied); ``parsed`` is the planner's
     structured reading of the question (for the rule planner: type, subject, size, shape,
     relation, object, second subject, comparison operator), or None.
+
+    LLM plans also carry ``cached`` (served from the program cache, no request made),
+    ``error`` (``{type, message}`` when the reply held no usable program; ``program`` is
+    then the raw reply) and ``meta`` (model, endpoint, prompt hash and size, raw reply,
+    token usage, request time).
     """
 
     program: str
@@ -26,6 +32,9 @@ class Plan:
     planner: str
     notes: list[str] = field(default_factory=list)
     parsed: dict[str, Any] | None = None
+    cached: bool = False
+    error: dict[str, str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form (for traces, caches and the UI)."""
@@ -35,6 +44,9 @@ class Plan:
             "planner": self.planner,
             "notes": list(self.notes),
             "parsed": self.parsed,
+            "cached": self.cached,
+            "error": self.error,
+            "meta": dict(self.meta),
         }
 
 
@@ -50,4 +62,22 @@ class Planner(Protocol):
 
     def plan(self, question: str) -> Plan:
         """A program answering ``question``."""
+        ...
+
+
+@runtime_checkable
+class RepairingPlanner(Planner, Protocol):
+    """A planner that can rewrite a failed program and remember programs that worked."""
+
+    def can_repair(self, plan: Plan) -> bool:
+        """Whether :meth:`repair` can rewrite ``plan`` (e.g. it came from the LLM)."""
+        ...
+
+    def repair(self, question: str, failures: Sequence[tuple[Plan, dict[str, str]]]) -> Plan:
+        """A new program after ``failures`` (each plan with its ``{type, message}`` error,
+        oldest first); raises PlanningError when no new program can be had."""
+        ...
+
+    def accept(self, question: str, plan: Plan) -> None:
+        """``plan`` answered ``question`` without error (cache it)."""
         ...

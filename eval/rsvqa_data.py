@@ -45,6 +45,12 @@ def _load(path: Path, key: str) -> list[dict[str, Any]]:
     return data[key]
 
 
+def load_images(data_dir: Path, split: str) -> list[dict[str, Any]]:
+    """Active image records of a split (``USGS_split_{split}_images.json``), in id order."""
+    path = Path(data_dir) / f"USGS_split_{split}_images.json"
+    return sorted((r for r in _load(path, "images") if r.get("active", True)), key=lambda r: r["id"])
+
+
 def load_split(data_dir: Path, split: str) -> list[Record]:
     """Active questions of a split, in question-id order, with answers and image records."""
     data_dir = Path(data_dir)

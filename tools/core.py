@@ -76,7 +76,7 @@ def area(target: str | list[Region]) -> float:
     union = np.zeros(ctx.image.shape, dtype=bool)
     for r in regions:
         r.paint(union)
-    return float(ctx.image.mask_area(union))
+    return float(ctx.image.mask_area(union & ctx.image.answer_mask))
 
 
 @tool

@@ -50,6 +50,9 @@ class GeoImage:
     projected CRS (converted to metres), geodesic per-row area for a geographic CRS,
     ``gsd**2`` for an image with only a ground sampling distance, and ``None`` when
     nothing is known (areas are then reported in pixels, see ``area_unit``).
+
+    ``roi`` (optional, boolean, image shape) is the region of interest: pixels outside it
+    are context that models see but answers never count (``answer_mask``).
     """
 
     data: np.ndarray
@@ -60,6 +63,7 @@ class GeoImage:
     gsd: float | None = None
     path: str | None = None
     white_point: float | None = None
+    roi: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.data.ndim == 2:
@@ -79,6 +83,14 @@ class GeoImage:
             raise ImageError(f"{self.name}: validity mask shape {self.valid.shape} != image shape")
         if not self.valid.any():
             raise ImageError(f"{self.name}: every pixel is nodata or not a number")
+        if self.roi is not None:
+            self.roi = np.asarray(self.roi, dtype=bool)
+            if self.roi.shape != self.data.shape[1:]:
+                raise ImageError(
+                    f"{self.name}: region of interest shape {self.roi.shape} != image shape"
+                )
+            if not (self.roi & self.valid).any():
+                raise ImageError(f"{self.name}: the region of interest holds no valid pixel")
         if self.white_point is None:
             self.white_point = _white_point(self.data, self.valid)
         if self.crs is None and self.gsd is not None and self.transform == Affine.identity():
@@ -202,6 +214,7 @@ class GeoImage:
         transform: Affine | None = None,
         valid: np.ndarray | None = None,
         name: str | None = None,
+        roi: np.ndarray | None = None,
     ) -> GeoImage:
         """Wrap an in-memory ``(bands, H, W)`` or ``(H, W)`` array."""
         if isinstance(band_names, str):
@@ -214,7 +227,7 @@ class GeoImage:
             transform = Affine(gsd, 0, 0, 0, -gsd, 0) if gsd else Affine.identity()
         return cls(
             data=np.asarray(data), band_names=list(band_names), transform=transform, crs=crs,
-            valid=valid, gsd=gsd if crs is None else None, path=name,
+            valid=valid, gsd=gsd if crs is None else None, path=name, roi=roi,
         )
 
     # ------------------------------------------------------------------ basic facts
@@ -260,12 +273,21 @@ class GeoImage:
         """(H, W, 3) uint8 for display and for models that take 8-bit RGB."""
         return (self.rgb() * 255 + 0.5).astype(np.uint8)
 
+    @property
+    def answer_mask(self) -> np.ndarray:
+        """Pixels answers may count: valid and inside the region of interest (if any)."""
+        return self.valid if self.roi is None else (self.valid & self.roi)
+
     @cached_property
     def content_hash(self) -> str:
-        """Hash of pixels, bands and georeference: the key of every per-image cache."""
+        """Hash of pixels, bands, georeference and region of interest: the key of every
+        per-image cache."""
         h = hashlib.sha1()
         h.update(np.ascontiguousarray(self.data).tobytes())
         h.update(repr((self.band_names, tuple(self.transform), str(self.crs), self.gsd)).encode())
+        if self.roi is not None:
+            h.update(b"roi")
+            h.update(np.packbits(self.roi).tobytes())
         return h.hexdigest()
 
     # ------------------------------------------------------------------ ground area
@@ -321,6 +343,7 @@ class GeoImage:
             "gsd_m": self.ground_sampling_distance,
             "area_unit": self.area_unit,
             "valid_fraction": float(self.valid.mean()),
+            **({} if self.roi is None else {"roi_fraction": float(self.roi.mean())}),
         }
 
     def pixel_to_crs(self, col: float, row: float) -> tuple[float, float]:

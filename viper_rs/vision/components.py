@@ -84,8 +84,8 @@ def regions_from_score_map(
     connectivity: int = 2,
     polygons: bool = True,
 ) -> list[Region]:
-    """Threshold ``smap`` (inside valid pixels), label components, build Regions."""
-    fg = smap.mask & image.valid
+    """Threshold ``smap`` (inside the image's answer mask), label components, build Regions."""
+    fg = smap.mask & image.answer_mask
     if smap.instances is not None:
         labels = np.where(fg, smap.instances, 0)
     else:

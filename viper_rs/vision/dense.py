@@ -135,7 +135,7 @@ class DenseDetector:
                        "max": round(float(probs.max()), 4), "ms": _ms(t)})
 
         t = time.perf_counter()
-        labels = label_components(smap.mask & image.valid, self.settings.connectivity)
+        labels = label_components(smap.mask & image.answer_mask, self.settings.connectivity)
         labels = _drop_small(labels, image, self.settings.min_region_m2)
         n = int(labels.max())
         stages.append({"stage": "components", "n": int(np.count_nonzero(np.bincount(

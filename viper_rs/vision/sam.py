@@ -20,8 +20,8 @@ Refinement rules (constants below):
 * Overlaps: pixels of kept (unrefined) components stay theirs; among refined masks the
   higher-priority component wins a contested pixel. A refined component whose mask lies
   entirely on pixels already claimed disappears (counted as ``absorbed``): the
-  higher-priority mask already covers the same object. Only ``image.valid`` pixels are
-  labelled.
+  higher-priority mask already covers the same object. Only ``image.answer_mask`` pixels
+  (valid and inside the region of interest) are labelled.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ class SamRefiner:
             raise InputError(f"labels shape {labels.shape} != image shape {image.shape}")
         if scores is not None and np.shape(scores) != image.shape:
             raise InputError(f"scores shape {np.shape(scores)} != image shape {image.shape}")
-        valid = np.asarray(image.valid, dtype=bool)
+        valid = np.asarray(image.answer_mask, dtype=bool)
         lab = np.where(valid & (labels > 0), labels, 0).astype(np.int32)
         areas = np.bincount(lab.ravel())
         ids = np.nonzero(areas)[0]

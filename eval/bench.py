@@ -59,6 +59,7 @@ def _median_ms(fn, n: int) -> float:
 
 def stage_times(det: Any, image: Any, reps: int = 3) -> dict[str, float]:
     """Per-stage times (ms) measured directly on ``image`` (not the questions' image)."""
+    from viper_rs.vision.base import ScoreMap
     from viper_rs.vision.components import label_components, regions_from_labels
     from viper_rs.vision.dense import component_points
 
@@ -83,8 +84,6 @@ def stage_times(det: Any, image: Any, reps: int = 3) -> dict[str, float]:
 
     def components() -> None:
         lab = label_components(scores > 0.8, det.settings.connectivity)
-        from viper_rs.vision.base import ScoreMap
-
         regions_from_labels(image, lab, ScoreMap(scores, 0.8, "x", "x", "bench"))
 
     out["components_ms"] = _median_ms(components, reps)

@@ -20,6 +20,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, InputError
 from viper_rs.geo import GeoImage
 from viper_rs.vision import sam as sam_mod
+from viper_rs.vision.build import checkpoint_fingerprint
 from viper_rs.vision.cache import FeatureCache
 from viper_rs.vision.sam import MAX_GROWTH, MIN_IOU, SamRefiner, build_sam, sam_model_type
 
@@ -446,6 +447,6 @@ def test_fingerprint_reads_only_the_ends(tmp_path):
     a.write_bytes(b"x" * (3 << 20))
     b = tmp_path / "b.bin"
     b.write_bytes(b"x" * (3 << 20))
-    assert sam_mod._fingerprint(a) == sam_mod._fingerprint(b)
+    assert checkpoint_fingerprint(a) == checkpoint_fingerprint(b)
     b.write_bytes(b"x" * (3 << 20) + b"y")
-    assert sam_mod._fingerprint(a) != sam_mod._fingerprint(b)
+    assert checkpoint_fingerprint(a) != checkpoint_fingerprint(b)

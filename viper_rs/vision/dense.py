@@ -120,8 +120,9 @@ class DenseDetector:
         n_t = len(self.calibration.templates)
         emb = emb.reshape(len(concepts), n_t, -1).mean(axis=1)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+        text_stats = getattr(self.text, "last_stats", {})
         stages.append({"stage": "text", "prompts": len(prompts), "ms": _ms(t),
-                       **_prefixed(getattr(self.text, "last_stats", {}), exclude=("ms",))})
+                       **{k: v for k, v in text_stats.items() if k != "ms"}})
 
         t = time.perf_counter()
         sims = grid.features @ emb.T  # (rows, cols, 1 + negatives)
@@ -137,10 +138,9 @@ class DenseDetector:
         t = time.perf_counter()
         labels = label_components(smap.mask & image.answer_mask, self.settings.connectivity)
         labels = _drop_small(labels, image, self.settings.min_region_m2)
-        n = int(labels.max())
-        stages.append({"stage": "components", "n": int(np.count_nonzero(np.bincount(
-            labels.ravel())[1:])) if n else 0, "connectivity": self.settings.connectivity,
-            "ms": _ms(t)})
+        n = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))  # ids left after the drop
+        stages.append({"stage": "components", "n": n,
+                       "connectivity": self.settings.connectivity, "ms": _ms(t)})
 
         if self.sam is not None and n:
             emb_stats = self.sam.set_image(image)
@@ -204,10 +204,6 @@ def _drop_small(labels: np.ndarray, image: GeoImage, min_area_m2: float) -> np.n
     if small.any():
         labels = np.where(small[labels], 0, labels)
     return labels
-
-
-def _prefixed(stats: dict[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: v for k, v in stats.items() if k not in exclude}
 
 
 def _ms(t0: float) -> float:

@@ -17,34 +17,28 @@ def build_detector(name: str, settings: Settings | None = None) -> Any:
     """Create a detector. ``auto`` picks GRAFT, then CLIP, when their weights are configured
     or downloaded, else the weight-free spectral detector; the result's ``choice_note``
     says why."""
-    from viper_rs.weights import auto_reason, resolve_settings
+    from viper_rs.weights import auto_detector, auto_reason, resolve_settings
 
-    settings = settings or Settings()
     name = (name or "auto").lower()
+    settings = settings or Settings()
+    if name in ("auto", "graft", "clip"):
+        settings = resolve_settings(settings)  # fill unset checkpoints from the cache dir
     note = None
     if name == "auto":
-        settings = resolve_settings(settings)
-        name = auto_choice(settings)
+        name = auto_detector(settings)
         note = f"detector {auto_reason(settings)}"
     if name == "spectral":
         from viper_rs.vision.spectral import SpectralDetector
 
         det: Any = SpectralDetector(settings)
     elif name in ("graft", "clip"):
-        det = build_dense_detector(name, resolve_settings(settings))
+        det = build_dense_detector(name, settings)
     elif name == "oracle":
         raise ConfigError("the oracle detector needs a synthetic scene; build OracleDetector(scene)")
     else:
         raise ConfigError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
     det.choice_note = note
     return det
-
-
-def auto_choice(settings: Settings) -> str:
-    """Name of the detector ``auto`` resolves to with these settings."""
-    from viper_rs.weights import auto_detector, resolve_settings
-
-    return auto_detector(resolve_settings(settings))
 
 
 def build_dense_detector(name: str, settings: Settings) -> Any:

@@ -26,7 +26,6 @@ Refinement rules (constants below):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -43,6 +42,7 @@ from scipy import ndimage
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, InputError
 from viper_rs.geo import GeoImage
+from viper_rs.vision.build import checkpoint_fingerprint, resolve_device
 from viper_rs.vision.cache import FeatureCache, cache_key
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def build_sam(checkpoint: Path | str, device: str | torch.device = "cpu") -> tup
             f"SAM checkpoint {path}: segment-anything could not load it as {model_type} "
             f"({type(exc).__name__}: {_first_line(exc)})"
         ) from None
-    sam.to(_resolve_device(device))
+    sam.to(resolve_device(device))
     sam.eval()
     return sam, model_type
 
@@ -207,30 +207,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _fingerprint(path: Path) -> str:
-    """Cheap stable id of a checkpoint file: size + sha256 of its first and last MiB."""
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    chunk = 1 << 20
-    with open(path, "rb") as fh:
-        h.update(fh.read(chunk))
-        if size > chunk:
-            fh.seek(max(chunk, size - chunk))
-            h.update(fh.read(chunk))
-    return f"{size}-{h.hexdigest()[:16]}"
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r} ({_first_line(exc)})") from None
-
-
 # ---------------------------------------------------------------------- refiner
 class SamRefiner:
     """Refines component label images with SAM point prompts; one embedding per image."""
@@ -245,10 +221,10 @@ class SamRefiner:
         from segment_anything import SamPredictor
 
         self.settings = settings or Settings()
-        self.device = _resolve_device(device if device is not None else self.settings.device)
+        self.device = resolve_device(device if device is not None else self.settings.device)
         path = Path(checkpoint)
         self.sam, self.model_type = build_sam(path, self.device)
-        self.model_id = f"sam-{self.model_type}-{_fingerprint(path)}"
+        self.model_id = f"sam-{self.model_type}-{checkpoint_fingerprint(path)}"
         self.predictor = SamPredictor(self.sam)
         self.cache = cache if cache is not None else FeatureCache(
             None, self.settings.memory_cache_items)

@@ -1,15 +1,14 @@
-"""Gradio chat UI (placeholder until the UI issue lands): ask about an image, see the answer."""
+"""Gradio chat UI: ask about an image, see the answer, the program and the regions.
+
+``python app.py`` serves it on http://127.0.0.1:7860 with a demo scene selected;
+``python app.py --help`` lists the options.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def main() -> None:
-    """Launch the app."""
-    raise SystemExit(
-        "The chat UI is not built yet; use `python -m viper_rs ask IMAGE \"QUESTION\"` "
-        "or `python -m viper_rs demo`."
-    )
-
+from viper_rs.ui.app import main
 
 if __name__ == "__main__":
-    main()
+    main(repo=Path(__file__).resolve().parent)

@@ -1,0 +1,232 @@
+"""The app's behaviour without a browser: image catalog, questions, errors, settings panel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from tests.conftest import DATA
+from tests.fake_openai import FakeOpenAI
+from viper_rs.config import Settings
+from viper_rs.errors import ImageError
+from viper_rs.synthetic import BUILDING_CLASSES
+from viper_rs.ui.catalog import Catalog
+from viper_rs.ui.session import MAX_AGENTS, MAX_QUESTION_CHARS, Controller, Options
+
+
+def _rgb_png(path: Path, size: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _one_band_tif(path: Path) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1,
+                       dtype="uint8") as ds:
+        ds.write(np.ones((1, 16, 16), dtype=np.uint8))
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(cache_dir=tmp_path / "cache", sandbox_workers=1)
+
+
+@pytest.fixture
+def controller(settings: Settings, tmp_path: Path):
+    c = Controller(Catalog(demo=((0, 256, 1.0),)), settings, out_dir=tmp_path / "out")
+    yield c
+    c.close()
+
+
+RULES = Options(detector="spectral", planner="rules")
+ORACLE = Options(detector="oracle", planner="rules")
+
+
+# ---------------------------------------------------------------------- catalog
+def test_catalog_starts_on_a_georeferenced_demo_scene():
+    cat = Catalog(demo=((0, 128, 1.0), (1, 128, 0.5)))
+    assert cat.default_key == cat.keys[0] and cat.keys[0].startswith("demo: synthetic scene 0")
+    image = cat.open(cat.default_key)
+    assert image.georeferenced and image.shape == (128, 128)
+    assert cat.open(cat.default_key) is image  # cached
+    assert cat.scene(cat.keys[1]).image.ground_sampling_distance == pytest.approx(0.5, rel=1e-3)
+    with pytest.raises(ImageError, match="no image called"):
+        cat.open("nope")
+
+
+def test_folder_scan_lists_imagery_and_skips_the_rest(tmp_path: Path):
+    root = tmp_path / "imgs"
+    _rgb_png(root / "a.png")
+    _rgb_png(root / "sub" / "b.JPG")
+    _rgb_png(root / ".hidden" / "c.png")
+    root.joinpath("broken.tif").write_bytes(b"not a tiff")
+    _one_band_tif(root / "labels.tif")
+    (root / "notes.txt").write_text("x")
+    cat = Catalog([root, tmp_path / "missing"], demo=())
+    assert cat.keys == ["imgs/a.png", "imgs/sub/b.JPG"]
+    assert any("missing" in n for n in cat.notes)
+    plain = cat.open("imgs/a.png")
+    assert plain.area_unit == "px"
+    assert cat.open("imgs/a.png", gsd=0.5).area_unit == "m2"
+    with pytest.raises(ImageError, match="positive"):
+        cat.open("imgs/a.png", gsd=-1.0)
+
+
+def test_rsvqa_tiles_are_georeferenced_from_their_records(tmp_path: Path):
+    root = tmp_path / "rsvqa"
+    _rgb_png(root / "images" / "7.png", size=32)
+    record = {"id": 7, "upperleft_map_x": -8237000.0, "upperleft_map_y": 4970000.0,
+              "res_x": ".1524m", "res_y": ".1524m"}
+    (root / "USGS_split_x_images.json").write_text(json.dumps({"images": [record]}))
+    cat = Catalog([root], demo=())
+    image = cat.open("rsvqa/images/7.png")
+    assert image.georeferenced and image.area_unit == "m2"
+    assert image.ground_sampling_distance == pytest.approx(0.1524, rel=0.02)
+
+
+def test_uploads(tmp_path: Path, controller: Controller):
+    good = _rgb_png(tmp_path / "up" / "field.png")
+    key, message = controller.load_upload(good, gsd=2.0)
+    assert key == "upload: field.png" and key in controller.catalog.keys
+    assert "Loaded **field.png**" in message and "64×64 px" in message
+    assert controller.catalog.open(key, 2.0).area_unit == "m2"
+    key, message = controller.load_upload(good)
+    assert "no ground size" in message
+    for name, content in [("broken.tif", b"II*\x00garbage"), ("empty.png", b""),
+                          ("notes.txt", b"hello")]:
+        path = tmp_path / "up" / name
+        path.write_bytes(content)
+        key, message = controller.load_upload(path)
+        assert key is None and message.startswith("Could not use the upload"), message
+        assert name in message
+
+
+# ---------------------------------------------------------------------- questions
+def test_answer_comes_with_overlay_table_and_evidence(controller: Controller):
+    key = controller.catalog.default_key
+    turn = controller.ask(key, "How many buildings are there?", RULES)
+    assert turn.ok, turn.message
+    assert f"**{turn.answer.answer}**" in turn.message
+    base, layers = turn.overlay
+    assert base.shape == (256, 256, 3) and layers
+    assert layers[0][1].startswith("building")
+    assert len(turn.rows) == len(turn.answer.regions) > 0
+    names = sorted(Path(f).name for f in turn.files)
+    assert names == ["answer.json", "evidence.geojson", "evidence.gpkg"]
+    assert all(Path(f).is_file() for f in turn.files)
+    assert "find(" in turn.program and turn.trace
+
+
+def test_oracle_answers_the_demo_scenes_ground_truth(controller: Controller):
+    key = controller.catalog.default_key
+    scene = controller.catalog.scene(key)
+    turn = controller.ask(key, "How many buildings are there?", ORACLE)
+    truth = len(scene.objects_of(*BUILDING_CLASSES))
+    assert turn.ok and turn.answer.value == truth
+
+
+def test_size_thresholds_from_the_settings_panel_reach_the_tools(controller: Controller):
+    key = controller.catalog.default_key
+    q = "How many small buildings are there?"
+    few = controller.ask(key, q, ORACLE).answer.value
+    every = controller.ask(key, q, Options(detector="oracle", planner="rules",
+                                          small_max_m2=1e9, large_min_m2=2e9)).answer.value
+    total = controller.ask(key, "How many buildings are there?", ORACLE).answer.value
+    assert every == total and few < total
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("", "Type a question"),
+    ("   ", "Type a question"),
+    ("x" * (MAX_QUESTION_CHARS + 1), "characters long"),
+    ("Write me a poem about the sea", "Could not answer"),
+])
+def test_bad_questions_are_messages(controller: Controller, question: str, expected: str):
+    turn = controller.ask(controller.catalog.default_key, question, RULES)
+    assert expected in turn.message and not turn.ok
+
+
+def test_unplannable_question_says_what_can_be_asked(controller: Controller):
+    turn = controller.ask(controller.catalog.default_key, "What is the meaning of life?", RULES)
+    assert turn.message.startswith("Could not answer")
+    assert "How many" in turn.message
+    assert turn.overlay is not None  # the image stays on screen
+
+
+def test_settings_and_image_problems_are_messages(controller: Controller, tmp_path: Path):
+    key = controller.catalog.default_key
+    assert "Settings problem" in controller.ask(key, "Is there a road?",
+                                                Options(planner="llm")).message
+    upload, _ = controller.load_upload(_rgb_png(tmp_path / "p.png"))
+    msg = controller.ask(upload, "Is there a road?", ORACLE).message
+    assert "Settings problem" in msg and "demo scene" in msg
+    assert "Could not read the image" in controller.ask("gone", "Is there a road?", RULES).message
+
+
+def test_html_in_questions_is_not_markup(controller: Controller):
+    turn = controller.ask(controller.catalog.default_key, "<img src=x onerror=alert(1)>", RULES)
+    assert "<img" not in turn.message
+
+
+def test_unexpected_errors_keep_the_app_up(controller: Controller, monkeypatch):
+    agent = controller.agent(RULES)
+
+    def boom(*a, **k):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(agent, "ask", boom)
+    turn = controller.ask(controller.catalog.default_key, "Is there a road?", RULES)
+    assert "Internal error (RuntimeError): kaput" in turn.message
+    monkeypatch.undo()
+    assert controller.ask(controller.catalog.default_key, "Is there a road?", RULES).ok
+
+
+def test_agents_are_reused_and_evicted(controller: Controller):
+    a = controller.agent(RULES)
+    assert controller.agent(Options(detector="spectral", planner="rules", small_max_m2=5)) is a
+    others = [controller.agent(Options(detector="spectral", planner="rules",
+                                       score_threshold=t)) for t in (0.1, 0.2)]
+    assert len(controller._agents) == MAX_AGENTS
+    assert a not in controller._agents.values() and others[-1] in controller._agents.values()
+
+
+def test_llm_endpoint_from_the_settings_panel(controller: Controller):
+    program = ("```python\ndef execute_command(image):\n"
+               "    return count(find(\"building\"))\n```")
+    with FakeOpenAI(models=["m"]) as server:
+        server.reply(program)
+        opts = Options(detector="spectral", planner="llm", llm_base_url=server.base_url,
+                       llm_model="m", llm_api_key="sk-test")
+        turn = controller.ask(controller.catalog.default_key, "Count the houses", opts)
+        assert turn.ok, turn.message
+        assert turn.answer.planner == "llm"
+        assert server.requests[-1]["headers"]["authorization"] == "Bearer sk-test"
+    assert "sk-test" not in turn.answer.to_json()
+
+
+def test_close_removes_the_evidence_folder(settings: Settings):
+    c = Controller(Catalog(demo=((0, 128, 1.0),)), settings)
+    turn = c.ask(c.catalog.default_key, "Is there a road?", RULES)
+    assert turn.files and c.out_dir.is_dir()
+    c.close()
+    assert not c.out_dir.exists()
+
+
+@pytest.mark.data
+def test_shared_data_folder_is_listed_and_georeferenced(shared_data: Path):
+    cat = Catalog([shared_data], demo=())
+    keys = cat.keys
+    assert "data/naip/napa_naip_1m.tif" in keys
+    assert not any(k.endswith(("_landcover.tif", "_buildings.tif", "dsm_1m.tif")) for k in keys)
+    tiles = [k for k in keys if k.startswith("data/rsvqa_hr_mini/images/")]
+    assert len(tiles) == 25
+    assert cat.open(tiles[0]).crs.to_epsg() == 3857
+    assert DATA.name == "data"
+

@@ -1,0 +1,323 @@
+"""The Gradio app: pick or upload an image, ask in the chat, see the answer and its evidence."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from viper_rs.config import Settings
+from viper_rs.errors import InputError
+from viper_rs.ui.catalog import IMAGE_SUFFIXES, Catalog
+from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
+from viper_rs.ui.session import Controller, Options, Turn, describe
+
+log = logging.getLogger(__name__)
+
+TITLE = "viper-rs: ask questions about aerial imagery"
+EXAMPLES = [
+    "How many buildings are there?",
+    "Is there a water area next to a road?",
+    "What is the area covered by trees?",
+    "Are there more buildings than parkings?",
+    "Is there a large building?",
+]
+DETECTORS = ["auto", "spectral", "clip", "graft", "oracle"]
+PLANNERS = ["auto", "rules", "llm"]
+CSS = """
+#answer-overlay img { object-fit: contain; }
+footer { display: none !important; }
+"""
+
+
+def build_app(controller: Controller, defaults: Options | None = None) -> Any:
+    """The app's Blocks, wired to ``controller``; ``defaults`` fill the settings panel."""
+    import gradio as gr
+
+    defaults = defaults or Options()
+    base = controller.settings
+    catalog = controller.catalog
+    first = catalog.default_key
+
+    with gr.Blocks(title=TITLE) as app:
+        gr.Markdown(f"## {TITLE}\nPick an image (a demo scene is ready) or upload a GeoTIFF, "
+                    "PNG or JPEG, then type a question and press Enter.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                with gr.Row():
+                    picker = gr.Dropdown(catalog.keys, value=first, label="Image", scale=4,
+                                         elem_id="image-picker")
+                    gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
+                                     placeholder="e.g. 0.3",
+                                     info="for images without georeference")
+                image_info = gr.Markdown(_image_info(controller, first, None),
+                                         elem_id="image-info")
+                shown = gr.AnnotatedImage(_preview(controller, first, None), label="Regions",
+                                          elem_id="answer-overlay", height=520,
+                                          buttons=["fullscreen"])
+                upload = gr.File(label="Upload an image", file_types=list(IMAGE_SUFFIXES),
+                                 elem_id="upload", height=110)
+            with gr.Column(scale=4):
+                chat = gr.Chatbot(
+                    _welcome(catalog), label="Chat", height=560, elem_id="chat",
+                    feedback_options=None, buttons=["copy"],
+                )
+                box = gr.Textbox(placeholder="Ask about the image and press Enter",
+                                 show_label=False, elem_id="question", submit_btn=True,
+                                 max_length=None, autofocus=True)
+                gr.Examples(EXAMPLES, inputs=box, label="Examples")
+                clear = gr.Button("Clear chat", size="sm")
+        table = gr.Dataframe(_frame([]), label="Regions (areas are true ground areas)",
+                             interactive=False, elem_id="regions", max_height=320)
+        files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), answer JSON",
+                        file_count="multiple", interactive=False, elem_id="evidence")
+        with gr.Accordion("Program and trace", open=False, elem_id="program-trace"):
+            program = gr.Code(language="python", label="Program", interactive=False)
+            trace = gr.JSON(label="Trace: every tool call with its result and timings")
+        with gr.Accordion("Settings", open=False, elem_id="settings"):
+            with gr.Row():
+                detector = gr.Dropdown(DETECTORS, value=defaults.detector, label="Detector",
+                                       info="auto: GRAFT, then CLIP, when weights are found, "
+                                       "else spectral; oracle: demo scenes' ground truth")
+                planner = gr.Dropdown(PLANNERS, value=defaults.planner, label="Planner",
+                                      info="rules: offline grammar; llm: an OpenAI-compatible "
+                                      "endpoint; auto: llm when configured, else rules")
+                sam = gr.Checkbox(defaults.sam, label="SAM refinement (when its weights "
+                                  "are found)")
+            with gr.Row():
+                llm_url = gr.Textbox(defaults.llm_base_url or (base.llm_base_url or ""),
+                                     label="LLM endpoint (base URL)",
+                                     placeholder="e.g. http://localhost:11434/v1")
+                llm_model = gr.Textbox(defaults.llm_model or (base.llm_model or ""),
+                                       label="LLM model", placeholder="e.g. gpt-4o-mini")
+                llm_key = gr.Textbox("", label="API key (kept in memory only)", type="password",
+                                     placeholder="falls back to OPENAI_API_KEY")
+            with gr.Row():
+                threshold = gr.Textbox(_text(defaults.score_threshold), label="Score threshold",
+                                       placeholder="calibrated per concept",
+                                       info="0-1; blank: calibrated per concept")
+                min_region = gr.Number(_first(defaults.min_region_m2, base.min_region_m2),
+                                       label="Smallest region (m2)", minimum=0)
+                next_to = gr.Number(_first(defaults.next_to_m, base.next_to_m),
+                                    label="'next to' distance (m)", minimum=0)
+                small = gr.Number(_first(defaults.small_max_m2, base.small_max_m2),
+                                  label="small < (m2)", minimum=0)
+                large = gr.Number(_first(defaults.large_min_m2, base.large_min_m2),
+                                  label="large ≥ (m2)", minimum=0)
+            weights = gr.Markdown(weights_markdown(base), elem_id="weights")
+            recheck = gr.Button("Check weights again", size="sm")
+        option_inputs = [detector, planner, llm_url, llm_model, llm_key, threshold, min_region,
+                         next_to, small, large, sam]
+
+        def on_pick(key: str, gsd_value: float | None, history: list) -> tuple:
+            try:
+                image = controller.catalog.open(key, _gsd(gsd_value))
+            except Exception as exc:  # noqa: BLE001 - shown in the chat, app stays up
+                message = f"Could not open **{escape_markdown(key)}**: {escape_markdown(str(exc))}"
+                return None, message, _frame([]), None, *_say(history, message)
+            return overlay(image, None), describe(image), _frame([]), None, history
+
+        def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
+            if not path:
+                return gr.skip(), gr.skip(), gr.skip(), history, None
+            try:
+                gsd_m = _gsd(gsd_value)
+            except InputError as exc:
+                return gr.skip(), gr.skip(), gr.skip(), *_say(history, escape_markdown(str(exc))), None
+            key, message = controller.load_upload(path, gsd_m)
+            history = _say(history, message)[0]
+            if key is None:
+                return gr.skip(), gr.skip(), gr.skip(), history, None
+            image = controller.catalog.open(key, gsd_m)
+            return (gr.update(choices=controller.catalog.keys, value=key), overlay(image, None),
+                    describe(image), history, None)
+
+        def on_ask(question: str, history: list, key: str, gsd_value: float | None,
+                   *values: Any, progress: Any = gr.Progress()) -> Any:
+            question = (question or "").strip()
+            history = list(history or [])
+            if question:
+                history.append({"role": "user", "content": _quote(question)})
+            yield (history + [{"role": "assistant", "content": "Working on it…"}], "",
+                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            try:
+                options, gsd_m = _options(values), _gsd(gsd_value)
+            except InputError as exc:
+                turn = Turn(f"Settings problem: {escape_markdown(str(exc))}")
+            else:
+                turn = controller.ask(key, question, options, gsd_m,
+                                      progress=lambda f, what: progress(f, desc=what))
+            history.extend(_messages(turn))
+            yield (history, "", turn.overlay if turn.overlay is not None else gr.skip(),
+                   _frame(turn.rows), turn.files or None, turn.program,
+                   turn.trace if turn.answer is not None else None)
+
+        picker.change(on_pick, [picker, gsd, chat], [shown, image_info, table, files, chat])
+        gsd.submit(on_pick, [picker, gsd, chat], [shown, image_info, table, files, chat])
+        gsd.blur(on_pick, [picker, gsd, chat], [shown, image_info, table, files, chat])
+        upload.upload(on_upload, [upload, gsd, chat], [picker, shown, image_info, chat, upload])
+        ask_outputs = [chat, box, shown, table, files, program, trace]
+        box.submit(on_ask, [box, chat, picker, gsd, *option_inputs], ask_outputs,
+                   concurrency_limit=1, show_progress="minimal")
+        clear.click(lambda: (_welcome(catalog), None, _frame([])), None, [chat, files, table])
+        recheck.click(lambda: weights_markdown(controller.settings), None, weights)
+    return app
+
+
+# ---------------------------------------------------------------------- helpers
+def _options(values: tuple) -> Options:
+    (detector, planner, url, model, key, threshold, min_region, next_to, small, large,
+     sam) = values
+    return Options(
+        detector=detector or "auto", planner=planner or "auto", llm_base_url=url or "",
+        llm_model=model or "", llm_api_key=key or "",
+        score_threshold=_number(threshold, "score threshold"),
+        min_region_m2=_number(min_region, "smallest region"),
+        next_to_m=_number(next_to, "'next to' distance"),
+        small_max_m2=_number(small, "small size limit"),
+        large_min_m2=_number(large, "large size limit"), sam=bool(sam),
+    )
+
+
+def _number(value: Any, what: str = "value") -> float | None:
+    """A panel field as a float; None when blank; InputError when it is not a number."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise InputError(f"{what} must be a non-negative number, got {value}")
+    return number
+
+
+def _text(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _first(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _gsd(value: Any) -> float | None:
+    v = _number(value, "GSD")
+    return v if v else None
+
+
+def _frame(rows: list[list]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=REGION_COLUMNS)
+
+
+def _quote(question: str) -> str:
+    return escape_markdown(question)
+
+
+def _say(history: list, message: str) -> tuple[list]:
+    return (list(history or []) + [{"role": "assistant", "content": message}],)
+
+
+def _messages(turn: Turn) -> list[dict]:
+    """The chat messages of one turn: the program (collapsed) then the answer."""
+    out: list[dict] = []
+    if turn.program:
+        answer = turn.answer
+        title = f"Program ({answer.planner or 'planner'})" if answer is not None else "Program"
+        out.append({"role": "assistant", "content": f"```python\n{turn.program.rstrip()}\n```",
+                    "metadata": {"title": title, "status": "done"}})
+    out.append({"role": "assistant", "content": turn.message})
+    return out
+
+
+def _welcome(catalog: Catalog) -> list[dict]:
+    text = ("Ask a question about the selected image, for example *How many buildings are "
+            "there?* or *What is the area covered by water?* Answers come with the regions "
+            "they rest on (overlay and table), the program that computed them, and "
+            "downloadable evidence.")
+    if catalog.notes:
+        text += "\n\n" + "\n".join(f"- {n}" for n in catalog.notes)
+    return [{"role": "assistant", "content": text}]
+
+
+def _image_info(controller: Controller, key: str | None, gsd: float | None) -> str:
+    try:
+        return describe(controller.catalog.open(key, gsd))
+    except Exception as exc:  # noqa: BLE001
+        return f"Could not open {escape_markdown(key)}: {escape_markdown(str(exc))}"
+
+
+def _preview(controller: Controller, key: str | None, gsd: float | None) -> Any:
+    try:
+        return overlay(controller.catalog.open(key, gsd), None)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def weights_markdown(settings: Settings) -> str:
+    """A table of the model weights: found (where) or missing (how to get them)."""
+    from viper_rs.weights import auto_reason, find_weights
+
+    lines = ["| model | role | status | where / how |", "|---|---|---|---|"]
+    for entry in find_weights(settings).values():
+        status = "found" if entry["available"] else entry["status"]
+        where = entry["path"] or entry["note"] or ""
+        lines.append(f"| {entry['model']} | {entry['role']} | **{status}** | "
+                     f"{str(where).replace('|', '/')} |")
+    lines.append("")
+    lines.append(f"Detector `auto`: {auto_reason(settings)}.")
+    return "\n".join(lines)
+
+
+def default_folders(repo: Path | None = None) -> list[Path]:
+    """``VIPER_RS_IMAGE_FOLDER`` (``:``-separated), else ``../shared/data`` when present."""
+    env = os.environ.get("VIPER_RS_IMAGE_FOLDER")
+    if env:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    repo = repo or Path.cwd()
+    shared = (repo / ".." / "shared" / "data").resolve()
+    return [shared] if shared.is_dir() else []
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of ``python app.py``."""
+    p = argparse.ArgumentParser(prog="app.py", description=TITLE)
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--folder", type=Path, action="append", default=None,
+                   help="folder of images to list (repeatable; default: ../shared/data "
+                   "when present, or VIPER_RS_IMAGE_FOLDER)")
+    p.add_argument("--detector", choices=DETECTORS, default=None)
+    p.add_argument("--planner", choices=PLANNERS, default=None)
+    p.add_argument("--no-warmup", action="store_true",
+                   help="do not build the models and open the demo image before serving")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
+    """Launch the app (blocks until interrupted)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    folders = args.folder if args.folder is not None else default_folders(repo)
+    settings = Settings.from_env(detector=args.detector, planner=args.planner)
+    catalog = Catalog(folders)
+    controller = Controller(catalog, settings)
+    atexit.register(controller.close)
+    defaults = Options(detector=settings.detector, planner=settings.planner, sam=settings.sam,
+                       score_threshold=settings.score_threshold)
+    if not args.no_warmup:
+        controller.warm_up(defaults)
+    app = build_app(controller, defaults)
+    log.info("%d images listed (%s)", len(catalog.keys),
+             ", ".join(str(f) for f in folders) or "demo scenes only")
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, css=CSS,
+        allowed_paths=[str(controller.out_dir)], footer_links=[],
+    )

@@ -1,0 +1,211 @@
+"""The images the app offers: demo scenes, images found in folders, and uploads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from viper_rs.errors import ImageError
+from viper_rs.geo import GeoImage
+
+log = logging.getLogger(__name__)
+
+#: File suffixes the app lists and accepts (case-insensitive).
+IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+#: Demo scenes: (seed, size px, ground sampling distance m).
+DEMO_SCENES: tuple[tuple[int, int, float], ...] = ((0, 384, 1.0), (1, 512, 0.6), (2, 384, 1.0))
+
+
+@dataclass
+class ImageEntry:
+    """One image the user can pick. ``kind`` is ``demo``, ``folder`` or ``upload``."""
+
+    key: str
+    kind: str
+    path: Path | None = None
+    seed: int | None = None
+    size: int | None = None
+    gsd: float | None = None
+    crs: str | None = None
+    transform: Any = None
+    note: str = ""
+
+
+class Catalog:
+    """Demo scenes first, then images under ``folders``, then uploads; opened images are
+    cached (a few, keyed by image and GSD).
+
+    Folder images with fewer than three bands (label rasters, elevation models) are not
+    listed; they can still be uploaded. RSVQA-HR tiles (``images/{id}.png`` or
+    ``Data/{id}.tif`` beside a ``USGS_split_*_images.json``) get their EPSG:3857
+    georeference from the image record.
+    """
+
+    def __init__(
+        self,
+        folders: list[Path] | tuple[Path, ...] = (),
+        demo: tuple[tuple[int, int, float], ...] = DEMO_SCENES,
+        max_images: int = 400,
+        cache_items: int = 4,
+    ) -> None:
+        self.entries: OrderedDict[str, ImageEntry] = OrderedDict()
+        self.notes: list[str] = []
+        self._scenes: dict[int, Any] = {}
+        self._opened: OrderedDict[tuple[str, float | None], GeoImage] = OrderedDict()
+        self._cache_items = cache_items
+        self._lock = threading.RLock()
+        for seed, size, gsd in demo:
+            key = f"demo: synthetic scene {seed} ({size} px, {gsd:g} m)"
+            self.entries[key] = ImageEntry(key=key, kind="demo", seed=seed, size=size, gsd=gsd)
+        for folder in folders:
+            self._scan(Path(folder), max_images)
+
+    # ------------------------------------------------------------------ listing
+    @property
+    def keys(self) -> list[str]:
+        """Every entry's label, in display order."""
+        return list(self.entries)
+
+    @property
+    def default_key(self) -> str | None:
+        """The entry selected when the app opens (the first demo scene)."""
+        return next(iter(self.entries), None)
+
+    def _scan(self, folder: Path, max_images: int) -> None:
+        if not folder.is_dir():
+            self.notes.append(f"image folder {folder} not found; showing demo scenes only")
+            return
+        files = sorted(
+            p for p in folder.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
+        listed = 0
+        rsvqa: dict[Path, dict[int, dict]] = {}
+        for path in files:
+            if listed >= max_images:
+                self.notes.append(f"{folder}: listed the first {max_images} images only")
+                break
+            bands = _band_count(path)
+            if bands is None or bands < 3:
+                continue
+            key = f"{folder.name}/{path.relative_to(folder).as_posix()}"
+            entry = ImageEntry(key=key, kind="folder", path=path)
+            record = _rsvqa_record(path, rsvqa)
+            if record is not None:
+                from eval.rsvqa_data import tile_transform
+
+                entry.crs, entry.transform = "EPSG:3857", tile_transform(record)
+                entry.note = "RSVQA-HR tile, georeferenced from its image record"
+            self.entries[key] = entry
+            listed += 1
+
+    def add_upload(self, path: str | Path, gsd: float | None = None) -> tuple[str, GeoImage]:
+        """Open an uploaded file (ImageError when it is not a usable image) and list it."""
+        path = Path(path)
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ImageError(
+                f"{path.name}: unsupported file type {path.suffix or '(none)'}; upload a "
+                "GeoTIFF, PNG or JPEG"
+            )
+        image = GeoImage.open(path, gsd=gsd)
+        with self._lock:
+            key = f"upload: {path.name}"
+            n = 2
+            while key in self.entries and self.entries[key].path != path:
+                key = f"upload: {path.name} ({n})"
+                n += 1
+            self.entries[key] = ImageEntry(key=key, kind="upload", path=path)
+            self._remember((key, _gsd_key(image, gsd)), image)
+        return key, image
+
+    # ------------------------------------------------------------------ opening
+    def entry(self, key: str | None) -> ImageEntry:
+        """The entry called ``key``; ImageError for an unknown one."""
+        if not key or key not in self.entries:
+            raise ImageError(f"no image called {key!r}; pick one from the list or upload one")
+        return self.entries[key]
+
+    def open(self, key: str | None, gsd: float | None = None) -> GeoImage:
+        """The image of entry ``key``; ``gsd`` (m/px) gives a plain image a ground size."""
+        entry = self.entry(key)
+        if gsd is not None and not gsd > 0:
+            raise ImageError(f"GSD must be a positive number of metres per pixel, got {gsd}")
+        with self._lock:
+            cache_key = (entry.key, None if entry.kind == "demo" or entry.crs else gsd)
+            image = self._opened.get(cache_key)
+            if image is not None:
+                self._opened.move_to_end(cache_key)
+                return image
+            if entry.kind == "demo":
+                image = self.scene(entry.key).image
+            elif entry.crs is not None:
+                image = GeoImage.open(entry.path, crs=entry.crs, transform=entry.transform)
+            else:
+                image = GeoImage.open(entry.path, gsd=gsd)
+            self._remember(cache_key, image)
+            return image
+
+    def scene(self, key: str) -> Any:
+        """The synthetic Scene (with exact ground truth) of a demo entry, else None."""
+        entry = self.entry(key)
+        if entry.kind != "demo":
+            return None
+        with self._lock:
+            if entry.seed not in self._scenes:
+                from viper_rs.synthetic import make_scene
+
+                self._scenes[entry.seed] = make_scene(entry.seed, size=entry.size, gsd=entry.gsd)
+            return self._scenes[entry.seed]
+
+    def _remember(self, cache_key: tuple[str, float | None], image: GeoImage) -> None:
+        self._opened[cache_key] = image
+        self._opened.move_to_end(cache_key)
+        while len(self._opened) > self._cache_items:
+            self._opened.popitem(last=False)
+
+
+def _gsd_key(image: GeoImage, gsd: float | None) -> float | None:
+    return None if image.georeferenced else gsd
+
+
+def _band_count(path: Path) -> int | None:
+    """Bands of a raster (palette images count as three), None when unreadable."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                if ds.count == 1 and ds.colorinterp[0].name == "palette":
+                    return 3
+                return int(ds.count)
+    except Exception as exc:  # noqa: BLE001 - unreadable files are skipped, not fatal
+        log.info("skipping %s: %s", path, exc)
+        return None
+
+
+def _rsvqa_record(path: Path, memo: dict[Path, dict[int, dict]]) -> dict | None:
+    """The RSVQA-HR image record of ``.../images/{id}.png`` or ``.../Data/{id}.tif``."""
+    if path.parent.name not in ("images", "Data") or not path.stem.isdigit():
+        return None
+    root = path.parent.parent
+    if root not in memo:
+        records: dict[int, dict] = {}
+        for index in sorted(root.glob("USGS_split_*_images.json")):
+            try:
+                data = json.loads(index.read_text(encoding="utf-8"))
+                for r in data.get("images", []):
+                    if "upperleft_map_x" in r and "upperleft_map_y" in r:
+                        records[int(r["id"])] = r
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.info("ignoring %s: %s", index, exc)
+        memo[root] = records
+    return memo[root].get(int(path.stem))

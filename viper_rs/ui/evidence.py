@@ -1,0 +1,420 @@
+"""What the chat UI shows for an answer: the overlay, the region table, the reply text and
+the evidence files (GeoJSON, GeoPackage, answer JSON) offered for download.
+
+Nothing here imports gradio: the functions return plain values (numpy arrays, lists,
+dicts, strings, paths) that the UI hands to its components.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viper_rs.answer import Answer
+from viper_rs.errors import InputError
+from viper_rs.geo import GeoImage
+from viper_rs.regions import Region
+
+#: Longest side, in pixels, of the picture shown in the chat.
+OVERLAY_MAX_SIDE = 1024
+
+#: Columns of :func:`region_rows`.
+REGION_COLUMNS: list[str] = ["id", "query", "label", "area", "unit", "score", "lon", "lat",
+                             "col", "row"]
+
+#: Fields of the GeoPackage layer written by :func:`write_evidence`.
+GPKG_FIELDS: list[str] = ["id", "query", "label", "area", "unit", "score", "centroid_col",
+                          "centroid_row", "question", "answer"]
+GPKG_LAYER = "regions"
+
+#: Colour of pixels without valid data in the overlay.
+NODATA_RGB = (64, 64, 64)
+
+_STRIPE_ROWS = 512  # input rows per stripe when building the overlay picture
+_MAX_NOTES = 5
+_MAX_NOTE_CHARS = 200
+_MAX_ERROR_CHARS = 600
+_QUESTION_FORMS = (
+    "Is there a …?",
+    "How many … are there?",
+    "What is the area covered by …?",
+    "Are there more … than …?",
+)
+
+
+# ---------------------------------------------------------------------------- overlay
+def overlay(
+    image: GeoImage, answer: Answer | None, max_side: int = OVERLAY_MAX_SIDE
+) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
+    """The ``gr.AnnotatedImage`` value for an answer about ``image``.
+
+    Returns ``(picture, annotations)``: the image's 8-bit RGB (pixels without valid data
+    in dark grey), box-averaged down so its longest side is at most ``max_side``, and one
+    ``(mask, label)`` per distinct region query in first-seen order. Each mask is float32
+    (1.0 on the union of that query's regions, 0.0 elsewhere) at the picture's size; a
+    display pixel is marked when any image pixel under it is, so small regions stay
+    visible. Labels read ``"building (3)"``: the query and its number of regions.
+    ``answer=None`` or an answer without regions gives no annotations.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+    h, w = image.shape
+    scale = min(1.0, max_side / max(h, w))
+    oh, ow = max(1, min(h, round(h * scale))), max(1, min(w, round(w * scale)))
+    row_starts, col_starts = _starts(h, oh), _starts(w, ow)
+    base = _picture(image, row_starts, col_starts)
+    if answer is None or not answer.regions:
+        return base, []
+    row_group = np.repeat(np.arange(oh), np.diff(np.append(row_starts, h)))
+    col_group = np.repeat(np.arange(ow), np.diff(np.append(col_starts, w)))
+    masks: dict[str, np.ndarray] = {}
+    counts: Counter[str] = Counter()
+    for region in answer.regions:
+        query = _query_of(region)
+        if query not in masks:
+            masks[query] = np.zeros((oh, ow), dtype=bool)
+        counts[query] += 1
+        _paint_display(region, masks[query], row_group, col_group, (h, w))
+    annotations = [
+        (m.astype(np.float32), f"{query} ({counts[query]})") for query, m in masks.items()
+    ]
+    return base, annotations
+
+
+def _starts(n: int, m: int) -> np.ndarray:
+    """First input index of each of ``m`` nearly equal, non-empty groups of ``n`` items."""
+    return (np.arange(m, dtype=np.int64) * n) // m
+
+
+def _band_index(image: GeoImage, role: str) -> int:
+    """Index of the band :meth:`GeoImage.band` would use for ``role``."""
+    if role in image.band_names:
+        return image.band_names.index(role)
+    if role in ("R", "G", "B") and "GRAY" in image.band_names:
+        return image.band_names.index("GRAY")
+    image.band(role)  # raises the library's ImageError
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _picture(image: GeoImage, row_starts: np.ndarray, col_starts: np.ndarray) -> np.ndarray:
+    """Box-averaged ``rgb_uint8`` over valid pixels, built stripe by stripe."""
+    h, _ = image.shape
+    oh, ow = len(row_starts), len(col_starts)
+    bands = [_band_index(image, role) for role in ("R", "G", "B")]
+    white = np.float32(image.white_point)
+    out = np.empty((oh, ow, 3), dtype=np.uint8)
+    group_rows = max(1, math.ceil(h / oh))
+    step = max(1, _STRIPE_ROWS // group_rows)
+    bounds = np.append(row_starts, h)
+    for o0 in range(0, oh, step):
+        o1 = min(oh, o0 + step)
+        a, b = int(bounds[o0]), int(bounds[o1])
+        rel = row_starts[o0:o1] - a
+        valid = image.valid[a:b]
+        n = np.add.reduceat(np.add.reduceat(valid.astype(np.float32), rel, axis=0),
+                            col_starts, axis=1)
+        empty = n == 0
+        n[empty] = 1.0
+        for ch, band in enumerate(bands):
+            v = np.clip(image.data[band, a:b].astype(np.float32) / white, 0, 1)
+            v[~valid] = 0.0
+            s = np.add.reduceat(np.add.reduceat(v, rel, axis=0), col_starts, axis=1)
+            out[o0:o1, :, ch] = (np.clip(s / n, 0, 1) * 255 + 0.5).astype(np.uint8)
+        out[o0:o1][empty] = NODATA_RGB
+    return out
+
+
+def _query_of(region: Region) -> str:
+    return str(region.query or region.label or "region")
+
+
+def _paint_display(region: Region, target: np.ndarray, row_group: np.ndarray,
+                   col_group: np.ndarray, shape: tuple[int, int]) -> None:
+    """OR a region's mask into the display-size ``target`` (any coverage marks a pixel)."""
+    (r0, c0), (ch, cw) = region.origin, region.crop.shape
+    h, w = shape
+    ra, rb = max(0, r0), min(h, r0 + ch)
+    ca, cb = max(0, c0), min(w, c0 + cw)
+    if rb <= ra or cb <= ca:
+        return
+    crop = region.crop[ra - r0 : rb - r0, ca - c0 : cb - c0]
+    rg, cg = row_group[ra:rb], col_group[ca:cb]
+    rcut = np.flatnonzero(np.diff(rg, prepend=-1))
+    ccut = np.flatnonzero(np.diff(cg, prepend=-1))
+    small = np.logical_or.reduceat(np.logical_or.reduceat(crop, rcut, axis=0), ccut, axis=1)
+    target[rg[0] : rg[-1] + 1, cg[0] : cg[-1] + 1] |= small
+
+
+# ---------------------------------------------------------------------------- table
+def region_rows(image: GeoImage, answer: Answer | None) -> list[list]:
+    """One row per evidence region, in :data:`REGION_COLUMNS` order.
+
+    Area is in the region's unit (``"m2"`` or ``"px"``); the centroid is given in WGS84
+    lon/lat (``None`` when the image has no CRS) and in pixel column/row.
+    """
+    if answer is None or not answer.regions:
+        return []
+    centroids = [r.centroid for r in answer.regions]
+    lonlats = _lonlats(image, centroids)
+    rows = []
+    for region, (col, row), lonlat in zip(answer.regions, centroids, lonlats, strict=True):
+        lon, lat = (None, None) if lonlat is None else (round(lonlat[0], 6), round(lonlat[1], 6))
+        rows.append([
+            int(region.id), str(region.query), str(region.label),
+            round(float(region.area_m2), 1), str(region.area_unit),
+            round(float(region.score), 3), lon, lat, round(col, 1), round(row, 1),
+        ])
+    return rows
+
+
+def _lonlats(image: GeoImage, points: list[tuple[float, float]]
+             ) -> list[tuple[float, float] | None]:
+    """WGS84 (lon, lat) of pixel (col, row) points, ``None`` each without a CRS."""
+    if image.crs is None or not points:
+        return [None] * len(points)
+    from rasterio.warp import transform as warp
+
+    xy = [image.pixel_to_crs(c, r) for c, r in points]
+    lons, lats = warp(image.crs, "EPSG:4326", [p[0] for p in xy], [p[1] for p in xy])
+    return [(float(x), float(y)) for x, y in zip(lons, lats, strict=True)]
+
+
+# ---------------------------------------------------------------------------- files
+def evidence_geojson(image: GeoImage, answer: Answer) -> dict:
+    """The evidence regions as an RFC 7946 FeatureCollection in WGS84 (lon, lat).
+
+    Exterior rings are counter-clockwise, coordinates have 7 decimals, and each feature's
+    properties are the region summary plus the question and the answer text. Regions
+    without a polygon are left out. Raises :class:`InputError` when the image has no CRS.
+    """
+    if image.crs is None:
+        raise InputError(
+            f"{image.name} has no coordinate reference system, so its regions cannot be "
+            "placed on the globe as GeoJSON; use the GeoPackage (pixel or local coordinates)"
+        )
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping, shape
+    from shapely.geometry.polygon import orient
+
+    features = []
+    for region in answer.regions:
+        poly = _polygonal(region.polygon)
+        if poly is None:
+            continue
+        geom = shape(transform_geom(image.crs, "EPSG:4326", mapping(poly)))
+        geom = _polygonal(geom)
+        if geom is None:
+            continue
+        if geom.geom_type == "MultiPolygon":
+            from shapely.geometry import MultiPolygon
+
+            geom = MultiPolygon([orient(p, 1.0) for p in geom.geoms])
+        else:
+            geom = orient(geom, 1.0)
+        props = {**region.summary(), "question": answer.question, "answer": answer.answer}
+        features.append({
+            "type": "Feature",
+            "id": int(region.id),
+            "geometry": _rounded(mapping(geom)),
+            "properties": _plain(props),
+        })
+    out: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if features:
+        xs, ys = [], []
+        for f in features:
+            for x, y in _points(f["geometry"]["coordinates"]):
+                xs.append(x)
+                ys.append(y)
+        out["bbox"] = [min(xs), min(ys), max(xs), max(ys)]
+    return out
+
+
+def write_evidence(image: GeoImage, answer: Answer, out_dir: Path) -> list[Path]:
+    """Write the evidence files into ``out_dir`` (created) and return their paths.
+
+    In order: ``evidence.geojson`` (WGS84, see :func:`evidence_geojson`; only when the
+    image has a CRS), ``evidence.gpkg`` (layer ``regions``, MultiPolygons in the image's
+    own CRS, or without a CRS in the image's pixel/local coordinates; fields
+    :data:`GPKG_FIELDS`) and ``answer.json`` (the whole answer with region geometry).
+    Regions without a polygon are left out of both vector files; an answer without
+    regions gives empty but valid ones. Existing files of these names are replaced.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if image.crs is not None:
+        path = out_dir / "evidence.geojson"
+        path.write_text(json.dumps(evidence_geojson(image, answer), indent=1), encoding="utf-8")
+        written.append(path)
+    written.append(_write_gpkg(image, answer, out_dir / "evidence.gpkg"))
+    path = out_dir / "answer.json"
+    path.write_text(answer.to_json(geometry=True, indent=2), encoding="utf-8")
+    written.append(path)
+    return written
+
+
+def _write_gpkg(image: GeoImage, answer: Answer, path: Path) -> Path:
+    import shapely
+    from pyogrio.raw import write
+    from shapely.geometry import MultiPolygon
+
+    geoms, rows = [], []
+    for region in answer.regions:
+        poly = _polygonal(region.polygon)
+        if poly is None:
+            continue
+        multi = poly if poly.geom_type == "MultiPolygon" else MultiPolygon([poly])
+        geoms.append(shapely.to_wkb(multi))
+        col, row = region.centroid
+        rows.append((int(region.id), str(region.query), str(region.label),
+                     float(region.area_m2), str(region.area_unit), float(region.score),
+                     float(col), float(row), answer.question or "", answer.answer or ""))
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(GPKG_FIELDS)
+    kinds = [np.int64, object, object, np.float64, object, np.float64, np.float64,
+             np.float64, object, object]
+    field_data = [np.array(c, dtype=k) for c, k in zip(columns, kinds, strict=True)]
+    geometry = np.empty(len(geoms), dtype=object)
+    geometry[:] = geoms
+    if path.exists():
+        path.unlink()
+    crs = image.crs.to_wkt() if image.crs is not None else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
+        write(str(path), geometry, field_data, GPKG_FIELDS, crs=crs, driver="GPKG",
+              layer=GPKG_LAYER, geometry_type="MultiPolygon")
+    return path
+
+
+def _polygonal(geom: Any) -> Any:
+    """The polygonal part of a geometry (Polygon or MultiPolygon), ``None`` if empty."""
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    if geom.geom_type == "GeometryCollection":
+        from shapely.geometry import MultiPolygon
+
+        parts = []
+        for g in geom.geoms:
+            p = _polygonal(g)
+            if p is not None:
+                parts.extend(p.geoms if p.geom_type == "MultiPolygon" else [p])
+        return MultiPolygon(parts) if parts else None
+    return None
+
+
+def _rounded(obj: Any, ndigits: int = 7) -> Any:
+    """GeoJSON geometry mapping with coordinates as lists rounded to ``ndigits``."""
+    if isinstance(obj, dict):
+        return {k: _rounded(v, ndigits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v, ndigits) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return round(float(obj), ndigits)
+    return obj
+
+
+def _points(coords: Any):
+    """Every (x, y) in nested GeoJSON coordinates."""
+    if coords and isinstance(coords[0], (int, float)):
+        yield coords[0], coords[1]
+        return
+    for c in coords:
+        yield from _points(c)
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-ready copy: numpy scalars to Python, tuples to lists, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------- reply
+def answer_markdown(answer: Answer) -> str:
+    """The chat reply for an answer, as Markdown.
+
+    A successful answer gives the answer text in bold, a line naming the evidence (region
+    counts per query, detector and planner) and up to five notes as bullets. A failed one
+    starts with ``"Could not answer:"`` and adds a hint for planning and tool errors.
+    Text that comes from the user or from programs is escaped so it cannot add markup.
+    """
+    if answer.error is not None:
+        return _error_markdown(answer)
+    lines = [f"**{escape_markdown(answer.answer)}**", "", _evidence_line(answer)]
+    notes = [n for n in answer.notes if str(n).strip()]
+    if notes:
+        lines.append("")
+        for note in notes[:_MAX_NOTES]:
+            lines.append(f"- {escape_markdown(_truncate(str(note), _MAX_NOTE_CHARS))}")
+        if len(notes) > _MAX_NOTES:
+            lines.append(f"- … and {len(notes) - _MAX_NOTES} more")
+    return "\n".join(lines)
+
+
+def _evidence_line(answer: Answer) -> str:
+    counts = Counter(_query_of(r) for r in answer.regions)
+    n = len(answer.regions)
+    parts = [f"{n} region{'' if n == 1 else 's'}"]
+    if counts:
+        parts[0] += ": " + ", ".join(f"{c} {escape_markdown(q)}" for q, c in counts.items())
+    if answer.detector:
+        parts.append(f"detector {escape_markdown(answer.detector)}")
+    if answer.planner:
+        parts.append(f"planner {escape_markdown(answer.planner)}")
+    total = answer.timings.get("total_ms") if answer.timings else None
+    if isinstance(total, (int, float)) and math.isfinite(total):
+        parts.append(f"{total / 1000:.2f} s")
+    return "Evidence: " + " · ".join(parts)
+
+
+def _error_markdown(answer: Answer) -> str:
+    error = answer.error or {}
+    kind = str(error.get("type", "error"))
+    message = escape_markdown(_truncate(str(error.get("message", "")).strip() or "unknown error",
+                             _MAX_ERROR_CHARS))
+    if kind == "planning":
+        forms = "\n".join(f"- {f}" for f in _QUESTION_FORMS)
+        return (
+            "Could not answer: the question could not be turned into a program.\n\n"
+            f"{message}\n\nTry one of the supported question forms:\n{forms}\n\n"
+            "Other questions need an LLM planner: set its endpoint and model under Settings."
+        )
+    if kind == "tool":
+        return (
+            f"Could not answer: {message}\n\n"
+            "Ask about a concept the detector supports, e.g. building, road, water, tree, "
+            "grass or parking."
+        )
+    return f"Could not answer: {message}"
+
+
+def _truncate(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+_MD_SPECIAL = re.compile(r"([\\*_\[\]~|])")
+
+
+def escape_markdown(text: Any) -> str:
+    """``text`` on one line with Markdown emphasis/link characters and HTML neutralised."""
+    s = " ".join(str(text).split())
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return html.escape(s, quote=False).replace("`", "&#96;")

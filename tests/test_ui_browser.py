@@ -178,3 +178,44 @@ def test_corrupt_upload_is_a_chat_message(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "corrupt_upload.png"), full_page=True)
     # The app is still up: another question is answered.
     assert "Could not" not in _ask(page, "Is there a road?").inner_text()
+
+
+def _choose(page, elem_id: str, option: str) -> None:
+    """Pick ``option`` in the dropdown ``elem_id`` (typing filters the list)."""
+    field = page.locator(f"#{elem_id} input")
+    field.click()
+    field.fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    assert field.input_value() == option
+
+
+def test_program_and_trace_are_shown(page):
+    _ask(page, "Is there a water area next to a road?")
+    page.locator("#program-trace").get_by_text("Program and trace").click()
+    code = page.locator("#program-trace .cm-content").first
+    code.wait_for()
+    assert "def execute_command" in code.inner_text()
+    assert "find" in page.locator("#program-trace").inner_text()
+
+
+def test_settings_panel_oracle_detector_gives_the_exact_count(page):
+    from viper_rs.synthetic import BUILDING_CLASSES, make_scene
+
+    truth = len(make_scene(0, size=384, gsd=1.0).objects_of(*BUILDING_CLASSES))
+    page.locator("#settings").get_by_text("Settings", exact=True).click()
+    assert "auto -> spectral" in page.locator("#weights").inner_text()
+    _choose(page, "detector", "oracle")
+    text = _ask(page, "How many buildings are there?").inner_text()
+    assert f"Evidence: {truth} regions" in text, text
+    page.screenshot(path=str(ARTIFACTS / "settings_oracle.png"), full_page=True)
+    _choose(page, "detector", "auto")
+
+
+@pytest.mark.data
+def test_real_naip_from_the_image_list(page, shared_data):
+    _choose(page, "image-picker", "data/naip/napa_naip_1m.tif")
+    info = page.locator("#image-info")
+    info.get_by_text("EPSG:26910").wait_for()
+    text = _ask(page, "What is the area covered by trees?").inner_text()
+    assert re.search(r"\d+(\.\d+)? m2", text), text
+    page.screenshot(path=str(ARTIFACTS / "naip_trees.png"), full_page=True)

@@ -81,6 +81,7 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
         with gr.Accordion("Settings", open=False, elem_id="settings"):
             with gr.Row():
                 detector = gr.Dropdown(DETECTORS, value=defaults.detector, label="Detector",
+                                       elem_id="detector",
                                        info="auto: GRAFT, then CLIP, when weights are found, "
                                        "else spectral; oracle: demo scenes' ground truth")
                 planner = gr.Dropdown(PLANNERS, value=defaults.planner, label="Planner",
@@ -267,8 +268,8 @@ def weights_markdown(settings: Settings) -> str:
     for entry in find_weights(settings).values():
         status = "found" if entry["available"] else entry["status"]
         where = entry["path"] or entry["note"] or ""
-        lines.append(f"| {entry['model']} | {entry['role']} | **{status}** | "
-                     f"{str(where).replace('|', '/')} |")
+        where = str(where).replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
+        lines.append(f"| {entry['model']} | {entry['role']} | **{status}** | {where} |")
     lines.append("")
     lines.append(f"Detector `auto`: {auto_reason(settings)}.")
     return "\n".join(lines)

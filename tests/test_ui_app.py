@@ -1,0 +1,110 @@
+"""The Gradio layer without a browser: layout, settings-panel parsing, weights, folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from viper_rs.config import Settings
+from viper_rs.errors import InputError
+from viper_rs.ui import app as ui
+from viper_rs.ui.catalog import Catalog
+from viper_rs.ui.session import Controller, Options, Turn
+
+
+@pytest.fixture
+def controller(tmp_path: Path):
+    c = Controller(Catalog(demo=((0, 128, 1.0),)),
+                   Settings.from_env(cache_dir=tmp_path / "cache", sandbox_workers=1),
+                   out_dir=tmp_path / "out")
+    yield c
+    c.close()
+
+
+def test_layout_has_every_part(controller: Controller):
+    import gradio as gr
+
+    blocks = ui.build_app(controller)
+    assert isinstance(blocks, gr.Blocks)
+    ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+    for part in ("image-picker", "gsd", "answer-overlay", "upload", "chat", "question",
+                 "regions", "evidence", "program-trace", "settings", "weights"):
+        assert part in ids, part
+    picker = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "image-picker")
+    assert picker.value == controller.catalog.default_key
+
+
+def test_settings_panel_values_become_options():
+    values = ("oracle", "rules", " http://x/v1 ", "m", "k", "0.4", 10, "", 50, 900.0, False)
+    opts = ui._options(values)
+    assert opts == Options(detector="oracle", planner="rules", llm_base_url=" http://x/v1 ",
+                           llm_model="m", llm_api_key="k", score_threshold=0.4,
+                           min_region_m2=10.0, next_to_m=None, small_max_m2=50.0,
+                           large_min_m2=900.0, sam=False)
+    settings = opts.settings(Settings())
+    assert settings.llm_base_url == "http://x/v1" and settings.score_threshold == 0.4
+    assert settings.llm_api_key.get_secret_value() == "k"
+    assert "k" not in repr(opts)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    (5, "abc", "score threshold must be a number"),
+    (6, "-3", "smallest region must be a non-negative number"),
+    (7, "nan", "'next to' distance must be a non-negative number"),
+])
+def test_bad_panel_numbers_are_named(field: int, value: str, message: str):
+    values = ["auto", "auto", "", "", "", "", 4, 10, 100, 500, True]
+    values[field] = value
+    with pytest.raises(InputError, match=message):
+        ui._options(tuple(values))
+
+
+def test_gsd_field():
+    assert ui._gsd("") is None and ui._gsd(None) is None and ui._gsd("0") is None
+    assert ui._gsd(" 0.3 ") == 0.3
+    with pytest.raises(InputError, match="GSD"):
+        ui._gsd("thirty cm")
+
+
+def test_weights_table_says_found_or_missing(tmp_path: Path):
+    settings = Settings(cache_dir=tmp_path)
+    text = ui.weights_markdown(settings)
+    assert text.count("**missing**") == 3 and "auto -> spectral" in text
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "ViT-B-16.pt").write_bytes(b"x")
+    text = ui.weights_markdown(settings)
+    assert text.count("**found**") == 1 and str(weights / "ViT-B-16.pt") in text
+    assert "auto -> clip" in text
+
+
+def test_image_folders(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("VIPER_RS_IMAGE_FOLDER", raising=False)
+    repo = tmp_path / "main"
+    repo.mkdir()
+    assert ui.default_folders(repo) == []
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert ui.default_folders(repo) == [(tmp_path / "shared" / "data").resolve()]
+    monkeypatch.setenv("VIPER_RS_IMAGE_FOLDER", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    assert ui.default_folders(repo) == [tmp_path / "a", tmp_path / "b"]
+
+
+def test_command_line():
+    args = ui.parse_args(["--port", "9000", "--folder", "x", "--folder", "y",
+                          "--detector", "spectral"])
+    assert args.port == 9000 and args.folder == [Path("x"), Path("y")]
+    assert args.detector == "spectral" and args.planner is None and args.host == "127.0.0.1"
+    with pytest.raises(SystemExit):
+        ui.parse_args(["--detector", "magic"])
+
+
+def test_chat_messages_of_a_turn(controller: Controller):
+    turn = controller.ask(controller.catalog.default_key, "Is there a road?",
+                          Options(detector="spectral", planner="rules"))
+    program, reply = ui._messages(turn)
+    assert program["metadata"]["title"] == "Program (rules)"
+    assert program["content"].startswith("```python\ndef execute_command")
+    assert reply == {"role": "assistant", "content": turn.message}
+    assert ui._messages(Turn("Type a question")) == [
+        {"role": "assistant", "content": "Type a question"}]

@@ -63,7 +63,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
     env = {**os.environ, "VIPER_RS_CACHE_DIR": str(tmp / "cache"),
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-           "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+           "GRADIO_TEMP_DIR": str(tmp / "gradio"), "TMPDIR": str(tmp / "tmp")}
+    (tmp / "tmp").mkdir()
     log_path = tmp / "app.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
@@ -87,14 +88,18 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.5)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            code = None
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "app.log").write_text(log_path.read_text())
+    # SIGTERM closes the app like Ctrl-C: it exits and removes its evidence folder.
+    assert code is not None, "app.py did not stop within 30 s of SIGTERM"
+    assert not list((tmp / "tmp").glob("viper_rs_ui_*"))
 
 
 @pytest.fixture(scope="module")

@@ -230,3 +230,26 @@ def test_shared_data_folder_is_listed_and_georeferenced(shared_data: Path):
     assert cat.open(tiles[0]).crs.to_epsg() == 3857
     assert DATA.name == "data"
 
+
+
+def test_deleted_upload_is_named_without_its_server_path(controller: Controller, tmp_path: Path):
+    path = _rgb_png(tmp_path / "deep" / "folder" / "gone.png")
+    key, _ = controller.load_upload(path, gsd=1.0)
+    path.unlink()
+    controller.catalog._opened.clear()  # as after other images pushed it out of the cache
+    message = controller.ask(key, "Is there a road?", RULES, gsd=1.0).message
+    assert message.startswith("Could not read the image") and "gone.png" in message
+    assert str(tmp_path) not in message
+
+
+def test_folder_scan_in_a_fresh_process(tmp_path: Path):
+    """Listing registers GDAL's drivers itself (nothing opened a raster before)."""
+    import subprocess
+    import sys
+
+    _rgb_png(tmp_path / "imgs" / "a.png")
+    code = ("import sys; from viper_rs.ui.catalog import Catalog; "
+            "print(len(Catalog([sys.argv[1]], demo=()).keys))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "imgs")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1", out.stderr

@@ -101,7 +101,7 @@ def format_area(value: float, unit: str) -> str:
     """``"1234.5 m2"``, or pixels with a hint when the image has no ground size."""
     if unit == "m2":
         return f"{value:.1f} m2"
-    return f"{value:.0f} px (the image has no ground size; pass --gsd to get m2)"
+    return f"{value:.0f} px (the image has no ground size; give its GSD, e.g. --gsd 0.3, to get m2)"
 
 
 def normalise(value: Any, kind_hint: str | None, area_unit: str) -> tuple[str, Any, str]:

@@ -105,14 +105,18 @@ class GeoImage:
         bands: str | list[str] | None = None,
         crs: object | None = None,
         transform: Affine | None = None,
+        drivers: tuple[str, ...] | None = None,
     ) -> GeoImage:
         """Read a GeoTIFF/COG, PNG or JPEG.
 
         ``gsd`` (m/pixel) gives plain images a ground size; ``crs`` + ``transform``
         georeference an image that has none (they are ignored when the file has a CRS).
+        ``drivers`` limits the GDAL formats tried (e.g. ``("GTiff", "PNG", "JPEG")`` for
+        untrusted files: a VRT renamed ``.tif`` could otherwise read other files).
         """
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+        from rasterio.io import DatasetReader
 
         override_crs, transform_override = crs, transform
         p = Path(path)
@@ -125,9 +129,13 @@ class GeoImage:
         if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
             raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
         try:
-            with warnings.catch_warnings():
+            # GDAL's fast whole-image PNG decoding returns zeros for a truncated file
+            # without an error; the libpng path reports it.
+            with warnings.catch_warnings(), rasterio.Env(GDAL_PNG_WHOLE_IMAGE_OPTIM="NO"):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(p) as ds:
+                # rasterio.open takes one driver name; its reader takes a list
+                ds = DatasetReader(p, driver=list(drivers)) if drivers else rasterio.open(p)
+                with ds:
                     if ds.count == 0 or ds.width == 0 or ds.height == 0:
                         raise ImageError(f"{p}: image has no bands or no pixels")
                     if ds.width * ds.height > MAX_PIXELS:
@@ -135,8 +143,14 @@ class GeoImage:
                             f"{p}: {ds.width}x{ds.height} px is larger than the "
                             f"{MAX_PIXELS // 1_000_000} Mpx limit; crop it first"
                         )
-                    data = ds.read()
-                    mask = ds.dataset_mask() > 0
+                    try:
+                        data = ds.read()
+                        mask = ds.dataset_mask() > 0
+                    except Exception as exc:  # noqa: BLE001 - GDAL raises several types
+                        raise ImageError(
+                            f"{p}: the file is damaged or truncated; its pixels could not be "
+                            f"read ({_first_line(exc)})"
+                        ) from None
                     interp = [ci.name for ci in ds.colorinterp]
                     descriptions = list(ds.descriptions or [])
                     tags = {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}}
@@ -363,6 +377,9 @@ class GeoImage:
 
 
 def _first_line(exc: BaseException) -> str:
+    """First line of an error; rasterio's "See previous exception" gives GDAL's reason."""
+    if exc.__cause__ is not None and "previous exception" in str(exc):
+        exc = exc.__cause__
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -7,6 +7,7 @@ import atexit
 import logging
 import math
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
                     describe(image), history, None)
 
         def on_ask(question: str, history: list, key: str, gsd_value: float | None,
-                   *values: Any, progress: Any = gr.Progress()) -> Any:
+                   *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
             question = (question or "").strip()
             history = list(history or [])
             if question:
@@ -275,6 +276,10 @@ def weights_markdown(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def default_folders(repo: Path | None = None) -> list[Path]:
     """``VIPER_RS_IMAGE_FOLDER`` (``:``-separated), else ``../shared/data`` when present."""
     env = os.environ.get("VIPER_RS_IMAGE_FOLDER")
@@ -315,6 +320,7 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
                        score_threshold=settings.score_threshold)
     if not args.no_warmup:
         controller.warm_up(defaults)
+    signal.signal(signal.SIGTERM, _interrupt)  # close like Ctrl-C: workers, evidence folder
     app = build_app(controller, defaults)
     log.info("%d images listed (%s)", len(catalog.keys),
              ", ".join(str(f) for f in folders) or "demo scenes only")

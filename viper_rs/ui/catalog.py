@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -18,6 +19,12 @@ log = logging.getLogger(__name__)
 
 #: File suffixes the app lists and accepts (case-insensitive).
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+#: GDAL drivers that may read those files (a VRT renamed .tif must not read other files).
+IMAGE_DRIVERS: tuple[str, ...] = ("GTiff", "PNG", "JPEG")
+#: Ground pixel sizes (m/px) the app works with: finer pixels make the detectors'
+#: metre-sized windows thousands of pixels wide (minutes, gigabytes); coarser ones are
+#: not aerial imagery.
+GSD_RANGE_M: tuple[float, float] = (0.05, 10_000.0)
 #: Demo scenes: (seed, size px, ground sampling distance m).
 DEMO_SCENES: tuple[tuple[int, int, float], ...] = ((0, 384, 1.0), (1, 512, 0.6), (2, 384, 1.0))
 
@@ -114,15 +121,18 @@ class Catalog:
                 f"{path.name}: unsupported file type {path.suffix or '(none)'}; upload a "
                 "GeoTIFF, PNG or JPEG"
             )
-        image = GeoImage.open(path, gsd=gsd)
+        _check_gsd(gsd)
+        image = _checked(GeoImage.open(path, gsd=gsd, drivers=IMAGE_DRIVERS))
         with self._lock:
             key = f"upload: {path.name}"
             n = 2
             while key in self.entries and self.entries[key].path != path:
                 key = f"upload: {path.name} ({n})"
                 n += 1
-            self.entries[key] = ImageEntry(key=key, kind="upload", path=path)
-            self._remember((key, _gsd_key(image, gsd)), image)
+            entry = self.entries[key] = ImageEntry(key=key, kind="upload", path=path)
+            for stale in [k for k in self._opened if k[0] == key]:  # the file may have changed
+                del self._opened[stale]
+            self._remember(_cache_key(entry, gsd), image)
         return key, image
 
     # ------------------------------------------------------------------ opening
@@ -135,10 +145,9 @@ class Catalog:
     def open(self, key: str | None, gsd: float | None = None) -> GeoImage:
         """The image of entry ``key``; ``gsd`` (m/px) gives a plain image a ground size."""
         entry = self.entry(key)
-        if gsd is not None and not gsd > 0:
-            raise ImageError(f"GSD must be a positive number of metres per pixel, got {gsd}")
+        _check_gsd(gsd)
         with self._lock:
-            cache_key = (entry.key, None if entry.kind == "demo" or entry.crs else gsd)
+            cache_key = _cache_key(entry, gsd)
             image = self._opened.get(cache_key)
             if image is not None:
                 self._opened.move_to_end(cache_key)
@@ -146,9 +155,10 @@ class Catalog:
             if entry.kind == "demo":
                 image = self.scene(entry.key).image
             elif entry.crs is not None:
-                image = GeoImage.open(entry.path, crs=entry.crs, transform=entry.transform)
+                image = _checked(GeoImage.open(entry.path, crs=entry.crs,
+                                               transform=entry.transform, drivers=IMAGE_DRIVERS))
             else:
-                image = GeoImage.open(entry.path, gsd=gsd)
+                image = _checked(GeoImage.open(entry.path, gsd=gsd, drivers=IMAGE_DRIVERS))
             self._remember(cache_key, image)
             return image
 
@@ -171,19 +181,48 @@ class Catalog:
             self._opened.popitem(last=False)
 
 
-def _gsd_key(image: GeoImage, gsd: float | None) -> float | None:
-    return None if image.georeferenced else gsd
+def _cache_key(entry: ImageEntry, gsd: float | None) -> tuple[str, float | None]:
+    """Opened images are cached per entry and typed GSD (which demo scenes and entries
+    georeferenced by the catalog ignore)."""
+    return entry.key, None if entry.kind == "demo" or entry.crs else gsd
+
+
+def _check_gsd(gsd: float | None) -> None:
+    """ImageError unless ``gsd`` (typed in the app) is None or in :data:`GSD_RANGE_M`."""
+    lo, hi = GSD_RANGE_M
+    if gsd is not None and not (math.isfinite(gsd) and lo <= gsd <= hi):
+        raise ImageError(
+            f"GSD must be a positive number of metres per pixel from {lo:g} to {hi:g}, "
+            f"got {gsd:g}"
+        )
+
+
+def _checked(image: GeoImage) -> GeoImage:
+    """``image`` unless its georeference gives pixels a ground size outside the range."""
+    gsd = image.ground_sampling_distance
+    lo, hi = GSD_RANGE_M
+    if gsd is not None and not math.isfinite(gsd):
+        raise ImageError(f"{image.name}: its georeference gives pixels no finite ground size "
+                         "(coordinates off the globe?); fix its georeference")
+    if gsd is not None and not lo <= gsd <= hi:
+        raise ImageError(
+            f"{image.name}: its georeference makes a pixel {gsd:.3g} m on the ground, "
+            f"outside the {lo:g} to {hi:g} m/px this app handles; resample the image or "
+            "fix its georeference"
+        )
+    return image
 
 
 def _band_count(path: Path) -> int | None:
     """Bands of a raster (palette images count as three), None when unreadable."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import DatasetReader
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env():  # Env registers GDAL's drivers
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
+            with DatasetReader(path, driver=list(IMAGE_DRIVERS)) as ds:
                 if ds.count == 1 and ds.colorinterp[0].name == "palette":
                     return 3
                 return int(ds.count)

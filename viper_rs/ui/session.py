@@ -6,6 +6,7 @@ Nothing here imports gradio, so the app's behaviour is tested without a browser.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 1000
 #: Agents kept alive (each holds models and sandbox workers).
 MAX_AGENTS = 2
+#: Control characters (NUL, escape...), replaced by spaces in questions.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Progress = Callable[[float, str], None]
 
@@ -165,7 +168,7 @@ class Controller:
         """Answer ``question`` about image ``image_key``; every failure becomes a message."""
         t0 = time.perf_counter()
         step = progress or (lambda fraction, what: None)
-        question = (question or "").strip()
+        question = _CONTROL.sub(" ", question or "").strip()
         if not question:
             return Turn("Type a question about the image first, e.g. *How many buildings "
                         "are there?*")
@@ -184,7 +187,8 @@ class Controller:
             step(0.9, "Writing the evidence")
             turn = self.package(image, answer)
         except ImageError as exc:
-            turn = Turn(f"Could not read the image: {escape_markdown(str(exc))}", image=image)
+            reason = self._without_paths(str(exc), image_key)
+            turn = Turn(f"Could not read the image: {escape_markdown(reason)}", image=image)
         except ConfigError as exc:
             turn = Turn(f"Settings problem: {escape_markdown(str(exc))}", image=image)
         except ViperError as exc:
@@ -197,6 +201,13 @@ class Controller:
         if turn.overlay is None and image is not None:
             turn.overlay = overlay(image, None)
         return turn
+
+    def _without_paths(self, text: str, image_key: str | None) -> str:
+        """``text`` with an uploaded file's server path replaced by its name."""
+        entry = self.catalog.entries.get(image_key or "")
+        if entry is not None and entry.kind == "upload" and entry.path is not None:
+            text = text.replace(str(entry.path), entry.path.name)
+        return text
 
     def package(self, image: GeoImage, answer: Any) -> Turn:
         """The Turn for an answer: chat text, overlay, region table, evidence files."""
@@ -225,9 +236,16 @@ class Controller:
         name = Path(path).name
         try:
             key, image = self.catalog.add_upload(path, gsd)
+            text = describe(image)
         except ImageError as exc:
-            return None, f"Could not use the upload **{escape_markdown(name)}**: {escape_markdown(str(exc))}"
-        return key, f"Loaded **{escape_markdown(name)}**. {describe(image)} Ask a question about it."
+            # name the file as the user knows it, not by its path on the server
+            reason = str(exc).replace(str(Path(path)), name)
+            return None, f"Could not use the upload **{escape_markdown(name)}**: {escape_markdown(reason)}"
+        except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
+            log.exception("unexpected error loading %s", path)
+            return None, (f"Could not use the upload **{escape_markdown(name)}**: internal error "
+                          f"({type(exc).__name__}); the details are in the app's log.")
+        return key, f"Loaded **{escape_markdown(name)}**. {text} Ask a question about it."
 
     def close(self) -> None:
         """Stop every agent's sandbox workers and remove the evidence folder (if ours)."""

@@ -120,7 +120,7 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
                 image = controller.catalog.open(key, _gsd(gsd_value))
             except Exception as exc:  # noqa: BLE001 - shown in the chat, app stays up
                 message = f"Could not open **{escape_markdown(key)}**: {escape_markdown(str(exc))}"
-                return None, message, _frame([]), None, *_say(history, message)
+                return None, message, _frame([]), None, _say(history, message)
             return overlay(image, None), describe(image), _frame([]), None, history
 
         def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
@@ -129,9 +129,10 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
             try:
                 gsd_m = _gsd(gsd_value)
             except InputError as exc:
-                return gr.skip(), gr.skip(), gr.skip(), *_say(history, escape_markdown(str(exc))), None
+                history = _say(history, escape_markdown(str(exc)))
+                return gr.skip(), gr.skip(), gr.skip(), history, None
             key, message = controller.load_upload(path, gsd_m)
-            history = _say(history, message)[0]
+            history = _say(history, message)
             if key is None:
                 return gr.skip(), gr.skip(), gr.skip(), history, None
             image = controller.catalog.open(key, gsd_m)
@@ -221,8 +222,9 @@ def _quote(question: str) -> str:
     return escape_markdown(question)
 
 
-def _say(history: list, message: str) -> tuple[list]:
-    return (list(history or []) + [{"role": "assistant", "content": message}],)
+def _say(history: list, message: str) -> list:
+    """``history`` with one more assistant message."""
+    return list(history or []) + [{"role": "assistant", "content": message}]
 
 
 def _messages(turn: Turn) -> list[dict]:

@@ -195,8 +195,8 @@ class Controller:
             turn = Turn(f"Could not answer ({exc.type}): {escape_markdown(str(exc))}", image=image)
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
             log.exception("unexpected error answering %r", question)
-            turn = Turn(f"Internal error ({type(exc).__name__}): {escape_markdown(str(exc))}. The app "
-                        "is still running; the details are in its log.", image=image)
+            turn = Turn(f"Internal error ({type(exc).__name__}): {escape_markdown(str(exc))}. "
+                        "The app is still running; the details are in its log.", image=image)
         turn.seconds = time.perf_counter() - t0
         if turn.overlay is None and image is not None:
             turn.overlay = overlay(image, None)
@@ -240,7 +240,8 @@ class Controller:
         except ImageError as exc:
             # name the file as the user knows it, not by its path on the server
             reason = str(exc).replace(str(Path(path)), name)
-            return None, f"Could not use the upload **{escape_markdown(name)}**: {escape_markdown(reason)}"
+            return None, (f"Could not use the upload **{escape_markdown(name)}**: "
+                          f"{escape_markdown(reason)}")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
             log.exception("unexpected error loading %s", path)
             return None, (f"Could not use the upload **{escape_markdown(name)}**: internal error "

@@ -357,3 +357,26 @@ def test_rsvqa_rgb_sanity() -> None:
     assert share(24, "woods") > 0.5
     assert share(11, "vegetation") < 0.05
     assert share(11, "water") == 0.0
+
+
+def test_very_fine_pixels_are_measured_on_blocks() -> None:
+    """A 2.5 cm image (a 0.5 m scene blown up 20x) gives the maps of its 0.1 m blocks."""
+    from viper_rs.synthetic import make_scene
+    from viper_rs.vision.spectral import FINEST_GSD_M
+
+    scene = make_scene(0, size=96, gsd=0.5)
+    rep = 20
+    data = np.repeat(np.repeat(scene.image.data, rep, 1), rep, 2)
+    valid = np.ones(data.shape[1:], dtype=bool)
+    valid[:7, :] = False  # a nodata strip narrower than one block
+    fine = GeoImage.from_array(data, "R,G,B,NIR", gsd=0.5 / rep, valid=valid)
+    maps = compute_class_maps(fine)
+    f = int(FINEST_GSD_M / (0.5 / rep))
+    assert f == 4 and maps.cover.shape == fine.shape
+    assert "measured on 4x4 pixel blocks" in maps.notes["general"][0]
+    assert (maps.cover[:7] == NODATA).all() and not maps.building[:7].any()
+    coarse = GeoImage.from_array(
+        np.repeat(np.repeat(scene.image.data, rep // f, 1), rep // f, 2), "R,G,B,NIR",
+        gsd=FINEST_GSD_M)
+    expected = np.repeat(np.repeat(compute_class_maps(coarse).cover, f, 0), f, 1)
+    assert (maps.cover[7:] == expected[7:]).mean() > 0.97

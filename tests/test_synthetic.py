@@ -427,3 +427,11 @@ def test_agent_answers_all_synthetic_questions_with_oracle():
         finally:
             agent.close()
     assert not failures, f"{len(failures)} wrong:\n" + "\n\n".join(failures)
+
+
+@pytest.mark.parametrize("size, gsd", [(64, 0.5), (96, 0.5), (64, 0.1), (128, 0.25)])
+def test_small_ground_extents_make_scenes(size: int, gsd: float) -> None:
+    """Scenes a few tens of metres across place what fits instead of failing."""
+    for seed in range(3):
+        scene = make_scene(seed, size=size, gsd=gsd)
+        assert scene.image.shape == (size, size)

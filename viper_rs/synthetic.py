@@ -401,9 +401,11 @@ class _Builder:
                 c = line.interpolate(t)
                 cx, cy = c.x + side * nx * off, c.y + side * ny * off
             else:
-                cx = rng.uniform(-minx + _EDGE_PX, n - maxx - _EDGE_PX) if n - maxx > -minx else -1
-                cy = rng.uniform(-miny + _EDGE_PX, n - maxy - _EDGE_PX) if n - maxy > -miny else -1
-                if cx < 0 or cy < 0:
+                lo_x, hi_x = -minx + _EDGE_PX, n - maxx - _EDGE_PX
+                lo_y, hi_y = -miny + _EDGE_PX, n - maxy - _EDGE_PX
+                cx = rng.uniform(lo_x, hi_x) if hi_x >= lo_x else None
+                cy = rng.uniform(lo_y, hi_y) if hi_y >= lo_y else None
+                if cx is None or cy is None:  # the footprint does not fit inside the margins
                     return False
             if self.try_add(affinity.translate(geom, cx, cy), spec):
                 return True

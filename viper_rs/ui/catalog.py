@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 #: GDAL drivers that may read those files (a VRT renamed .tif must not read other files).
 IMAGE_DRIVERS: tuple[str, ...] = ("GTiff", "PNG", "JPEG")
-#: Ground pixel sizes (m/px) the app works with: finer pixels make the detectors'
-#: metre-sized windows thousands of pixels wide (minutes, gigabytes); coarser ones are
-#: not aerial imagery.
-GSD_RANGE_M: tuple[float, float] = (0.05, 10_000.0)
+#: Ground pixel sizes (m/px) the app works with: 1 cm drone imagery to 10 km grids.
+#: Values outside are typing or georeference mistakes (1e-9 m would ask for gigapixel
+#: windows).
+GSD_RANGE_M: tuple[float, float] = (0.01, 10_000.0)
 #: Demo scenes: (seed, size px, ground sampling distance m).
 DEMO_SCENES: tuple[tuple[int, int, float], ...] = ((0, 384, 1.0), (1, 512, 0.6), (2, 384, 1.0))
 

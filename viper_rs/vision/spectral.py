@@ -38,6 +38,10 @@ from viper_rs.vision.concepts import OBJECT_CLASSES, resolve_concept
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6
+#: The finest ground pixel (m) the rules work at: their windows are sized in metres, so
+#: finer imagery (drone, 1-5 cm) would make them hundreds of pixels wide. Such images are
+#: block-averaged to this size and the class maps upsampled back.
+FINEST_GSD_M = 0.1
 
 
 @dataclass(frozen=True)
@@ -760,7 +764,16 @@ def _objects(
 def compute_class_maps(
     image: GeoImage, thresholds: SpectralThresholds = DEFAULT_THRESHOLDS
 ) -> ClassMaps:
-    """All class maps of one image (land cover, objects, built-up density)."""
+    """All class maps of one image (land cover, objects, built-up density).
+
+    Images with pixels finer than :data:`FINEST_GSD_M` are measured on blocks of pixels
+    of about that size; the maps come back at the image's own size.
+    """
+    gsd = image.ground_sampling_distance
+    if gsd is not None and gsd < FINEST_GSD_M:
+        f = max(1, min(int(FINEST_GSD_M / gsd + 1e-9), *image.shape))
+        if f > 1:
+            return _fine_image_maps(image, f, thresholds)
     t = thresholds
     general: list[str] = []
     cover_notes: list[str] = []
@@ -812,6 +825,39 @@ def compute_class_maps(
                 f"{2 * t.built_up_sigma_m:g} m, patches >= {t.built_up_min_m2:g} m2"
             ],
         },
+    )
+
+
+def _fine_image_maps(image: GeoImage, f: int, thresholds: SpectralThresholds) -> ClassMaps:
+    """Class maps of ``image`` measured on ``f`` x ``f`` pixel blocks, upsampled back."""
+    from affine import Affine
+
+    data = np.stack([_block_reduce_mean(band, f) for band in image.data])
+    valid = _block_reduce_mean(image.valid, f) >= 0.5
+    coarse = GeoImage(
+        data=data, band_names=list(image.band_names),
+        transform=image.transform * Affine.scale(f), crs=image.crs,
+        valid=valid if valid.any() else None, path=image.path,
+        gsd=image.gsd * f if image.gsd else None, white_point=image.white_point,
+    )
+    maps = compute_class_maps(coarse, thresholds)
+    shape, ok = image.shape, image.valid
+
+    def up(x: np.ndarray) -> np.ndarray:
+        return _upsample(x, f, shape)
+
+    cover = up(maps.cover)
+    cover[~ok] = NODATA
+    notes = {k: list(v) for k, v in maps.notes.items()}
+    notes.setdefault("general", []).insert(0, (
+        f"pixels of {image.ground_sampling_distance:.3g} m are finer than the "
+        f"{FINEST_GSD_M:g} m the spectral rules work at: measured on {f}x{f} pixel blocks"
+    ))
+    return ClassMaps(
+        cover=cover, road=up(maps.road) & ok, building=up(maps.building) & ok,
+        parking=up(maps.parking) & ok, built_up_density=up(maps.built_up_density),
+        built_up=up(maps.built_up) & ok,
+        confidence={k: up(v) for k, v in maps.confidence.items()}, notes=notes,
     )
 
 

@@ -253,3 +253,10 @@ def test_folder_scan_in_a_fresh_process(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "imgs")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1", out.stderr
+
+
+def test_a_failed_answer_offers_only_its_json(controller: Controller):
+    turn = controller.ask(controller.catalog.default_key, "What is the meaning of life?", RULES)
+    assert [Path(f).name for f in turn.files] == ["answer.json"]
+    saved = json.loads(Path(turn.files[0]).read_text())
+    assert saved["error"]["type"] == "planning" and saved["attempts"]

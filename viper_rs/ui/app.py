@@ -27,6 +27,8 @@ EXAMPLES = [
     "Are there more buildings than parkings?",
     "Is there a large building?",
 ]
+#: Largest upload Gradio accepts (images are also limited in pixels when read).
+MAX_UPLOAD = "2gb"
 DETECTORS = ["auto", "spectral", "clip", "graft", "oracle"]
 PLANNERS = ["auto", "rules", "llm"]
 CSS = """
@@ -65,7 +67,7 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
             with gr.Column(scale=4):
                 chat = gr.Chatbot(
                     _welcome(catalog), label="Chat", height=560, elem_id="chat",
-                    feedback_options=None, buttons=["copy"],
+                    feedback_options=None, buttons=["copy"], group_consecutive_messages=False,
                 )
                 box = gr.Textbox(placeholder="Ask about the image and press Enter",
                                  show_label=False, elem_id="question", submit_btn=True,
@@ -328,5 +330,5 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
              ", ".join(str(f) for f in folders) or "demo scenes only")
     app.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, css=CSS,
-        allowed_paths=[str(controller.out_dir)], footer_links=[],
+        allowed_paths=[str(controller.out_dir)], footer_links=[], max_file_size=MAX_UPLOAD,
     )

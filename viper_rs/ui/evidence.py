@@ -245,16 +245,18 @@ def write_evidence(image: GeoImage, answer: Answer, out_dir: Path) -> list[Path]
     own CRS, or without a CRS in the image's pixel/local coordinates; fields
     :data:`GPKG_FIELDS`) and ``answer.json`` (the whole answer with region geometry).
     Regions without a polygon are left out of both vector files; an answer without
-    regions gives empty but valid ones. Existing files of these names are replaced.
+    regions gives empty but valid ones. A failed answer gets ``answer.json`` only (its
+    error and every attempt). Existing files of these names are replaced.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if image.crs is not None:
+    if answer.error is None and image.crs is not None:
         path = out_dir / "evidence.geojson"
         path.write_text(json.dumps(evidence_geojson(image, answer), indent=1), encoding="utf-8")
         written.append(path)
-    written.append(_write_gpkg(image, answer, out_dir / "evidence.gpkg"))
+    if answer.error is None:
+        written.append(_write_gpkg(image, answer, out_dir / "evidence.gpkg"))
     path = out_dir / "answer.json"
     path.write_text(answer.to_json(geometry=True, indent=2), encoding="utf-8")
     written.append(path)

@@ -836,7 +836,7 @@ def _fine_image_maps(image: GeoImage, f: int, thresholds: SpectralThresholds) ->
     valid = _block_reduce_mean(image.valid, f) >= 0.5
     coarse = GeoImage(
         data=data, band_names=list(image.band_names),
-        transform=image.transform * Affine.scale(f), crs=image.crs,
+        transform=image.transform @ Affine.scale(f), crs=image.crs,
         valid=valid if valid.any() else None, path=image.path,
         gsd=image.gsd * f if image.gsd else None, white_point=image.white_point,
     )

@@ -269,15 +269,18 @@ class GeoImage:
         """Whether a band role (``R``, ``G``, ``B``, ``NIR``) is present."""
         return role in self.band_names
 
-    def band(self, role: str) -> np.ndarray:
-        """One band as float32 scaled to 0..1 by the image's white point."""
+    def band_index(self, role: str) -> int:
+        """Index in ``data`` of the band playing ``role`` (R, G, B fall back to GRAY)."""
         if role not in self.band_names:
             if role in ("R", "G", "B") and "GRAY" in self.band_names:
                 role = "GRAY"
             else:
                 raise ImageError(f"{self.name}: no {role} band (bands: {','.join(self.band_names)})")
-        i = self.band_names.index(role)
-        return self.data[i].astype(np.float32) / np.float32(self.white_point)
+        return self.band_names.index(role)
+
+    def band(self, role: str) -> np.ndarray:
+        """One band as float32 scaled to 0..1 by the image's white point."""
+        return self.data[self.band_index(role)].astype(np.float32) / np.float32(self.white_point)
 
     def rgb(self) -> np.ndarray:
         """(H, W, 3) float32 in 0..1 (gray images are repeated)."""

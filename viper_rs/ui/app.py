@@ -57,9 +57,9 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
                     gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
                                      placeholder="e.g. 0.3",
                                      info="for images without georeference")
-                image_info = gr.Markdown(_image_info(controller, first, None),
-                                         elem_id="image-info")
-                shown = gr.AnnotatedImage(_preview(controller, first, None), label="Regions",
+                first_view, first_info, _ = _show(controller, first, None)
+                image_info = gr.Markdown(first_info, elem_id="image-info")
+                shown = gr.AnnotatedImage(first_view, label="Regions",
                                           elem_id="answer-overlay", height=520,
                                           buttons=["fullscreen"])
                 upload = gr.File(label="Upload an image", file_types=list(IMAGE_SUFFIXES),
@@ -117,13 +117,9 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
         option_inputs = [detector, planner, llm_url, llm_model, llm_key, threshold, min_region,
                          next_to, small, large, sam]
 
-        def on_pick(key: str, gsd_value: float | None, history: list) -> tuple:
-            try:
-                image = controller.catalog.open(key, _gsd(gsd_value))
-            except Exception as exc:  # noqa: BLE001 - shown in the chat, app stays up
-                message = f"Could not open **{escape_markdown(key)}**: {escape_markdown(str(exc))}"
-                return None, message, _frame([]), None, _say(history, message)
-            return overlay(image, None), describe(image), _frame([]), None, history
+        def on_pick(key: str, gsd_value: str | None, history: list) -> tuple:
+            view, info, error = _show(controller, key, gsd_value)
+            return view, info, _frame([]), None, _say(history, error) if error else history
 
         def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
             if not path:
@@ -137,16 +133,15 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
             history = _say(history, message)
             if key is None:
                 return gr.skip(), gr.skip(), gr.skip(), history, None
-            image = controller.catalog.open(key, gsd_m)
-            return (gr.update(choices=controller.catalog.keys, value=key), overlay(image, None),
-                    describe(image), history, None)
+            view, info, _ = _show(controller, key, gsd_m)
+            return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
 
         def on_ask(question: str, history: list, key: str, gsd_value: float | None,
                    *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
             question = (question or "").strip()
             history = list(history or [])
             if question:
-                history.append({"role": "user", "content": _quote(question)})
+                history.append({"role": "user", "content": escape_markdown(question)})
             yield (history + [{"role": "assistant", "content": "Working on it…"}], "",
                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
             try:
@@ -220,10 +215,6 @@ def _frame(rows: list[list]) -> Any:
     return pd.DataFrame(rows, columns=REGION_COLUMNS)
 
 
-def _quote(question: str) -> str:
-    return escape_markdown(question)
-
-
 def _say(history: list, message: str) -> list:
     """``history`` with one more assistant message."""
     return list(history or []) + [{"role": "assistant", "content": message}]
@@ -251,18 +242,15 @@ def _welcome(catalog: Catalog) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _image_info(controller: Controller, key: str | None, gsd: float | None) -> str:
+def _show(controller: Controller, key: str | None, gsd_value: Any) -> tuple[Any, str, str | None]:
+    """(overlay value, info line, None) for an image, or (None, message, message) when it
+    cannot be opened."""
     try:
-        return describe(controller.catalog.open(key, gsd))
-    except Exception as exc:  # noqa: BLE001
-        return f"Could not open {escape_markdown(key)}: {escape_markdown(str(exc))}"
-
-
-def _preview(controller: Controller, key: str | None, gsd: float | None) -> Any:
-    try:
-        return overlay(controller.catalog.open(key, gsd), None)
-    except Exception:  # noqa: BLE001
-        return None
+        image = controller.catalog.open(key, _gsd(gsd_value))
+    except Exception as exc:  # noqa: BLE001 - shown in the chat, app stays up
+        message = f"Could not open **{escape_markdown(str(key))}**: {escape_markdown(str(exc))}"
+        return None, message, message
+    return overlay(image, None), describe(image), None
 
 
 def weights_markdown(settings: Settings) -> str:

@@ -94,21 +94,11 @@ def _starts(n: int, m: int) -> np.ndarray:
     return (np.arange(m, dtype=np.int64) * n) // m
 
 
-def _band_index(image: GeoImage, role: str) -> int:
-    """Index of the band :meth:`GeoImage.band` would use for ``role``."""
-    if role in image.band_names:
-        return image.band_names.index(role)
-    if role in ("R", "G", "B") and "GRAY" in image.band_names:
-        return image.band_names.index("GRAY")
-    image.band(role)  # raises the library's ImageError
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _picture(image: GeoImage, row_starts: np.ndarray, col_starts: np.ndarray) -> np.ndarray:
     """Box-averaged ``rgb_uint8`` over valid pixels, built stripe by stripe."""
     h, _ = image.shape
     oh, ow = len(row_starts), len(col_starts)
-    bands = [_band_index(image, role) for role in ("R", "G", "B")]
+    bands = [image.band_index(role) for role in ("R", "G", "B")]
     white = np.float32(image.white_point)
     out = np.empty((oh, ow, 3), dtype=np.uint8)
     group_rows = max(1, math.ceil(h / oh))

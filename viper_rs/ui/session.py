@@ -10,7 +10,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,13 +88,11 @@ class Turn:
 
     message: str
     answer: Any = None
-    image: GeoImage | None = None
     overlay: tuple | None = None
     rows: list[list] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     program: str = ""
     trace: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -166,7 +163,6 @@ class Controller:
         progress: Progress | None = None,
     ) -> Turn:
         """Answer ``question`` about image ``image_key``; every failure becomes a message."""
-        t0 = time.perf_counter()
         step = progress or (lambda fraction, what: None)
         question = _CONTROL.sub(" ", question or "").strip()
         if not question:
@@ -187,27 +183,20 @@ class Controller:
             step(0.9, "Writing the evidence")
             turn = self.package(image, answer)
         except ImageError as exc:
-            reason = self._without_paths(str(exc), image_key)
-            turn = Turn(f"Could not read the image: {escape_markdown(reason)}", image=image)
+            entry = self.catalog.entries.get(image_key or "")
+            reason = _hide_path(str(exc), entry.path if entry and entry.kind == "upload" else None)
+            turn = Turn(f"Could not read the image: {escape_markdown(reason)}")
         except ConfigError as exc:
-            turn = Turn(f"Settings problem: {escape_markdown(str(exc))}", image=image)
+            turn = Turn(f"Settings problem: {escape_markdown(str(exc))}")
         except ViperError as exc:
-            turn = Turn(f"Could not answer ({exc.type}): {escape_markdown(str(exc))}", image=image)
+            turn = Turn(f"Could not answer ({exc.type}): {escape_markdown(str(exc))}")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
             log.exception("unexpected error answering %r", question)
             turn = Turn(f"Internal error ({type(exc).__name__}): {escape_markdown(str(exc))}. "
-                        "The app is still running; the details are in its log.", image=image)
-        turn.seconds = time.perf_counter() - t0
+                        "The app is still running; the details are in its log.")
         if turn.overlay is None and image is not None:
             turn.overlay = overlay(image, None)
         return turn
-
-    def _without_paths(self, text: str, image_key: str | None) -> str:
-        """``text`` with an uploaded file's server path replaced by its name."""
-        entry = self.catalog.entries.get(image_key or "")
-        if entry is not None and entry.kind == "upload" and entry.path is not None:
-            text = text.replace(str(entry.path), entry.path.name)
-        return text
 
     def package(self, image: GeoImage, answer: Any) -> Turn:
         """The Turn for an answer: chat text, overlay, region table, evidence files."""
@@ -223,7 +212,6 @@ class Controller:
         return Turn(
             message=answer_markdown(answer),
             answer=answer,
-            image=image,
             overlay=overlay(image, answer),
             rows=region_rows(image, answer),
             files=files,
@@ -238,8 +226,7 @@ class Controller:
             key, image = self.catalog.add_upload(path, gsd)
             text = describe(image)
         except ImageError as exc:
-            # name the file as the user knows it, not by its path on the server
-            reason = str(exc).replace(str(Path(path)), name)
+            reason = _hide_path(str(exc), Path(path))
             return None, (f"Could not use the upload **{escape_markdown(name)}**: "
                           f"{escape_markdown(reason)}")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
@@ -270,3 +257,8 @@ def describe(image: GeoImage) -> str:
         text += " It has no ground size, so areas are in pixels: enter its GSD (m/px)."
     return text
 
+
+
+def _hide_path(text: str, path: Path | None) -> str:
+    """``text`` naming an uploaded file as the user knows it, not by its server path."""
+    return text if path is None else text.replace(str(path), path.name)

@@ -41,7 +41,6 @@ class ImageEntry:
     gsd: float | None = None
     crs: str | None = None
     transform: Any = None
-    note: str = ""
 
 
 class Catalog:
@@ -109,7 +108,6 @@ class Catalog:
                 from eval.rsvqa_data import tile_transform
 
                 entry.crs, entry.transform = "EPSG:3857", tile_transform(record)
-                entry.note = "RSVQA-HR tile, georeferenced from its image record"
             self.entries[key] = entry
             listed += 1
 

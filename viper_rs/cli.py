@@ -1,4 +1,4 @@
-"""Command line: ``python -m viper_rs ask|run|demo|prompt|tools|weights|embed``."""
+"""Command line: ``python -m viper_rs ask|run|demo|prompt|tools|weights|embed|index``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--cache-dir", type=Path, help="where features are cached")
     em.add_argument("--no-disk-cache", action="store_true", help="do not read or write the disk cache")
     em.add_argument("--out", type=Path, required=True, help="output .npy file (float32)")
+
+    from viper_rs.index.cli import add_parser as add_index_parser
+
+    add_index_parser(sub, model_args)
     return p
 
 
@@ -172,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             return _weights(args)
         if args.command == "embed":
             return _embed(args)
+        if args.command == "index":
+            from viper_rs.index.cli import run as run_index
+
+            return run_index(args, Settings.from_env(**model_settings(args)))
         return _run_image_command(args)
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)

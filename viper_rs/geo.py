@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -26,6 +27,15 @@ _ROLE_ALIASES = {
     "alpha": "ALPHA", "a": "ALPHA",
 }
 MAX_PIXELS = 120_000_000
+
+
+#: URL schemes GDAL reads directly (rasterio maps them to its /vsi* file systems).
+REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
+
+
+def is_remote(path: str | Path) -> bool:
+    """Whether ``path`` is a URL or GDAL virtual path rather than a local file."""
+    return str(path).startswith(REMOTE_PREFIXES)
 
 
 def parse_bands(spec: str | list[str] | None) -> list[str] | None:
@@ -106,26 +116,34 @@ class GeoImage:
         crs: object | None = None,
         transform: Affine | None = None,
         drivers: tuple[str, ...] | None = None,
+        window: tuple[int, int, int, int] | None = None,
+        white_point: float | None = None,
     ) -> GeoImage:
-        """Read a GeoTIFF/COG, PNG or JPEG.
+        """Read a GeoTIFF/COG, PNG or JPEG (or one ``window`` of it).
 
         ``gsd`` (m/pixel) gives plain images a ground size; ``crs`` + ``transform``
         georeference an image that has none (they are ignored when the file has a CRS).
         ``drivers`` limits the GDAL formats tried (e.g. ``("GTiff", "PNG", "JPEG")`` for
         untrusted files: a VRT renamed ``.tif`` could otherwise read other files).
+        ``window`` = ``(col_off, row_off, width, height)`` reads only those pixels, with the
+        window's own transform; ``white_point`` fixes the value that maps to 1.0 (chips of
+        one source share the source's). ``path`` may also be a GDAL URL (``https://``,
+        ``/vsicurl/``, ``s3://``).
         """
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
         from rasterio.io import DatasetReader
 
         override_crs, transform_override = crs, transform
-        p = Path(path)
-        if not p.exists():
-            raise ImageError(f"{p}: no such file")
-        if p.is_dir():
-            raise ImageError(f"{p}: is a directory, not an image")
-        if p.stat().st_size == 0:
-            raise ImageError(f"{p}: file is empty")
+        remote = is_remote(path)
+        p: Any = str(path) if remote else Path(path)
+        if not remote:
+            if not p.exists():
+                raise ImageError(f"{p}: no such file")
+            if p.is_dir():
+                raise ImageError(f"{p}: is a directory, not an image")
+            if p.stat().st_size == 0:
+                raise ImageError(f"{p}: file is empty")
         if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
             raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
         try:
@@ -138,14 +156,26 @@ class GeoImage:
                 with ds:
                     if ds.count == 0 or ds.width == 0 or ds.height == 0:
                         raise ImageError(f"{p}: image has no bands or no pixels")
-                    if ds.width * ds.height > MAX_PIXELS:
+                    win = None
+                    if window is not None:
+                        from rasterio.windows import Window
+
+                        win = Window(*window)
+                        c0, r0, w0, h0 = (int(v) for v in window)
+                        if w0 <= 0 or h0 <= 0 or c0 < 0 or r0 < 0 or c0 + w0 > ds.width \
+                                or r0 + h0 > ds.height:
+                            raise ImageError(
+                                f"{p}: window {window} is outside the {ds.width}x{ds.height} image"
+                            )
+                    width, height = (w0, h0) if win is not None else (ds.width, ds.height)
+                    if width * height > MAX_PIXELS:
                         raise ImageError(
-                            f"{p}: {ds.width}x{ds.height} px is larger than the "
+                            f"{p}: {width}x{height} px is larger than the "
                             f"{MAX_PIXELS // 1_000_000} Mpx limit; crop it first"
                         )
                     try:
-                        data = ds.read()
-                        mask = ds.dataset_mask() > 0
+                        data = ds.read(window=win)
+                        mask = ds.dataset_mask(window=win) > 0
                     except Exception as exc:  # noqa: BLE001 - GDAL raises several types
                         raise ImageError(
                             f"{p}: the file is damaged or truncated; its pixels could not be "
@@ -155,7 +185,7 @@ class GeoImage:
                     descriptions = list(ds.descriptions or [])
                     tags = {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}}
                     crs = ds.crs
-                    transform = ds.transform
+                    transform = ds.transform if win is None else ds.window_transform(win)
                     colormap = None
                     if ds.count == 1 and interp and interp[0] == "palette":
                         try:
@@ -215,7 +245,7 @@ class GeoImage:
             raise ImageError(f"{p}: every pixel is nodata")
         return cls(
             data=data, band_names=names, transform=transform, crs=crs, valid=mask,
-            gsd=gsd, path=str(p),
+            gsd=gsd, path=str(p), white_point=white_point,
         )
 
     @classmethod

@@ -1,0 +1,371 @@
+"""Building an index: chip the sources, skip chips already indexed, embed the rest, store.
+
+Chip reading and embedding run in batches on one of three backends:
+
+* in this process (``workers=1``, the default);
+* local worker processes (``workers>1``, :class:`concurrent.futures.ProcessPoolExecutor`);
+* a Ray cluster (``ray_address``: ``local`` starts one on this machine, ``auto`` joins
+  the running cluster, ``HOST:PORT`` or ``ray://HOST:PORT`` a remote one). Each Ray actor
+  builds the embedder once and takes batches from a :class:`ray.util.ActorPool`.
+
+Only this process writes to LanceDB, as batches come back, so an interrupted build keeps
+every chip finished so far and the next run goes on from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viper_rs.config import Settings
+from viper_rs.errors import ConfigError, ImageError, InputError
+from viper_rs.index.chips import DEFAULT_MIN_VALID, Chip, ChipGrid, plan
+from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_name
+from viper_rs.index.sources import Source, scan
+from viper_rs.index.store import ANN_MIN_ROWS, ChipIndex, IndexMeta
+
+log = logging.getLogger(__name__)
+
+#: Chips per task sent to a worker.
+DEFAULT_BATCH = 16
+#: Rows buffered before one LanceDB append.
+WRITE_ROWS = 2048
+
+
+@dataclass
+class BatchResult:
+    """What a worker returns for one batch of chips."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # mostly nodata
+    failed: list[tuple[str, str]] = field(default_factory=list)  # read/embed errors
+
+
+@dataclass
+class BuildReport:
+    """Counts and timing of one build."""
+
+    index: str
+    embedder: str
+    model_id: str
+    backend: str
+    sources: int = 0
+    skipped_sources: list[tuple[str, str]] = field(default_factory=list)
+    chips: int = 0
+    existing: int = 0
+    indexed: int = 0
+    empty: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    total_rows: int = 0
+    ann: bool = False
+    seconds: float = 0.0
+    #: Time from the first batch sent to the last result stored (workers' start included).
+    embed_seconds: float = 0.0
+
+    @property
+    def chips_per_s(self) -> float:
+        """Chips read and embedded per second of the embedding phase."""
+        done = self.indexed + self.empty + len(self.failed)
+        return done / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One paragraph for the terminal."""
+        lines = [
+            f"index {self.index}: {self.total_rows} chips ({self.embedder}, {self.model_id})",
+            f"  this run: {self.sources} sources, {self.chips} chips planned, "
+            f"{self.existing} already indexed, {self.indexed} added, {self.empty} mostly "
+            f"nodata, {len(self.failed)} failed; {self.seconds:.1f} s "
+            f"({self.chips_per_s:.1f} chips/s, {self.backend})",
+        ]
+        if self.ann:
+            lines.append("  ANN index (IVF-PQ) built")
+        if self.skipped_sources:
+            lines.append(f"  {len(self.skipped_sources)} sources not indexed:")
+            for why, n in _reason_counts(self.skipped_sources):
+                lines.append(f"    {n} x {why}")
+        for cid, why in self.failed[:10]:
+            lines.append(f"  failed chip {cid}: {why}")
+        if len(self.failed) > 10:
+            lines.append(f"  ... and {len(self.failed) - 10} more failed chips")
+        return "\n".join(lines)
+
+
+def _reason_counts(items: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Reasons with the path prefix removed, most frequent first, with one example."""
+    counts: dict[str, list[str]] = {}
+    for uri, why in items:
+        general = why[len(uri) + 2:] if why.startswith(uri + ": ") else why
+        counts.setdefault(general, []).append(Path(uri.split("?")[0]).name)
+    return [(f"{why} (e.g. {names[0]})", len(names))
+            for why, names in sorted(counts.items(), key=lambda kv: -len(kv[1]))]
+
+
+# ---------------------------------------------------------------------------- workers
+def embed_batch(embedder: Any, chips: Sequence[Chip], min_valid: float) -> BatchResult:
+    """Read and embed one batch of chips (runs in a worker)."""
+    result = BatchResult()
+    images, kept = [], []
+    for chip in chips:
+        try:
+            image = chip.read()
+        except ImageError as exc:
+            if "every pixel is nodata" in str(exc):
+                result.skipped.append((chip.id, "no valid pixels"))
+            else:
+                result.failed.append((chip.id, str(exc)))
+            continue
+        frac = float(image.valid.mean())
+        if frac < min_valid:
+            result.skipped.append((chip.id, f"{frac:.0%} valid pixels"))
+            continue
+        images.append(image)
+        kept.append((chip, frac, image.white_point))
+    vectors = np.zeros((0, int(embedder.dim)), np.float32)
+    if images:
+        try:
+            vectors = embedder.embed(images)
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the build
+            if len(images) == 1:
+                result.failed.append((kept[0][0].id, f"embedding failed: {exc}"))
+                kept = []
+            else:  # find the bad chip(s): embed one by one
+                good, vecs = [], []
+                for (chip, frac, wp), image in zip(kept, images, strict=True):
+                    try:
+                        vecs.append(embedder.embed([image])[0])
+                        good.append((chip, frac, wp))
+                    except Exception as one:  # noqa: BLE001
+                        result.failed.append((chip.id, f"embedding failed: {one}"))
+                kept = good
+                vectors = np.stack(vecs) if vecs else vectors
+    result.rows = [_row(chip, frac, wp) for chip, frac, wp in kept]
+    result.vectors = np.asarray(vectors, np.float32).reshape(len(kept), int(embedder.dim))
+    return result
+
+
+def _row(chip: Chip, valid: float, white_point: float) -> dict[str, Any]:
+    s = chip.source
+    w, so, e, n = chip.bbox
+    return {
+        "id": chip.id, "source": s.uri, "source_name": s.name, "datetime": s.datetime,
+        "crs": s.crs, "col": chip.col, "row": chip.row, "width": chip.width,
+        "height": chip.height, "west": w, "south": so, "east": e, "north": n,
+        "corners": list(chip.corners), "white_point": float(white_point), "valid": valid,
+    }
+
+
+_WORKER_EMBEDDER: Any = None
+
+
+def _init_process(spec: EmbedderSpec) -> None:
+    global _WORKER_EMBEDDER
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_EMBEDDER = spec.build()
+
+
+def _process_batch(chips: list[Chip], min_valid: float) -> BatchResult:
+    return embed_batch(_WORKER_EMBEDDER, chips, min_valid)
+
+
+class RayChipWorker:
+    """A Ray actor body: builds the embedder once, then embeds batches."""
+
+    def __init__(self, spec: EmbedderSpec, min_valid: float) -> None:
+        self.embedder = spec.build()
+        self.min_valid = min_valid
+
+    def run(self, chips: list[Chip]) -> BatchResult:
+        """Read and embed one batch."""
+        return embed_batch(self.embedder, chips, self.min_valid)
+
+
+# ---------------------------------------------------------------------------- backends
+def _batches(chips: Sequence[Chip], size: int) -> list[list[Chip]]:
+    return [list(chips[i:i + size]) for i in range(0, len(chips), size)]
+
+
+def run_local(embedder: Any, spec: EmbedderSpec, batches: list[list[Chip]], workers: int,
+              min_valid: float) -> Iterator[BatchResult]:
+    """Results of every batch from this process or a local process pool."""
+    if workers <= 1:
+        for batch in batches:
+            yield embed_batch(embedder, batch, min_valid)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_process, initargs=(spec,)) as pool:
+        futures = [pool.submit(_process_batch, b, min_valid) for b in batches]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def connect_ray(address: str, num_cpus: int | None = None) -> bool:
+    """Connect to (or start, for ``local``) a Ray cluster; True when this call did it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray-address needs Ray: pip install 'ray[default]'") from None
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "ignore_reinit_error": True}
+    if address in ("local", ""):
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(**kwargs)
+    else:
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # ConnectionError, RuntimeError...
+            raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+                              ) from None
+    return True
+
+
+def run_ray(spec: EmbedderSpec, batches: list[list[Chip]], address: str, workers: int | None,
+            min_valid: float) -> Iterator[BatchResult]:
+    """Results of every batch from a pool of Ray actors (one per CPU unless ``workers``)."""
+    import ray
+    from ray.util import ActorPool
+
+    started = connect_ray(address, num_cpus=workers)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n = max(1, min(workers or cpus, len(batches)))
+        actor = ray.remote(num_cpus=1)(RayChipWorker)
+        pool = ActorPool([actor.remote(spec, min_valid) for _ in range(n)])
+        yield from pool.map_unordered(lambda a, b: a.run.remote(b), batches)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------------------- build
+def build_index(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    embedder: str = "auto",
+    settings: Settings | None = None,
+    grid: ChipGrid | None = None,
+    min_valid: float = DEFAULT_MIN_VALID,
+    workers: int = 1,
+    ray_address: str | None = None,
+    batch_chips: int = DEFAULT_BATCH,
+    extra_sources: Sequence[Source] = (),
+    ann: str = "auto",
+    progress: bool = True,
+    on_progress: Any = None,
+) -> BuildReport:
+    """Index ``inputs`` (folders, files, list files, URLs) into the LanceDB index ``out``.
+
+    Re-running adds only chips not indexed yet. ``ann``: ``auto`` builds the IVF-PQ index
+    once the table has :data:`ANN_MIN_ROWS` chips, ``always``/``never`` force it.
+    ``on_progress(done, total)`` is called after every batch (the UI's progress bar).
+    """
+    t0 = time.perf_counter()
+    settings = settings or Settings()
+    grid = grid or ChipGrid()
+    if not 0 <= min_valid <= 1:
+        raise InputError(f"min_valid must be in [0, 1], got {min_valid}")
+    if ann not in ("auto", "always", "never"):
+        raise InputError(f"ann must be auto, always or never, got {ann!r}")
+    name, settings = resolve_name(embedder, settings)
+    spec = EmbedderSpec.of(name, settings)
+    model = build_chip_embedder(name, settings)
+    meta = IndexMeta(embedder=name, model_id=model.model_id, dim=int(model.dim),
+                     chip_m=float(grid.chip_m), overlap=float(grid.overlap),
+                     min_valid=float(min_valid),
+                     dimensions=list(model.dimensions) if model.dimensions else None)
+    found = scan(inputs, extra=extra_sources)
+    if not found.sources:
+        reasons = "; ".join(why for _, why in found.skipped[:5])
+        raise InputError("no indexable imagery (GeoTIFF/COG with a CRS and R,G,B bands) in "
+                         f"{', '.join(map(str, inputs)) or 'the inputs'}"
+                         + (f": {reasons}" if reasons else ""))
+    index = ChipIndex.create(out, meta)
+    backend = f"ray({ray_address})" if ray_address else (
+        f"{workers} processes" if workers > 1 else "in-process")
+    report = BuildReport(index=str(out), embedder=name, model_id=meta.model_id, backend=backend,
+                         sources=len(found.sources), skipped_sources=found.skipped)
+    chips = [c for s in found.sources for c in plan(s, grid)]
+    known = index.known_ids()
+    todo = [c for c in chips if c.id not in known]
+    report.chips, report.existing = len(chips), len(chips) - len(todo)
+    batches = _batches(todo, max(1, int(batch_chips)))
+    if ray_address:
+        results = run_ray(spec, batches, ray_address, workers if workers > 1 else None,
+                          min_valid)
+    else:
+        results = run_local(model, spec, batches, workers, min_valid)
+    bar = _bar(len(todo), progress)
+    rows: list[dict[str, Any]] = []
+    vecs: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    done = 0
+    t_embed = time.perf_counter()
+
+    def flush() -> None:
+        if rows:
+            index.add(rows, np.concatenate(vecs))
+            rows.clear()
+            vecs.clear()
+        index.add_skipped(skipped)
+        skipped.clear()
+
+    try:
+        for res in results:
+            rows.extend(res.rows)
+            if res.vectors is not None and len(res.rows):
+                vecs.append(res.vectors)
+            skipped.extend(res.skipped)
+            report.indexed += len(res.rows)
+            report.empty += len(res.skipped)
+            report.failed.extend(res.failed)
+            n = len(res.rows) + len(res.skipped) + len(res.failed)
+            done += n
+            if bar is not None:
+                bar.update(n)
+            if on_progress is not None:
+                on_progress(done, len(todo))
+            if len(rows) >= WRITE_ROWS:
+                flush()
+    finally:
+        flush()
+        report.embed_seconds = time.perf_counter() - t_embed
+        if bar is not None:
+            bar.close()
+    if report.indexed:
+        index.compact()
+    report.total_rows = len(index)
+    if ann == "always" or (ann == "auto" and report.total_rows >= ANN_MIN_ROWS
+                           and (report.indexed or not index.has_ann())):
+        index.build_ann()
+        report.ann = True
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="chip", desc="indexing", smoothing=0.1)

@@ -1,0 +1,141 @@
+"""Chips: overlapping square windows of a fixed ground size over a source, with footprints.
+
+A chip is ``chip_m`` metres on a side (``round(chip_m / pixel size)`` pixels), placed every
+``chip_m * (1 - overlap)`` metres with the last chip flush with the source's edge; a source
+smaller than one chip is one chip. Its footprint is kept in WGS84 (bbox and the four
+corners) for maps and GeoJSON, and as a pixel window for reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from affine import Affine
+
+from viper_rs.errors import InputError
+from viper_rs.geo import GeoImage
+from viper_rs.index.sources import Source
+
+#: Chips with fewer valid pixels than this fraction are not indexed (frame margins).
+DEFAULT_MIN_VALID = 0.5
+
+
+@dataclass(frozen=True)
+class ChipGrid:
+    """How sources are cut: chip side in metres and the overlap between neighbours."""
+
+    chip_m: float = 256.0
+    overlap: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (self.chip_m > 0 and np.isfinite(self.chip_m)):
+            raise InputError(f"chip size must be a positive number of metres, got {self.chip_m}")
+        if not 0 <= self.overlap < 1:
+            raise InputError(f"overlap must be in [0, 1), got {self.overlap}")
+
+    @property
+    def stride_m(self) -> float:
+        """Distance between neighbouring chip origins (m)."""
+        return self.chip_m * (1.0 - self.overlap)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One window of one source, with its WGS84 footprint."""
+
+    id: str
+    source: Source
+    col: int
+    row: int
+    width: int
+    height: int
+    bbox: tuple[float, float, float, float]  # west, south, east, north (degrees)
+    corners: tuple[float, ...]  # lon/lat of the corners: UL, UR, LR, LL (8 numbers)
+
+    @property
+    def window(self) -> tuple[int, int, int, int]:
+        """``(col_off, row_off, width, height)`` in source pixels."""
+        return (self.col, self.row, self.width, self.height)
+
+    def read(self) -> GeoImage:
+        """The chip's pixels (the source's white point, the window's georeference)."""
+        return GeoImage.open(self.source.uri, window=self.window,
+                             white_point=self.source.white_point)
+
+
+def chip_id(source: Source, window: tuple[int, int, int, int]) -> str:
+    """Stable id of a window of a source version."""
+    text = f"{source.key}|{source.fingerprint}|{','.join(map(str, window))}"
+    return hashlib.sha1(text.encode()).hexdigest()[:24]
+
+
+def starts(length: int, size: int, stride: int) -> list[int]:
+    """Origins along one axis: every ``stride``, the last flush with the end (``[0]`` when
+    the axis is shorter than one chip)."""
+    if length <= size:
+        return [0]
+    out = list(range(0, length - size + 1, stride))
+    if out[-1] != length - size:
+        out.append(length - size)
+    return out
+
+
+def metres_per_unit(crs_wkt: str) -> float:
+    """Metres per CRS unit along the axes (1 for metre CRSs; degrees raise)."""
+    return _metres_per_unit(crs_wkt)
+
+
+@lru_cache(maxsize=64)
+def _metres_per_unit(crs_wkt: str) -> float:
+    from rasterio.crs import CRS
+
+    crs = CRS.from_user_input(crs_wkt)
+    if crs.is_geographic:
+        return float("nan")
+    try:
+        return float(crs.linear_units_factor[1])
+    except Exception:  # noqa: BLE001 - no linear units reported: assume metres
+        return 1.0
+
+
+def plan(source: Source, grid: ChipGrid) -> list[Chip]:
+    """Every chip of ``source`` (row-major)."""
+    from rasterio.warp import transform as warp
+
+    xres, yres = source.resolution
+    unit = metres_per_unit(source.crs)
+    if not np.isfinite(unit):  # geographic CRS: metres per degree at the centre
+        t = Affine(*source.transform)
+        _, lat = t * (source.width / 2, source.height / 2)
+        unit_x = 111_320.0 * float(np.cos(np.radians(lat)))
+        unit_y = 110_574.0
+    else:
+        unit_x = unit_y = unit
+    cw = max(1, round(grid.chip_m / (xres * unit_x)))
+    ch = max(1, round(grid.chip_m / (yres * unit_y)))
+    sw = max(1, round(grid.stride_m / (xres * unit_x)))
+    sh = max(1, round(grid.stride_m / (yres * unit_y)))
+    windows = [(c, r, min(cw, source.width), min(ch, source.height))
+               for r in starts(source.height, ch, sh) for c in starts(source.width, cw, sw)]
+    t = Affine(*source.transform)
+    xs: list[float] = []
+    ys: list[float] = []
+    for c, r, w, h in windows:
+        for px, py in ((c, r), (c + w, r), (c + w, r + h), (c, r + h)):
+            x, y = t * (px, py)
+            xs.append(x)
+            ys.append(y)
+    lons, lats = warp(source.crs, "EPSG:4326", xs, ys)
+    lon = np.asarray(lons).reshape(-1, 4)
+    lat = np.asarray(lats).reshape(-1, 4)
+    chips = []
+    for i, window in enumerate(windows):
+        corners = tuple(float(v) for pair in zip(lon[i], lat[i], strict=True) for v in pair)
+        bbox = (float(lon[i].min()), float(lat[i].min()), float(lon[i].max()),
+                float(lat[i].max()))
+        chips.append(Chip(chip_id(source, window), source, *window, bbox=bbox,
+                          corners=corners))
+    return chips

@@ -1,0 +1,167 @@
+"""``python -m viper_rs index build|search|density|info``: region-scale search over many tiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from viper_rs.config import Settings
+from viper_rs.errors import InputError
+
+
+def add_parser(sub: Any, model_args: Any) -> None:
+    """Add the ``index`` command group to the main parser's subcommands."""
+    ix = sub.add_parser("index", help="chip, embed and search many tiles (LanceDB; Ray scale-out)",
+                        description=__doc__)
+    isub = ix.add_subparsers(dest="index_command", required=True)
+
+    b = isub.add_parser("build", help="chip and embed GeoTIFFs/COGs into an index (incremental)")
+    b.add_argument("sources", nargs="*", help="folders, GeoTIFF/COG files or URLs, or .txt lists")
+    b.add_argument("--out", type=Path, required=True, help="index folder (created or extended)")
+    b.add_argument("--embedder", default="auto", choices=["auto", "spectral", "clip", "graft"],
+                   help="auto = GRAFT, then CLIP when weights are found, else spectral fractions")
+    b.add_argument("--chip-m", type=float, default=256.0, help="chip side in metres (default 256)")
+    b.add_argument("--overlap", type=float, default=0.25,
+                   help="overlap between neighbouring chips, 0..<1 (default 0.25)")
+    b.add_argument("--min-valid", type=float, default=0.5,
+                   help="skip chips with less than this fraction of valid pixels (default 0.5)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="local worker processes (default 1); with --ray-address: Ray actors")
+    b.add_argument("--ray-address", metavar="ADDR",
+                   help="run on Ray: local (start one here), auto (the running cluster), "
+                        "HOST:PORT or ray://HOST:PORT")
+    b.add_argument("--batch", type=int, default=16, help="chips per task (default 16)")
+    b.add_argument("--ann", default="auto", choices=["auto", "always", "never"],
+                   help="IVF-PQ index: auto = from 50,000 chips on")
+    g = b.add_argument_group("STAC search (online)")
+    g.add_argument("--stac", metavar="URL", help="STAC API to search, e.g. the Planetary Computer")
+    g.add_argument("--collection", default="naip", help="STAC collection (default naip)")
+    g.add_argument("--bbox", help="W,S,E,N in degrees")
+    g.add_argument("--datetime", help="STAC datetime or range, e.g. 2022 or 2020/2022")
+    g.add_argument("--max-items", type=int, default=50, help="most STAC items (default 50)")
+    g.add_argument("--asset", help="asset key (default: image, visual or data)")
+    b.add_argument("--json", action="store_true", help="print the build report as JSON")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    model_args(b)
+
+    s = isub.add_parser("search", help="the chips that best match a text query")
+    s.add_argument("index", type=Path, help="index folder")
+    s.add_argument("query", help='text, e.g. "water" or "tennis courts"')
+    s.add_argument("--k", type=int, default=20, help="results (default 20)")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the hits as JSON")
+    fmt.add_argument("--geojson", action="store_true",
+                     help="print an RFC 7946 FeatureCollection of the hits' footprints")
+    s.add_argument("--exact", action="store_true", help="brute force even when an ANN index exists")
+    s.add_argument("--bbox", help="only chips intersecting W,S,E,N (degrees)")
+    model_args(s)
+
+    d = isub.add_parser("density", help="write a georeferenced score raster (and PNG) of a query")
+    d.add_argument("index", type=Path, help="index folder")
+    d.add_argument("query", help='text, e.g. "water"')
+    d.add_argument("--out", type=Path, required=True, help="output GeoTIFF (a .png is written beside)")
+    d.add_argument("--resolution", type=float, help="cell size in metres (default: half the chip stride)")
+    d.add_argument("--no-png", action="store_true", help="GeoTIFF only")
+    d.add_argument("--bbox", help="only chips intersecting W,S,E,N (degrees)")
+    d.add_argument("--json", action="store_true", help="print what was written as JSON")
+    model_args(d)
+
+    i = isub.add_parser("info", help="what an index holds")
+    i.add_argument("index", type=Path, help="index folder")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run an ``index`` subcommand; returns the exit code."""
+    cmd = args.index_command
+    if cmd == "build":
+        return _build(args, settings)
+    if cmd == "info":
+        from viper_rs.index.store import ChipIndex
+
+        index = ChipIndex.open(args.index)
+        info = {**index.meta.__dict__, "chips": len(index), "ann_index": index.has_ann(),
+                "sources": index.sources()}
+        print(json.dumps(info, indent=2))
+        return 0
+    from viper_rs.index.query import Searcher
+
+    searcher = Searcher(args.index, settings)
+    if cmd == "search":
+        result = searcher.search(args.query, k=args.k, exact=True if args.exact else None,
+                                 bbox=_bbox(args.bbox) if args.bbox else None)
+        if args.geojson:
+            print(json.dumps(result.geojson()))
+        elif args.json:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            _print_hits(result)
+        return 0
+    dm = searcher.density(args.query, args.out, args.resolution, png=not args.no_png,
+                          bbox=_bbox(args.bbox) if args.bbox else None)
+    if args.json:
+        print(json.dumps(dm.to_dict(), indent=2))
+    else:
+        print(f"wrote {dm.tif} ({dm.width}x{dm.height}, {dm.resolution:.3g} m cells, {dm.crs}; "
+              f"{dm.chips} chips, scores {dm.min_score:.3f}..{dm.max_score:.3f})"
+              + (f" and {dm.png}" if dm.png else ""))
+        for note in dm.notes:
+            print(f"note: {note}")
+    return 0
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from viper_rs.index.build import build_index
+    from viper_rs.index.chips import ChipGrid
+    from viper_rs.index.sources import stac_sources
+
+    extra = []
+    skipped: list[tuple[str, str]] = []
+    if args.stac:
+        bbox = _bbox(args.bbox) if args.bbox else None
+        found = stac_sources(args.stac, args.collection, bbox, args.datetime, args.max_items,
+                             args.asset)
+        extra, skipped = found.sources, found.skipped
+    if not args.sources and not extra:
+        raise InputError("nothing to index: give folders/files/URLs, or --stac with --bbox")
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    report = build_index(
+        args.sources, args.out, embedder=args.embedder, settings=settings,
+        grid=ChipGrid(args.chip_m, args.overlap), min_valid=args.min_valid,
+        workers=args.workers, ray_address=args.ray_address, batch_chips=args.batch,
+        extra_sources=extra, ann=args.ann, progress=not args.quiet and not args.json,
+    )
+    report.skipped_sources = skipped + report.skipped_sources
+    if args.json:
+        d = dict(report.__dict__)
+        d["chips_per_s"] = round(report.chips_per_s, 2)
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        print(report.summary())
+    return 0 if (report.indexed or report.existing or report.empty) else 1
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) != 4 or not (vals[0] < vals[2] and vals[1] < vals[3]):
+        raise InputError(f"--bbox must be W,S,E,N degrees with W<E and S<N, got {text!r}")
+    return (vals[0], vals[1], vals[2], vals[3])
+
+
+def _print_hits(result: Any) -> None:
+    out = sys.stdout
+    out.write(f"{len(result.hits)} best of {result.total} chips for {result.query!r} "
+              f"({result.embedder}, {result.ms:.0f} ms)\n")
+    for note in result.notes:
+        out.write(f"note: {note}\n")
+    for h in result.hits:
+        lon, lat = h.center
+        c, r, w, hh = h.window
+        out.write(f"{h.rank:3d}. {h.score:7.4f}  {lat:.5f},{lon:.5f}  {h.source_name} "
+                  f"[{c},{r} {w}x{hh}]" + (f"  {h.datetime}" if h.datetime else "") + "\n")

@@ -1,0 +1,222 @@
+"""Imagery sources for an index: GeoTIFFs/COGs from folders, lists, URLs or a STAC search.
+
+A :class:`Source` holds what chipping needs without the pixels: size, CRS, transform, band
+count, the white point shared by all its chips, and a fingerprint that changes when the
+file does (chip ids include it, so a replaced file is indexed again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viper_rs.errors import InputError
+from viper_rs.geo import is_remote
+
+log = logging.getLogger(__name__)
+
+#: File suffixes taken from folders (GeoTIFF and COG).
+RASTER_SUFFIXES = (".tif", ".tiff")
+#: Suffixes of text files that list one source per line.
+LIST_SUFFIXES = (".txt", ".lst")
+#: Side (px) of the decimated read that estimates a non-8-bit source's white point.
+_WHITE_POINT_PX = 512
+
+
+@dataclass(frozen=True)
+class Source:
+    """One georeferenced raster: where it is and how its pixels map to the ground."""
+
+    uri: str
+    width: int
+    height: int
+    count: int
+    crs: str  # "EPSG:code" when the CRS has one, else WKT
+    transform: tuple[float, float, float, float, float, float]  # affine a, b, c, d, e, f
+    white_point: float
+    fingerprint: str
+    datetime: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def key(self) -> str:
+        """Stable identity: the URI without a URL's query string (signing tokens)."""
+        return self.uri.split("?")[0] if is_remote(self.uri) else self.uri
+
+    @property
+    def name(self) -> str:
+        """File name (the last part of the URI, without a query string)."""
+        return self.uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """Pixel width and height in CRS units (positive)."""
+        a, b, _, d, e, _ = self.transform
+        return float(np.hypot(a, d)), float(np.hypot(b, e))
+
+
+@dataclass
+class SourceScan:
+    """Sources found, and the candidates that were passed over with their reason."""
+
+    sources: list[Source] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def expand(inputs: Sequence[str | Path]) -> list[str]:
+    """Files and URLs named by ``inputs``: folders (recursively, ``*.tif``/``*.tiff``), list
+    files (``.txt``: one path or URL per line, ``#`` comments), files and URLs as given."""
+    out: list[str] = []
+    for item in inputs:
+        text = str(item)
+        if is_remote(text):
+            out.append(text)
+            continue
+        p = Path(text).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES
+                           and q.is_file())
+            if not found:
+                log.warning("%s: no .tif/.tiff files", p)
+            out.extend(str(q.resolve()) for q in found)
+        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
+            base = p.parent
+            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    out.extend(expand([line if is_remote(line) else str(base / line)]))
+        elif p.exists():
+            out.append(str(p.resolve()))
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(out))
+
+
+def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceScan:
+    """Open every input's metadata; unusable rasters are skipped with their reason."""
+    result = SourceScan(sources=list(extra))
+    for uri in expand(inputs):
+        try:
+            result.sources.append(describe(uri))
+        except InputError as exc:
+            result.skipped.append((uri, str(exc)))
+            log.info("skipping %s", exc)
+    seen: set[str] = set()
+    unique = []
+    for s in result.sources:
+        if s.key not in seen:
+            seen.add(s.key)
+            unique.append(s)
+    result.sources = unique
+    return result
+
+
+def describe(uri: str, datetime: str | None = None) -> Source:
+    """The :class:`Source` of one raster; raises :class:`InputError` when it cannot be
+    indexed (unreadable, fewer than 3 bands, no CRS)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(uri) as ds:
+                if ds.count < 3:
+                    raise InputError(f"{uri}: {ds.count} band(s); chips need R, G and B")
+                if ds.crs is None:
+                    raise InputError(
+                        f"{uri}: no CRS, so its chips cannot be placed on the map "
+                        "(georeference it, e.g. gdal_edit.py -a_srs EPSG:... -a_ullr ...)"
+                    )
+                if ds.width == 0 or ds.height == 0:
+                    raise InputError(f"{uri}: no pixels")
+                white = _white_point(ds)
+                stamp = (datetime or ds.tags().get("TIFFTAG_DATETIME")
+                         or ds.tags().get("datetime"))
+                return Source(
+                    uri=uri, width=ds.width, height=ds.height, count=ds.count,
+                    crs=ds.crs.to_string(), transform=tuple(ds.transform)[:6],
+                    white_point=white, fingerprint=fingerprint(uri), datetime=stamp,
+                )
+    except InputError:
+        raise
+    except Exception as exc:  # rasterio/GDAL raise many types on corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{uri}: not a readable raster ({first})") from None
+
+
+def fingerprint(uri: str) -> str:
+    """Changes when a local file changes (size, mtime); a URL is its own fingerprint."""
+    if is_remote(uri):
+        return hashlib.sha1(uri.split("?")[0].encode()).hexdigest()[:16]
+    st = os.stat(uri)
+    return hashlib.sha1(f"{uri}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _white_point(ds: Any) -> float:
+    """The value mapped to 1.0 for every chip: 255 for 8-bit data, else the bit depth
+    that holds the 99.9th percentile of a decimated read (overviews when present)."""
+    from viper_rs.geo import _white_point as from_pixels
+
+    if ds.dtypes[0] == "uint8":
+        return 255.0
+    step = max(1, max(ds.width, ds.height) // _WHITE_POINT_PX)
+    shape = (min(ds.count, 3), max(1, ds.height // step), max(1, ds.width // step))
+    data = ds.read(indexes=list(range(1, shape[0] + 1)), out_shape=shape)
+    valid = ds.dataset_mask(out_shape=shape[1:]) > 0
+    if not valid.any():
+        valid = np.ones(shape[1:], bool)
+    return float(from_pixels(data, valid))
+
+
+def stac_sources(url: str, collection: str | None, bbox: Sequence[float] | None,
+                 datetime: str | None = None, max_items: int = 100,
+                 asset: str | None = None, timeout: float = 30.0) -> SourceScan:
+    """Sources from a STAC API search (online): one per item, its image asset's href.
+
+    ``asset`` names the asset key; by default the first of ``image``, ``visual``, ``data``
+    present, else the first GeoTIFF asset. Planetary Computer hrefs are signed.
+    """
+    from eval.naip import open_catalog
+
+    try:
+        client = open_catalog(url, timeout=timeout)
+        search = client.search(collections=[collection] if collection else None,
+                               bbox=list(bbox) if bbox else None, datetime=datetime,
+                               max_items=max_items)
+        items = list(search.items())
+    except Exception as exc:  # network, HTTP, JSON errors
+        raise InputError(f"STAC search at {url} failed: {str(exc).strip()[:300]}") from None
+    result = SourceScan()
+    for item in items:
+        href = _asset_href(item, asset)
+        if href is None:
+            result.skipped.append((item.id, f"STAC item {item.id}: no GeoTIFF asset"))
+            continue
+        stamp = item.datetime.isoformat() if item.datetime else item.properties.get("datetime")
+        try:
+            result.sources.append(describe(href, datetime=stamp))
+        except InputError as exc:
+            result.skipped.append((href, str(exc)))
+    return result
+
+
+def _asset_href(item: Any, key: str | None) -> str | None:
+    assets = item.assets
+    if key:
+        return assets[key].href if key in assets else None
+    for k in ("image", "visual", "data"):
+        if k in assets:
+            return assets[k].href
+    for a in assets.values():
+        if "tiff" in (a.media_type or "").lower():
+            return a.href
+    return None

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,11 @@ import numpy as np
 
 from viper_rs.errors import InputError
 
-os.environ.setdefault("LANCE_LOG", "error")  # LanceDB logs "no existing dataset" as WARN
+# LanceDB logs "no existing dataset" as WARN when it creates a table; Ray's worker start
+# (fork + exec) triggers lancedb's fork warning, harmless before an exec.
+os.environ.setdefault("LANCEDB_LOG", "error")
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental",
+                        category=RuntimeWarning)
 
 log = logging.getLogger(__name__)
 

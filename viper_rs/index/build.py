@@ -64,6 +64,7 @@ class BuildReport:
     empty: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     total_rows: int = 0
+    stale: int = 0  # chips of changed files removed before re-indexing them
     ann: bool = False
     seconds: float = 0.0
     #: Time from the first batch sent to the last result stored (workers' start included).
@@ -80,7 +81,9 @@ class BuildReport:
         lines = [
             f"index {self.index}: {self.total_rows} chips ({self.embedder}, {self.model_id})",
             f"  this run: {self.sources} sources, {self.chips} chips planned, "
-            f"{self.existing} already indexed, {self.indexed} added, {self.empty} mostly "
+            f"{self.existing} already indexed, {self.indexed} added"
+            + (f" ({self.stale} of changed files replaced)" if self.stale else "")
+            + f", {self.empty} mostly "
             f"nodata, {len(self.failed)} failed; {self.seconds:.1f} s "
             f"({self.chips_per_s:.1f} chips/s, {self.backend})",
         ]
@@ -154,7 +157,8 @@ def _row(chip: Chip, valid: float, white_point: float) -> dict[str, Any]:
     s = chip.source
     w, so, e, n = chip.bbox
     return {
-        "id": chip.id, "source": s.uri, "source_name": s.name, "datetime": s.datetime,
+        "id": chip.id, "source": s.uri, "source_name": s.name, "source_key": s.key,
+        "fingerprint": s.fingerprint, "datetime": s.datetime,
         "crs": s.crs, "col": chip.col, "row": chip.row, "width": chip.width,
         "height": chip.height, "west": w, "south": so, "east": e, "north": n,
         "corners": list(chip.corners), "white_point": float(white_point), "valid": valid,
@@ -306,6 +310,7 @@ def build_index(
     report = BuildReport(index=str(out), embedder=name, model_id=meta.model_id, backend=backend,
                          sources=len(found.sources), skipped_sources=found.skipped)
     chips = [c for s in found.sources for c in plan(s, grid)]
+    report.stale = sum(index.forget_stale(s.key, s.fingerprint) for s in found.sources)
     known = index.known_ids()
     todo = [c for c in chips if c.id not in known]
     report.chips, report.existing = len(chips), len(chips) - len(todo)

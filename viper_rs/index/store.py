@@ -102,6 +102,8 @@ def _schema(dim: int) -> Any:
         pa.field("vector", pa.list_(pa.float32(), dim)),
         pa.field("source", pa.string()),
         pa.field("source_name", pa.string()),
+        pa.field("source_key", pa.string()),
+        pa.field("fingerprint", pa.string()),
         pa.field("datetime", pa.string()),
         pa.field("crs", pa.string()),
         pa.field("col", pa.int32()),
@@ -118,7 +120,7 @@ def _schema(dim: int) -> Any:
     ])
 
 
-_FOOTPRINT_COLUMNS = ("id", "source", "source_name", "datetime", "crs", "col", "row", "width",
+_FOOTPRINT_COLUMNS = ("id", "source", "source_name", "source_key", "fingerprint", "datetime", "crs", "col", "row", "width",
                       "height", "west", "south", "east", "north", "corners", "white_point",
                       "valid")
 
@@ -229,6 +231,17 @@ class ChipIndex:
             self._db.open_table(SKIPPED).add(pa.table({"id": [i for i, _ in items],
                                                        "reason": [r for _, r in items]}))
 
+    def forget_stale(self, source_key: str, fingerprint: str) -> int:
+        """Delete chips of ``source_key`` made from another version of the file; returns
+        how many."""
+        t = self.table
+        where = f"source_key = {_sql(source_key)} AND fingerprint != {_sql(fingerprint)}"
+        n = int(t.count_rows(where))
+        if n:
+            t.delete(where)
+            log.info("%s changed: %d stale chips removed", source_key, n)
+        return n
+
     def compact(self) -> None:
         """Merge the small fragments appends leave behind (faster reads)."""
         try:
@@ -303,6 +316,11 @@ def bbox_filter(bbox: tuple[float, float, float, float] | list[float]) -> str:
     if not (w < e and s < n and all(np.isfinite([w, s, e, n]))):
         raise InputError(f"bbox must be W,S,E,N degrees with W<E and S<N, got {list(bbox)}")
     return f"east >= {w!r} AND west <= {e!r} AND north >= {s!r} AND south <= {n!r}"
+
+
+def _sql(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _scan(table: Any, columns: list[str], batch_rows: int = 65_536,

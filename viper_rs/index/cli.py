@@ -39,7 +39,7 @@ def add_parser(sub: Any, model_args: Any) -> None:
     g = b.add_argument_group("STAC search (online)")
     g.add_argument("--stac", metavar="URL", help="STAC API to search, e.g. the Planetary Computer")
     g.add_argument("--collection", default="naip", help="STAC collection (default naip)")
-    g.add_argument("--bbox", help="W,S,E,N in degrees")
+    g.add_argument("--bbox", help="W,S,E,N in degrees (write --bbox=-122.5,37.6,-122.3,37.8 when W is negative)")
     g.add_argument("--datetime", help="STAC datetime or range, e.g. 2022 or 2020/2022")
     g.add_argument("--max-items", type=int, default=50, help="most STAC items (default 50)")
     g.add_argument("--asset", help="asset key (default: image, visual or data)")

@@ -224,6 +224,54 @@ def test_processes_and_ray_give_the_same_index_as_in_process(built, scenes, tmp_
         np.testing.assert_allclose(ref[k], other[k], atol=1e-6)
 
 
+def test_cli_build_on_a_running_ray_cluster_by_address(scenes, tmp_path):
+    """`ray start --head`, then `index build --ray-address HOST:PORT` (the documented
+    cluster command), then `ray stop`."""
+    import socket
+
+    folder, _ = scenes
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([ray_bin, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                            "--include-dashboard", "false", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    try:
+        p = _cli("build", str(folder), "--out", str(tmp_path / "ix"), "--embedder", "spectral",
+                 "--chip-m", "128", "--ray-address", f"127.0.0.1:{port}", "--json",
+                 env_extra={"RAY_AUTH_MODE": "disabled"})
+        assert p.returncode == 0, p.stderr
+        report = json.loads(p.stdout)
+        assert report["indexed"] == 32 and report["backend"] == f"ray(127.0.0.1:{port})"
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_unreachable_ray_address_fails_fast_and_leaves_nothing(scenes, tmp_path):
+    with socket_port() as port:
+        p = _cli("build", str(scenes[0]), "--out", str(tmp_path / "ix"), "--embedder",
+                 "spectral", "--ray-address", f"127.0.0.1:{port}")
+    assert p.returncode == 2 and "cannot reach the Ray cluster" in p.stderr
+    assert not (tmp_path / "ix").exists()
+
+
+def socket_port():
+    """A context giving a local port that nothing listens on."""
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def cm():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            yield sock.getsockname()[1]
+
+    return cm()
+
+
 # ---------------------------------------------------------------------------- search
 def test_water_search_ranks_chips_with_water_first(built, scenes):
     out, _ = built

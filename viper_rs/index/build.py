@@ -15,6 +15,7 @@ every chip finished so far and the next run goes on from there.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -219,8 +220,11 @@ def run_local(embedder: Any, spec: EmbedderSpec, batches: list[list[Chip]], work
             raise
 
 
-def connect_ray(address: str, num_cpus: int | None = None) -> bool:
-    """Connect to (or start, for ``local``) a Ray cluster; True when this call did it."""
+def connect_ray(address: str, num_cpus: int | None = None, timeout_s: float = 10.0) -> bool:
+    """Connect to (or start, for ``local``) a Ray cluster; True when this call did it.
+
+    A ``HOST:PORT`` (or ``ray://HOST:PORT``) that does not answer within ``timeout_s``
+    is a clear error at once (Ray itself would retry for minutes)."""
     try:
         import ray
     except ImportError:
@@ -233,32 +237,51 @@ def connect_ray(address: str, num_cpus: int | None = None) -> bool:
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
         ray.init(**kwargs)
-    else:
-        try:
-            ray.init(address=address, **kwargs)
-        except Exception as exc:  # ConnectionError, RuntimeError...
-            raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
-                              ) from None
+        return True
+    if address != "auto":
+        _check_reachable(address, timeout_s)
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as exc:  # ConnectionError, RuntimeError...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
+            hint = ("; if the cluster uses Ray's token authentication (the default of "
+                    "`ray start`), set RAY_AUTH_MODE=token (the token comes from "
+                    "RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}"
+                          ) from None
     return True
 
 
-def run_ray(spec: EmbedderSpec, batches: list[list[Chip]], address: str, workers: int | None,
+def _check_reachable(address: str, timeout_s: float) -> None:
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be local, auto, HOST:PORT or ray://HOST:PORT; "
+                          f"got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({exc})") from None
+
+
+def run_ray(spec: EmbedderSpec, batches: list[list[Chip]], workers: int | None,
             min_valid: float) -> Iterator[BatchResult]:
-    """Results of every batch from a pool of Ray actors (one per CPU unless ``workers``)."""
+    """Results of every batch from a pool of Ray actors (one per CPU unless ``workers``),
+    on the cluster :func:`connect_ray` joined."""
     import ray
     from ray.util import ActorPool
 
-    started = connect_ray(address, num_cpus=workers)
-    try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(workers or cpus, len(batches)))
-        actor = ray.remote(num_cpus=1)(RayChipWorker)
-        pool = ActorPool([actor.remote(spec, min_valid) for _ in range(n)])
-        yield from pool.map_unordered(lambda a, b: a.run.remote(b), batches)
-    finally:
-        if started:
-            ray.shutdown()
+    if not batches:
+        return
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n = max(1, min(workers or cpus, len(batches)))
+    actor = ray.remote(num_cpus=1)(RayChipWorker)
+    pool = ActorPool([actor.remote(spec, min_valid) for _ in range(n)])
+    yield from pool.map_unordered(lambda a, b: a.run.remote(b), batches)
 
 
 # ---------------------------------------------------------------------------- build
@@ -291,6 +314,22 @@ def build_index(
         raise InputError(f"min_valid must be in [0, 1], got {min_valid}")
     if ann not in ("auto", "always", "never"):
         raise InputError(f"ann must be auto, always or never, got {ann!r}")
+    started = connect_ray(ray_address, num_cpus=workers if workers > 1 else None) \
+        if ray_address else False
+    try:
+        return _build(inputs, out, embedder, settings, grid, min_valid, workers, ray_address,
+                      batch_chips, extra_sources, ann, progress, on_progress, t0)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _build(inputs: Sequence[str | Path], out: str | Path, embedder: str, settings: Settings,
+           grid: ChipGrid, min_valid: float, workers: int, ray_address: str | None,
+           batch_chips: int, extra_sources: Sequence[Source], ann: str, progress: bool,
+           on_progress: Any, t0: float) -> BuildReport:
     name, settings = resolve_name(embedder, settings)
     spec = EmbedderSpec.of(name, settings)
     model = build_chip_embedder(name, settings)
@@ -316,8 +355,7 @@ def build_index(
     report.chips, report.existing = len(chips), len(chips) - len(todo)
     batches = _batches(todo, max(1, int(batch_chips)))
     if ray_address:
-        results = run_ray(spec, batches, ray_address, workers if workers > 1 else None,
-                          min_valid)
+        results = run_ray(spec, batches, workers if workers > 1 else None, min_valid)
     else:
         results = run_local(model, spec, batches, workers, min_valid)
     bar = _bar(len(todo), progress)

@@ -86,6 +86,27 @@ def test_coarse_pixels_give_fewer_pixels_per_chip(tmp_path):
     assert {(c.width, c.height) for c in chips} == {(32, 32)}
 
 
+def test_very_fine_imagery_is_read_averaged_to_a_bounded_chip(tmp_path):
+    scene = make_scene(4, size=512, gsd=0.1)
+    write_geotiff(scene.image, tmp_path / "drone.tif")
+    chips = plan(describe(str(tmp_path / "drone.tif")), ChipGrid(51.2, 0.0))
+    assert [(c.width, c.height, c.read_size) for c in chips] == [(512, 512, None)]
+    chips = plan(describe(str(tmp_path / "drone.tif")), ChipGrid(1000.0, 0.0))
+    assert chips[0].width == 512  # a source smaller than a chip is one chip
+    import viper_rs.index.chips as chips_mod
+
+    old = chips_mod.MAX_CHIP_PX
+    chips_mod.MAX_CHIP_PX = 128
+    try:
+        image = chips[0].read()
+    finally:
+        chips_mod.MAX_CHIP_PX = old
+    assert image.shape == (128, 128)
+    assert image.ground_sampling_distance == pytest.approx(0.4, rel=1e-3)
+    ref = scene.image.data[:, :4, :4].astype(float).mean(axis=(1, 2))
+    np.testing.assert_allclose(image.data[:, 0, 0], ref, atol=1.0)
+
+
 def test_bad_grid_is_refused():
     with pytest.raises(InputError, match="chip size"):
         ChipGrid(chip_m=0)

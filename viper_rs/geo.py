@@ -118,6 +118,7 @@ class GeoImage:
         drivers: tuple[str, ...] | None = None,
         window: tuple[int, int, int, int] | None = None,
         white_point: float | None = None,
+        out_size: tuple[int, int] | None = None,
     ) -> GeoImage:
         """Read a GeoTIFF/COG, PNG or JPEG (or one ``window`` of it).
 
@@ -126,8 +127,9 @@ class GeoImage:
         ``drivers`` limits the GDAL formats tried (e.g. ``("GTiff", "PNG", "JPEG")`` for
         untrusted files: a VRT renamed ``.tif`` could otherwise read other files).
         ``window`` = ``(col_off, row_off, width, height)`` reads only those pixels, with the
-        window's own transform; ``white_point`` fixes the value that maps to 1.0 (chips of
-        one source share the source's). ``path`` may also be a GDAL URL (``https://``,
+        window's own transform; ``out_size`` = ``(width, height)`` reads them averaged to
+        that size (overviews are used when present); ``white_point`` fixes the value that
+        maps to 1.0 (chips of one source share the source's). ``path`` may also be a GDAL URL (``https://``,
         ``/vsicurl/``, ``s3://``).
         """
         import rasterio
@@ -174,8 +176,16 @@ class GeoImage:
                             f"{MAX_PIXELS // 1_000_000} Mpx limit; crop it first"
                         )
                     try:
-                        data = ds.read(window=win)
-                        mask = ds.dataset_mask(window=win) > 0
+                        if out_size is not None:
+                            from rasterio.enums import Resampling
+
+                            ow, oh = (max(1, int(v)) for v in out_size)
+                            data = ds.read(window=win, out_shape=(ds.count, oh, ow),
+                                           resampling=Resampling.average)
+                            mask = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
+                        else:
+                            data = ds.read(window=win)
+                            mask = ds.dataset_mask(window=win) > 0
                     except Exception as exc:  # noqa: BLE001 - GDAL raises several types
                         raise ImageError(
                             f"{p}: the file is damaged or truncated; its pixels could not be "
@@ -186,6 +196,9 @@ class GeoImage:
                     tags = {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}}
                     crs = ds.crs
                     transform = ds.transform if win is None else ds.window_transform(win)
+                    if out_size is not None:
+                        transform = transform @ Affine.scale(width / data.shape[2],
+                                                             height / data.shape[1])
                     colormap = None
                     if ds.count == 1 and interp and interp[0] == "palette":
                         try:

@@ -21,6 +21,8 @@ from viper_rs.index.sources import Source
 
 #: Chips with fewer valid pixels than this fraction are not indexed (frame margins).
 DEFAULT_MIN_VALID = 0.5
+#: Chips wider than this many pixels (very fine imagery) are read averaged down to it.
+MAX_CHIP_PX = 1024
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,19 @@ class Chip:
         """``(col_off, row_off, width, height)`` in source pixels."""
         return (self.col, self.row, self.width, self.height)
 
+    @property
+    def read_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` the chip is read at when it is wider than :data:`MAX_CHIP_PX`."""
+        side = max(self.width, self.height)
+        if side <= MAX_CHIP_PX:
+            return None
+        f = MAX_CHIP_PX / side
+        return (max(1, round(self.width * f)), max(1, round(self.height * f)))
+
     def read(self) -> GeoImage:
         """The chip's pixels (the source's white point, the window's georeference)."""
         return GeoImage.open(self.source.uri, window=self.window,
-                             white_point=self.source.white_point)
+                             white_point=self.source.white_point, out_size=self.read_size)
 
 
 def chip_id(source: Source, window: tuple[int, int, int, int]) -> str:

@@ -8,6 +8,7 @@ Screenshots go to ``artifacts/ui/`` (or ``$VIPER_RS_ARTIFACTS``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import DATA, REPO
 
 CHROMIUM = Path(os.environ.get("VIPER_RS_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -55,11 +56,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory):
-    """`python app.py` (README command 1's last step) on a free port."""
-    _require_browser()
-    tmp = tmp_path_factory.mktemp("app")
+@contextlib.contextmanager
+def _serve(tmp: Path, *args: str, log_name: str = "app.log"):
+    """`python app.py ARGS` on a free port; yields its URL, stops it with SIGTERM (its log
+    is kept as ``artifacts/ui/<log_name>``)."""
     port = _free_port()
     env = {**os.environ, "VIPER_RS_CACHE_DIR": str(tmp / "cache"),
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
@@ -68,7 +68,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
     log_path = tmp / "app.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port)], cwd=REPO, env=env,
+            [sys.executable, "app.py", "--port", str(port), *args], cwd=REPO, env=env,
             stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/"
@@ -96,27 +96,51 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
             proc.wait()
             code = None
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "app.log").write_text(log_path.read_text())
+        (ARTIFACTS / log_name).write_text(log_path.read_text())
     # SIGTERM closes the app like Ctrl-C: it exits and removes its evidence folder.
     assert code is not None, "app.py did not stop within 30 s of SIGTERM"
     assert not list((tmp / "tmp").glob("viper_rs_ui_*"))
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str):
+def app_url(tmp_path_factory: pytest.TempPathFactory):
+    """`python app.py` (README command 1's last step) on a free port."""
+    _require_browser()
+    with _serve(tmp_path_factory.mktemp("app")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (Playwright's sync API runs once per thread)."""
+    _require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(60_000)
-        page.goto(app_url)
-        page.locator("#question textarea").wait_for()
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                      headless=True)
         try:
-            yield page
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def _open_page(browser, url: str):
+    """A new page on the app at ``url``, once the chat box is shown."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.locator("#question textarea").wait_for()
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url: str):
+    page = _open_page(browser, app_url)
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 def _ask(page, question: str):
@@ -224,3 +248,106 @@ def test_real_naip_from_the_image_list(page, shared_data):
     text = _ask(page, "What is the area covered by trees?").inner_text()
     assert re.search(r"\d+(\.\d+)? m2", text), text
     page.screenshot(path=str(ARTIFACTS / "naip_trees.png"), full_page=True)
+
+
+# ---------------------------------------------------------------------------- region search
+@pytest.fixture(scope="module")
+def naip_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A spectral index of ../shared/data's NAIP and aerial tiles (512 m chips), via the CLI."""
+    _require_browser()
+    if not DATA.is_dir():
+        pytest.skip(f"real data folder {DATA} is absent (it sits beside the clone in CI)")
+    out = tmp_path_factory.mktemp("naip_index") / "index"
+    subprocess.run(
+        [sys.executable, "-m", "viper_rs", "index", "build", str(DATA / "naip"),
+         str(DATA / "aerial"), "--out", str(out), "--embedder", "spectral", "--chip-m", "512",
+         "--quiet"], cwd=REPO, check=True, capture_output=True, timeout=600,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def region_page(tmp_path_factory: pytest.TempPathFactory, browser, naip_index: Path):
+    """A browser page on `python app.py --index <naip_index>`."""
+    tmp = tmp_path_factory.mktemp("region_app")
+    with _serve(tmp, "--index", str(naip_index), "--no-warmup",
+                log_name="region_app.log") as url:
+        page = _open_page(browser, url)
+        try:
+            yield page
+        finally:
+            page.close()
+
+
+def _map_frame(page):
+    """The Playwright frame of the results map (a sandboxed srcdoc iframe)."""
+    handle = page.locator("#region-map iframe").element_handle()
+    return handle.content_frame()
+
+
+def _cell(page, row: int, col: int):
+    """A body cell of the results table (Gradio's virtual table: grid cells, not <td>)."""
+    return page.locator(f'#region-results [data-testid="cell-{row}-{col}"]')
+
+
+def _open_chip(page, rank: int, click) -> str:
+    """``click()`` (which opens result ``rank``), then wait for the Chat tab with the chip
+    selected and a new "Opened chip #rank" message; returns the picker's value."""
+    opened = page.locator("#chat .message").filter(has_text="Opened chip #")
+    before = opened.count()
+    click()
+    page.get_by_role("tab", name="Chat", selected=True).wait_for()
+    page.wait_for_function("([n]) => document.querySelectorAll('#chat .message').length && "
+                           "[...document.querySelectorAll('#chat .message')].filter("
+                           "m => m.innerText.includes('Opened chip #')).length > n",
+                           arg=[before])
+    assert f"Opened chip #{rank} " in opened.last.inner_text()
+    page.wait_for_function(
+        "() => document.querySelector('#image-picker input').value.startsWith('chip: ')")
+    return page.locator("#image-picker input").input_value()
+
+
+@pytest.mark.data
+def test_region_search_for_water_on_the_map_then_ask_about_a_chip(region_page):
+    page = region_page
+    page.get_by_role("tab", name="Region search").click()
+    assert "364 chips" in page.locator("#region-status").inner_text()
+    query = page.locator("#region-query textarea")
+    query.fill("water")
+    t0 = time.perf_counter()
+    query.press("Enter")
+    page.locator("#region-status").get_by_text("best of 364 chips").wait_for()
+    frame = _map_frame(page)
+    # Leaflet (inlined, no CDN) drew a footprint and a marker for each of the 10 hits.
+    frame.wait_for_function(
+        """() => [...document.querySelectorAll('path.leaflet-interactive')]
+                 .filter(p => (p.getAttribute('d') || 'M0 0') !== 'M0 0').length >= 20""")
+    seconds = time.perf_counter() - t0
+    assert page.locator("#region-results [role=row].virtual-row").count() == 10
+    sources = [_cell(page, row, 3).inner_text().strip() for row in range(10)]
+    assert all(s.startswith("m_4709963_") or s == "ms2.tif" for s in sources), sources
+    geojson = re.sub(r"\s", "", page.locator("#region-geojson").inner_text())
+    assert "water.geojson" in geojson
+    # The first marker's callout: rank, score, source and a thumbnail of the chip.
+    frame.locator("path.leaflet-interactive").nth(1).dispatch_event("click")
+    callout = frame.locator(".viper-callout")
+    callout.wait_for()
+    assert "#1" in callout.inner_text() and sources[0] in callout.inner_text()
+    assert frame.locator(".viper-callout img.viper-thumb").evaluate("i => i.naturalWidth") > 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "region_search.png"), full_page=True)
+    (ARTIFACTS / "region_timing.json").write_text(json.dumps({"search_s": round(seconds, 2)}))
+    # "Ask about this chip" in the callout opens chip #1 in the Chat tab...
+    button = callout.get_by_role("button", name="Ask about this chip")
+    first = _open_chip(page, 1, button.click)
+    # ... and so does clicking its row in the results table.
+    region_tab = page.get_by_role("tab", name="Region search")
+    region_tab.click()
+    assert _open_chip(page, 1, _cell(page, 0, 3).click) == first
+    region_tab.click()
+    chip = _open_chip(page, 2, _cell(page, 1, 3).click)
+    assert chip != first and chip.startswith(("chip: m_4709963_", "chip: ms2.tif")), chip
+    assert "EPSG:" in page.locator("#image-info").inner_text()
+    text = _ask(page, "Is there a water area?").inner_text()
+    assert "Could not" not in text and "yes" in text.lower(), text
+    page.screenshot(path=str(ARTIFACTS / "region_chip_chat.png"), full_page=True)

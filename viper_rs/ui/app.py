@@ -9,12 +9,20 @@ import math
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import InputError
 from viper_rs.ui.catalog import IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
+from viper_rs.ui.region import (
+    DEFAULT_CHIP_M,
+    EMPTY_MAP,
+    MAP_LISTENER,
+    RESULT_COLUMNS,
+    RegionSearch,
+)
 from viper_rs.ui.session import Controller, Options, Turn, describe
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,9 @@ EXAMPLES = [
 MAX_UPLOAD = "2gb"
 DETECTORS = ["auto", "spectral", "clip", "graft", "oracle"]
 PLANNERS = ["auto", "rules", "llm"]
+#: Ids of the app's tabs.
+CHAT_TAB, REGION_TAB = "chat-tab", "region-tab"
+REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
 CSS = """
 #answer-overlay img { object-fit: contain; }
 footer { display: none !important; }
@@ -48,72 +59,84 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
 
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"## {TITLE}\nPick an image (a demo scene is ready) or upload a GeoTIFF, "
-                    "PNG or JPEG, then type a question and press Enter.")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5):
-                with gr.Row():
-                    picker = gr.Dropdown(catalog.keys, value=first, label="Image", scale=4,
-                                         elem_id="image-picker")
-                    gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
-                                     placeholder="e.g. 0.3",
-                                     info="for images without georeference")
-                first_view, first_info, _ = _show(controller, first, None)
-                image_info = gr.Markdown(first_info, elem_id="image-info")
-                shown = gr.AnnotatedImage(first_view, label="Regions",
-                                          elem_id="answer-overlay", height=520,
-                                          buttons=["fullscreen"])
-                upload = gr.File(label="Upload an image", file_types=list(IMAGE_SUFFIXES),
-                                 elem_id="upload", height=110)
-            with gr.Column(scale=4):
-                chat = gr.Chatbot(
-                    _welcome(catalog), label="Chat", height=560, elem_id="chat",
-                    feedback_options=None, buttons=["copy"], group_consecutive_messages=False,
-                )
-                box = gr.Textbox(placeholder="Ask about the image and press Enter",
-                                 show_label=False, elem_id="question", submit_btn=True,
-                                 max_length=None, autofocus=True)
-                gr.Examples(EXAMPLES, inputs=box, label="Examples")
-                clear = gr.Button("Clear chat", size="sm")
-        table = gr.Dataframe(_frame([]), label="Regions (areas are true ground areas)",
-                             interactive=False, elem_id="regions", max_height=320)
-        files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), answer JSON",
-                        file_count="multiple", interactive=False, elem_id="evidence")
-        with gr.Accordion("Program and trace", open=False, elem_id="program-trace"):
-            program = gr.Code(language="python", label="Program", interactive=False)
-            trace = gr.JSON(label="Trace: every tool call with its result and timings")
-        with gr.Accordion("Settings", open=False, elem_id="settings"):
-            with gr.Row():
-                detector = gr.Dropdown(DETECTORS, value=defaults.detector, label="Detector",
-                                       elem_id="detector",
-                                       info="auto: GRAFT, then CLIP, when weights are found, "
-                                       "else spectral; oracle: demo scenes' ground truth")
-                planner = gr.Dropdown(PLANNERS, value=defaults.planner, label="Planner",
-                                      info="rules: offline grammar; llm: an OpenAI-compatible "
-                                      "endpoint; auto: llm when configured, else rules")
-                sam = gr.Checkbox(defaults.sam, label="SAM refinement (when its weights "
-                                  "are found)")
-            with gr.Row():
-                llm_url = gr.Textbox(defaults.llm_base_url or (base.llm_base_url or ""),
-                                     label="LLM endpoint (base URL)",
-                                     placeholder="e.g. http://localhost:11434/v1")
-                llm_model = gr.Textbox(defaults.llm_model or (base.llm_model or ""),
-                                       label="LLM model", placeholder="e.g. gpt-4o-mini")
-                llm_key = gr.Textbox("", label="API key (kept in memory only)", type="password",
-                                     placeholder="falls back to OPENAI_API_KEY")
-            with gr.Row():
-                threshold = gr.Textbox(_text(defaults.score_threshold), label="Score threshold",
-                                       placeholder="calibrated per concept",
-                                       info="0-1; blank: calibrated per concept")
-                min_region = gr.Number(_first(defaults.min_region_m2, base.min_region_m2),
-                                       label="Smallest region (m2)", minimum=0)
-                next_to = gr.Number(_first(defaults.next_to_m, base.next_to_m),
-                                    label="'next to' distance (m)", minimum=0)
-                small = gr.Number(_first(defaults.small_max_m2, base.small_max_m2),
-                                  label="small < (m2)", minimum=0)
-                large = gr.Number(_first(defaults.large_min_m2, base.large_min_m2),
-                                  label="large ≥ (m2)", minimum=0)
-            weights = gr.Markdown(weights_markdown(base), elem_id="weights")
-            recheck = gr.Button("Check weights again", size="sm")
+                    "PNG or JPEG, then type a question and press Enter. *Region search* "
+                    "finds places across the folders' imagery.")
+        with gr.Tabs(selected=CHAT_TAB) as tabs:
+            with gr.Tab("Chat", id=CHAT_TAB, elem_id="chat-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5):
+                        with gr.Row():
+                            picker = gr.Dropdown(catalog.keys, value=first, label="Image",
+                                                 scale=4, elem_id="image-picker")
+                            gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
+                                             placeholder="e.g. 0.3",
+                                             info="for images without georeference")
+                        first_view, first_info, _ = _show(controller, first, None)
+                        image_info = gr.Markdown(first_info, elem_id="image-info")
+                        shown = gr.AnnotatedImage(first_view, label="Regions",
+                                                  elem_id="answer-overlay", height=520,
+                                                  buttons=["fullscreen"])
+                        upload = gr.File(label="Upload an image",
+                                         file_types=list(IMAGE_SUFFIXES), elem_id="upload",
+                                         height=110)
+                    with gr.Column(scale=4):
+                        chat = gr.Chatbot(
+                            _welcome(catalog), label="Chat", height=560, elem_id="chat",
+                            feedback_options=None, buttons=["copy"],
+                            group_consecutive_messages=False,
+                        )
+                        box = gr.Textbox(placeholder="Ask about the image and press Enter",
+                                         show_label=False, elem_id="question", submit_btn=True,
+                                         max_length=None, autofocus=True)
+                        gr.Examples(EXAMPLES, inputs=box, label="Examples")
+                        clear = gr.Button("Clear chat", size="sm")
+                table = gr.Dataframe(_frame([]),
+                                     label="Regions (areas are true ground areas)",
+                                     interactive=False, elem_id="regions", max_height=320)
+                files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), "
+                                "answer JSON", file_count="multiple", interactive=False,
+                                elem_id="evidence")
+                with gr.Accordion("Program and trace", open=False, elem_id="program-trace"):
+                    program = gr.Code(language="python", label="Program", interactive=False)
+                    trace = gr.JSON(label="Trace: every tool call with its result and timings")
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
+                    with gr.Row():
+                        detector = gr.Dropdown(
+                            DETECTORS, value=defaults.detector, label="Detector",
+                            elem_id="detector", info="auto: GRAFT, then CLIP, when weights are "
+                            "found, else spectral; oracle: demo scenes' ground truth")
+                        planner = gr.Dropdown(
+                            PLANNERS, value=defaults.planner, label="Planner",
+                            info="rules: offline grammar; llm: an OpenAI-compatible endpoint; "
+                            "auto: llm when configured, else rules")
+                        sam = gr.Checkbox(defaults.sam, label="SAM refinement (when its weights "
+                                          "are found)")
+                    with gr.Row():
+                        llm_url = gr.Textbox(defaults.llm_base_url or (base.llm_base_url or ""),
+                                             label="LLM endpoint (base URL)",
+                                             placeholder="e.g. http://localhost:11434/v1")
+                        llm_model = gr.Textbox(defaults.llm_model or (base.llm_model or ""),
+                                               label="LLM model", placeholder="e.g. gpt-4o-mini")
+                        llm_key = gr.Textbox("", label="API key (kept in memory only)",
+                                             type="password",
+                                             placeholder="falls back to OPENAI_API_KEY")
+                    with gr.Row():
+                        threshold = gr.Textbox(_text(defaults.score_threshold),
+                                               label="Score threshold",
+                                               placeholder="calibrated per concept",
+                                               info="0-1; blank: calibrated per concept")
+                        min_region = gr.Number(_first(defaults.min_region_m2, base.min_region_m2),
+                                               label="Smallest region (m2)", minimum=0)
+                        next_to = gr.Number(_first(defaults.next_to_m, base.next_to_m),
+                                            label="'next to' distance (m)", minimum=0)
+                        small = gr.Number(_first(defaults.small_max_m2, base.small_max_m2),
+                                          label="small < (m2)", minimum=0)
+                        large = gr.Number(_first(defaults.large_min_m2, base.large_min_m2),
+                                          label="large ≥ (m2)", minimum=0)
+                    weights = gr.Markdown(weights_markdown(base), elem_id="weights")
+                    recheck = gr.Button("Check weights again", size="sm")
+            with gr.Tab("Region search", id=REGION_TAB, elem_id="region-search"):
+                region = _region_tab(controller)
         option_inputs = [detector, planner, llm_url, llm_model, llm_key, threshold, min_region,
                          next_to, small, large, sam]
 
@@ -165,7 +188,97 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
                    concurrency_limit=1, show_progress="minimal")
         clear.click(lambda: (_welcome(catalog), None, _frame([])), None, [chat, files, table])
         recheck.click(lambda: weights_markdown(controller.settings), None, weights)
+        _wire_region(controller, region, tabs, picker, chat)
     return app
+
+
+# ---------------------------------------------------------------------- region search
+def _region_tab(controller: Controller) -> SimpleNamespace:
+    """The Region search tab's components (query, map, results, index) in a namespace."""
+    import gradio as gr
+
+    ui = SimpleNamespace()
+    with gr.Row(equal_height=True):
+        ui.query = gr.Textbox(label="Find places with", placeholder="e.g. water, then Enter",
+                              elem_id="region-query", scale=5, max_length=200)
+        ui.k = gr.Slider(1, 50, value=10, step=1, label="Results", elem_id="region-k",
+                         scale=2)
+        ui.search = gr.Button("Search", variant="primary", elem_id="region-button", scale=1)
+    gr.Examples(REGION_EXAMPLES, inputs=ui.query, label="Examples")
+    ui.status = gr.Markdown(controller.region.status(), elem_id="region-status")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            ui.map = gr.HTML(EMPTY_MAP, elem_id="region-map", js_on_load=MAP_LISTENER,
+                             min_height=120)
+        with gr.Column(scale=2):
+            ui.results = gr.Dataframe(
+                _results_frame([]), label="Results: click a row to ask about that chip",
+                interactive=False, elem_id="region-results", max_height=560)
+            ui.geojson = gr.File(label="Results: GeoJSON (RFC 7946, WGS84)",
+                                 interactive=False, elem_id="region-geojson")
+    with gr.Accordion("Index", open=False, elem_id="region-index-panel"):
+        ui.index = gr.Textbox(str(controller.region.path), label="Index folder",
+                              interactive=False, elem_id="region-index",
+                              info="--index PATH or VIPER_RS_INDEX; else one per folder list "
+                              "in the cache")
+        ui.build = gr.Button("Build / update index", elem_id="region-build", size="sm")
+    ui.hits = gr.State([])
+    return ui
+
+
+def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker: Any,
+                 chat: Any) -> None:
+    """Events of the Region search tab: search, build, and opening a result in the chat."""
+    import gradio as gr
+
+    def on_search(query: str, k: float, progress: Any = gr.Progress()) -> tuple:
+        view = controller.search_region(query, int(k or 10),
+                                        progress=lambda f, what: progress(f, desc=what))
+        if not view.ok:
+            return view.message, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (view.message, view.map_html, _results_frame(view.rows), view.files or None,
+                view.hits)
+
+    def on_build(progress: Any = gr.Progress()) -> str:
+        message = controller.build_region(progress=lambda f, what: progress(f, desc=what))
+        return message + "\n\n" + controller.region.status()
+
+    def open_rank(hits: list, rank: Any, history: list) -> tuple:
+        hit = next((h for h in hits or [] if str(h.rank) == str(rank)), None)
+        if hit is None:
+            return gr.skip(), gr.skip(), gr.skip(), "Search again: that result is gone."
+        key, message = controller.open_hit(hit)
+        if key is None:
+            return gr.skip(), gr.skip(), gr.skip(), message
+        return (gr.update(choices=controller.catalog.keys, value=key),
+                gr.Tabs(selected=CHAT_TAB), _say(history, message), gr.skip())
+
+    def on_select(hits: list, history: list, evt: gr.SelectData) -> tuple:
+        row = evt.row_value or []
+        return open_rank(hits, row[0] if row else None, history)
+
+    def on_map(hits: list, history: list, evt: gr.EventData) -> tuple:
+        return open_rank(hits, (evt._data or {}).get("rank"), history)
+
+    # Gradio finds the event argument by its type hint, which it resolves in this module's
+    # globals, where gradio (imported lazily) is not.
+    on_select.__annotations__["evt"] = gr.SelectData
+    on_map.__annotations__["evt"] = gr.EventData
+
+    outputs = [ui.status, ui.map, ui.results, ui.geojson, ui.hits]
+    for event in (ui.query.submit, ui.search.click):
+        event(on_search, [ui.query, ui.k], outputs, concurrency_id="region",
+              concurrency_limit=1, show_progress_on=[ui.status])
+    ui.build.click(on_build, None, ui.status, concurrency_id="region", concurrency_limit=1)
+    opened = [picker, tabs, chat, ui.status]
+    ui.results.select(on_select, [ui.hits, chat], opened)
+    ui.map.click(on_map, [ui.hits, chat], opened)
+
+
+def _results_frame(rows: list[list]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -295,6 +408,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--planner", choices=PLANNERS, default=None)
     p.add_argument("--no-warmup", action="store_true",
                    help="do not build the models and open the demo image before serving")
+    p.add_argument("--index", type=Path, default=None,
+                   help="chip index for the Region search tab (built there from the folders "
+                   "when missing; default: $VIPER_RS_INDEX, else one per folder list under "
+                   "the cache folder)")
+    p.add_argument("--index-chip-m", type=float, default=DEFAULT_CHIP_M,
+                   help=f"chip side in metres of an index the app builds (default "
+                   f"{DEFAULT_CHIP_M:g})")
     return p.parse_args(argv)
 
 
@@ -306,7 +426,8 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
     folders = args.folder if args.folder is not None else default_folders(repo)
     settings = Settings.from_env(detector=args.detector, planner=args.planner)
     catalog = Catalog(folders)
-    controller = Controller(catalog, settings)
+    region = RegionSearch.for_folders(folders, settings, args.index, args.index_chip_m)
+    controller = Controller(catalog, settings, region=region)
     atexit.register(controller.close)
     defaults = Options(detector=settings.detector, planner=settings.planner, sam=settings.sam,
                        score_threshold=settings.score_threshold)
@@ -316,6 +437,7 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
     app = build_app(controller, defaults)
     log.info("%d images listed (%s)", len(catalog.keys),
              ", ".join(str(f) for f in folders) or "demo scenes only")
+    log.info("region search index: %s", region.path)
     app.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, css=CSS,
         allowed_paths=[str(controller.out_dir)], footer_links=[], max_file_size=MAX_UPLOAD,

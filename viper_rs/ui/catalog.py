@@ -31,7 +31,8 @@ DEMO_SCENES: tuple[tuple[int, int, float], ...] = ((0, 384, 1.0), (1, 512, 0.6),
 
 @dataclass
 class ImageEntry:
-    """One image the user can pick. ``kind`` is ``demo``, ``folder`` or ``upload``."""
+    """One image the user can pick. ``kind`` is ``demo``, ``folder``, ``upload`` or
+    ``chip`` (a window of an indexed source found by region search)."""
 
     key: str
     kind: str
@@ -41,11 +42,14 @@ class ImageEntry:
     gsd: float | None = None
     crs: str | None = None
     transform: Any = None
+    source: str | None = None  # chips: the source's path or URL
+    window: tuple[int, int, int, int] | None = None  # chips: (col, row, width, height) px
+    white_point: float | None = None  # chips: the source's white point
 
 
 class Catalog:
-    """Demo scenes first, then images under ``folders``, then uploads; opened images are
-    cached (a few, keyed by image and GSD).
+    """Demo scenes first, then images under ``folders``, then uploads and chips opened from
+    region search; opened images are cached (a few, keyed by image and GSD).
 
     Folder images with fewer than three bands (label rasters, elevation models) are not
     listed; they can still be uploaded. RSVQA-HR tiles (``images/{id}.png`` or
@@ -60,6 +64,7 @@ class Catalog:
         max_images: int = 400,
         cache_items: int = 4,
     ) -> None:
+        self.folders = [Path(f) for f in folders]
         self.entries: OrderedDict[str, ImageEntry] = OrderedDict()
         self.notes: list[str] = []
         self._scenes: dict[int, Any] = {}
@@ -133,6 +138,25 @@ class Catalog:
             self._remember(_cache_key(entry, gsd), image)
         return key, image
 
+    def add_chip(self, hit: Any) -> str:
+        """List a region-search hit (its source window) and return its key; a chip already
+        listed keeps its key."""
+        col, row, width, height = (int(v) for v in hit.window)
+        window = (col, row, width, height)
+        base = f"chip: {hit.source_name} [{col},{row} {width}x{height}]"
+        with self._lock:
+            key, n = base, 2
+            while key in self.entries:
+                entry = self.entries[key]
+                if entry.source == hit.source and entry.window == window:
+                    return key
+                key = f"{base} ({n})"
+                n += 1
+            self.entries[key] = ImageEntry(key=key, kind="chip", source=str(hit.source),
+                                           window=window,
+                                           white_point=float(hit.white_point))
+        return key
+
     # ------------------------------------------------------------------ opening
     def entry(self, key: str | None) -> ImageEntry:
         """The entry called ``key``; ImageError for an unknown one."""
@@ -152,6 +176,10 @@ class Catalog:
                 return image
             if entry.kind == "demo":
                 image = self.scene(entry.key).image
+            elif entry.kind == "chip":
+                image = _checked(GeoImage.open(entry.source, window=entry.window,
+                                               white_point=entry.white_point,
+                                               drivers=IMAGE_DRIVERS))
             elif entry.crs is not None:
                 image = _checked(GeoImage.open(entry.path, crs=entry.crs,
                                                transform=entry.transform, drivers=IMAGE_DRIVERS))
@@ -180,9 +208,9 @@ class Catalog:
 
 
 def _cache_key(entry: ImageEntry, gsd: float | None) -> tuple[str, float | None]:
-    """Opened images are cached per entry and typed GSD (which demo scenes and entries
-    georeferenced by the catalog ignore)."""
-    return entry.key, None if entry.kind == "demo" or entry.crs else gsd
+    """Opened images are cached per entry and typed GSD (which demo scenes, chips and
+    entries georeferenced by the catalog ignore)."""
+    return entry.key, None if entry.kind in ("demo", "chip") or entry.crs else gsd
 
 
 def _check_gsd(gsd: float | None) -> None:

@@ -5,6 +5,8 @@ Nothing here imports gradio, so the app's behaviour is tested without a browser.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import re
 import shutil
@@ -27,6 +29,7 @@ from viper_rs.ui.evidence import (
     region_rows,
     write_evidence,
 )
+from viper_rs.ui.region import RegionSearch, RegionView
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +104,21 @@ class Turn:
 
 
 class Controller:
-    """Answers the app's questions; holds the catalog, the agents and the evidence folder."""
+    """Answers the app's questions and region searches; holds the catalog, the agents, the
+    chip index and the evidence folder."""
 
     def __init__(self, catalog: Catalog, settings: Settings | None = None,
-                 out_dir: Path | None = None) -> None:
+                 out_dir: Path | None = None, region: RegionSearch | None = None) -> None:
         self.catalog = catalog
         self.settings = settings or Settings.from_env()
+        self.region = region or RegionSearch.for_folders(catalog.folders, self.settings)
         self._own_out = out_dir is None
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="viper_rs_ui_"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._agents: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.RLock()
         self._turns = 0
+        self._search_ids = itertools.count(1)  # not under _lock: a question may hold it
 
     # ------------------------------------------------------------------ agents
     def agent(self, options: Options, image_key: str | None = None) -> Any:
@@ -218,6 +224,49 @@ class Controller:
             program=answer.program or "",
             trace=answer.trace,
         )
+
+    # ------------------------------------------------------------------ region search
+    def search_region(self, query: str, k: int = 10,
+                      progress: Progress | None = None) -> RegionView:
+        """The best chips for ``query`` (building the index first if needed), with the hits'
+        GeoJSON written for download; failures come back as a message."""
+        view = self.region.search(query, k, progress)
+        if view.geojson is None:
+            return view
+        folder = self.out_dir / f"search-{next(self._search_ids):04d}"
+        slug = re.sub(r"[^a-z0-9]+", "-", view.geojson["properties"]["query"].lower())
+        path = folder / f"{slug.strip('-')[:40] or 'hits'}.geojson"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(view.geojson), encoding="utf-8")
+            view.files = [str(path)]
+        except OSError as exc:
+            log.exception("could not write %s", path)
+            view.message += f"\n- The GeoJSON could not be written: {escape_markdown(str(exc))}"
+        return view
+
+    def build_region(self, progress: Progress | None = None) -> str:
+        """Add the folders' new chips to the index; a markdown message either way."""
+        try:
+            return self.region.build(progress)
+        except ViperError as exc:
+            return f"Could not build the index: {escape_markdown(str(exc))}"
+        except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
+            log.exception("building the index failed")
+            return (f"Could not build the index: internal error ({type(exc).__name__}: "
+                    f"{escape_markdown(str(exc))}); the details are in the app's log.")
+
+    def open_hit(self, hit: Any) -> tuple[str | None, str]:
+        """List a search hit's chip in the catalog; returns (its key or None, a message)."""
+        key = self.catalog.add_chip(hit)
+        try:
+            image = self.catalog.open(key)
+        except ViperError as exc:
+            self.catalog.entries.pop(key, None)
+            return None, f"Could not open chip #{hit.rank}: {escape_markdown(str(exc))}"
+        return key, (f"Opened chip **#{hit.rank}** (score {float(hit.score):.3f}) of "
+                     f"**{escape_markdown(hit.source_name)}** from the region search. "
+                     f"{describe(image)} Ask a question about it.")
 
     def load_upload(self, path: str | Path, gsd: float | None = None) -> tuple[str | None, str]:
         """List an uploaded file; returns (its key or None, a chat message)."""

@@ -1,0 +1,268 @@
+"""The app's Region search without a browser: index location, map page (Leaflet inlined,
+one footprint and marker per hit, thumbnails), results table, chips in the catalog, and
+searches through the controller on an index of synthetic GeoTIFFs (and of the real data)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from viper_rs.config import Settings
+from viper_rs.index import Hit
+from viper_rs.synthetic import WATER, make_scene
+from viper_rs.ui import app as ui
+from viper_rs.ui import region as rs
+from viper_rs.ui.catalog import Catalog
+from viper_rs.ui.session import Controller, Options
+
+SEEDS = (0, 1, 2)
+CHIP_M = 128.0
+CDN = re.compile(r"(cdn\.jsdelivr|unpkg\.com|cdnjs|code\.jquery|bootstrapcdn)", re.I)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three synthetic 384 m GeoTIFF scenes (each has a pond)."""
+    from viper_rs.geo import write_geotiff
+
+    folder = tmp_path_factory.mktemp("scenes")
+    for seed in SEEDS:
+        write_geotiff(make_scene(seed, size=384).image, folder / f"scene{seed}.tif")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ctl(tmp_path_factory: pytest.TempPathFactory, scenes: Path):
+    """A controller whose region search indexes ``scenes`` (not built yet) with the spectral
+    embedder and 128 m chips."""
+    root = tmp_path_factory.mktemp("region")
+    settings = Settings.from_env(cache_dir=root / "cache", sandbox_workers=1,
+                                 detector="spectral")
+    region = rs.RegionSearch.for_folders([scenes], settings, chip_m=CHIP_M)
+    c = Controller(Catalog([scenes], demo=()), settings, out_dir=root / "out", region=region)
+    yield c
+    c.close()
+
+
+def _hit(rank: int, lon: float = 5.0, lat: float = 45.0, source: str = "/x/a.tif",
+         name: str = "a.tif", window: tuple[int, int, int, int] = (0, 0, 10, 10)) -> Hit:
+    d = 0.01
+    corners = (lon, lat + d, lon + d, lat + d, lon + d, lat, lon, lat)
+    return Hit(rank=rank, score=1.0 / rank, id=f"id{rank}", source=source, source_name=name,
+               datetime="2020-08-31", crs="EPSG:4326", window=window,
+               bbox=(lon, lat, lon + d, lat + d), corners=corners, white_point=255.0, valid=1.0)
+
+
+def _water_in(hit: Hit) -> float:
+    """True fraction of water in a hit's window of a synthetic scene."""
+    seed = int(re.search(r"scene(\d+)", hit.source_name).group(1))
+    col, row, w, h = hit.window
+    return float(make_scene(seed, size=384).class_mask(WATER)[row:row + h, col:col + w].mean())
+
+
+# ---------------------------------------------------------------------------- map
+def test_map_inlines_leaflet_and_draws_every_hit():
+    hits = [_hit(r, lon=5 + r / 10) for r in (1, 2, 3)]
+    thumbs = {1: "data:image/png;base64,AAAA", 3: "data:image/png;base64,BBBB"}
+    doc = rs.map_document(hits, thumbs)
+    js, css = rs.leaflet_assets()
+    assert js[:2000] in doc and css[:500] in doc  # Leaflet inlined
+    assert not CDN.search(doc), CDN.search(doc)
+    assert not re.search(r"<(script|link)[^>]+(src|href)=", doc)  # nothing fetched but tiles
+    body = doc.split("</head>", 1)[1]  # the page's own script, after the inlined Leaflet
+    assert "$(" not in body  # no jQuery needed
+    assert body.count("L.polygon(") == 3 and body.count("L.circleMarker(") == 3
+    assert body.count(".bindPopup(") == 3 and body.count("data:image/png;base64,") == 2
+    assert "tile.openstreetmap.org" in doc and "ResizeObserver" in doc
+    frame = rs.map_html(hits, thumbs)
+    assert frame.startswith("<iframe") and 'sandbox="allow-scripts allow-popups"' in frame
+    assert "<script" not in frame and html.unescape(frame).count("L.polygon(") == 3
+    assert rs.map_html([]) == rs.EMPTY_MAP
+
+
+def test_callouts_escape_source_names():
+    evil = 'x<img src=y onerror=alert(1)>`${z}`.tif'
+    doc = rs.map_document([_hit(1, name=evil)])
+    assert "<img src=y" not in doc and "\\u003cimg src=y" not in doc
+    callout = rs.callout_html(_hit(1, name=evil), "data:image/png;base64,AA")
+    assert "&lt;img src=y onerror=alert(1)&gt;" in callout
+    assert 'data-rank="1"' in callout and "Ask about this chip" in callout
+
+
+def test_results_table_rows():
+    rows = rs.result_rows([_hit(1, lon=-99.15684, lat=47.017), _hit(2)])
+    assert rows[0] == [1, 1.0, "47.02200, -99.15184", "a.tif", "2020-08-31"]
+    assert rows[1][:2] == [2, 0.5]
+    assert len(rs.RESULT_COLUMNS) == len(rows[0])
+    assert list(ui._results_frame(rows).columns) == rs.RESULT_COLUMNS
+
+
+# ---------------------------------------------------------------------------- index location
+def test_index_location(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(rs.INDEX_ENV, raising=False)
+    settings = Settings(cache_dir=tmp_path / "cache")
+    a, b = tmp_path / "a", tmp_path / "b"
+    path = rs.default_index_path([a, b], settings)
+    assert path.parent == tmp_path / "cache" / "index" and path.name.startswith("folders-")
+    assert rs.default_index_path([b, a], settings) == path  # same folders, same index
+    assert rs.default_index_path([a], settings) != path
+    assert rs.default_index_path([a, b], settings, chip_m=512) != path
+    monkeypatch.setenv(rs.INDEX_ENV, str(tmp_path / "env"))
+    assert rs.default_index_path([a], settings) == tmp_path / "env"
+    assert rs.default_index_path([a], settings, given=tmp_path / "x") == tmp_path / "x"
+    assert [rs.index_embedder(d) for d in ("graft", "clip", "spectral", "auto", "oracle")] == [
+        "graft", "clip", "spectral", "auto", "auto"]
+
+
+def test_command_line_and_layout(ctl: Controller):
+    import gradio as gr
+
+    args = ui.parse_args(["--index", "idx", "--index-chip-m", "512"])
+    assert args.index == Path("idx") and args.index_chip_m == 512.0
+    assert ui.parse_args([]).index is None and ui.parse_args([]).index_chip_m == 256.0
+    blocks = ui.build_app(ctl)
+    ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+    for part in ("chat-tab", "region-search", "region-query", "region-button", "region-k",
+                 "region-status", "region-map", "region-results", "region-geojson",
+                 "region-index", "region-build", "image-picker", "chat", "question"):
+        assert part in ids, part
+    tabs = [b for b in blocks.blocks.values() if isinstance(b, gr.Tabs)]
+    assert len(tabs) == 1 and tabs[0].selected == ui.CHAT_TAB
+
+
+# ---------------------------------------------------------------------------- searching
+def test_first_search_builds_the_index_then_ranks_water_chips_first(ctl: Controller):
+    assert not ctl.region.exists() and "not built yet" in ctl.region.status()
+    steps: list[tuple[float, str]] = []
+    view = ctl.search_region("water", k=5, progress=lambda f, what: steps.append((f, what)))
+    assert view.ok, view.message
+    assert ctl.region.exists() and "Indexed" in view.message and "best of" in view.message
+    assert any("Indexing chips" in what for _, what in steps)
+    assert [h.rank for h in view.hits] == [1, 2, 3, 4, 5]
+    scores = [h.score for h in view.hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    assert _water_in(view.hits[0]) > 0.02  # the best chip holds part of a pond
+    # table, map with thumbnails, GeoJSON download
+    assert [r[0] for r in view.rows] == [1, 2, 3, 4, 5]
+    doc = html.unescape(view.map_html)
+    assert doc.count("L.polygon(") == 5 and doc.count("data:image/png;base64,") == 5
+    fc = json.loads(Path(view.files[0]).read_text())
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 5
+    assert fc["features"][0]["geometry"]["type"] == "Polygon"
+    assert "Index: **" in ctl.region.status()
+
+
+def test_build_again_adds_nothing(ctl: Controller):
+    ctl.search_region("water", k=1)
+    message = ctl.build_region()
+    assert "0 added" in message and "Indexed" in message
+
+
+def test_thumbnail_is_a_small_png_of_the_chip(ctl: Controller):
+    hit = ctl.search_region("water", k=1).hits[0]
+    uri = rs.thumbnail(hit, side=64)
+    assert uri.startswith("data:image/png;base64,")
+    picture = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert picture.format == "PNG" and max(picture.size) == 64 and picture.mode == "RGB"
+    gone = _hit(1, source="/no/such/file.tif")
+    assert rs.thumbnail(gone) is None and rs.thumbnails([gone]) == {}
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("", "Type what to look for"),
+    ("   ", "Type what to look for"),
+    ("unicorns", "unknown concept 'unicorns'"),
+    ("w" * 201, "the limit is 200"),
+    ("[unicorns](http://x)", "unknown concept"),
+])
+def test_bad_queries_are_messages(ctl: Controller, query: str, expected: str):
+    view = ctl.search_region(query, k=5)
+    assert not view.ok and expected in view.message and not view.files
+    assert "Internal error" not in view.message
+    assert not re.search(r"(?<!\\)\]\(", view.message)  # no Markdown link
+    if "unknown" in expected:
+        assert "water" in view.message  # the vocabulary is named
+
+
+def test_control_characters_in_queries_are_spaces(ctl: Controller):
+    view = ctl.search_region("\x00wa\x1bter", k=1)
+    assert view.ok is False and "wa ter" in view.message
+    assert ctl.search_region(" water\x00 ", k=1).ok
+
+
+def test_no_imagery_and_missing_folders_are_messages(tmp_path: Path):
+    settings = Settings(cache_dir=tmp_path / "cache", detector="spectral")
+    nothing = rs.RegionSearch(tmp_path / "idx", [], settings)
+    assert "no image folders" in nothing.search("water").message
+    assert "no image folders" in nothing.status()
+    missing = rs.RegionSearch(tmp_path / "idx", [tmp_path / "gone"], settings)
+    assert "do not exist" in missing.search("water").message
+    (tmp_path / "empty").mkdir()
+    empty = rs.RegionSearch(tmp_path / "idx", [tmp_path / "empty"], settings)
+    assert "no indexable imagery" in empty.search("water").message
+    c = Controller(Catalog(demo=()), settings, out_dir=tmp_path / "out", region=nothing)
+    try:
+        assert c.build_region().startswith("Could not build the index: no image folders")
+    finally:
+        c.close()
+
+
+def test_unexpected_errors_keep_the_app_up(ctl: Controller, monkeypatch):
+    ctl.search_region("water", k=1)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ctl.region, "searcher", boom)
+    view = ctl.search_region("water")
+    assert "Internal error (RuntimeError): disk on fire" in view.message and not view.ok
+
+
+# ---------------------------------------------------------------------------- chips
+def test_a_hit_opens_as_a_georeferenced_chip(ctl: Controller, scenes: Path):
+    hit = ctl.search_region("water", k=3).hits[0]
+    key, message = ctl.open_hit(hit)
+    assert key.startswith("chip: scene") and f"[{hit.window[0]},{hit.window[1]} " in key
+    assert "Opened chip **#1**" in message and "EPSG:32618" in message
+    assert ctl.catalog.add_chip(hit) == key  # listed once
+    image = ctl.catalog.open(key)
+    col, row, w, h = hit.window
+    with rasterio.open(hit.source) as ds:
+        expected = ds.read(window=rasterio.windows.Window(col, row, w, h))
+        transform = ds.transform @ ds.transform.translation(col, row)
+    assert np.array_equal(image.data, expected)
+    assert image.transform.almost_equals(transform) and image.area_unit == "m2"
+    assert image.white_point == pytest.approx(hit.white_point)
+    other = Hit(**{**hit.__dict__, "window": (0, 0, w, h), "rank": 2})
+    assert ctl.catalog.add_chip(other) != key
+    turn = ctl.ask(key, "Is there a water area?", Options(detector="spectral", planner="rules"))
+    assert turn.ok and turn.answer.answer == "yes", turn.message
+
+
+def test_an_unreadable_chip_is_a_message_and_not_listed(ctl: Controller):
+    key, message = ctl.open_hit(_hit(4, source="/no/such/file.tif", name="file.tif"))
+    assert key is None and "Could not open chip #4" in message
+    assert not any(k.startswith("chip: file.tif") for k in ctl.catalog.keys)
+
+
+# ---------------------------------------------------------------------------- real data
+@pytest.mark.data
+def test_real_tiles_water_comes_from_ponds_and_harbour(shared_data: Path, tmp_path: Path):
+    settings = Settings(cache_dir=tmp_path / "cache", detector="spectral")
+    region = rs.RegionSearch.for_folders([shared_data / "naip", shared_data / "aerial"],
+                                         settings, index=tmp_path / "idx", chip_m=512)
+    view = region.search("water", k=5)
+    assert view.ok, view.message
+    names = [h.source_name for h in view.hits]
+    assert all(n.startswith("m_4709963_") or n == "ms2.tif" for n in names), names
+    assert view.hits[0].score > 0.5
+    assert html.unescape(view.map_html).count("L.circleMarker(") == 5

@@ -289,9 +289,13 @@ def thumbnail(hit: Any, side: int = THUMB_SIDE) -> str | None:
     from viper_rs.geo import GeoImage
     from viper_rs.ui.evidence import overlay
 
-    try:
-        image = GeoImage.open(hit.source, window=tuple(hit.window),
-                              white_point=hit.white_point)
+    col, row, width, height = (int(v) for v in hit.window)
+    scale = min(1.0, side / max(width, height, 1))
+    out_size = None if scale >= 1 else (max(1, round(width * scale)),
+                                         max(1, round(height * scale)))
+    try:  # read averaged down to the thumbnail's size: big chips and COGs stay cheap
+        image = GeoImage.open(hit.source, window=(col, row, width, height),
+                              white_point=hit.white_point, out_size=out_size)
     except ViperError as exc:
         log.info("no thumbnail for %s: %s", hit.id, exc)
         return None

@@ -141,6 +141,16 @@ def test_sources_skip_what_cannot_be_indexed(scenes, tmp_path):
         expand([tmp_path / "missing"])
 
 
+@pytest.mark.parametrize("name,date", [
+    ("m_4709963_se_14_1_20140720.tif", "2014-07-20"), ("tile_2021-06-30_rgb.tif", "2021-06-30"),
+    ("scene0.tif", None), ("x_20141399.tif", None), ("id_120140720.tif", None),
+])
+def test_acquisition_date_from_file_names(name, date):
+    from viper_rs.index.sources import date_from_name
+
+    assert date_from_name(f"/data/{name}") == date
+
+
 def test_non_8bit_sources_share_one_white_point(tmp_path):
     data = (np.random.default_rng(1).random((4, 64, 64)) * 1800 + 100).astype("uint16")
     with rasterio.open(tmp_path / "a.tif", "w", driver="GTiff", width=64, height=64, count=4,

@@ -140,7 +140,7 @@ def describe(uri: str, datetime: str | None = None) -> Source:
                     raise InputError(f"{uri}: no pixels")
                 white = _white_point(ds)
                 stamp = (datetime or ds.tags().get("TIFFTAG_DATETIME")
-                         or ds.tags().get("datetime"))
+                         or ds.tags().get("datetime") or date_from_name(uri))
                 return Source(
                     uri=uri, width=ds.width, height=ds.height, count=ds.count,
                     crs=ds.crs.to_string(), transform=tuple(ds.transform)[:6],
@@ -151,6 +151,21 @@ def describe(uri: str, datetime: str | None = None) -> Source:
     except Exception as exc:  # rasterio/GDAL raise many types on corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{uri}: not a readable raster ({first})") from None
+
+
+def date_from_name(uri: str) -> str | None:
+    """An acquisition date written into a file name as YYYYMMDD or YYYY-MM-DD (NAIP's
+    ``m_4709963_se_14_1_20140720.tif``), as ISO ``YYYY-MM-DD``; None when there is none."""
+    import datetime as dt
+    import re
+
+    name = uri.split("?")[0].rsplit("/", 1)[-1]
+    for m in re.finditer(r"(?<!\d)((?:19|20)\d\d)-?([01]\d)-?([0-3]\d)(?!\d)", name):
+        try:
+            return dt.date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+        except ValueError:
+            continue
+    return None
 
 
 def fingerprint(uri: str) -> str:

@@ -89,7 +89,7 @@ class BuildReport:
             f"({self.chips_per_s:.1f} chips/s, {self.backend})",
         ]
         if self.ann:
-            lines.append("  ANN index (IVF-PQ) built")
+            lines.append("  ANN index (IVF-SQ) built")
         if self.skipped_sources:
             lines.append(f"  {len(self.skipped_sources)} sources not indexed:")
             for why, n in _reason_counts(self.skipped_sources):
@@ -303,7 +303,7 @@ def build_index(
 ) -> BuildReport:
     """Index ``inputs`` (folders, files, list files, URLs) into the LanceDB index ``out``.
 
-    Re-running adds only chips not indexed yet. ``ann``: ``auto`` builds the IVF-PQ index
+    Re-running adds only chips not indexed yet. ``ann``: ``auto`` builds the IVF-SQ index
     once the table has :data:`ANN_MIN_ROWS` chips, ``always``/``never`` force it.
     ``on_progress(done, total)`` is called after every batch (the UI's progress bar).
     """

@@ -35,7 +35,7 @@ def add_parser(sub: Any, model_args: Any) -> None:
                         "HOST:PORT or ray://HOST:PORT")
     b.add_argument("--batch", type=int, default=16, help="chips per task (default 16)")
     b.add_argument("--ann", default="auto", choices=["auto", "always", "never"],
-                   help="IVF-PQ index: auto = from 50,000 chips on")
+                   help="ANN (IVF-SQ) index: auto = from 50,000 chips on")
     g = b.add_argument_group("STAC search (online)")
     g.add_argument("--stac", metavar="URL", help="STAC API to search, e.g. the Planetary Computer")
     g.add_argument("--collection", default="naip", help="STAC collection (default naip)")

@@ -171,9 +171,10 @@ _WORKER_EMBEDDER: Any = None
 
 def _init_process(spec: EmbedderSpec) -> None:
     global _WORKER_EMBEDDER
-    import torch
+    if spec.name != "spectral":  # one thread per worker process (torch only when needed)
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     _WORKER_EMBEDDER = spec.build()
 
 

@@ -120,7 +120,7 @@ def plan(source: Source, grid: ChipGrid) -> list[Chip]:
     unit = metres_per_unit(source.crs)
     if not np.isfinite(unit):  # geographic CRS: metres per degree at the centre
         t = Affine(*source.transform)
-        _, lat = t * (source.width / 2, source.height / 2)
+        _, lat = t @ (source.width / 2, source.height / 2)
         unit_x = 111_320.0 * float(np.cos(np.radians(lat)))
         unit_y = 110_574.0
     else:
@@ -136,7 +136,7 @@ def plan(source: Source, grid: ChipGrid) -> list[Chip]:
     ys: list[float] = []
     for c, r, w, h in windows:
         for px, py in ((c, r), (c + w, r), (c + w, r + h), (c, r + h)):
-            x, y = t * (px, py)
+            x, y = t @ (px, py)
             xs.append(x)
             ys.append(y)
     lons, lats = warp(source.crs, "EPSG:4326", xs, ys)

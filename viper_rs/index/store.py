@@ -132,6 +132,7 @@ class ChipIndex:
         self.path = path
         self.meta = meta
         self._db = db
+        self._has_ann: bool | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @staticmethod
@@ -251,8 +252,11 @@ class ChipIndex:
 
     # ------------------------------------------------------------------ ANN
     def has_ann(self) -> bool:
-        """Whether the vector column has an ANN index."""
-        return any("vector" in list(getattr(ix, "columns", [])) for ix in self.table.list_indices())
+        """Whether the vector column has an ANN index (looked up once per open index)."""
+        if self._has_ann is None:
+            self._has_ann = any("vector" in list(getattr(ix, "columns", []))
+                                for ix in self.table.list_indices())
+        return self._has_ann
 
     def build_ann(self, partitions: int | None = None) -> None:
         """Build (or rebuild) the ANN index on the vectors: IVF with 8-bit scalar
@@ -266,6 +270,7 @@ class ChipIndex:
         parts = partitions or max(1, min(4096, int(np.sqrt(n))))
         self.table.create_index("vector", replace=True,
                                 config=IvfSq(distance_type="dot", num_partitions=parts))
+        self._has_ann = True
 
     # ------------------------------------------------------------------ reading
     def search(self, vector: np.ndarray, k: int = 20, exact: bool | None = None,
@@ -274,7 +279,7 @@ class ChipIndex:
         """The ``k`` best chips for ``vector`` (highest dot product first).
 
         ``exact=None`` uses the ANN index when there is one; scores are always exact dot
-        products (ANN candidates are re-ranked on their stored vectors). ``bbox`` (W, S, E,
+        products (ANN candidates are re-ranked on their stored vectors by LanceDB). ``bbox`` (W, S, E,
         N degrees) keeps chips whose footprint intersects it."""
         vector = np.asarray(vector, dtype=np.float32)
         if vector.shape != (self.meta.dim,):
@@ -287,9 +292,9 @@ class ChipIndex:
             q = q.bypass_vector_index()
         else:
             q = q.nprobes(nprobes).refine_factor(refine)
-        rows = q.select([*_FOOTPRINT_COLUMNS, "vector", "_distance"]).to_arrow().to_pylist()
-        for r in rows:
-            r["score"] = float(np.dot(np.asarray(r["vector"], np.float32), vector))
+        rows = q.select([*_FOOTPRINT_COLUMNS, "_distance"]).to_arrow().to_pylist()
+        for r in rows:  # LanceDB's dot distance is 1 - dot, exact (brute force or refined)
+            r["score"] = 1.0 - float(r["_distance"])
         rows.sort(key=lambda r: -r["score"])
         return [_hit(i + 1, r) for i, r in enumerate(rows)]
 

@@ -315,11 +315,12 @@ def build_index(
         raise InputError(f"min_valid must be in [0, 1], got {min_valid}")
     if ann not in ("auto", "always", "never"):
         raise InputError(f"ann must be auto, always or never, got {ann!r}")
+    opts = BuildOptions(embedder, settings, grid, min_valid, workers, ray_address,
+                        max(1, int(batch_chips)), ann, progress, on_progress)
     started = connect_ray(ray_address, num_cpus=workers if workers > 1 else None) \
         if ray_address else False
     try:
-        return _build(inputs, out, embedder, settings, grid, min_valid, workers, ray_address,
-                      batch_chips, extra_sources, ann, progress, on_progress, t0)
+        return _build(inputs, out, extra_sources, opts, t0)
     finally:
         if started:
             import ray
@@ -327,16 +328,37 @@ def build_index(
             ray.shutdown()
 
 
-def _build(inputs: Sequence[str | Path], out: str | Path, embedder: str, settings: Settings,
-           grid: ChipGrid, min_valid: float, workers: int, ray_address: str | None,
-           batch_chips: int, extra_sources: Sequence[Source], ann: str, progress: bool,
-           on_progress: Any, t0: float) -> BuildReport:
-    name, settings = resolve_name(embedder, settings)
+@dataclass(frozen=True)
+class BuildOptions:
+    """How :func:`build_index` runs (its keyword arguments, checked)."""
+
+    embedder: str
+    settings: Settings
+    grid: ChipGrid
+    min_valid: float
+    workers: int
+    ray_address: str | None
+    batch_chips: int
+    ann: str
+    progress: bool
+    on_progress: Any
+
+    @property
+    def backend(self) -> str:
+        """Where chips are embedded, for the report."""
+        if self.ray_address:
+            return f"ray({self.ray_address})"
+        return f"{self.workers} processes" if self.workers > 1 else "in-process"
+
+
+def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequence[Source],
+           o: BuildOptions, t0: float) -> BuildReport:
+    name, settings = resolve_name(o.embedder, o.settings)
     spec = EmbedderSpec.of(name, settings)
     model = build_chip_embedder(name, settings)
     meta = IndexMeta(embedder=name, model_id=model.model_id, dim=int(model.dim),
-                     chip_m=float(grid.chip_m), overlap=float(grid.overlap),
-                     min_valid=float(min_valid),
+                     chip_m=float(o.grid.chip_m), overlap=float(o.grid.overlap),
+                     min_valid=float(o.min_valid),
                      dimensions=list(model.dimensions) if model.dimensions else None)
     found = scan(inputs, extra=extra_sources)
     if not found.sources:
@@ -345,26 +367,44 @@ def _build(inputs: Sequence[str | Path], out: str | Path, embedder: str, setting
                          f"{', '.join(map(str, inputs)) or 'the inputs'}"
                          + (f": {reasons}" if reasons else ""))
     index = ChipIndex.create(out, meta)
-    backend = f"ray({ray_address})" if ray_address else (
-        f"{workers} processes" if workers > 1 else "in-process")
-    report = BuildReport(index=str(out), embedder=name, model_id=meta.model_id, backend=backend,
-                         sources=len(found.sources), skipped_sources=found.skipped)
-    chips = [c for s in found.sources for c in plan(s, grid)]
+    report = BuildReport(index=str(out), embedder=name, model_id=meta.model_id,
+                         backend=o.backend, sources=len(found.sources),
+                         skipped_sources=found.skipped)
+    chips = [c for s in found.sources for c in plan(s, o.grid)]
     report.stale = sum(index.forget_stale(s.key, s.fingerprint) for s in found.sources)
     known = index.known_ids()
     todo = [c for c in chips if c.id not in known]
     report.chips, report.existing = len(chips), len(chips) - len(todo)
-    batches = _batches(todo, max(1, int(batch_chips)))
-    if ray_address:
-        results = run_ray(spec, batches, workers if workers > 1 else None, min_valid)
+    batches = _batches(todo, o.batch_chips)
+    if o.ray_address:
+        results = run_ray(spec, batches, o.workers if o.workers > 1 else None, o.min_valid)
     else:
-        results = run_local(model, spec, batches, workers, min_valid)
-    bar = _bar(len(todo), progress)
+        results = run_local(model, spec, batches, o.workers, o.min_valid)
+    t_embed = time.perf_counter()
+    try:
+        _store(index, results, report, len(todo), o)
+    finally:
+        report.embed_seconds = time.perf_counter() - t_embed
+    if report.indexed:
+        index.compact()
+    report.total_rows = len(index)
+    if o.ann == "always" or (o.ann == "auto" and report.total_rows >= ANN_MIN_ROWS
+                             and (report.indexed or not index.has_ann())):
+        index.build_ann()
+        report.ann = True
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _store(index: ChipIndex, results: Iterator[BatchResult], report: BuildReport, total: int,
+           o: BuildOptions) -> None:
+    """Append batch results to the index as they come (every ``WRITE_ROWS`` rows, and what
+    is left when the results end or fail), counting them in ``report``."""
+    bar = _bar(total, o.progress)
     rows: list[dict[str, Any]] = []
     vecs: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
     done = 0
-    t_embed = time.perf_counter()
 
     def flush() -> None:
         if rows:
@@ -387,24 +427,14 @@ def _build(inputs: Sequence[str | Path], out: str | Path, embedder: str, setting
             done += n
             if bar is not None:
                 bar.update(n)
-            if on_progress is not None:
-                on_progress(done, len(todo))
+            if o.on_progress is not None:
+                o.on_progress(done, total)
             if len(rows) >= WRITE_ROWS:
                 flush()
     finally:
         flush()
-        report.embed_seconds = time.perf_counter() - t_embed
         if bar is not None:
             bar.close()
-    if report.indexed:
-        index.compact()
-    report.total_rows = len(index)
-    if ann == "always" or (ann == "auto" and report.total_rows >= ANN_MIN_ROWS
-                           and (report.indexed or not index.has_ann())):
-        index.build_ann()
-        report.ann = True
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 def _bar(total: int, enabled: bool) -> Any:

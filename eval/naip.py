@@ -40,7 +40,7 @@ from shapely.geometry import Polygon, box, mapping, shape
 
 from eval.rsvqa_data import RSVQA_TILE_PX, load_images, load_split, tile_transform
 from eval.scoring import lat_from_mercator_y
-from viper_rs.errors import ImageError
+from viper_rs.errors import ImageError, first_line
 
 log = logging.getLogger("eval.naip")
 
@@ -171,7 +171,7 @@ def open_catalog(url: str = PLANETARY_COMPUTER_STAC, timeout: float = 30.0) -> A
         return Client.open(url, modifier=modifier, timeout=timeout)
     except Exception as exc:
         raise NaipError(
-            f"cannot reach the STAC API at {url} ({_first_line(exc)}). Fetching NAIP chips "
+            f"cannot reach the STAC API at {url} ({first_line(exc)}). Fetching NAIP chips "
             "needs internet access; chips already in the cache are used as they are."
         ) from None
 
@@ -183,7 +183,7 @@ def search_items(client: Any, fp: Footprint, margin_m: float, collection: str = 
         search = client.search(collections=[collection], intersects=geom, max_items=200)
         return list(search.items())
     except Exception as exc:
-        raise NaipError(f"STAC search failed ({_first_line(exc)})") from None
+        raise NaipError(f"STAC search failed ({first_line(exc)})") from None
 
 
 def item_year(item: Any) -> int | None:
@@ -263,7 +263,7 @@ def read_chip(href: str, fp: Footprint, margin_m: float) -> Chip:
     except NaipError:
         raise
     except Exception as exc:
-        raise NaipError(f"reading {_plain_url(href)} failed ({_first_line(exc)})") from None
+        raise NaipError(f"reading {_plain_url(href)} failed ({first_line(exc)})") from None
 
 
 def write_chip(path: Path, chip: Chip) -> None:
@@ -382,7 +382,7 @@ def fetch(
                 if not meta["covers"]:
                     report.partial.append(image_id)
             except Exception as exc:  # reported per image; the others go on
-                report.failed[image_id] = _first_line(exc)
+                report.failed[image_id] = first_line(exc)
                 log.warning("image %s: %s", image_id, report.failed[image_id])
             bar.update(1)
             bar.set_postfix(ok=len(report.fetched), failed=len(report.failed))
@@ -450,11 +450,6 @@ def _plain_url(href: str) -> str:
     """``href`` without its query (drops signing tokens)."""
     parts = urlsplit(href)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0] if text else type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """First line of an error's message (its type name when it has none); rasterio's
+    "See previous exception" gives way to GDAL's reason."""
+    if exc.__cause__ is not None and "previous exception" in str(exc):
+        exc = exc.__cause__
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class ViperError(Exception):
     """Base class; ``type`` is the name reported in ``Answer.error``."""
 

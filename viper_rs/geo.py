@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from viper_rs.errors import ImageError
+from viper_rs.errors import ImageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class GeoImage:
                     except Exception as exc:  # noqa: BLE001 - GDAL raises several types
                         raise ImageError(
                             f"{p}: the file is damaged or truncated; its pixels could not be "
-                            f"read ({_first_line(exc)})"
+                            f"read ({first_line(exc)})"
                         ) from None
                     interp = [ci.name for ci in ds.colorinterp]
                     descriptions = list(ds.descriptions or [])
@@ -208,9 +208,9 @@ class GeoImage:
         except ImageError:
             raise
         except RasterioIOError as exc:
-            raise ImageError(f"{p}: not a readable image ({_first_line(exc)})") from None
+            raise ImageError(f"{p}: not a readable image ({first_line(exc)})") from None
         except Exception as exc:  # rasterio/GDAL raise many types on corrupt data
-            raise ImageError(f"{p}: could not read pixels ({_first_line(exc)})") from None
+            raise ImageError(f"{p}: could not read pixels ({first_line(exc)})") from None
 
         if colormap is not None:
             lut = np.zeros((256, 4), dtype=np.uint8)
@@ -370,7 +370,7 @@ class GeoImage:
             return np.full(h, a, dtype=np.float64)
         if self.crs.is_geographic:
             return _geodesic_row_areas(self.transform, h, self.crs)
-        factor = _linear_unit_factor(self.crs)
+        factor = linear_unit_factor(self.crs)
         det = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
         scale = _areal_scale(self.crs, self.transform, self.width, h)
         return det * factor * factor / scale
@@ -422,13 +422,6 @@ class GeoImage:
         return float(xs[0]), float(ys[0])
 
 
-def _first_line(exc: BaseException) -> str:
-    """First line of an error; rasterio's "See previous exception" gives GDAL's reason."""
-    if exc.__cause__ is not None and "previous exception" in str(exc):
-        exc = exc.__cause__
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:
     n = len(interp)
     names: list[str | None] = [None] * n
@@ -474,7 +467,8 @@ def _white_point(data: np.ndarray, valid: np.ndarray) -> float:
     return max(hi, 1.0)
 
 
-def _linear_unit_factor(crs) -> float:
+def linear_unit_factor(crs) -> float:
+    """Metres per unit of a projected CRS (ImageError when its units are unknown)."""
     try:
         name, factor = crs.linear_units_factor
         return float(factor)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, ImageError, InputError
+from viper_rs.errors import ConfigError, ImageError, InputError, first_line
 from viper_rs.index.chips import DEFAULT_MIN_VALID, Chip, ChipGrid, plan
 from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_name
 from viper_rs.index.sources import Source, scan
@@ -244,13 +244,12 @@ def connect_ray(address: str, num_cpus: int | None = None, timeout_s: float = 10
     try:
         ray.init(address=address, **kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ""
         if address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
             hint = ("; if the cluster uses Ray's token authentication (the default of "
                     "`ray start`), set RAY_AUTH_MODE=token (the token comes from "
                     "RAY_AUTH_TOKEN or ~/.ray/auth_token)")
-        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}"
+        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first_line(exc)}{hint}"
                           ) from None
     return True
 

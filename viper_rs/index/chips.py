@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 from affine import Affine
 
-from viper_rs.errors import InputError
-from viper_rs.geo import GeoImage
+from viper_rs.errors import ImageError, InputError
+from viper_rs.geo import GeoImage, linear_unit_factor
 from viper_rs.index.sources import Source
 
 #: Chips with fewer valid pixels than this fraction are not indexed (frame margins).
@@ -107,8 +107,8 @@ def _metres_per_unit(crs_wkt: str) -> float:
     if crs.is_geographic:
         return float("nan")
     try:
-        return float(crs.linear_units_factor[1])
-    except Exception:  # noqa: BLE001 - no linear units reported: assume metres
+        return linear_unit_factor(crs)
+    except ImageError:  # no linear units reported: assume metres
         return 1.0
 
 

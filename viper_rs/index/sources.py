@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import InputError
+from viper_rs.errors import InputError, first_line
 from viper_rs.geo import is_remote
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ def describe(uri: str, datetime: str | None = None) -> Source:
     except InputError:
         raise
     except Exception as exc:  # rasterio/GDAL raise many types on corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{uri}: not a readable raster ({first})") from None
+        raise InputError(f"{uri}: not a readable raster ({first_line(exc)})") from None
 
 
 def date_from_name(uri: str) -> str | None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from viper_rs.errors import ConfigError
+from viper_rs.errors import ConfigError, first_line
 from viper_rs.vision.modeling.graft import GraftConfig, GraftPixelModel
 from viper_rs.vision.modeling.keymap import IGNORED_HF_KEYS, hf_to_open_clip, open_clip_to_hf
 
@@ -185,9 +185,7 @@ def _load_with_placeholders(path: Path, first: Exception) -> Any:
 
 
 def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first[:300]
+    return first_line(exc)[:300]
 
 
 def _state_dict_of(obj: Any, path: Path, what: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, InputError
+from viper_rs.errors import ConfigError, InputError, first_line
 from viper_rs.geo import GeoImage
 from viper_rs.vision.build import checkpoint_fingerprint, resolve_device
 from viper_rs.vision.cache import FeatureCache, cache_key
@@ -121,7 +121,7 @@ def _read_state_dict(path: Path) -> Mapping[str, Any]:
     except Exception as exc:  # torch raises many types on corrupt or foreign files
         text = str(exc)
         detail = next((ln.strip() for ln in text.splitlines() if "WeightsUnpickler" in ln),
-                      _first_line(exc))
+                      first_line(exc))
         if "Unsupported global" in detail:
             found = re.search(r"GLOBAL (\S+)", detail)
             raise ConfigError(
@@ -168,7 +168,7 @@ def build_sam(checkpoint: Path | str, device: str | torch.device = "cpu") -> tup
     except Exception as exc:
         raise ConfigError(
             f"SAM checkpoint {path}: segment-anything could not load it as {model_type} "
-            f"({type(exc).__name__}: {_first_line(exc)})"
+            f"({type(exc).__name__}: {first_line(exc)})"
         ) from None
     sam.to(resolve_device(device))
     sam.eval()
@@ -185,7 +185,7 @@ def _load_error(path: Path, model_type: str, keys: set[str], exc: Exception) -> 
     if not missing and not unexpected:
         return ConfigError(
             f"SAM checkpoint {path}: does not fit segment-anything {model_type} "
-            f"({_first_line(exc)})"
+            f"({first_line(exc)})"
         )
     parts = []
     if missing:
@@ -200,11 +200,6 @@ def _load_error(path: Path, model_type: str, keys: set[str], exc: Exception) -> 
 
 def _some(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------- refiner

@@ -184,16 +184,16 @@ def _dummy_rows(start: int, n: int) -> list[dict[str, Any]]:
     """Footprint rows (every ``ChipIndex.add`` key) for ids ``start .. start + n - 1``."""
     import pyarrow as pa
 
-    from viper_rs.index.store import _FOOTPRINT_COLUMNS, _schema
+    from viper_rs.index.store import FOOTPRINT_COLUMNS, table_schema
 
     known = {"source": "/bench/synthetic.tif", "source_name": "synthetic.tif",
              "source_key": "/bench/synthetic.tif", "datetime": None, "crs": "EPSG:32631",
              "width": 128, "height": 128, "west": 2.0, "south": 48.0, "east": 2.001,
              "north": 48.001, "corners": [2.0, 48.001, 2.001, 48.001, 2.001, 48.0, 2.0, 48.0],
              "white_point": 255.0, "valid": 1.0}
-    schema = _schema(8)
+    schema = table_schema(8)
     base: dict[str, Any] = {}
-    for k in _FOOTPRINT_COLUMNS:  # columns added later get a value of their type
+    for k in FOOTPRINT_COLUMNS:  # columns added later get a value of their type
         t = schema.field(k).type
         base[k] = known.get(k, "x" if pa.types.is_string(t) else
                             0.0 if pa.types.is_floating(t) else 0 if pa.types.is_integer(t)

@@ -38,13 +38,14 @@ import numpy as np
 from affine import Affine
 from shapely.geometry import Polygon, box, mapping, shape
 
-from eval.rsvqa_data import RSVQA_TILE_PX, load_images, load_split, tile_transform
-from eval.scoring import lat_from_mercator_y
-from viper_rs.errors import ImageError, first_line
+from eval.rsvqa_data import load_images, load_split, read_question_ids
+from viper_rs.datasets.rsvqa import RSVQA_TILE_PX, lat_from_mercator_y, tile_transform
+from viper_rs.datasets.stac import PLANETARY_COMPUTER_STAC
+from viper_rs.datasets.stac import open_catalog as _open_stac
+from viper_rs.errors import ImageError, InputError, first_line
 
 log = logging.getLogger("eval.naip")
 
-PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
 COLLECTION = "naip"
 #: Context fetched around each footprint (ground metres): enough for --context-m up to this.
 DEFAULT_MARGIN_M = 75.0
@@ -153,26 +154,15 @@ def chip_is_valid(chips_dir: Path, image_id: int, margin_m: float = 0.0) -> bool
 
 
 # ---------------------------------------------------------------------- STAC
-def is_planetary_computer(url: str) -> bool:
-    """Whether ``url`` is the Planetary Computer (its assets need signed URLs)."""
-    return urlsplit(url).hostname == urlsplit(PLANETARY_COMPUTER_STAC).hostname
-
-
 def open_catalog(url: str = PLANETARY_COMPUTER_STAC, timeout: float = 30.0) -> Any:
-    """A pystac-client Client; Planetary Computer items come back with signed asset URLs."""
-    from pystac_client import Client
-
-    modifier = None
-    if is_planetary_computer(url):
-        import planetary_computer
-
-        modifier = planetary_computer.sign_inplace
+    """A pystac-client Client (Planetary Computer items signed); NaipError when the STAC
+    API cannot be reached."""
     try:
-        return Client.open(url, modifier=modifier, timeout=timeout)
-    except Exception as exc:
+        return _open_stac(url, timeout=timeout)
+    except InputError as exc:
         raise NaipError(
-            f"cannot reach the STAC API at {url} ({first_line(exc)}). Fetching NAIP chips "
-            "needs internet access; chips already in the cache are used as they are."
+            f"{exc}. Fetching NAIP chips needs internet access; chips already in the cache "
+            "are used as they are."
         ) from None
 
 
@@ -479,8 +469,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _records_for(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.ids is not None:
-        from eval.rsvqa import read_question_ids
-
         wanted = set(read_question_ids(args.ids))
         seen: dict[int, dict[str, Any]] = {}
         for r in load_split(args.data, args.split):

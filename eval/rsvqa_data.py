@@ -1,21 +1,16 @@
 """RSVQA-HR release layout: ``USGS_split_{split}_{images,questions,answers}.json`` plus
-``Data/{id}.tif`` or ``images/{id}.png``; georeference rebuilt from each image record."""
+``Data/{id}.tif`` or ``images/{id}.png``, opened with the georeference
+:mod:`viper_rs.datasets.rsvqa` rebuilds from each image record; the question ids a run saves."""
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from affine import Affine
-
-from eval.scoring import lat_from_mercator_y
+from viper_rs.datasets.rsvqa import RSVQA_CRS, lat_from_mercator_y, tile_transform
 from viper_rs.errors import ImageError
-
-RSVQA_GSD_M = 0.1524
-RSVQA_TILE_PX = 512
 
 
 @dataclass(frozen=True)
@@ -69,6 +64,15 @@ def load_split(data_dir: Path, split: str) -> list[Record]:
     return out
 
 
+def read_question_ids(path: Path) -> list[int]:
+    """Question ids from a file: a JSON list, or the ``question_ids.json`` a run writes."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    ids = data.get("question_ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"{path}: expected a list of question ids (integers)")
+    return ids
+
+
 def image_path(data_dir: Path, image_id: int) -> Path:
     """``Data/{id}.tif`` (official release) or ``images/{id}.png``."""
     for p in (Path(data_dir) / "Data" / f"{image_id}.tif", Path(data_dir) / "images" / f"{image_id}.png"):
@@ -77,18 +81,9 @@ def image_path(data_dir: Path, image_id: int) -> Path:
     raise ImageError(f"image {image_id} not found under {data_dir}/Data or {data_dir}/images")
 
 
-def tile_transform(record: dict[str, Any]) -> Affine:
-    """EPSG:3857 transform of a tile: 0.1524 m ground pixels are 0.1524*sec(lat) map units."""
-    ulx, uly = float(record["upperleft_map_x"]), float(record["upperleft_map_y"])
-    res_m = float(str(record.get("res_x", RSVQA_GSD_M)).rstrip("m") or RSVQA_GSD_M)
-    lat = lat_from_mercator_y(uly)
-    res = res_m / math.cos(math.radians(lat))
-    return Affine(res, 0.0, ulx, 0.0, -res, uly)
-
-
 def open_tile(data_dir: Path, record: dict[str, Any]):
     """The dataset's own image as a GeoImage in EPSG:3857 with its rebuilt transform."""
     from viper_rs.geo import GeoImage
 
     path = image_path(data_dir, record["id"])
-    return GeoImage.open(path, crs="EPSG:3857", transform=tile_transform(record))
+    return GeoImage.open(path, crs=RSVQA_CRS, transform=tile_transform(record))

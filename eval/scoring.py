@@ -9,6 +9,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from viper_rs.datasets.rsvqa import lat_from_mercator_y  # noqa: F401  (re-exported)
+
 AREA_BUCKETS = (
     "0m2",
     "between 0m2 and 10m2",
@@ -19,12 +21,6 @@ AREA_BUCKETS = (
 #: RSVQA size words in EPSG:3857 square units: small < 100 <= medium < 500 <= large.
 RSVQA_SMALL_MAX = 100.0
 RSVQA_LARGE_MIN = 500.0
-EARTH_RADIUS = 6378137.0
-
-
-def lat_from_mercator_y(y: float) -> float:
-    """Latitude (degrees) of an EPSG:3857 northing."""
-    return math.degrees(math.atan(math.sinh(y / EARTH_RADIUS)))
 
 
 def mercator_area_factor(lat_deg: float) -> float:

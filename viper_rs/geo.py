@@ -132,132 +132,16 @@ class GeoImage:
         maps to 1.0 (chips of one source share the source's). ``path`` may also be a GDAL URL (``https://``,
         ``/vsicurl/``, ``s3://``).
         """
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-        from rasterio.io import DatasetReader
-
-        override_crs, transform_override = crs, transform
-        remote = is_remote(path)
-        p: Any = str(path) if remote else Path(path)
-        if not remote:
-            if not p.exists():
-                raise ImageError(f"{p}: no such file")
-            if p.is_dir():
-                raise ImageError(f"{p}: is a directory, not an image")
-            if p.stat().st_size == 0:
-                raise ImageError(f"{p}: file is empty")
-        if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
-            raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
-        try:
-            # GDAL's fast whole-image PNG decoding returns zeros for a truncated file
-            # without an error; the libpng path reports it.
-            with warnings.catch_warnings(), rasterio.Env(GDAL_PNG_WHOLE_IMAGE_OPTIM="NO"):
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                # rasterio.open takes one driver name; its reader takes a list
-                ds = DatasetReader(p, driver=list(drivers)) if drivers else rasterio.open(p)
-                with ds:
-                    if ds.count == 0 or ds.width == 0 or ds.height == 0:
-                        raise ImageError(f"{p}: image has no bands or no pixels")
-                    win = None
-                    if window is not None:
-                        from rasterio.windows import Window
-
-                        win = Window(*window)
-                        c0, r0, w0, h0 = (int(v) for v in window)
-                        if w0 <= 0 or h0 <= 0 or c0 < 0 or r0 < 0 or c0 + w0 > ds.width \
-                                or r0 + h0 > ds.height:
-                            raise ImageError(
-                                f"{p}: window {window} is outside the {ds.width}x{ds.height} image"
-                            )
-                    width, height = (w0, h0) if win is not None else (ds.width, ds.height)
-                    if width * height > MAX_PIXELS:
-                        raise ImageError(
-                            f"{p}: {width}x{height} px is larger than the "
-                            f"{MAX_PIXELS // 1_000_000} Mpx limit; crop it first"
-                        )
-                    try:
-                        if out_size is not None:
-                            from rasterio.enums import Resampling
-
-                            ow, oh = (max(1, int(v)) for v in out_size)
-                            data = ds.read(window=win, out_shape=(ds.count, oh, ow),
-                                           resampling=Resampling.average)
-                            mask = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
-                        else:
-                            data = ds.read(window=win)
-                            mask = ds.dataset_mask(window=win) > 0
-                    except Exception as exc:  # noqa: BLE001 - GDAL raises several types
-                        raise ImageError(
-                            f"{p}: the file is damaged or truncated; its pixels could not be "
-                            f"read ({first_line(exc)})"
-                        ) from None
-                    interp = [ci.name for ci in ds.colorinterp]
-                    descriptions = list(ds.descriptions or [])
-                    tags = {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}}
-                    crs = ds.crs
-                    transform = ds.transform if win is None else ds.window_transform(win)
-                    if out_size is not None:
-                        transform = transform @ Affine.scale(width / data.shape[2],
-                                                             height / data.shape[1])
-                    colormap = None
-                    if ds.count == 1 and interp and interp[0] == "palette":
-                        try:
-                            colormap = ds.colormap(1)
-                        except ValueError:
-                            colormap = None
-        except ImageError:
-            raise
-        except RasterioIOError as exc:
-            raise ImageError(f"{p}: not a readable image ({first_line(exc)})") from None
-        except Exception as exc:  # rasterio/GDAL raise many types on corrupt data
-            raise ImageError(f"{p}: could not read pixels ({first_line(exc)})") from None
-
-        if colormap is not None:
-            lut = np.zeros((256, 4), dtype=np.uint8)
-            for k, v in colormap.items():
-                if 0 <= k < 256:
-                    lut[k] = v
-            rgba = lut[data[0].clip(0, 255).astype(np.uint8)]
-            data = np.moveaxis(rgba[..., :3], -1, 0)
-            mask &= rgba[..., 3] > 0
-            interp = ["red", "green", "blue"]
-            descriptions = [None, None, None]
-
-        names = parse_bands(bands) if bands is not None else _band_roles(interp, descriptions, tags)
-        if bands is None and "ALPHA" in names and not _looks_like_alpha(data[names.index("ALPHA")]):
-            # GDAL tags the 4th band of 4-band 8-bit TIFFs as alpha; NAIP's is NIR.
-            names[names.index("ALPHA")] = "NIR" if "NIR" not in names else "BAND4"
-        if len(names) != data.shape[0]:
-            raise ImageError(
-                f"{p}: --bands names {len(names)} bands ({','.join(names)}) "
-                f"but the file has {data.shape[0]}"
-            )
-        if "ALPHA" in names:
-            i = names.index("ALPHA")
-            mask &= data[i] > 0
-            data = np.delete(data, i, axis=0)
-            names = [n for n in names if n != "ALPHA"]
-            if not names:
-                raise ImageError(f"{p}: only an alpha band, no image bands")
-        if data.dtype == np.bool_ or data.dtype.kind not in "uif":
-            data = data.astype(np.float32)
-        if crs is None and override_crs is not None:
-            if transform_override is None:
-                raise ImageError(f"{p}: a CRS override needs a transform too")
-            import rasterio.crs
-
-            crs = rasterio.crs.CRS.from_user_input(override_crs)
-            transform = transform_override
-        georeferenced = crs is not None
-        if not georeferenced:
-            transform = Affine.identity() if gsd is None else Affine(gsd, 0, 0, 0, -gsd, 0)
-        elif gsd is not None:
-            log.info("%s has a CRS; its transform defines pixel size (--gsd %s ignored)", p, gsd)
-            gsd = None
+        p = _checked_source(path, gsd)
+        raster = _read_raster(p, drivers, window, out_size)
+        if raster.colormap is not None:
+            _expand_palette(raster)
+        data, mask, names = _image_bands(p, raster, bands)
+        image_crs, image_transform, gsd = _georeference(p, raster, crs, transform, gsd)
         if not mask.any():
             raise ImageError(f"{p}: every pixel is nodata")
         return cls(
-            data=data, band_names=names, transform=transform, crs=crs, valid=mask,
+            data=data, band_names=names, transform=image_transform, crs=image_crs, valid=mask,
             gsd=gsd, path=str(p), white_point=white_point,
         )
 
@@ -420,6 +304,207 @@ class GeoImage:
         x, y = self.pixel_to_crs(col, row)
         xs, ys = warp(self.crs, "EPSG:4326", [x], [y])
         return float(xs[0]), float(ys[0])
+
+
+# ---------------------------------------------------------------------- reading files
+@dataclass
+class _Raster:
+    """What :meth:`GeoImage.open` reads from a file, before band roles and georeference."""
+
+    data: np.ndarray  # bands x H x W as stored
+    mask: np.ndarray  # GDAL's dataset mask: True where valid
+    interp: list[str]  # colour interpretation per band
+    descriptions: list  # band descriptions (may hold None)
+    tags: dict  # dataset tags and per-band tags ("band1"...)
+    crs: Any  # the file's CRS (None when it has none)
+    transform: Affine  # the file's (or window's) transform
+    colormap: dict | None  # colour table of a single palette band
+
+
+def _checked_source(path: str | Path, gsd: float | None) -> Any:
+    """``path`` as a URL string or an existing, non-empty local file; ImageError when the
+    file or ``gsd`` is unusable."""
+    remote = is_remote(path)
+    p: Any = str(path) if remote else Path(path)
+    if not remote:
+        if not p.exists():
+            raise ImageError(f"{p}: no such file")
+        if p.is_dir():
+            raise ImageError(f"{p}: is a directory, not an image")
+        if p.stat().st_size == 0:
+            raise ImageError(f"{p}: file is empty")
+    if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
+        raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
+    return p
+
+
+def _read_raster(
+    p: Any, drivers: tuple[str, ...] | None, window: tuple[int, int, int, int] | None,
+    out_size: tuple[int, int] | None,
+) -> _Raster:
+    """Pixels, mask, band metadata and georeference of a file through GDAL (GeoTIFF, PNG,
+    JPEG...); every failure becomes an ImageError."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+    from rasterio.io import DatasetReader
+
+    try:
+        # GDAL's fast whole-image PNG decoding returns zeros for a truncated file
+        # without an error; the libpng path reports it.
+        with warnings.catch_warnings(), rasterio.Env(GDAL_PNG_WHOLE_IMAGE_OPTIM="NO"):
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            # rasterio.open takes one driver name; its reader takes a list
+            ds = DatasetReader(p, driver=list(drivers)) if drivers else rasterio.open(p)
+            with ds:
+                return _read_dataset(p, ds, window, out_size)
+    except ImageError:
+        raise
+    except RasterioIOError as exc:
+        raise ImageError(f"{p}: not a readable image ({first_line(exc)})") from None
+    except Exception as exc:  # rasterio/GDAL raise many types on corrupt data
+        raise ImageError(f"{p}: could not read pixels ({first_line(exc)})") from None
+
+
+def _read_dataset(
+    p: Any, ds: Any, window: tuple[int, int, int, int] | None,
+    out_size: tuple[int, int] | None,
+) -> _Raster:
+    """Read one open rasterio dataset (or its ``window``, averaged to ``out_size``)."""
+    if ds.count == 0 or ds.width == 0 or ds.height == 0:
+        raise ImageError(f"{p}: image has no bands or no pixels")
+    win, width, height = _checked_window(p, ds, window)
+    data, mask = _read_pixels(p, ds, win, out_size)
+    interp = [ci.name for ci in ds.colorinterp]
+    descriptions = list(ds.descriptions or [])
+    tags = {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}}
+    transform = ds.transform if win is None else ds.window_transform(win)
+    if out_size is not None:
+        transform = transform @ Affine.scale(width / data.shape[2],
+                                             height / data.shape[1])
+    colormap = None
+    if ds.count == 1 and interp and interp[0] == "palette":
+        try:
+            colormap = ds.colormap(1)
+        except ValueError:
+            colormap = None
+    return _Raster(data=data, mask=mask, interp=interp, descriptions=descriptions, tags=tags,
+                   crs=ds.crs, transform=transform, colormap=colormap)
+
+
+def _checked_window(
+    p: Any, ds: Any, window: tuple[int, int, int, int] | None
+) -> tuple[Any, int, int]:
+    """(rasterio Window or None, width, height) of what will be read; ImageError when the
+    window leaves the image or the read is over :data:`MAX_PIXELS`."""
+    win = None
+    if window is not None:
+        from rasterio.windows import Window
+
+        win = Window(*window)
+        c0, r0, w0, h0 = (int(v) for v in window)
+        if w0 <= 0 or h0 <= 0 or c0 < 0 or r0 < 0 or c0 + w0 > ds.width \
+                or r0 + h0 > ds.height:
+            raise ImageError(
+                f"{p}: window {window} is outside the {ds.width}x{ds.height} image"
+            )
+    width, height = (w0, h0) if win is not None else (ds.width, ds.height)
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{p}: {width}x{height} px is larger than the "
+            f"{MAX_PIXELS // 1_000_000} Mpx limit; crop it first"
+        )
+    return win, width, height
+
+
+def _read_pixels(
+    p: Any, ds: Any, win: Any, out_size: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, GDAL's validity mask) of ``win`` (None: the whole image), averaged to
+    ``out_size`` when given; ImageError when they cannot be decoded."""
+    try:
+        if out_size is not None:
+            from rasterio.enums import Resampling
+
+            ow, oh = (max(1, int(v)) for v in out_size)
+            data = ds.read(window=win, out_shape=(ds.count, oh, ow),
+                           resampling=Resampling.average)
+            mask = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
+        else:
+            data = ds.read(window=win)
+            mask = ds.dataset_mask(window=win) > 0
+    except Exception as exc:  # noqa: BLE001 - GDAL raises several types
+        raise ImageError(
+            f"{p}: the file is damaged or truncated; its pixels could not be "
+            f"read ({first_line(exc)})"
+        ) from None
+    return data, mask
+
+
+def _expand_palette(raster: _Raster) -> None:
+    """Replace a palette band (paletted PNG, GIF, TIFF) by its R,G,B colours, transparent
+    entries made nodata (in place)."""
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for k, v in raster.colormap.items():
+        if 0 <= k < 256:
+            lut[k] = v
+    rgba = lut[raster.data[0].clip(0, 255).astype(np.uint8)]
+    raster.data = np.moveaxis(rgba[..., :3], -1, 0)
+    raster.mask &= rgba[..., 3] > 0
+    raster.interp = ["red", "green", "blue"]
+    raster.descriptions = [None, None, None]
+
+
+def _image_bands(
+    p: Any, raster: _Raster, bands: str | list[str] | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(pixels, validity mask, band roles): roles from ``bands`` or the file's metadata,
+    an alpha band folded into the mask, non-numeric pixels as float32."""
+    data, mask = raster.data, raster.mask
+    if bands is not None:
+        names = parse_bands(bands)
+    else:
+        names = _band_roles(raster.interp, raster.descriptions, raster.tags)
+    if bands is None and "ALPHA" in names and not _looks_like_alpha(data[names.index("ALPHA")]):
+        # GDAL tags the 4th band of 4-band 8-bit TIFFs as alpha; NAIP's is NIR.
+        names[names.index("ALPHA")] = "NIR" if "NIR" not in names else "BAND4"
+    if len(names) != data.shape[0]:
+        raise ImageError(
+            f"{p}: --bands names {len(names)} bands ({','.join(names)}) "
+            f"but the file has {data.shape[0]}"
+        )
+    if "ALPHA" in names:
+        i = names.index("ALPHA")
+        mask &= data[i] > 0
+        data = np.delete(data, i, axis=0)
+        names = [n for n in names if n != "ALPHA"]
+        if not names:
+            raise ImageError(f"{p}: only an alpha band, no image bands")
+    if data.dtype == np.bool_ or data.dtype.kind not in "uif":
+        data = data.astype(np.float32)
+    return data, mask, names
+
+
+def _georeference(
+    p: Any, raster: _Raster, override_crs: object | None,
+    transform_override: Affine | None, gsd: float | None,
+) -> tuple[Any, Affine, float | None]:
+    """(CRS, transform, gsd) of a read file: its own CRS, else the override CRS and
+    transform, else a plain pixel grid of ``gsd`` metres (or 1 unit)."""
+    crs, transform = raster.crs, raster.transform
+    if crs is None and override_crs is not None:
+        if transform_override is None:
+            raise ImageError(f"{p}: a CRS override needs a transform too")
+        import rasterio.crs
+
+        crs = rasterio.crs.CRS.from_user_input(override_crs)
+        transform = transform_override
+    georeferenced = crs is not None
+    if not georeferenced:
+        transform = Affine.identity() if gsd is None else Affine(gsd, 0, 0, 0, -gsd, 0)
+    elif gsd is not None:
+        log.info("%s has a CRS; its transform defines pixel size (--gsd %s ignored)", p, gsd)
+        gsd = None
+    return crs, transform, gsd
 
 
 def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:

@@ -199,7 +199,7 @@ def stac_sources(url: str, collection: str | None, bbox: Sequence[float] | None,
     ``asset`` names the asset key; by default the first of ``image``, ``visual``, ``data``
     present, else the first GeoTIFF asset. Planetary Computer hrefs are signed.
     """
-    from eval.naip import open_catalog
+    from viper_rs.datasets.stac import open_catalog
 
     try:
         client = open_catalog(url, timeout=timeout)

@@ -94,7 +94,8 @@ class Hit:
         return d
 
 
-def _schema(dim: int) -> Any:
+def table_schema(dim: int) -> Any:
+    """The pyarrow schema of the chips table: footprint columns and ``dim``-d vectors."""
     import pyarrow as pa
 
     return pa.schema([
@@ -120,9 +121,10 @@ def _schema(dim: int) -> Any:
     ])
 
 
-_FOOTPRINT_COLUMNS = ("id", "source", "source_name", "source_key", "fingerprint", "datetime", "crs", "col", "row", "width",
-                      "height", "west", "south", "east", "north", "corners", "white_point",
-                      "valid")
+#: The chips table's columns other than the vector: what ``ChipIndex.add`` takes per row.
+FOOTPRINT_COLUMNS = ("id", "source", "source_name", "source_key", "fingerprint", "datetime",
+                     "crs", "col", "row", "width", "height", "west", "south", "east", "north",
+                     "corners", "white_point", "valid")
 
 
 class ChipIndex:
@@ -180,7 +182,7 @@ class ChipIndex:
             raise InputError(f"{p}: folder exists and is not a viper-rs index; choose a new --out")
         p.mkdir(parents=True, exist_ok=True)
         db = lancedb.connect(str(p))
-        db.create_table(TABLE, schema=_schema(meta.dim), mode="overwrite")
+        db.create_table(TABLE, schema=table_schema(meta.dim), mode="overwrite")
         import pyarrow as pa
 
         db.create_table(SKIPPED, schema=pa.schema([pa.field("id", pa.string()),
@@ -208,7 +210,7 @@ class ChipIndex:
         return ids
 
     def add(self, rows: Sequence[dict[str, Any]], vectors: np.ndarray) -> None:
-        """Append chips (footprint dicts with the :data:`_FOOTPRINT_COLUMNS` keys)."""
+        """Append chips (footprint dicts with the :data:`FOOTPRINT_COLUMNS` keys)."""
         import pyarrow as pa
 
         if not rows:
@@ -217,10 +219,10 @@ class ChipIndex:
         if vectors.shape != (len(rows), self.meta.dim):
             raise ValueError(f"vectors {vectors.shape} do not match {len(rows)} rows of "
                              f"dim {self.meta.dim}")
-        cols: dict[str, Any] = {k: [r[k] for r in rows] for k in _FOOTPRINT_COLUMNS}
+        cols: dict[str, Any] = {k: [r[k] for r in rows] for k in FOOTPRINT_COLUMNS}
         cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
                                                            self.meta.dim)
-        schema = _schema(self.meta.dim)
+        schema = table_schema(self.meta.dim)
         self.table.add(pa.table({f.name: cols[f.name] for f in schema}, schema=schema))
 
     def add_skipped(self, items: Iterable[tuple[str, str]]) -> None:
@@ -292,7 +294,7 @@ class ChipIndex:
             q = q.bypass_vector_index()
         else:
             q = q.nprobes(nprobes).refine_factor(refine)
-        rows = q.select([*_FOOTPRINT_COLUMNS, "_distance"]).to_arrow().to_pylist()
+        rows = q.select([*FOOTPRINT_COLUMNS, "_distance"]).to_arrow().to_pylist()
         for r in rows:  # LanceDB's dot distance is 1 - dot, exact (brute force or refined)
             r["score"] = 1.0 - float(r["_distance"])
         rows.sort(key=lambda r: -r["score"])
@@ -302,7 +304,7 @@ class ChipIndex:
         self, batch_rows: int = 65_536, bbox: tuple[float, float, float, float] | None = None,
     ) -> Iterable[tuple[Any, np.ndarray]]:
         """Every chip (intersecting ``bbox``) as (pyarrow footprint batch, (n, dim) vectors)."""
-        for batch in _scan(self.table, [*_FOOTPRINT_COLUMNS, "vector"], batch_rows,
+        for batch in _scan(self.table, [*FOOTPRINT_COLUMNS, "vector"], batch_rows,
                            where=bbox_filter(bbox) if bbox else None):
             if not len(batch):
                 continue

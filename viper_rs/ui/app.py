@@ -16,7 +16,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import InputError
 from viper_rs.ui.catalog import IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
-from viper_rs.ui.region import (
+from viper_rs.ui.search import (
     DEFAULT_CHIP_M,
     EMPTY_MAP,
     MAP_LISTENER,
@@ -53,10 +53,6 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
     import gradio as gr
 
     defaults = defaults or Options()
-    base = controller.settings
-    catalog = controller.catalog
-    first = catalog.default_key
-
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"## {TITLE}\nPick an image (a demo scene is ready) or upload a GeoTIFF, "
                     "PNG or JPEG, then type a question and press Enter. *Region search* "
@@ -64,132 +60,188 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
         with gr.Tabs(selected=CHAT_TAB) as tabs:
             with gr.Tab("Chat", id=CHAT_TAB, elem_id="chat-tab"):
                 with gr.Row(equal_height=False):
-                    with gr.Column(scale=5):
-                        with gr.Row():
-                            picker = gr.Dropdown(catalog.keys, value=first, label="Image",
-                                                 scale=4, elem_id="image-picker")
-                            gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
-                                             placeholder="e.g. 0.3",
-                                             info="for images without georeference")
-                        first_view, first_info, _ = _show(controller, first, None)
-                        image_info = gr.Markdown(first_info, elem_id="image-info")
-                        shown = gr.AnnotatedImage(first_view, label="Regions",
-                                                  elem_id="answer-overlay", height=520,
-                                                  buttons=["fullscreen"])
-                        upload = gr.File(label="Upload an image",
-                                         file_types=list(IMAGE_SUFFIXES), elem_id="upload",
-                                         height=110)
-                    with gr.Column(scale=4):
-                        chat = gr.Chatbot(
-                            _welcome(catalog), label="Chat", height=560, elem_id="chat",
-                            feedback_options=None, buttons=["copy"],
-                            group_consecutive_messages=False,
-                        )
-                        box = gr.Textbox(placeholder="Ask about the image and press Enter",
-                                         show_label=False, elem_id="question", submit_btn=True,
-                                         max_length=None, autofocus=True)
-                        gr.Examples(EXAMPLES, inputs=box, label="Examples")
-                        clear = gr.Button("Clear chat", size="sm")
-                table = gr.Dataframe(_frame([]),
-                                     label="Regions (areas are true ground areas)",
-                                     interactive=False, elem_id="regions", max_height=320)
-                files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), "
-                                "answer JSON", file_count="multiple", interactive=False,
-                                elem_id="evidence")
-                with gr.Accordion("Program and trace", open=False, elem_id="program-trace"):
-                    program = gr.Code(language="python", label="Program", interactive=False)
-                    trace = gr.JSON(label="Trace: every tool call with its result and timings")
-                with gr.Accordion("Settings", open=False, elem_id="settings"):
-                    with gr.Row():
-                        detector = gr.Dropdown(
-                            DETECTORS, value=defaults.detector, label="Detector",
-                            elem_id="detector", info="auto: GRAFT, then CLIP, when weights are "
-                            "found, else spectral; oracle: demo scenes' ground truth")
-                        planner = gr.Dropdown(
-                            PLANNERS, value=defaults.planner, label="Planner",
-                            info="rules: offline grammar; llm: an OpenAI-compatible endpoint; "
-                            "auto: llm when configured, else rules")
-                        sam = gr.Checkbox(defaults.sam, label="SAM refinement (when its weights "
-                                          "are found)")
-                    with gr.Row():
-                        llm_url = gr.Textbox(defaults.llm_base_url or (base.llm_base_url or ""),
-                                             label="LLM endpoint (base URL)",
-                                             placeholder="e.g. http://localhost:11434/v1")
-                        llm_model = gr.Textbox(defaults.llm_model or (base.llm_model or ""),
-                                               label="LLM model", placeholder="e.g. gpt-4o-mini")
-                        llm_key = gr.Textbox("", label="API key (kept in memory only)",
-                                             type="password",
-                                             placeholder="falls back to OPENAI_API_KEY")
-                    with gr.Row():
-                        threshold = gr.Textbox(_text(defaults.score_threshold),
-                                               label="Score threshold",
-                                               placeholder="calibrated per concept",
-                                               info="0-1; blank: calibrated per concept")
-                        min_region = gr.Number(_first(defaults.min_region_m2, base.min_region_m2),
-                                               label="Smallest region (m2)", minimum=0)
-                        next_to = gr.Number(_first(defaults.next_to_m, base.next_to_m),
-                                            label="'next to' distance (m)", minimum=0)
-                        small = gr.Number(_first(defaults.small_max_m2, base.small_max_m2),
-                                          label="small < (m2)", minimum=0)
-                        large = gr.Number(_first(defaults.large_min_m2, base.large_min_m2),
-                                          label="large ≥ (m2)", minimum=0)
-                    weights = gr.Markdown(weights_markdown(base), elem_id="weights")
-                    recheck = gr.Button("Check weights again", size="sm")
+                    image = _image_panel(controller)
+                    chat = _chat_panel(controller.catalog)
+                evidence = _evidence_panel()
+                settings = _settings_panel(controller.settings, defaults)
             with gr.Tab("Region search", id=REGION_TAB, elem_id="region-search"):
                 region = _region_tab(controller)
-        option_inputs = [detector, planner, llm_url, llm_model, llm_key, threshold, min_region,
-                         next_to, small, large, sam]
-
-        def on_pick(key: str, gsd_value: str | None, history: list) -> tuple:
-            view, info, error = _show(controller, key, gsd_value)
-            return view, info, _frame([]), None, _say(history, error) if error else history
-
-        def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
-            if not path:
-                return gr.skip(), gr.skip(), gr.skip(), history, None
-            try:
-                gsd_m = _gsd(gsd_value)
-            except InputError as exc:
-                history = _say(history, escape_markdown(str(exc)))
-                return gr.skip(), gr.skip(), gr.skip(), history, None
-            key, message = controller.load_upload(path, gsd_m)
-            history = _say(history, message)
-            if key is None:
-                return gr.skip(), gr.skip(), gr.skip(), history, None
-            view, info, _ = _show(controller, key, gsd_m)
-            return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
-
-        def on_ask(question: str, history: list, key: str, gsd_value: float | None,
-                   *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
-            question = (question or "").strip()
-            history = list(history or [])
-            if question:
-                history.append({"role": "user", "content": escape_markdown(question)})
-            yield (history + [{"role": "assistant", "content": "Working on it…"}], "",
-                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
-            try:
-                options, gsd_m = _options(values), _gsd(gsd_value)
-            except InputError as exc:
-                turn = Turn(f"Settings problem: {escape_markdown(str(exc))}")
-            else:
-                turn = controller.ask(key, question, options, gsd_m,
-                                      progress=lambda f, what: progress(f, desc=what))
-            history.extend(_messages(turn))
-            yield (history, "", turn.overlay if turn.overlay is not None else gr.skip(),
-                   _frame(turn.rows), turn.files or None, turn.program,
-                   turn.trace if turn.answer is not None else None)
-
-        picker.change(on_pick, [picker, gsd, chat], [shown, image_info, table, files, chat])
-        gsd.submit(on_pick, [picker, gsd, chat], [shown, image_info, table, files, chat])
-        gsd.blur(on_pick, [picker, gsd, chat], [shown, image_info, table, files, chat])
-        upload.upload(on_upload, [upload, gsd, chat], [picker, shown, image_info, chat, upload])
-        ask_outputs = [chat, box, shown, table, files, program, trace]
-        box.submit(on_ask, [box, chat, picker, gsd, *option_inputs], ask_outputs,
-                   concurrency_limit=1, show_progress="minimal")
-        clear.click(lambda: (_welcome(catalog), None, _frame([])), None, [chat, files, table])
-        recheck.click(lambda: weights_markdown(controller.settings), None, weights)
-        _wire_region(controller, region, tabs, picker, chat)
+        _wire_chat(controller, image, chat, evidence, settings)
+        _wire_region(controller, region, tabs, image.picker, chat.chat)
     return app
+
+
+# ---------------------------------------------------------------------- chat tab
+def _image_panel(controller: Controller) -> SimpleNamespace:
+    """The image column (picker, GSD, info line, overlay, upload) in a namespace."""
+    import gradio as gr
+
+    catalog = controller.catalog
+    first = catalog.default_key
+    ui = SimpleNamespace()
+    with gr.Column(scale=5):
+        with gr.Row():
+            ui.picker = gr.Dropdown(catalog.keys, value=first, label="Image",
+                                    scale=4, elem_id="image-picker")
+            ui.gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
+                                placeholder="e.g. 0.3",
+                                info="for images without georeference")
+        first_view, first_info, _ = _show(controller, first, None)
+        ui.info = gr.Markdown(first_info, elem_id="image-info")
+        ui.shown = gr.AnnotatedImage(first_view, label="Regions",
+                                     elem_id="answer-overlay", height=520,
+                                     buttons=["fullscreen"])
+        ui.upload = gr.File(label="Upload an image",
+                            file_types=list(IMAGE_SUFFIXES), elem_id="upload",
+                            height=110)
+    return ui
+
+
+def _chat_panel(catalog: Catalog) -> SimpleNamespace:
+    """The chat column (conversation, question box, examples, clear button)."""
+    import gradio as gr
+
+    ui = SimpleNamespace()
+    with gr.Column(scale=4):
+        ui.chat = gr.Chatbot(
+            _welcome(catalog), label="Chat", height=560, elem_id="chat",
+            feedback_options=None, buttons=["copy"],
+            group_consecutive_messages=False,
+        )
+        ui.box = gr.Textbox(placeholder="Ask about the image and press Enter",
+                            show_label=False, elem_id="question", submit_btn=True,
+                            max_length=None, autofocus=True)
+        gr.Examples(EXAMPLES, inputs=ui.box, label="Examples")
+        ui.clear = gr.Button("Clear chat", size="sm")
+    return ui
+
+
+def _evidence_panel() -> SimpleNamespace:
+    """An answer's evidence: regions table, downloads, program and trace."""
+    import gradio as gr
+
+    ui = SimpleNamespace()
+    ui.table = gr.Dataframe(_frame([]),
+                            label="Regions (areas are true ground areas)",
+                            interactive=False, elem_id="regions", max_height=320)
+    ui.files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), "
+                       "answer JSON", file_count="multiple", interactive=False,
+                       elem_id="evidence")
+    with gr.Accordion("Program and trace", open=False, elem_id="program-trace"):
+        ui.program = gr.Code(language="python", label="Program", interactive=False)
+        ui.trace = gr.JSON(label="Trace: every tool call with its result and timings")
+    return ui
+
+
+def _settings_panel(base: Settings, defaults: Options) -> SimpleNamespace:
+    """The settings accordion: detector, planner, LLM endpoint, thresholds, weights;
+    ``options`` lists the fields :func:`_options` reads, in its order."""
+    import gradio as gr
+
+    ui = SimpleNamespace()
+    with gr.Accordion("Settings", open=False, elem_id="settings"):
+        with gr.Row():
+            detector = gr.Dropdown(
+                DETECTORS, value=defaults.detector, label="Detector",
+                elem_id="detector", info="auto: GRAFT, then CLIP, when weights are "
+                "found, else spectral; oracle: demo scenes' ground truth")
+            planner = gr.Dropdown(
+                PLANNERS, value=defaults.planner, label="Planner",
+                info="rules: offline grammar; llm: an OpenAI-compatible endpoint; "
+                "auto: llm when configured, else rules")
+            sam = gr.Checkbox(defaults.sam, label="SAM refinement (when its weights "
+                              "are found)")
+        with gr.Row():
+            llm_url = gr.Textbox(defaults.llm_base_url or (base.llm_base_url or ""),
+                                 label="LLM endpoint (base URL)",
+                                 placeholder="e.g. http://localhost:11434/v1")
+            llm_model = gr.Textbox(defaults.llm_model or (base.llm_model or ""),
+                                   label="LLM model", placeholder="e.g. gpt-4o-mini")
+            llm_key = gr.Textbox("", label="API key (kept in memory only)",
+                                 type="password",
+                                 placeholder="falls back to OPENAI_API_KEY")
+        with gr.Row():
+            threshold = gr.Textbox(_text(defaults.score_threshold),
+                                   label="Score threshold",
+                                   placeholder="calibrated per concept",
+                                   info="0-1; blank: calibrated per concept")
+            min_region = gr.Number(_first(defaults.min_region_m2, base.min_region_m2),
+                                   label="Smallest region (m2)", minimum=0)
+            next_to = gr.Number(_first(defaults.next_to_m, base.next_to_m),
+                                label="'next to' distance (m)", minimum=0)
+            small = gr.Number(_first(defaults.small_max_m2, base.small_max_m2),
+                              label="small < (m2)", minimum=0)
+            large = gr.Number(_first(defaults.large_min_m2, base.large_min_m2),
+                              label="large ≥ (m2)", minimum=0)
+        ui.weights = gr.Markdown(weights_markdown(base), elem_id="weights")
+        ui.recheck = gr.Button("Check weights again", size="sm")
+    ui.options = [detector, planner, llm_url, llm_model, llm_key, threshold, min_region,
+                  next_to, small, large, sam]
+    return ui
+
+
+def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNamespace,
+               evidence: SimpleNamespace, settings: SimpleNamespace) -> None:
+    """Events of the Chat tab: picking or uploading an image, asking, clearing, and
+    checking the weights again."""
+    import gradio as gr
+
+    catalog = controller.catalog
+
+    def on_pick(key: str, gsd_value: str | None, history: list) -> tuple:
+        view, info, error = _show(controller, key, gsd_value)
+        return view, info, _frame([]), None, _say(history, error) if error else history
+
+    def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
+        if not path:
+            return gr.skip(), gr.skip(), gr.skip(), history, None
+        try:
+            gsd_m = _gsd(gsd_value)
+        except InputError as exc:
+            history = _say(history, escape_markdown(str(exc)))
+            return gr.skip(), gr.skip(), gr.skip(), history, None
+        key, message = controller.load_upload(path, gsd_m)
+        history = _say(history, message)
+        if key is None:
+            return gr.skip(), gr.skip(), gr.skip(), history, None
+        view, info, _ = _show(controller, key, gsd_m)
+        return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
+
+    def on_ask(question: str, history: list, key: str, gsd_value: float | None,
+               *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+        question = (question or "").strip()
+        history = list(history or [])
+        if question:
+            history.append({"role": "user", "content": escape_markdown(question)})
+        yield (history + [{"role": "assistant", "content": "Working on it…"}], "",
+               gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        try:
+            options, gsd_m = _options(values), _gsd(gsd_value)
+        except InputError as exc:
+            turn = Turn(f"Settings problem: {escape_markdown(str(exc))}")
+        else:
+            turn = controller.ask(key, question, options, gsd_m,
+                                  progress=lambda f, what: progress(f, desc=what))
+        history.extend(_messages(turn))
+        yield (history, "", turn.overlay if turn.overlay is not None else gr.skip(),
+               _frame(turn.rows), turn.files or None, turn.program,
+               turn.trace if turn.answer is not None else None)
+
+    picker, gsd, upload, shown = image.picker, image.gsd, image.upload, image.shown
+    table, files = evidence.table, evidence.files
+    picked = [shown, image.info, table, files, chat.chat]
+    picker.change(on_pick, [picker, gsd, chat.chat], picked)
+    gsd.submit(on_pick, [picker, gsd, chat.chat], picked)
+    gsd.blur(on_pick, [picker, gsd, chat.chat], picked)
+    upload.upload(on_upload, [upload, gsd, chat.chat],
+                  [picker, shown, image.info, chat.chat, upload])
+    ask_outputs = [chat.chat, chat.box, shown, table, files, evidence.program, evidence.trace]
+    chat.box.submit(on_ask, [chat.box, chat.chat, picker, gsd, *settings.options], ask_outputs,
+                    concurrency_limit=1, show_progress="minimal")
+    chat.clear.click(lambda: (_welcome(catalog), None, _frame([])), None,
+                     [chat.chat, files, table])
+    settings.recheck.click(lambda: weights_markdown(controller.settings), None,
+                           settings.weights)
 
 
 # ---------------------------------------------------------------------- region search

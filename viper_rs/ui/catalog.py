@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from viper_rs.datasets.rsvqa import RSVQA_CRS, find_image_record, tile_transform
 from viper_rs.errors import ImageError
 from viper_rs.geo import GeoImage
 
@@ -108,11 +108,9 @@ class Catalog:
                 continue
             key = f"{folder.name}/{path.relative_to(folder).as_posix()}"
             entry = ImageEntry(key=key, kind="folder", path=path)
-            record = _rsvqa_record(path, rsvqa)
+            record = find_image_record(path, rsvqa)
             if record is not None:
-                from eval.rsvqa_data import tile_transform
-
-                entry.crs, entry.transform = "EPSG:3857", tile_transform(record)
+                entry.crs, entry.transform = RSVQA_CRS, tile_transform(record)
             self.entries[key] = entry
             listed += 1
 
@@ -255,22 +253,3 @@ def _band_count(path: Path) -> int | None:
     except Exception as exc:  # noqa: BLE001 - unreadable files are skipped, not fatal
         log.info("skipping %s: %s", path, exc)
         return None
-
-
-def _rsvqa_record(path: Path, memo: dict[Path, dict[int, dict]]) -> dict | None:
-    """The RSVQA-HR image record of ``.../images/{id}.png`` or ``.../Data/{id}.tif``."""
-    if path.parent.name not in ("images", "Data") or not path.stem.isdigit():
-        return None
-    root = path.parent.parent
-    if root not in memo:
-        records: dict[int, dict] = {}
-        for index in sorted(root.glob("USGS_split_*_images.json")):
-            try:
-                data = json.loads(index.read_text(encoding="utf-8"))
-                for r in data.get("images", []):
-                    if "upperleft_map_x" in r and "upperleft_map_y" in r:
-                        records[int(r["id"])] = r
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                log.info("ignoring %s: %s", index, exc)
-        memo[root] = records
-    return memo[root].get(int(path.stem))

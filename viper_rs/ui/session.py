@@ -29,7 +29,7 @@ from viper_rs.ui.evidence import (
     region_rows,
     write_evidence,
 )
-from viper_rs.ui.region import RegionSearch, RegionView
+from viper_rs.ui.search import RegionSearch, SearchView
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class Controller:
 
     # ------------------------------------------------------------------ region search
     def search_region(self, query: str, k: int = 10,
-                      progress: Progress | None = None) -> RegionView:
+                      progress: Progress | None = None) -> SearchView:
         """The best chips for ``query`` (building the index first if needed), with the hits'
         GeoJSON written for download; failures come back as a message."""
         view = self.region.search(query, k, progress)

@@ -60,7 +60,7 @@ Progress = Callable[[float, str], None]
 
 
 @dataclass
-class RegionView:
+class SearchView:
     """Everything the Region search tab shows for one search (or a message on failure)."""
 
     message: str
@@ -193,14 +193,14 @@ class RegionSearch:
                 self._searcher = Searcher(self.path, self.settings)
             return self._searcher
 
-    def search(self, query: str, k: int = 10, progress: Progress | None = None) -> RegionView:
+    def search(self, query: str, k: int = 10, progress: Progress | None = None) -> SearchView:
         """The ``k`` best chips for ``query`` on a map and in a table; building the index
         first when it does not exist. Every failure becomes a message."""
         query = " ".join(_CONTROL.sub(" ", str(query or "")).split())
         if not query:
-            return RegionView("Type what to look for, e.g. *water*, *trees* or *buildings*.")
+            return SearchView("Type what to look for, e.g. *water*, *trees* or *buildings*.")
         if len(query) > MAX_QUERY_CHARS:
-            return RegionView(f"That query is {len(query):,} characters long; the limit is "
+            return SearchView(f"That query is {len(query):,} characters long; the limit is "
                               f"{MAX_QUERY_CHARS}. Type a short concept such as *water*.")
         try:
             k = int(k)
@@ -217,13 +217,13 @@ class RegionSearch:
             step(0.9, "Drawing the map")
             thumbs = thumbnails(result.hits)
         except ViperError as exc:
-            return RegionView(built + _error_message(exc))
+            return SearchView(built + _error_message(exc))
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
             log.exception("region search for %r failed", query)
-            return RegionView(f"{built}Internal error ({type(exc).__name__}): "
+            return SearchView(f"{built}Internal error ({type(exc).__name__}): "
                               f"{escape_markdown(str(exc))}. The app is still running; the "
                               "details are in its log.")
-        return RegionView(
+        return SearchView(
             message=built + _result_message(result), hits=list(result.hits),
             map_html=map_html(result.hits, thumbs), rows=result_rows(result.hits),
             geojson=result.geojson(),

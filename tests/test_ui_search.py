@@ -20,7 +20,7 @@ from viper_rs.config import Settings
 from viper_rs.index import Hit
 from viper_rs.synthetic import WATER, make_scene
 from viper_rs.ui import app as ui
-from viper_rs.ui import region as rs
+from viper_rs.ui import search as rs
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.session import Controller, Options
 

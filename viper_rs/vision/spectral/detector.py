@@ -1,0 +1,145 @@
+"""SpectralDetector: answers concept queries from the cached class maps of each image."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import replace
+
+import numpy as np
+
+from viper_rs.config import Settings
+from viper_rs.geo import GeoImage
+from viper_rs.regions import Region
+from viper_rs.vision.base import ScoreMap
+from viper_rs.vision.components import regions_from_score_map
+from viper_rs.vision.concepts import resolve_concept
+from viper_rs.vision.spectral.landcover import NODATA
+from viper_rs.vision.spectral.maps import ClassMaps, compute_class_maps
+from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
+
+#: The package's logger (as before the split into modules).
+log = logging.getLogger(__package__)
+
+
+def _attach_polygons(image: GeoImage, regions: list[Region]) -> None:
+    """Set every region's polygon (image CRS) with one vectorisation pass for all."""
+    if not regions:
+        return
+    from rasterio.features import shapes
+    from shapely.geometry import MultiPolygon, shape
+
+    labels = np.zeros(image.shape, dtype=np.int32)
+    for i, region in enumerate(regions, start=1):
+        r0, c0 = region.origin
+        h, w = region.crop.shape
+        labels[r0 : r0 + h, c0 : c0 + w][region.crop] = i
+    parts: dict[int, list] = {}
+    for geom, value in shapes(labels, mask=labels > 0, transform=image.transform):
+        parts.setdefault(int(value), []).append(shape(geom))
+    for i, region in enumerate(regions, start=1):
+        geoms = parts.get(i, [])
+        # Parts of one region touch at most at pixel corners: a valid MultiPolygon as is.
+        region.polygon = geoms[0] if len(geoms) == 1 else (MultiPolygon(geoms) if geoms else None)
+
+
+# ----------------------------------------------------------------------------- detector
+class SpectralDetector:
+    """Closed-vocabulary detector from band indices and shape rules; needs no weights.
+
+    Example: ``SpectralDetector().find(GeoImage.open("naip.tif"), "buildings")``.
+    """
+
+    name = "spectral"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        thresholds: SpectralThresholds | None = None,
+        cache_size: int = 8,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.thresholds = thresholds or DEFAULT_THRESHOLDS
+        self.cache_size = cache_size
+        self.computations = 0  # class-map computations (cache misses)
+        self._cache: OrderedDict[str, ClassMaps] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def class_maps(self, image: GeoImage) -> ClassMaps:
+        """The cached class maps of ``image`` (computed on first use)."""
+        key = image.content_hash
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        maps = compute_class_maps(image, self.thresholds)
+        with self._lock:
+            self.computations += 1
+            self._cache[key] = maps
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        log.debug("spectral class maps computed for %s", image.name)
+        return maps
+
+    def prepare(self, image: GeoImage) -> dict[str, float]:
+        """Compute (or fetch) the per-image class maps every query shares."""
+        t0 = time.perf_counter()
+        self.class_maps(image)
+        return {"ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+    def notes(self, image: GeoImage, query: str) -> list[str]:
+        """Approximation notes for ``query`` and how its class was measured on ``image``."""
+        cls, notes = resolve_concept(query)
+        return [*notes, *self.class_maps(image).notes_for(cls)]
+
+    def score_map(self, image: GeoImage, query: str) -> ScoreMap:
+        """Per-pixel score of the concept ``query``; unknown concepts raise."""
+        cls, _ = resolve_concept(query)
+        maps = self.class_maps(image)
+        valid = maps.cover != NODATA
+        mask = maps.mask(cls) & valid
+        soft = self._soft(maps, cls)
+        threshold = 0.5
+        scores = np.where(mask, np.maximum(soft, threshold), np.minimum(soft, threshold - 1e-3))
+        scores = np.where(valid, scores, 0.0).astype(np.float32)
+        return ScoreMap(
+            scores=scores, threshold=threshold, query=query, label=cls,
+            detector=self.name, notes=self.notes(image, query),
+        )
+
+    @staticmethod
+    def _soft(maps: ClassMaps, cls: str) -> np.ndarray:
+        conf = maps.confidence
+        if cls in ("tree", "low_vegetation"):
+            t = conf["tree"]
+            return (t if cls == "tree" else 1.0 - t) * 0.5 + conf["vegetation"] * 0.5
+        if cls in conf:
+            return conf[cls]
+        if cls in ("road", "building", "parking"):
+            return conf["impervious"]
+        return np.full(maps.cover.shape, 0.5, dtype=np.float32)
+
+    def find(self, image: GeoImage, query: str) -> list[Region]:
+        """Instances of ``query``: connected components of the class mask, at least
+        ``settings.min_region_m2`` large, with polygons in the image CRS and true area.
+
+        Regions of a class are built once per image and settings; later queries that
+        resolve to the same class get copies labelled with their own query text."""
+        cls, _ = resolve_concept(query)
+        maps = self.class_maps(image)
+        key = (cls, float(self.settings.min_region_m2), int(self.settings.connectivity))
+        with self._lock:
+            cached = maps.regions.get(key)
+        if cached is None:
+            smap = self.score_map(image, query)
+            cached = regions_from_score_map(
+                image, smap, min_area_m2=self.settings.min_region_m2,
+                connectivity=self.settings.connectivity, polygons=False,
+            )
+            _attach_polygons(image, cached)
+            with self._lock:
+                maps.regions[key] = cached
+        return [replace(r, query=query, extra=dict(r.extra)) for r in cached]

@@ -1,0 +1,215 @@
+"""Every class map of one image (land cover, roads, buildings, parking lots, built-up
+land) and how queries read them: :func:`compute_class_maps` and :class:`ClassMaps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from viper_rs.errors import ImageError
+from viper_rs.geo import GeoImage
+from viper_rs.regions import Region
+from viper_rs.vision.concepts import OBJECT_CLASSES
+from viper_rs.vision.spectral.landcover import (
+    BARE,
+    IMPERVIOUS,
+    LOW_VEG,
+    NODATA,
+    TREE,
+    WATER,
+    _land_cover,
+)
+from viper_rs.vision.spectral.objects import _objects
+from viper_rs.vision.spectral.pixels import (
+    _EPS,
+    _block_reduce_mean,
+    _clean,
+    _min_pixels,
+    _odd,
+    _px,
+    _smooth,
+    _upsample,
+)
+from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
+
+#: The finest ground pixel (m) the rules work at: their windows are sized in metres, so
+#: finer imagery (drone, 1-5 cm) would make them hundreds of pixels wide. Such images are
+#: block-averaged to this size and the class maps upsampled back.
+FINEST_GSD_M = 0.1
+
+
+@dataclass
+class ClassMaps:
+    """Every per-image result the detector answers queries from."""
+
+    cover: np.ndarray  # uint8 land-cover codes (see COVER_NAMES)
+    road: np.ndarray  # bool
+    building: np.ndarray  # bool
+    parking: np.ndarray  # bool
+    built_up_density: np.ndarray  # float32 0..1
+    built_up: np.ndarray  # bool
+    confidence: dict[str, np.ndarray]  # class -> float32 0..1 soft evidence
+    notes: dict[str, list[str]] = field(default_factory=dict)  # topic -> notes
+    #: Regions already built per (class, min area, connectivity), filled by ``find``.
+    regions: dict[tuple, list[Region]] = field(default_factory=dict)
+
+    def notes_for(self, cls: str) -> list[str]:
+        """Notes that explain how ``cls`` was measured (general, land cover, shapes)."""
+        topics = ["general", "cover"]
+        if cls in OBJECT_CLASSES:
+            topics.append("objects")
+        if cls == "built_up":
+            topics.append("built_up")
+        return [n for topic in topics for n in self.notes.get(topic, [])]
+
+    def mask(self, cls: str) -> np.ndarray:
+        """Boolean mask of a canonical class."""
+        if cls in _COVER_CODES:
+            return np.isin(self.cover, _COVER_CODES[cls])
+        if cls in _OBJECT_LAYERS:
+            return getattr(self, _OBJECT_LAYERS[cls])
+        raise KeyError(cls)
+
+
+#: Land-cover classes as sets of cover codes; object classes as ClassMaps layers.
+_COVER_CODES: dict[str, tuple[int, ...]] = {
+    "water": (WATER,), "tree": (TREE,), "low_vegetation": (LOW_VEG,),
+    "vegetation": (TREE, LOW_VEG), "bare_soil": (BARE,), "impervious": (IMPERVIOUS,),
+}
+_OBJECT_LAYERS: dict[str, str] = {
+    "road": "road", "building": "building", "parking": "parking", "built_up": "built_up",
+}
+
+
+
+# ----------------------------------------------------------------------------- steps
+def _working_gsd(image: GeoImage, general: list[str]) -> float:
+    """The ground sampling distance the rules use (1 m when unknown), noting when it is
+    unknown or coarse."""
+    gsd = image.ground_sampling_distance
+    if gsd is None:
+        gsd = 1.0
+        general.append(
+            "unknown ground sampling distance: window sizes and minimum areas assume "
+            "1 m pixels and areas are in pixels"
+        )
+    elif gsd > 2.5:
+        general.append(
+            f"coarse pixels ({gsd:.1f} m): texture and shape rules are approximate "
+            "(single trees, narrow roads and small buildings are below the resolution)"
+        )
+    return gsd
+
+
+def _check_bands(image: GeoImage, general: list[str]) -> None:
+    """Raise ImageError unless the image has R,G,B bands (a grey image is noted)."""
+    if not all(image.has(b) for b in ("R", "G", "B")):
+        if not image.has("GRAY"):
+            raise ImageError(
+                f"{image.name}: the spectral detector needs R,G,B bands "
+                f"(image bands: {','.join(image.band_names)}; set them with --bands)"
+            )
+        general.append("grey image: no colour, so vegetation and water are barely separable")
+
+
+def _valid_pixels(image: GeoImage, general: list[str]) -> np.ndarray:
+    """The image's valid pixels without frame padding (every band exactly 0)."""
+    # Pixels with every band exactly 0 are frame padding that was not flagged as nodata.
+    blank = ~np.any(image.data, axis=0)
+    valid = image.valid & ~blank
+    if (blank & image.valid).any():
+        general.append(
+            f"{int((blank & image.valid).sum())} px with every band 0 treated as nodata"
+        )
+    return valid
+
+
+def _built_up(
+    cover: np.ndarray, valid: np.ndarray, t: SpectralThresholds, gsd: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(impervious density around each pixel, built-up land mask)."""
+    imp = (cover == IMPERVIOUS).astype(np.float32)
+    size = _odd(2.0 * _px(t.built_up_sigma_m, gsd, 1.0))
+    num = _smooth(imp, size)
+    den = _smooth(valid.astype(np.float32), size)
+    density = np.where(valid, num / np.maximum(den, _EPS), 0).astype(np.float32)
+    built_up = (density >= t.built_up_density) & valid
+    built_up = _clean(built_up, _min_pixels(t.built_up_min_m2, gsd))
+    return density, built_up
+
+
+def _built_up_note(t: SpectralThresholds) -> str:
+    """The note that states the built-up rule."""
+    return (
+        f"built-up land = impervious fraction >= {t.built_up_density:g} within about "
+        f"{2 * t.built_up_sigma_m:g} m, patches >= {t.built_up_min_m2:g} m2"
+    )
+
+
+# ----------------------------------------------------------------------------- maps
+def compute_class_maps(
+    image: GeoImage, thresholds: SpectralThresholds = DEFAULT_THRESHOLDS
+) -> ClassMaps:
+    """All class maps of one image (land cover, objects, built-up density).
+
+    Images with pixels finer than :data:`FINEST_GSD_M` are measured on blocks of pixels
+    of about that size; the maps come back at the image's own size.
+    """
+    gsd = image.ground_sampling_distance
+    if gsd is not None and gsd < FINEST_GSD_M:
+        f = max(1, min(int(FINEST_GSD_M / gsd + 1e-9), *image.shape))
+        if f > 1:
+            return _fine_image_maps(image, f, thresholds)
+    t = thresholds
+    general: list[str] = []
+    cover_notes: list[str] = []
+    object_notes: list[str] = []
+    gsd = _working_gsd(image, general)
+    _check_bands(image, general)
+    valid = _valid_pixels(image, general)
+    cover, conf, bands = _land_cover(image, valid, t, gsd, cover_notes)
+    road, building, parking = _objects(cover, bands, valid, t, gsd, object_notes)
+    density, built_up = _built_up(cover, valid, t, gsd)
+    conf["built_up"] = density
+    return ClassMaps(
+        cover=cover, road=road, building=building, parking=parking,
+        built_up_density=density, built_up=built_up, confidence=conf,
+        notes={
+            "general": general, "cover": cover_notes, "objects": object_notes,
+            "built_up": [_built_up_note(t)],
+        },
+    )
+
+
+def _fine_image_maps(image: GeoImage, f: int, thresholds: SpectralThresholds) -> ClassMaps:
+    """Class maps of ``image`` measured on ``f`` x ``f`` pixel blocks, upsampled back."""
+    from affine import Affine
+
+    data = np.stack([_block_reduce_mean(band, f) for band in image.data])
+    valid = _block_reduce_mean(image.valid, f) >= 0.5
+    coarse = GeoImage(
+        data=data, band_names=list(image.band_names),
+        transform=image.transform @ Affine.scale(f), crs=image.crs,
+        valid=valid if valid.any() else None, path=image.path,
+        gsd=image.gsd * f if image.gsd else None, white_point=image.white_point,
+    )
+    maps = compute_class_maps(coarse, thresholds)
+    shape, ok = image.shape, image.valid
+
+    def up(x: np.ndarray) -> np.ndarray:
+        return _upsample(x, f, shape)
+
+    cover = up(maps.cover)
+    cover[~ok] = NODATA
+    notes = {k: list(v) for k, v in maps.notes.items()}
+    notes.setdefault("general", []).insert(0, (
+        f"pixels of {image.ground_sampling_distance:.3g} m are finer than the "
+        f"{FINEST_GSD_M:g} m the spectral rules work at: measured on {f}x{f} pixel blocks"
+    ))
+    return ClassMaps(
+        cover=cover, road=up(maps.road) & ok, building=up(maps.building) & ok,
+        parking=up(maps.parking) & ok, built_up_density=up(maps.built_up_density),
+        built_up=up(maps.built_up) & ok,
+        confidence={k: up(v) for k, v in maps.confidence.items()}, notes=notes,
+    )

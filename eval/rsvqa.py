@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from eval.rsvqa_data import Record, load_split, open_tile
+from eval.rsvqa_data import Record, load_split, open_tile, read_question_ids
 from eval.scoring import (
     RSVQA_LARGE_MIN,
     RSVQA_SMALL_MAX,
@@ -33,6 +33,7 @@ from eval.scoring import (
     question_template,
     to_answer_space,
 )
+from viper_rs.answer import dumps_strict
 from viper_rs.config import Settings
 
 log = logging.getLogger("eval.rsvqa")
@@ -60,15 +61,6 @@ def sample(records: list[Record], n: int | None, seed: int, stratify: bool) -> l
     for t, rs in sorted(by_type.items()):
         out.extend(rng.sample(rs, take[t]))
     return sorted(out, key=lambda r: r.question_id)
-
-
-def read_question_ids(path: Path) -> list[int]:
-    """Question ids from a file: a JSON list, or the ``question_ids.json`` a run writes."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    ids = data.get("question_ids") if isinstance(data, dict) else data
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-        raise ValueError(f"{path}: expected a list of question ids (integers)")
-    return ids
 
 
 def choose_questions(records: list[Record], args: argparse.Namespace) -> list[Record]:
@@ -293,7 +285,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_strict(row) + "\n")
     tmp.replace(path)
 
 
@@ -343,7 +335,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     ) as bar:
         for row in stream:
             rows.append(row)
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps_strict(row) + "\n")
             f.flush()
             correct += bool(row["correct"])
             errors += bool(row["error"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,36 @@ def test_a_failed_answer_offers_only_its_json(controller: Controller):
     assert [Path(f).name for f in turn.files] == ["answer.json"]
     saved = json.loads(Path(turn.files[0]).read_text())
     assert saved["error"]["type"] == "planning" and saved["attempts"]
+
+
+def test_a_hostile_llm_program_is_bounded_in_the_app(settings: Settings, tmp_path: Path):
+    """Issue 13, point 6: the app's agent has the CLI's limits (time, references, output)."""
+    settings = settings.model_copy(update={"sandbox_wall_s": 1.0, "llm_repair_attempts": 0})
+    c = Controller(Catalog(demo=((0, 256, 1.0),)), settings, out_dir=tmp_path / "out")
+    grind = ("```python\ndef execute_command(image):\n    n = 0\n    for i in range(49):\n"
+             "        n += len(next_to(find('tree') + find(str(i) + ' grass'), find('road'),"
+             " max_distance_m=12000.0))\n    return n\n```")
+    forged = ("```python\ndef execute_command(image):\n"
+              "    return area([{'__region__': 10 ** 40}] * 20000)\n```")
+    benign = "```python\ndef execute_command(image):\n    return count('building')\n```"
+    try:
+        with FakeOpenAI(models=["m"]) as server:
+            opts = Options(detector="spectral", planner="llm", llm_base_url=server.base_url,
+                           llm_model="m", llm_api_key="sk-test")
+            truth = c.ask(c.catalog.default_key, "How many buildings are there?", RULES)
+            assert truth.ok, truth.message
+            for i, reply in enumerate((grind, forged)):
+                server.reply(reply)
+                started = time.perf_counter()
+                turn = c.ask(c.catalog.default_key, f"hostile question {i}", opts)
+                assert time.perf_counter() - started <= 1.0 + 1.0 + 1.0  # limit + 1 s + app
+                if i == 1:  # forged references: always refused
+                    assert not turn.ok and turn.answer.error["type"] == "tool", turn.message
+                elif not turn.ok:
+                    assert turn.answer.error["type"] in ("timeout", "sandbox"), turn.message
+                assert len(turn.answer.to_json()) < 8_000_000
+            server.reply(benign)
+            after = c.ask(c.catalog.default_key, "benign question", opts)
+            assert after.ok and after.answer.value == truth.answer.value
+    finally:
+        c.close()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from viper_rs import budget
 from viper_rs.config import Settings
 from viper_rs.errors import ToolError
 from viper_rs.geo import GeoImage
@@ -17,6 +18,16 @@ SIZE_WORDS = ("small", "medium", "large")
 SHAPE_WORDS = ("square", "rectangular", "circular")
 _SHAPE_ALIASES = {"round": "circular", "rectangle": "rectangular", "squared": "square"}
 _ARTICLES = ("a", "an", "the", "some", "any")
+
+# What one program may make the parent hold or do (README: "Limits").
+#: Longest concept name a tool accepts (characters).
+MAX_QUERY_CHARS = 200
+#: Most region references one tool call may pass.
+MAX_REGION_REFS_PER_CALL = 10_000
+#: Most regions one program may have the parent create.
+MAX_REGIONS_PER_PROGRAM = 20_000
+#: Pixel masks of the regions created for one program (bytes; shared masks count once).
+MAX_REGION_MASK_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -31,11 +42,14 @@ class ToolContext:
     detect_cache: dict[str, list[Region]] = field(default_factory=dict)
     # Timed detector stages (image tower, text, components, SAM...) per detection, for the trace.
     stages: list[dict] = field(default_factory=list)
+    mask_bytes: int = 0  # bytes of the distinct masks of ``regions``
+    _masks: set[int] = field(default_factory=set, repr=False)  # id() of the masks counted
 
     def detect(self, query: str) -> list[Region]:
         """Regions of a base concept (no size/shape words), cached for this run."""
         key = " ".join(query.lower().split())
         if key not in self.detect_cache:
+            budget.check()
             for note in self.detector.notes(self.image, key):
                 if note not in self.notes:
                     self.notes.append(note)
@@ -49,19 +63,37 @@ class ToolContext:
         return list(self.detect_cache[key])
 
     def register(self, regions: list[Region]) -> list[Region]:
-        """Give new regions ids unique within the run."""
+        """Give new regions ids unique within the run; a ToolError once the program's
+        regions pass MAX_REGIONS_PER_PROGRAM or MAX_REGION_MASK_BYTES."""
         for r in regions:
             if r.id < 0 or self.regions.get(r.id) is not r:
+                if len(self.regions) >= MAX_REGIONS_PER_PROGRAM:
+                    raise ToolError(
+                        f"the program made more than {MAX_REGIONS_PER_PROGRAM} regions; "
+                        "ask about fewer concepts"
+                    )
+                key = id(r.crop)
+                if key not in self._masks:
+                    self._masks.add(key)
+                    self.mask_bytes += int(r.crop.nbytes)
+                    if self.mask_bytes > MAX_REGION_MASK_BYTES:
+                        raise ToolError(
+                            f"the program's regions need more than "
+                            f"{MAX_REGION_MASK_BYTES // 2**20} MB of masks; ask about fewer "
+                            "concepts"
+                        )
                 r.id = len(self.regions)
                 self.regions[r.id] = r
         return regions
 
-    def resolve(self, ref: int) -> Region:
-        """Region by id (from a sandboxed program's reference)."""
-        try:
-            return self.regions[int(ref)]
-        except (KeyError, TypeError, ValueError):
-            raise ToolError(f"unknown region reference {ref!r}") from None
+    def resolve(self, ref: object) -> Region:
+        """Region by id, for ids issued to this program only (a sandboxed program's
+        reference); anything else is a ToolError."""
+        region = self.regions.get(ref) if type(ref) is int else None
+        if region is None:
+            shown = repr(ref)
+            raise ToolError(f"unknown region reference {shown[:40]}") from None
+        return region
 
 
 _CURRENT: ContextVar[ToolContext | None] = ContextVar("viper_rs_tool_context", default=None)
@@ -87,15 +119,27 @@ def use_context(ctx: ToolContext) -> Iterator[ToolContext]:
 
 def parse_phrase(name: str) -> tuple[str, str | None, str | None]:
     """Split ``"a small circular water area"`` into (``"water area"``, ``"small"``, ``"circular"``)."""
+    check_query(name)
     words = re.sub(r"[^\w\s'-]", " ", name.lower()).split()
     size = shape = None
-    while words and (words[0] in _ARTICLES or words[0] in SIZE_WORDS or words[0] in SHAPE_WORDS
-                     or words[0] in _SHAPE_ALIASES):
-        w = words.pop(0)
+    i = 0
+    while i < len(words) and (words[i] in _ARTICLES or words[i] in SIZE_WORDS
+                              or words[i] in SHAPE_WORDS or words[i] in _SHAPE_ALIASES):
+        w = words[i]
+        i += 1
         if w in SIZE_WORDS:
             size = w
         elif w in SHAPE_WORDS or w in _SHAPE_ALIASES:
             shape = _SHAPE_ALIASES.get(w, w)
-    if not words:
+    if i == len(words):
         raise ToolError(f"no object named in {name!r}")
-    return " ".join(words), size, shape
+    return " ".join(words[i:]), size, shape
+
+
+def check_query(name: str) -> None:
+    """ToolError for a concept name longer than MAX_QUERY_CHARS."""
+    if len(name) > MAX_QUERY_CHARS:
+        raise ToolError(
+            f"concept name of {len(name)} characters is too long (at most {MAX_QUERY_CHARS}): "
+            f"{name[:40]!r}..."
+        )

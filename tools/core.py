@@ -9,6 +9,7 @@ import numpy as np
 from tools.context import current, parse_phrase
 from tools.measures import apply_shape, apply_size
 from tools.registry import tool
+from viper_rs import budget
 from viper_rs.regions import Region
 
 
@@ -74,7 +75,12 @@ def area(target: str | list[Region]) -> float:
     if not regions:
         return 0.0
     union = np.zeros(ctx.image.shape, dtype=bool)
+    painted: set[int] = set()
     for r in regions:
+        if id(r) in painted:  # the same region listed again adds nothing
+            continue
+        painted.add(id(r))
+        budget.check()
         r.paint(union)
     return float(ctx.image.mask_area(union & ctx.image.answer_mask))
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from viper_rs import budget
 from viper_rs.regions import Region
 
 #: Shape rules (pixel geometry). A region is "rectangular" when it fills at least
@@ -31,7 +32,7 @@ def size_class(area_m2: float, small_max_m2: float, large_min_m2: float) -> str:
 
 def shape_class(region: Region) -> str | None:
     """``square``, ``rectangular``, ``circular`` or None for a region's pixel shape."""
-    from viper_rs.vision.components import pixel_polygon
+    from viper_rs.regions import pixel_polygon
 
     poly = region.extra.get("_pixel_polygon")
     if poly is None:
@@ -65,4 +66,9 @@ def apply_size(
 
 def apply_shape(regions: list[Region], shape: str) -> list[Region]:
     """Regions whose shape class is ``shape``."""
-    return [r for r in regions if shape_class(r) == shape]
+    out = []
+    for r in regions:
+        budget.check()
+        if shape_class(r) == shape:
+            out.append(r)
+    return out

@@ -11,12 +11,13 @@ from tools.context import ToolContext
 from tools.registry import REGISTRY
 from viper_rs.answer import Answer, normalise
 from viper_rs.config import Settings
-from viper_rs.errors import SandboxError, ValidationError, ViperError
+from viper_rs.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
 from viper_rs.executor import ToolExecutor
 from viper_rs.geo import GeoImage
 from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner
 from viper_rs.sandbox import Limits, Sandbox
+from viper_rs.sandbox.validate import validate_program
 from viper_rs.vision.factory import build_detector
 
 log = logging.getLogger(__name__)
@@ -158,16 +159,23 @@ class Agent:
         timings: dict[str, float] = {}
         ctx = ToolContext(image=image, detector=self.detector, settings=settings or self.settings)
         executor = ToolExecutor(ctx)
+        prepared = self._prepare(image, program)
+        if prepared is not None:
+            timings["prepare_ms"] = prepared
+        t1 = time.perf_counter()
         result = self.sandbox.run(program, executor, REGISTRY.names(), image_info=image_info(image))
+        timings["program_ms"] = _ms(t1)
         timings["run_ms"] = _ms(t0)
         timings["tools_ms"] = round(sum(e.get("ms", 0.0) for e in executor.trace), 3)
         timings["total_ms"] = _ms(t0)
         hint = kind or (plan.kind if plan else None)
+        timed_out = isinstance(result.error, SandboxTimeout)
         base = dict(
             question=question,
             program=program,
             trace=executor.trace,
-            regions=[ctx.regions[i] for i in sorted(ctx.regions)],
+            # A timed-out program's partial regions are not evidence of anything.
+            regions=[] if timed_out else [ctx.regions[i] for i in sorted(ctx.regions)],
             timings=timings,
             detector=getattr(self.detector, "name", type(self.detector).__name__),
             planner=plan.planner if plan else None,
@@ -202,6 +210,26 @@ class Agent:
         self.close()
 
     # ------------------------------------------------------------------ helpers
+    def _prepare(self, image: GeoImage, program: str) -> float | None:
+        """The detector's per-image work (features, class maps), done before the program
+        starts so that its wall-clock limit covers only what the program causes; cached
+        per image by the detector. Skipped for programs the sandbox will reject.
+        Returns the milliseconds spent, or None when nothing ran."""
+        prepare = getattr(self.detector, "prepare", None)
+        if prepare is None:
+            return None
+        try:
+            validate_program(program, REGISTRY.names(),
+                             max_source_chars=self.sandbox.limits.max_source_chars)
+        except ValidationError:
+            return None
+        t0 = time.perf_counter()
+        try:
+            prepare(image)
+        except ViperError as exc:  # the program's first tool call meets it again and reports it
+            log.debug("detector preparation failed: %s", exc)
+        return _ms(t0)
+
     def _detector_notes(self) -> list[str]:
         note = getattr(self.detector, "choice_note", None)
         return [note] if note else []

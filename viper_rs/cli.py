@@ -11,8 +11,10 @@ from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import InputError, ViperError
+from viper_rs.textsafe import cut, safe_text
 
 log = logging.getLogger("viper_rs")
+MAX_LABELS_SHOWN = 20  # distinct region labels listed on a text answer's "regions:" line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,14 +327,14 @@ def _run_image_command(args: argparse.Namespace) -> int:
         if args.command == "ask":
             for q in questions:
                 answer = agent.ask(image, q)
-                failed += answer.error is not None
-                _emit(answer, args)
+                printed = _emit_safely(answer, args, f"question {q!r}")
+                failed += answer.error is not None or not printed
         else:
             for path, source in programs:
                 answer = agent.run_program(image, source, question=None)
                 answer.question = str(path)
-                failed += answer.error is not None
-                _emit(answer, args)
+                printed = _emit_safely(answer, args, f"program {path}")
+                failed += answer.error is not None or not printed
     return 1 if failed else 0
 
 
@@ -357,27 +359,22 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"scene: {tif} ({image.width}x{image.height} px, {image.ground_sampling_distance:.2f} m, "
               f"{len(scene.objects)} objects; ground truth in {args.out / 'truth.geojson'})\n")
-    right = 0
+    right = unprinted = 0
     with Agent(settings, detector=detector) as agent:
         for q in questions:
             answer = agent.ask(image, q.question)
             ok = _matches(answer, q)
             right += ok
-            if args.json:
-                d = answer.to_dict()
-                d["truth"] = q.answer
-                d["correct"] = ok
-                print(json.dumps(d, default=str), flush=True)
-            else:
-                _emit(answer, args)
-                print(f"   truth: {q.answer} -> {'right' if ok else 'wrong'}\n", flush=True)
+            extra = {"truth": q.answer, "correct": ok}
+            if not _emit_safely(answer, args, f"question {q.question!r}", extra):
+                unprinted += 1
     if not args.json:
         name = getattr(agent.detector, "name", "?")
         print(f"{right}/{len(questions)} right with the {name} detector")
         if name != "oracle":
             print("(--detector oracle answers from the ground-truth masks: it checks planner, "
                   "tools and sandbox independent of vision quality)")
-    return 0
+    return 1 if unprinted else 0
 
 
 def _matches(answer: Any, q: Any) -> bool:
@@ -408,34 +405,95 @@ def _read_questions(path: Path) -> list[str]:
     return qs
 
 
-def _emit(answer: Any, args: argparse.Namespace) -> None:
+def _emit_safely(
+    answer: Any, args: argparse.Namespace, what: str, extra: dict[str, Any] | None = None
+) -> bool:
+    """Print one answer (:func:`_emit`); False when that failed, after one error line on
+    stderr naming ``what`` (and, with --json, a small JSON error object in its place)."""
+    try:
+        _emit(answer, args, extra)
+        return True
+    except Exception as exc:  # noqa: BLE001 - MemoryError included: the next answers still print
+        try:
+            reason = f"{type(exc).__name__}: {cut(_exc_text(exc), 300)}"
+        except Exception:  # noqa: BLE001 - e.g. MemoryError again: the type name will do
+            reason = type(exc).__name__
+    enc = getattr(sys.stderr, "encoding", None) or "ascii"
+    try:
+        print(f"viper-rs: error: could not print the answer to {safe_text(what, 200, encoding=enc)}"
+              f" ({safe_text(reason, 300, encoding=enc)})", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001, S110 - stderr itself is unusable: nothing more to do
+        pass
+    if getattr(args, "json", False):
+        try:
+            from viper_rs.answer import Answer
+
+            failed = Answer(
+                question=cut(str(answer.question), 200) if answer.question is not None else None,
+                answer="Could not print the answer", value=None, kind="other",
+                error={"type": "output", "message": cut(f"could not print the answer ({reason})", 300)},
+            )
+            print(failed.to_json(extra=extra), flush=True)
+        except Exception:  # noqa: BLE001, S110 - stdout is unusable: the stderr line stands
+            pass
+    return False
+
+
+def _exc_text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose str() fails
+        return "<unprintable message>"
+
+
+def _emit(answer: Any, args: argparse.Namespace, extra: dict[str, Any] | None = None) -> None:
+    """Print one answer: strict JSON with --json, else text in which every program-controlled
+    string is made safe for the terminal (:func:`viper_rs.textsafe.safe_text`)."""
     if args.json:
-        print(answer.to_json(geometry=args.geometry), flush=True)
+        print(answer.to_json(geometry=args.geometry, extra=extra), flush=True)
         return
-    print(f"Q: {answer.question}")
-    print(f"A: {answer.answer}")
+    from viper_rs.answer import MAX_ATTEMPTS_LISTED, MAX_NOTES, MAX_PROGRAM_CHARS, MAX_TEXT_CHARS
+
+    enc = getattr(sys.stdout, "encoding", None) or "ascii"
+
+    def t(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
+        return safe_text(text, limit, encoding=enc)
+
+    lines = [f"Q: {t(answer.question)}", f"A: {t(answer.answer)}"]
     if answer.error:
-        print(f"   error ({answer.error['type']}): {answer.error['message']}")
+        err = answer.error if isinstance(answer.error, dict) else {"message": answer.error}
+        lines.append(f"   error ({t(err.get('type'), 100)}): {t(err.get('message'))}")
     if answer.program:
-        print("   program:")
-        for line in answer.program.rstrip().splitlines():
-            print(f"     {line}")
+        lines.append("   program:")
+        for line in cut(str(answer.program), MAX_PROGRAM_CHARS).rstrip().splitlines():
+            lines.append(f"     {t(line)}")
     labels: dict[str, int] = {}
     for r in answer.regions:
         labels[r.label] = labels.get(r.label, 0) + 1
     if labels:
-        print("   regions: " + ", ".join(f"{n} {k}" for k, n in sorted(labels.items())))
-    for note in answer.notes:
-        print(f"   note: {note}")
+        shown = sorted(labels.items(), key=lambda kv: str(kv[0]))[:MAX_LABELS_SHOWN]
+        more = f", and {len(labels) - len(shown):,} more labels" if len(labels) > len(shown) else ""
+        lines.append("   regions: " + ", ".join(f"{n} {t(k, 80)}" for k, n in shown) + more)
+    for note in answer.notes[:MAX_NOTES]:
+        lines.append(f"   note: {t(note)}")
+    if len(answer.notes) > MAX_NOTES:
+        lines.append(f"   note: {MAX_NOTES} of {len(answer.notes)} notes shown")
     if len(answer.attempts) > 1:
-        for a in answer.attempts:
-            err = a["error"]
-            outcome = f"{err['type']}: {err['message']}" if err else "ok"
-            print(f"   attempt {a['attempt']} ({a['planner']}"
-                  f"{', cached' if a.get('cached') else ''}): {outcome}"[:300])
+        for a in answer.attempts[:MAX_ATTEMPTS_LISTED]:
+            err = a.get("error")
+            outcome = (f"{t(err.get('type'), 40)}: {t(err.get('message'), 200)}"
+                       if isinstance(err, dict) else "ok")
+            lines.append(f"   attempt {t(a.get('attempt'), 10)} ({t(a.get('planner'), 40)}"
+                         f"{', cached' if a.get('cached') else ''}): {outcome}")
     cached = " (cached program)" if answer.attempts and answer.attempts[-1].get("cached") else ""
-    print(f"   detector: {answer.detector}, planner: {answer.planner}{cached}, "
-          f"{answer.timings.get('total_ms', 0):.0f} ms", flush=True)
+    total = answer.timings.get("total_ms", 0) if isinstance(answer.timings, dict) else 0
+    ms = f"{total:.0f}" if isinstance(total, int | float) else t(total, 20)
+    lines.append(f"   detector: {t(answer.detector, 100)}, planner: {t(answer.planner, 100)}{cached}, "
+                 f"{ms} ms")
+    if extra is not None and "truth" in extra:
+        lines.append(f"   truth: {t(extra['truth'], 200)} -> "
+                     f"{'right' if extra.get('correct') else 'wrong'}\n")
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

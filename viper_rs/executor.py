@@ -9,13 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from tools.context import ToolContext, use_context
+from tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context
 from tools.registry import REGISTRY, Registry
+from viper_rs import budget
 from viper_rs.errors import ToolError, ViperError
 from viper_rs.regions import Region
 
 log = logging.getLogger(__name__)
 REGION_KEY = "__region__"
+#: Deepest nesting of a tool argument (lists in lists...) the parent unpacks.
+MAX_ARG_DEPTH = 16
 
 
 class ToolExecutor:
@@ -25,14 +28,17 @@ class ToolExecutor:
         self.ctx = ctx
         self.registry = registry
         self.trace: list[dict[str, Any]] = []
+        self._refs = 0  # region references unpacked in the current call
 
     def __call__(self, name: str, args: list, kwargs: dict) -> Any:
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"tool": name, "args": summarize(args), "kwargs": summarize(kwargs)}
         n_stages = len(self.ctx.stages)
         try:
+            self._refs = 0
             real_args = [self.from_plain(a) for a in args]
             real_kwargs = {k: self.from_plain(v) for k, v in kwargs.items()}
+            budget.check()
             with use_context(self.ctx):
                 result = self.registry.call(name, real_args, real_kwargs)
             if isinstance(result, list):
@@ -43,24 +49,40 @@ class ToolExecutor:
             entry["error"] = exc.to_dict()
             raise
         except Exception as exc:  # a bug in a tool must not take the agent down
-            log.exception("tool %s failed", name)
-            err = ToolError(f"internal error in tool {name}: {type(exc).__name__}: {exc}")
+            log.debug("tool %s failed", name, exc_info=True)
+            text = str(exc)
+            text = text if len(text) <= 200 else text[:200] + "..."
+            err = ToolError(f"internal error in tool {name}: {type(exc).__name__}: {text}")
             entry["error"] = err.to_dict()
-            raise err from exc
+            raise err from None
         finally:
             entry["ms"] = round((time.perf_counter() - t0) * 1000, 3)
             if len(self.ctx.stages) > n_stages:
                 entry["detections"] = self.ctx.stages[n_stages:]
             self.trace.append(entry)
 
-    def from_plain(self, value: Any) -> Any:
-        """Region references back to Regions; containers recursively."""
+    def from_plain(self, value: Any, depth: int = 0) -> Any:
+        """Region references back to Regions; containers recursively.
+
+        Only ids issued to this program resolve, at most ``MAX_REGION_REFS_PER_CALL`` per
+        call and ``MAX_ARG_DEPTH`` levels deep; anything else is a ToolError.
+        """
+        if depth > MAX_ARG_DEPTH:
+            raise ToolError(f"tool arguments are nested more than {MAX_ARG_DEPTH} levels deep")
         if isinstance(value, dict):
             if REGION_KEY in value:
+                self._refs += 1
+                if self._refs > MAX_REGION_REFS_PER_CALL:
+                    raise ToolError(
+                        f"more than {MAX_REGION_REFS_PER_CALL} region references in one tool "
+                        "call; filter the regions first"
+                    )
                 return self.ctx.resolve(value[REGION_KEY])
-            return {k: self.from_plain(v) for k, v in value.items()}
+            return {k: self.from_plain(v, depth + 1) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self.from_plain(v) for v in value]
+            if len(value) > 256:
+                budget.check()
+            return [self.from_plain(v, depth + 1) for v in value]
         return value
 
     def to_plain(self, value: Any) -> Any:

@@ -80,10 +80,18 @@ class Region:
     @property
     def centroid(self) -> tuple[float, float]:
         """(col, row) of the mask's centre of mass (pixel centres at +0.5)."""
+        key = (id(self.crop), self.origin)
+        cached = self.__dict__.get("_centroid")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         rr, cc = np.nonzero(self.crop)
         if rr.size == 0:
-            return (0.0, 0.0)
-        return float(cc.mean() + 0.5 + self.origin[1]), float(rr.mean() + 0.5 + self.origin[0])
+            value = (0.0, 0.0)
+        else:
+            value = (float(cc.mean() + 0.5 + self.origin[1]),
+                     float(rr.mean() + 0.5 + self.origin[0]))
+        self.__dict__["_centroid"] = (key, value)
+        return value
 
     @property
     def pixel_count(self) -> int:
@@ -111,3 +119,17 @@ class Region:
 
         geom = mapping(self.polygon) if self.polygon is not None else None
         return {"type": "Feature", "geometry": geom, "properties": self.summary()}
+
+
+def pixel_polygon(crop: np.ndarray) -> Any:
+    """Outline of a cropped boolean mask in pixel units (for shape measures): a shapely
+    Polygon, the largest when the mask has several parts, or None for an empty mask."""
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    geoms = [shape(g) for g, v in shapes(crop.astype(np.uint8), mask=crop) if v == 1]
+    if not geoms:
+        return None
+    if len(geoms) == 1:
+        return geoms[0]
+    return max(geoms, key=lambda g: g.area)

@@ -8,8 +8,10 @@ worker is reused only after a program that ended normally (a value or an ordinar
 exception); after any limit, crash or kill it is discarded and replaced in the
 background.
 
-Time spent inside the handler is not charged to ``Limits.wall_s`` (the program is not
-running then); ``SandboxResult.wall_s`` reports the total elapsed time.
+``Limits.wall_s`` covers everything a program causes, its tool calls included: the
+handler runs inside a :func:`viper_rs.budget.deadline`, so tools that call
+:func:`viper_rs.budget.check` between steps stop at the limit, and a program whose
+deadline passes during a tool call is killed as on any other timeout.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from viper_rs import budget
 from viper_rs.errors import (
     ConfigError,
     SandboxError,
@@ -54,6 +57,10 @@ WORKER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 STARTUP_TIMEOUT_S = 15.0
 #: A worker is recycled after this many programs even if they all ended normally.
 MAX_RUNS_PER_WORKER = 1000
+#: Longest error message the parent keeps from a tool or a worker (characters).
+MAX_ERROR_CHARS = 500
+#: Largest tool result (JSON bytes) the parent sends back to a program.
+MAX_REPLY_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -125,12 +132,20 @@ def _plain_default(obj: Any) -> Any:
 
 
 class _Dispatcher:
-    """Serves a program's tool calls with the handler; remembers the first failure."""
+    """Serves a program's tool calls with the handler; remembers the first failure.
 
-    def __init__(self, handler: Handler, tool_names: Sequence[str], limits: Limits) -> None:
+    The handler runs under the program's deadline (``deadline`` is a ``time.monotonic``
+    value, None = no wall-clock limit, as in-process).
+    """
+
+    def __init__(
+        self, handler: Handler, tool_names: Sequence[str], limits: Limits,
+        deadline: float | None = None,
+    ) -> None:
         self.handler = handler
         self.tools = frozenset(tool_names)
         self.limits = limits
+        self.deadline = deadline
         self.calls = 0
         self.error: ViperError | None = None
         self.handler_s = 0.0
@@ -138,6 +153,13 @@ class _Dispatcher:
     def _abort_reply(self) -> str:
         assert self.error is not None
         return json.dumps({"ok": False, "error": self.error.to_dict()})
+
+    def _call(self, name: str, args: list, kwargs: dict) -> Any:
+        if self.deadline is None:
+            return self.handler(name, args, kwargs)
+        with budget.deadline(self.deadline, self.limits.wall_s):
+            budget.check()
+            return self.handler(name, args, kwargs)
 
     def dispatch(self, name: Any, args: Any, kwargs: Any) -> str:
         """Call the handler; returns the JSON reply for the worker."""
@@ -148,34 +170,64 @@ class _Dispatcher:
             self.error = SandboxError(f"tool call limit of {self.limits.max_tool_calls} exceeded")
             return self._abort_reply()
         if not isinstance(name, str) or name not in self.tools:
-            self.error = ToolError(f"unknown tool {name!r}")
+            self.error = ToolError(f"unknown tool {short_text(repr(name), 80)}")
             return self._abort_reply()
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             self.error = ToolError(f"malformed call of tool {name}")
             return self._abort_reply()
         started = time.monotonic()
         try:
-            value = self.handler(name, args, kwargs)
+            value = self._call(name, args, kwargs)
         except ViperError as exc:
-            self.error = exc
+            self.error = shorten_error(exc)
         except Exception as exc:  # noqa: BLE001 - a broken tool must not crash the parent
-            log.exception("tool %s raised an unexpected exception", name)
-            self.error = ToolError(f"internal error in tool {name}: {type(exc).__name__}: {exc}")
+            log.debug("tool %s raised an unexpected exception", name, exc_info=True)
+            self.error = ToolError(
+                f"internal error in tool {name}: {type(exc).__name__}: "
+                f"{short_text(str(exc), 200)}"
+            )
         finally:
             self.handler_s += time.monotonic() - started
         if self.error is not None:
             return self._abort_reply()
         try:
-            return json.dumps({"ok": True, "value": value}, default=_plain_default)
-        except (TypeError, ValueError, RecursionError) as exc:
-            self.error = ToolError(f"tool {name} returned a value that is not plain data: {exc}")
+            reply = json.dumps({"ok": True, "value": value}, default=_plain_default)
+        except (TypeError, ValueError, RecursionError, OverflowError) as exc:
+            self.error = ToolError(
+                f"tool {name} returned a value that is not plain data: {short_text(str(exc), 200)}"
+            )
             return self._abort_reply()
+        if len(reply) > MAX_REPLY_BYTES:
+            self.error = ToolError(
+                f"tool {name} returned {len(reply)} bytes, more than the "
+                f"{MAX_REPLY_BYTES // 2**20} MB a program may receive from one call"
+            )
+            return self._abort_reply()
+        return reply
+
+
+def short_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (with a marker when cut)."""
+    return text if len(text) <= limit else text[: max(limit - 14, 0)] + " ... (cut)"
+
+
+def shorten_error(exc: ViperError) -> ViperError:
+    """The same error with its message cut to MAX_ERROR_CHARS."""
+    message = str(exc)
+    if len(message) <= MAX_ERROR_CHARS:
+        return exc
+    try:
+        return type(exc)(short_text(message))
+    except Exception:  # noqa: BLE001 - an error class with another signature
+        short = ViperError(short_text(message))
+        short.type = exc.type
+        return short
 
 
 def _error_from_outcome(outcome: Mapping[str, Any], limits: Limits) -> ViperError:
     error = outcome.get("error") or {}
     kind = str(error.get("kind", "internal"))
-    message = str(error.get("message", "program failed"))[:2000]
+    message = short_text(str(error.get("message", "program failed")))
     if kind == "memory":
         return SandboxError(f"memory limit of {limits.memory_mb} MB exceeded")
     if kind == "recursion":
@@ -663,8 +715,8 @@ class Sandbox:
         started: float,
     ) -> tuple[SandboxResult, bool]:
         limits = self.limits
-        dispatcher = _Dispatcher(handler, tool_names, limits)
         deadline = time.monotonic() + limits.wall_s
+        dispatcher = _Dispatcher(handler, tool_names, limits, deadline)
         error: ViperError | None = None
         outcome: dict[str, Any] = {}
         try:
@@ -673,11 +725,13 @@ class Sandbox:
                 message = worker.recv(deadline, limits.max_message_bytes)
                 op = message.get("op")
                 if op == "call":
-                    before = dispatcher.handler_s
                     reply = dispatcher.dispatch(
                         message.get("name"), message.get("args"), message.get("kwargs")
                     )
-                    deadline += dispatcher.handler_s - before
+                    if isinstance(dispatcher.error, SandboxTimeout) or (
+                        time.monotonic() > deadline
+                    ):
+                        raise _Deadline()
                     worker.send(reply, deadline)
                 elif op == "done":
                     outcome = message
@@ -686,7 +740,10 @@ class Sandbox:
                     raise _Protocol(f"unexpected message {op!r}")
         except _Deadline:
             worker.kill()
-            error = SandboxTimeout(f"program exceeded the wall-clock limit of {limits.wall_s:g} s")
+            error = SandboxTimeout(
+                f"program exceeded the wall-clock limit of {limits.wall_s:g} s"
+                + (" (tool calls included)" if dispatcher.calls else "")
+            )
         except _Gone as exc:
             worker.collect_exit()
             error = _death_error(worker, limits, str(exc))

@@ -11,15 +11,23 @@ length-prefixed JSON protocol on stdin/stdout:
 * worker -> parent ``{"op": "done", ...outcome}`` when the program has finished;
 * parent -> worker ``{"op": "exit"}`` (or end of input) ends the worker.
 
+A worker comes back clean after every program: the program's namespace, value and
+exception are dropped and a garbage collection runs (still under the program's CPU timer
+and audit hook, so nothing the program left behind runs outside them); then the worker
+checks that its memory really came back (:class:`_Cleanliness`) and otherwise reports
+the outcome as ``fatal``, so that the parent replaces it before the next program.
+
 Imported as a module it provides the same runtime (namespace, builtins, region views,
-data conventions) for in-process execution.
+data conventions) for in-process execution, garbage collection included.
 """
 
 from __future__ import annotations
 
 import builtins
+import gc
 import json
 import math
+import mmap
 import os
 import resource
 import signal
@@ -39,6 +47,23 @@ MAX_VALUE_DEPTH = 64
 MAX_ERROR_CHARS = 1000
 DEFAULT_RECURSION_LIMIT = 400
 _FUTURE_ANNOTATIONS = 0x1000000  # __future__.annotations.compiler_flag
+
+# Clean-worker check, run after every program that did not already end the worker (the
+# program's garbage has been collected by then). Either rule -> outcome ``fatal`` -> the
+# parent replaces the worker instead of reusing it.
+#: More pymalloc blocks (small objects) than the start-up baseline plus this many means
+#: something the program built is still reachable: recycle. 200,000 blocks is roughly
+#: 10 MB of small objects; a trivial program leaves a few dozen.
+MAX_LEFTOVER_BLOCKS = 200_000
+#: The worker must still be able to map the address space it had free at start-up
+#: (under RLIMIT_AS) minus this fraction of it, else recycle: freed memory that stays
+#: mapped (pymalloc arenas or the C heap kept by fragmentation) counts against the
+#: limit and would make the next, honest program fail. 1/16 of 512 MB is ~31 MB.
+ADDRESS_SPACE_SLACK_FRACTION = 1 / 16
+#: ... but never less than this (bytes): glibc keeps up to a few MB of freed heap.
+MIN_ADDRESS_SPACE_SLACK = 8 * 2**20
+#: Run once at worker start-up, before the start-up state is frozen.
+_WARM_UP_PROGRAM = "def execute_command(image):\n    return {'w': image.width, 'x': [1.5]}\n"
 
 #: The builtins a program gets (besides a capturing ``print``); keep in sync with
 #: ``validate.ALLOWED_BUILTINS``.
@@ -243,6 +268,46 @@ def _describe(exc: BaseException) -> str:
     return f"{message} (line {line})" if line is not None else message
 
 
+def _traceback_frames(*excs: BaseException | None) -> list[Any]:
+    """The frames in the tracebacks of ``excs`` and of the exceptions chained to them,
+    stopping at the exception the caller is handling (in-process, a program's exception
+    has it as its ``__context__``; its frames are not the program's)."""
+    frames = []
+    pending = list(excs)
+    seen = [sys.exc_info()[1]]  # a list, not a set of id()s: id() is audited
+    while pending:
+        exc = pending.pop()
+        if exc is None or any(exc is old for old in seen):
+            continue
+        seen.append(exc)
+        tb = exc.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        pending += (exc.__cause__, exc.__context__)
+    return frames
+
+
+def _gc_collections() -> tuple[int, ...]:
+    """How many collections of each generation the garbage collector has run so far."""
+    return tuple(stat["collections"] for stat in gc.get_stats())
+
+
+def _generation_to_collect(before: tuple[int, ...], after: tuple[int, ...]) -> int:
+    """The youngest generation whose collection frees every cycle a program left behind.
+
+    ``before``/``after`` are :func:`_gc_collections` around the program. Without any
+    automatic collection in between, everything the program created is still in
+    generation 0; when only generation-0 collections ran, survivors are in generation 1
+    (CPython up to 3.13); otherwise they may have reached the oldest generation.
+    """
+    if before == after:
+        return 0
+    if sys.version_info < (3, 14) and len(before) == 3 and before[1:] == after[1:]:
+        return 1
+    return 2
+
+
 # ---------------------------------------------------------------------------------------
 # Runtime: one program run
 # ---------------------------------------------------------------------------------------
@@ -267,6 +332,7 @@ class Runtime:
         self.max_result_chars = max_result_chars
         self.tool_calls = 0
         self.abort: Abort | None = None
+        self.describing = False  # True while the runtime reads a failed program's traceback
         self._out: list[str] = []
         self._out_size = 0
 
@@ -276,6 +342,14 @@ class Runtime:
 
     def leave_program(self) -> None:
         """Called as soon as the program has finished (however it finished)."""
+
+    def collect_garbage(self, before: tuple[int, ...]) -> None:
+        """Collect the program's reference cycles (called before :meth:`leave_program`).
+
+        In-process only the generations the program's objects can be in are collected,
+        so that a trivial program does not pay for a full collection of a large heap.
+        """
+        gc.collect(_generation_to_collect(before, _gc_collections()))
 
     def fail(self, abort: Abort) -> Abort:
         """Record the first abort (it is sticky) and return it for raising."""
@@ -372,40 +446,74 @@ class Runtime:
         image = ImageView(dict(image_info or {}))
 
         failure: BaseException | None = None
-        encoded = None
+        encoded = entry = value = late = None
+        collections = _gc_collections()
         self.enter_program()
         try:
-            exec(code, namespace)
-            entry = namespace.get("execute_command")
-            if not callable(entry):
-                raise NameError("execute_command is not defined")
-            value = entry(image)
-            if self.abort is not None:
-                raise self.abort
             try:
-                encoded = dumps(to_plain(value))
-            except (PlainError, ValueError, TypeError, RecursionError) as exc:
-                raise Abort("result", f"cannot return this value: {exc}") from None
-            if len(encoded) > self.max_result_chars:
-                raise Abort(
-                    "result",
-                    f"return value is too large: {len(encoded)} characters "
-                    f"(limit {self.max_result_chars})",
-                    fatal=True,
-                )
-        except BaseException as exc:  # noqa: BLE001 - every program fault becomes an outcome
-            failure = exc
+                exec(code, namespace)
+                entry = namespace.get("execute_command")
+                if not callable(entry):
+                    raise NameError("execute_command is not defined")
+                value = entry(image)
+                if self.abort is not None:
+                    raise self.abort
+                try:
+                    encoded = dumps(to_plain(value))
+                except (PlainError, ValueError, TypeError, RecursionError) as exc:
+                    raise Abort("result", f"cannot return this value: {exc}") from None
+                if len(encoded) > self.max_result_chars:
+                    raise Abort(
+                        "result",
+                        f"return value is too large: {len(encoded)} characters "
+                        f"(limit {self.max_result_chars})",
+                        fatal=True,
+                    )
+            except BaseException as exc:  # noqa: BLE001 - every program fault becomes an outcome
+                failure = exc
+            if failure is None:
+                outcome = {"ok": True, "value_json": encoded}
+            else:
+                outcome = {"ok": False, **self._settle(failure)}
+            # Drop everything that can keep the program's objects alive (the exceptions,
+            # whose tracebacks hold the program's frames, its value, its globals), then
+            # collect the cycles among them -- still under the program's CPU timer and
+            # audit hook, since freeing them may run code the program left behind.
+            abort, self.abort = self.abort, None
+            for dropped in (failure, abort):
+                if dropped is not None:
+                    dropped.__traceback__ = dropped.__context__ = dropped.__cause__ = None
+            failure = abort = dropped = entry = value = image = code = None
+            namespace.clear()
+            namespace = None
+            self.collect_garbage(collections)
+            late, self.abort = self.abort, None  # an abort while freeing: fatal
         finally:
             self.leave_program()
-        namespace.clear()
-
-        if failure is None:
-            outcome = {"ok": True, "value_json": encoded}
-        else:
-            outcome = {"ok": False, **self._classify(failure)}
-            failure.__traceback__ = None
-            failure = None
+        if late is not None:
+            outcome = {"ok": False, "error": {"kind": late.kind, "message": late.message},
+                       "fatal": True}  # fmt: skip
         return self._finish(outcome, cpu0)
+
+    def _settle(self, exc: BaseException) -> dict[str, Any]:
+        """Classify a failed program, then empty the finished frames in the tracebacks.
+
+        Whoever keeps one of these exceptions (in-process, the handler's error that ends
+        up in ``SandboxResult.error`` reaches the program's frames through ``f_back``)
+        must not keep the program's variables alive.
+        """
+        self.describing = True  # worker: reading a traceback (tb_frame, f_code) is audited
+        try:
+            outcome = self._classify(exc)
+            frames = _traceback_frames(exc, self.abort)
+        finally:
+            self.describing = False
+        for frame in frames:
+            try:
+                frame.clear()
+            except RuntimeError:  # still executing: Runtime.run and its callers
+                pass
+        return outcome
 
     def _classify(self, exc: BaseException) -> dict[str, Any]:
         if self.abort is not None:  # a tool abort / limit wins over whatever followed it
@@ -507,6 +615,11 @@ class WorkerRuntime(Runtime):
         self.exec_token = False
         signal.setitimer(signal.ITIMER_PROF, 0)
 
+    def collect_garbage(self, before: tuple[int, ...]) -> None:
+        """Always a full collection: everything alive after start-up is frozen (see
+        :func:`main`), so this only walks what was created since."""
+        gc.collect()
+
     def audit(self, event: str, args: tuple) -> None:
         """Audit hook: while a program runs, no audited operation is allowed."""
         if not self.in_program:
@@ -514,11 +627,89 @@ class WorkerRuntime(Runtime):
         if event == "exec" and self.exec_token:
             self.exec_token = False
             return
+        if event == "object.__getattr__" and self.describing:
+            return  # the runtime itself reads the traceback of a failed program
         raise self.fail(Abort("forbidden", f"operation {event!r} is not allowed", fatal=True))
 
 
 def _hard_exit(code: int) -> None:
     os._exit(code)
+
+
+def _can_map(size: int) -> bool:
+    """True if ``size`` more bytes of address space can be mapped right now.
+
+    An inaccessible (PROT_NONE) private mapping counts against RLIMIT_AS but is never
+    touched nor charged to the commit limit, so the probe costs one mmap/munmap pair and
+    no memory. (``bytes(size)`` would touch the first page; its munmap then needs a TLB
+    shoot-down, measured at ~50 us per program in the warm-pool benchmark on a VM.)
+    """
+    try:
+        probe = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+    except (OSError, OverflowError, ValueError):
+        return False
+    probe.close()
+    return True
+
+
+def _free_address_space() -> int | None:
+    """The largest mapping (bytes, 1 MiB steps) the worker can make under RLIMIT_AS,
+    or None without an address-space limit."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ValueError, OSError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    step = 2**20
+    low, high = 0, soft // step  # binary search in MiB: ~10 probes
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _can_map(middle * step):
+            low = middle
+        else:
+            high = middle - 1
+    return low * step
+
+
+def _page_faults() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt
+
+
+class _Cleanliness:
+    """Is the worker as fit for the next program as after start-up?
+
+    Measured once at start-up (after a collection and ``gc.freeze``), checked after every
+    program: see MAX_LEFTOVER_BLOCKS and ADDRESS_SPACE_SLACK_FRACTION. Reading
+    ``/proc/self`` is impossible (RLIMIT_NOFILE), hence the mapping probe. The probe is
+    skipped while the process has taken no page fault since the last one passed: memory
+    that stays mapped has been written to, and a first write to a page is a fault (a
+    trivial program takes none).
+    """
+
+    def __init__(self) -> None:
+        self.baseline_blocks = sys.getallocatedblocks()
+        free = _free_address_space()
+        self.required_free: int | None = None
+        if free is not None:
+            slack = max(int(free * ADDRESS_SPACE_SLACK_FRACTION), MIN_ADDRESS_SPACE_SLACK)
+            if free > slack:
+                self.required_free = free - slack
+        self.faults = _page_faults()
+
+    def problem(self) -> str | None:
+        """None when the worker may run another program, else why it may not."""
+        leftover = sys.getallocatedblocks() - self.baseline_blocks
+        if leftover > MAX_LEFTOVER_BLOCKS:
+            return f"{leftover} objects left allocated"
+        if self.required_free is not None:
+            faults = _page_faults()
+            if faults != self.faults:
+                if not _can_map(self.required_free):
+                    return f"less than {self.required_free // 2**20} MB of address space free"
+                self.faults = faults
+        return None
 
 
 def _apply_process_limits(memory_mb: int) -> None:
@@ -551,6 +742,13 @@ def main(argv: list[str]) -> int:
     sys.setrecursionlimit(int(config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)))
     runtime = WorkerRuntime(channel, {})
     sys.addaudithook(lambda event, args: runtime.audit(event, args))
+    # Everything alive now lives as long as the worker: freeze it, so that the full
+    # collection after each program only walks what that program created. The warm-up
+    # run first creates what the first compile() creates lazily (the AST node types).
+    Runtime(lambda name, args, kwargs: None).run(_WARM_UP_PROGRAM, [], {"width": 1})
+    gc.collect()
+    gc.freeze()
+    cleanliness = _Cleanliness()
     channel.send({"op": "ready", "pid": _pid(), "cpu": time.process_time()})
     while True:
         message = channel.recv()
@@ -566,6 +764,14 @@ def main(argv: list[str]) -> int:
         except MemoryError:
             outcome = {"ok": False, "error": {"kind": "memory", "message": "memory limit exceeded"},
                        "fatal": True, "stdout": "", "cpu_s": 0.0, "tool_calls": 0}  # fmt: skip
+        except Abort as exc:  # the audit hook stopped something while the run was ending
+            outcome = {"ok": False, "error": {"kind": exc.kind, "message": exc.message},
+                       "fatal": True, "stdout": "", "cpu_s": 0.0, "tool_calls": 0}  # fmt: skip
+        if not outcome.get("fatal"):
+            problem = cleanliness.problem()
+            if problem is not None:  # the result stands; the parent replaces this worker
+                outcome["fatal"] = True
+                outcome["recycle"] = problem
         value_json = outcome.pop("value_json", None)
         outcome["op"] = "done"
         outcome["cpu_total"] = time.process_time()

@@ -14,8 +14,9 @@ from shapely.ops import unary_union
 from skimage.measure import label as cc_label
 from skimage.measure import regionprops
 
+from viper_rs import budget
 from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.regions import Region, pixel_polygon  # noqa: F401  (re-export)
 from viper_rs.vision.base import ScoreMap
 
 
@@ -53,6 +54,7 @@ def regions_from_labels(
     out: list[Region] = []
     scores = smap.scores
     for prop in regionprops(labels):
+        budget.check()
         r0, c0, r1, c1 = prop.bbox
         crop = prop.image
         area = float(crop.sum(axis=1) @ image.row_pixel_area[r0:r1])
@@ -91,15 +93,3 @@ def regions_from_score_map(
     else:
         labels = label_components(fg, connectivity)
     return regions_from_labels(image, labels, smap, min_area_m2=min_area_m2, polygons=polygons)
-
-
-def pixel_polygon(crop: np.ndarray):
-    """Outline of a cropped boolean mask in pixel units (for shape measures)."""
-    from rasterio.features import shapes
-
-    geoms = [shape(g) for g, v in shapes(crop.astype(np.uint8), mask=crop) if v == 1]
-    if not geoms:
-        return None
-    if len(geoms) == 1:
-        return geoms[0]
-    return max(geoms, key=lambda g: g.area)

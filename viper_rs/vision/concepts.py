@@ -208,6 +208,10 @@ _RELATION_WORDS = frozenset({
 })
 
 
+#: Words in the longest vocabulary phrase (a longer suffix can never match).
+_MAX_PHRASE_WORDS = max(len(k.split()) for k in VOCABULARY)
+
+
 def normalize_phrase(query: str) -> str:
     """Lower-case, hyphen-free, single-spaced phrase without a leading article or a
     trailing ``in the image``."""
@@ -216,9 +220,10 @@ def normalize_phrase(query: str) -> str:
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"\s+in (?:the|this) (?:image|picture|scene|photo)$", "", s)
     words = s.split()
-    while words and words[0] in _ARTICLES:
-        words = words[1:]
-    return " ".join(words)
+    i = 0
+    while i < len(words) and words[i] in _ARTICLES:
+        i += 1
+    return " ".join(words[i:])
 
 
 def _singular(word: str) -> str:
@@ -276,9 +281,12 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
     notes: list[str] = []
     words = phrase.split()
     # Size/shape words: only leading ones, and only when a noun remains.
-    dropped = []
-    while len(words) > 1 and (words[0] in SIZE_WORDS or words[0] in SHAPE_WORDS):
-        dropped.append(words.pop(0))
+    n_dropped = 0
+    while len(words) - n_dropped > 1 and (
+        words[n_dropped] in SIZE_WORDS or words[n_dropped] in SHAPE_WORDS
+    ):
+        n_dropped += 1
+    dropped, words = words[:n_dropped], words[n_dropped:]
     for w in dropped:
         kind = "size" if w in SIZE_WORDS else "shape"
         notes.append(
@@ -296,10 +304,13 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
             hit = _lookup(" ".join(words[:-1]))
     qualifiers: list[str] = []
     if hit is None:
-        # "red roof", "old factory building": drop leading qualifiers one by one.
-        for i in range(1, len(words)):
-            if _RELATION_WORDS.intersection(words[:i]):
-                break
+        # "red roof", "old factory building": drop leading qualifiers one by one (never
+        # past a relation word). Only the last _MAX_PHRASE_WORDS words can name a concept.
+        first_relation = next(
+            (j for j, w in enumerate(words) if w in _RELATION_WORDS), len(words)
+        )
+        start = max(1, len(words) - _MAX_PHRASE_WORDS)
+        for i in range(start, min(len(words), first_relation + 1)):
             hit = _lookup(" ".join(words[i:]))
             if hit is not None:
                 qualifiers = words[:i]

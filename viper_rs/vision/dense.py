@@ -15,7 +15,9 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
+from viper_rs import budget
 from viper_rs.config import Settings
 from viper_rs.errors import UnknownConceptError
 from viper_rs.geo import GeoImage
@@ -64,6 +66,17 @@ class DenseDetector:
             notes.append("regions are patch-level components (no SAM checkpoint configured)")
         return notes
 
+    def prepare(self, image: GeoImage) -> dict[str, Any]:
+        """Compute (or fetch from the caches) the per-image work every query shares: the
+        patch-embedding grid and, with SAM, the SAM image embedding."""
+        t0 = time.perf_counter()
+        self.embedder.embed(image)
+        stats: dict[str, Any] = {"image_tower": dict(getattr(self.embedder, "last_stats", {}))}
+        if self.sam is not None:
+            stats["sam_embedding"] = self.sam.set_image(image)
+        stats["ms"] = _ms(t0)
+        return stats
+
     def score_map(self, image: GeoImage, query: str) -> ScoreMap:
         """Calibrated probability of ``query`` per pixel (patch scores upsampled)."""
         return self._run(image, query)[0]
@@ -109,6 +122,7 @@ class DenseDetector:
                 smap, labels, _ = hit
                 return smap, labels, [{"stage": "detection", "cached": True}]
         stages: Stages = []
+        budget.check()
         grid = self.embedder.embed(image)
         stages.append({"stage": "image_tower", **getattr(self.embedder, "last_stats", {})})
 
@@ -124,6 +138,7 @@ class DenseDetector:
         stages.append({"stage": "text", "prompts": len(prompts), "ms": _ms(t),
                        **{k: v for k, v in text_stats.items() if k != "ms"}})
 
+        budget.check()
         t = time.perf_counter()
         sims = grid.features @ emb.T  # (rows, cols, 1 + negatives)
         probs = self.calibration.probabilities(sims) if negatives else sims[..., 0]
@@ -135,6 +150,7 @@ class DenseDetector:
         stages.append({"stage": "score", "negatives": len(negatives), "threshold": threshold,
                        "max": round(float(probs.max()), 4), "ms": _ms(t)})
 
+        budget.check()
         t = time.perf_counter()
         labels = label_components(smap.mask & image.answer_mask, self.settings.connectivity)
         labels = _drop_small(labels, image, self.settings.min_region_m2)
@@ -143,6 +159,7 @@ class DenseDetector:
                        "connectivity": self.settings.connectivity, "ms": _ms(t)})
 
         if self.sam is not None and n:
+            budget.check()
             emb_stats = self.sam.set_image(image)
             stages.append({"stage": "sam_embedding", **emb_stats})
             points = component_points(labels, probs, grid.patch_centres(), scores,
@@ -183,11 +200,15 @@ def component_points(
         pts = out.setdefault(lab, np.zeros((0, 2)))
         if len(pts) < k:
             out[lab] = np.vstack([pts, [[rc[i, 1], rc[i, 0]]]])
-    for lab in np.unique(labels):
-        lab = int(lab)
-        if lab == 0 or lab in out:
-            continue
-        rr, cc = np.nonzero(labels == lab)
+    missing = [int(lab) for lab in np.unique(labels) if lab != 0 and int(lab) not in out]
+    if not missing:
+        return out
+    slices = ndimage.find_objects(labels)
+    for lab in missing:
+        budget.check()
+        sl = slices[lab - 1]
+        rr, cc = np.nonzero(labels[sl] == lab)
+        rr, cc = rr + sl[0].start, cc + sl[1].start
         j = int(np.argmax(scores[rr, cc]))
         out[lab] = np.array([[cc[j], rr[j]]], dtype=float)
     return out

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from viper_rs import budget
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, InputError, first_line
 from viper_rs.geo import GeoImage
@@ -318,6 +319,7 @@ class SamRefiner:
             accepted: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}
             with torch.inference_mode():
                 for start in range(0, len(todo), PROMPT_BATCH):
+                    budget.check()
                     batch = todo[start:start + PROMPT_BATCH]
                     prompts = [self._prompt(lab, slices[i - 1], i, points.get(i)) for i in batch]
                     low_res, quality = self._decode(prompts)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import tools
+from viper_rs import tools
 from tests.conftest import REPO
 from tests.fake_openai import FakeOpenAI, Reply
 from viper_rs.agent import Agent

@@ -7,8 +7,8 @@ import pytest
 
 from tests.conftest import StaticDetector
 from tests.test_dense import FakeEmbedder, FakeText
-from tools import ToolContext, use_context
-from tools.core import area, count, exists, find
+from viper_rs.tools import ToolContext, use_context
+from viper_rs.tools.core import area, count, exists, find
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError
 from viper_rs.geo import GeoImage

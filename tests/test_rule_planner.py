@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-import tools
+from viper_rs import tools
 from tests.conftest import DATA
 from viper_rs.errors import ConfigError, PlanningError
 from viper_rs.planning import PLANNER_NAMES, Plan, Planner, RulePlanner, build_planner

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from skimage.measure import label as cc_label
 
-from tools import ToolContext, use_context
-from tools.core import area, compare, count, exists, find
-from tools.measures import shape_class, size_class
-from tools.spatial import above, below, left_of, next_to, right_of
+from viper_rs.tools import ToolContext, use_context
+from viper_rs.tools.core import area, compare, count, exists, find
+from viper_rs.tools.measures import shape_class, size_class
+from viper_rs.tools.spatial import above, below, left_of, next_to, right_of
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError, UnknownConceptError
 from viper_rs.geo import GeoImage
@@ -370,7 +370,7 @@ def test_relations_are_not_near_ties():
     s = scene(0)
     regions = {o.id: o.region(s.image) for o in s.objects}
     limit = s.settings.next_to_m / s.image.ground_sampling_distance
-    from tools.spatial import gap_px
+    from viper_rs.tools.spatial import gap_px
 
     for q in questions(0):
         for side in ("first", "second"):

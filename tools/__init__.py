@@ -5,8 +5,8 @@ that is imported below: the prompt API text, the sandbox namespace, argument val
 and the README's docs table all derive from the registry.
 """
 
-from tools import core, filters, spatial  # noqa: F401  (registration side effects)
-from tools.context import ToolContext, current, parse_phrase, use_context
-from tools.registry import REGISTRY, Registry, Tool, tool
+from viper_rs.tools import core, filters, spatial  # noqa: F401  (registration side effects)
+from viper_rs.tools.context import ToolContext, current, parse_phrase, use_context
+from viper_rs.tools.registry import REGISTRY, Registry, Tool, tool
 
 __all__ = ["REGISTRY", "Registry", "Tool", "ToolContext", "current", "parse_phrase", "tool", "use_context"]

@@ -6,9 +6,9 @@ from typing import Literal
 
 import numpy as np
 
-from tools.context import current, parse_phrase
-from tools.measures import apply_shape, apply_size
-from tools.registry import tool
+from viper_rs.tools.context import current, parse_phrase
+from viper_rs.tools.measures import apply_shape, apply_size
+from viper_rs.tools.registry import tool
 from viper_rs import budget
 from viper_rs.regions import Region
 

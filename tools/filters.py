@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from tools.context import current
-from tools.measures import apply_shape, apply_size
-from tools.registry import tool
+from viper_rs.tools.context import current
+from viper_rs.tools.measures import apply_shape, apply_size
+from viper_rs.tools.registry import tool
 from viper_rs.regions import Region
 
 

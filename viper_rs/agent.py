@@ -6,9 +6,9 @@ import logging
 import time
 from typing import Any
 
-import tools  # noqa: F401  (registers the tools)
-from tools.context import ToolContext
-from tools.registry import REGISTRY
+from viper_rs import tools  # noqa: F401  (registers the tools)
+from viper_rs.tools.context import ToolContext
+from viper_rs.tools.registry import REGISTRY
 from viper_rs.answer import Answer, normalise
 from viper_rs.config import Settings
 from viper_rs.errors import SandboxError, SandboxTimeout, ValidationError, ViperError

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "tools":
-            import tools
+            from viper_rs import tools
             from viper_rs.docs import update_readme
 
             if args.update_readme:

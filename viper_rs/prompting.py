@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib.resources import files
 from dataclasses import dataclass
 from pathlib import Path
 
-import tools  # noqa: F401  (registers the tools)
-from tools.registry import REGISTRY, Registry
+from viper_rs import tools  # noqa: F401  (registers the tools)
+from viper_rs.tools.registry import REGISTRY, Registry
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+#: The repository's ``prompts/`` folder, installed as the package data of ``viper_rs.prompts``.
+PROMPTS_DIR = Path(str(files("viper_rs.prompts")))
 
 #: Longest failing program (characters) quoted back in a repair message.
 MAX_REPAIR_PROGRAM_CHARS = 4000

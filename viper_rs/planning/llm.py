@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tools.registry import REGISTRY, Registry
+from viper_rs.tools.registry import REGISTRY, Registry
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, PlanningError, ValidationError
 from viper_rs.planning.base import Plan

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from viper_rs import tools
 from tests.conftest import REPO
 from tests.fake_openai import FakeOpenAI, Reply
+from viper_rs import tools
 from viper_rs.agent import Agent
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, PlanningError, ValidationError

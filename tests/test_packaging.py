@@ -13,11 +13,11 @@ import os
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPED = {"viper_rs.tools": "tools", "viper_rs.prompts": "prompts"}

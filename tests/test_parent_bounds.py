@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from viper_rs.tools.context import MAX_QUERY_CHARS, MAX_REGION_REFS_PER_CALL
 from viper_rs.tools.registry import REGISTRY
+
 from viper_rs import budget
 from viper_rs.agent import Agent
 from viper_rs.config import Settings

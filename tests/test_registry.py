@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from viper_rs import tools
-from tests.conftest import REPO, StaticDetector
 from viper_rs.tools.registry import tool
+
+from tests.conftest import REPO, StaticDetector
+from viper_rs import tools
 from viper_rs.agent import Agent
 from viper_rs.config import Settings
 from viper_rs.docs import readme_tools_table

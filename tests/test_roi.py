@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from viper_rs.tools import ToolContext, use_context
+from viper_rs.tools.core import area, count, exists, find
 
 from tests.conftest import StaticDetector
 from tests.test_dense import FakeEmbedder, FakeText
-from viper_rs.tools import ToolContext, use_context
-from viper_rs.tools.core import area, count, exists, find
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError
 from viper_rs.geo import GeoImage

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from viper_rs import tools
 from tests.conftest import DATA
+from viper_rs import tools
 from viper_rs.errors import ConfigError, PlanningError
 from viper_rs.planning import PLANNER_NAMES, Plan, Planner, RulePlanner, build_planner
 from viper_rs.planning.rules import (

@@ -16,11 +16,11 @@ from functools import cache
 import numpy as np
 import pytest
 from skimage.measure import label as cc_label
-
 from viper_rs.tools import ToolContext, use_context
 from viper_rs.tools.core import area, compare, count, exists, find
 from viper_rs.tools.measures import shape_class, size_class
 from viper_rs.tools.spatial import above, below, left_of, next_to, right_of
+
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError, UnknownConceptError
 from viper_rs.geo import GeoImage

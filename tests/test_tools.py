@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from viper_rs import tools
-from tests.conftest import StaticDetector
 from viper_rs.tools import ToolContext, use_context
 from viper_rs.tools.context import parse_phrase
 from viper_rs.tools.core import area, compare, count, exists, find
 from viper_rs.tools.filters import filter_area, filter_shape, filter_size
 from viper_rs.tools.spatial import above, below, left_of, next_to, right_of
+
+from tests.conftest import StaticDetector
+from viper_rs import tools
 from viper_rs.config import Settings
 from viper_rs.errors import ToolError
 from viper_rs.geo import GeoImage

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
 from viper_rs.tools.context import current, parse_phrase
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
+
 from viper_rs import budget
 from viper_rs.regions import Region
 

@@ -7,6 +7,7 @@ from typing import Literal
 from viper_rs.tools.context import current
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
+
 from viper_rs.regions import Region
 
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 from shapely import STRtree, box
-
 from viper_rs.tools.context import current
 from viper_rs.tools.registry import tool
+
 from viper_rs import budget
 from viper_rs.errors import ToolError
 from viper_rs.regions import Region

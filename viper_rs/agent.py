@@ -7,8 +7,6 @@ import time
 from typing import Any
 
 from viper_rs import tools  # noqa: F401  (registers the tools)
-from viper_rs.tools.context import ToolContext
-from viper_rs.tools.registry import REGISTRY
 from viper_rs.answer import Answer, normalise
 from viper_rs.config import Settings
 from viper_rs.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
@@ -18,6 +16,8 @@ from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner
 from viper_rs.sandbox import Limits, Sandbox
 from viper_rs.sandbox.validate import validate_program
+from viper_rs.tools.context import ToolContext
+from viper_rs.tools.registry import REGISTRY
 from viper_rs.vision.factory import build_detector
 
 log = logging.getLogger(__name__)

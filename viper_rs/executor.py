@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context
-from viper_rs.tools.registry import REGISTRY, Registry
 from viper_rs import budget
 from viper_rs.errors import ToolError, ViperError
 from viper_rs.regions import Region
+from viper_rs.tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context
+from viper_rs.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 REGION_KEY = "__region__"

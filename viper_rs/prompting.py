@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from importlib.resources import files
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from viper_rs import tools  # noqa: F401  (registers the tools)

@@ -33,11 +33,11 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 
-from viper_rs.tools.measures import shape_class, size_class
-from viper_rs.tools.spatial import gap_px, is_above, is_left_of
 from viper_rs.config import Settings
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
+from viper_rs.tools.measures import shape_class, size_class
+from viper_rs.tools.spatial import gap_px, is_above, is_left_of
 
 #: Object classes a scene can contain.
 RESIDENTIAL = "residential building"

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from viper_rs.tools.registry import REGISTRY, Registry
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, PlanningError, ValidationError
 from viper_rs.planning.base import Plan
 from viper_rs.planning.cache import ProgramCache, cache_key
 from viper_rs.planning.extract import extract_program, infer_kind
 from viper_rs.prompting import PROMPTS_DIR, Prompt, clean_question
+from viper_rs.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from viper_rs.config import Settings
+from viper_rs.timing import ms_since
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUESTIONS = [
@@ -30,10 +31,6 @@ QUESTIONS = [
     "Is there a large building?",
     "How many roads are there?",
 ]
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 1)
 
 
 def run(rounds: int = 3, large_px: tuple[int, int] = (4000, 3000)) -> dict:
@@ -49,14 +46,14 @@ def run(rounds: int = 3, large_px: tuple[int, int] = (4000, 3000)) -> dict:
         folders = [DATA] if DATA.is_dir() else []
         t0 = time.perf_counter()
         catalog = Catalog(folders)
-        out["catalog_ms"] = _ms(t0)
+        out["catalog_ms"] = ms_since(t0, 1)
         out["images_listed"] = len(catalog.keys)
         controller = Controller(catalog, settings, out_dir=Path(tmp) / "out")
         options = Options(detector="spectral", planner="rules")
         try:
             t0 = time.perf_counter()
             controller.warm_up(options)
-            out["warm_up_ms"] = _ms(t0)
+            out["warm_up_ms"] = ms_since(t0, 1)
             key = catalog.default_key
             first = []
             later, share = [], []
@@ -81,7 +78,7 @@ def run(rounds: int = 3, large_px: tuple[int, int] = (4000, 3000)) -> dict:
         t0 = time.perf_counter()
         base, _ = evidence.overlay(big, None)
         out["large_overlay"] = {"image_px": [w, h], "display_px": list(base.shape[1::-1]),
-                                "ms": _ms(t0)}
+                                "ms": ms_since(t0, 1)}
     return out
 
 

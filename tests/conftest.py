@@ -35,10 +35,17 @@ class StaticDetector:
     """Test detector: fixed boolean masks per concept; components become regions."""
 
     name = "static"
+    choice_note = None
 
     def __init__(self, masks: dict[str, np.ndarray]):
         self.masks = masks
         self.calls = 0
+
+    def prepare(self, image):
+        return {}
+
+    def find_with_stages(self, image, query):
+        return self.find(image, query), []
 
     def score_map(self, image, query):
         from viper_rs.errors import UnknownConceptError

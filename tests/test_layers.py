@@ -27,7 +27,13 @@ LAYERS: dict[str, int] = {
     "viper_rs.regions": 0,
     "viper_rs.budget": 0,
     "viper_rs.textsafe": 0,  # safe terminal text (new, imports nothing of the project)
+    "viper_rs.vocabulary": 0,  # size/shape/article words, relation phrases, plural tables
+    "viper_rs.files": 0,  # the exists / is-a-directory / empty check of input files
+    "viper_rs.lru": 0,  # the thread-safe LRU cache of every in-memory cache
+    "viper_rs.timing": 0,  # ms_since: elapsed milliseconds as traces report them
+    "viper_rs.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
     "viper_rs.geo": 1,
+    "viper_rs.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
     "viper_rs.answer": 1,
     "viper_rs.sandbox": 1,
     "viper_rs.weights": 1,

@@ -23,7 +23,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, PlanningError, ValidationError
 from viper_rs.planning import AutoPlanner, LLMPlanner, RulePlanner, build_planner
 from viper_rs.planning.auto import OFFLINE
-from viper_rs.planning.cache import ProgramCache, cache_key, normalise_question
+from viper_rs.planning.cache import ProgramCache, cache_key, question_key
 from viper_rs.planning.extract import extract_program, infer_kind
 from viper_rs.prompting import PROMPTS_DIR, Prompt, load_examples, prompt_hash, render_prompt
 from viper_rs.sandbox import Limits, Sandbox, validate_program
@@ -485,7 +485,7 @@ def test_cache_ignores_corrupt_files(tmp_path):
     cache.put(key, {"program": "p"})
     assert cache.get(key)["program"] == "p"
     assert not list(tmp_path.glob(".tmp-*"))
-    assert normalise_question(" Is  there a Road?? ") == "is there a road"
+    assert question_key(" Is  there a Road?? ") == "is there a road"
 
 
 # --------------------------------------------------------------------------- auto

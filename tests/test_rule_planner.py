@@ -13,13 +13,7 @@ from tests.conftest import DATA
 from viper_rs import tools
 from viper_rs.errors import ConfigError, PlanningError
 from viper_rs.planning import PLANNER_NAMES, Plan, Planner, RulePlanner, build_planner
-from viper_rs.planning.rules import (
-    TEMPLATES,
-    TOOLS_EMITTED,
-    pluralise_identifier,
-    singularise_phrase,
-    singularise_word,
-)
+from viper_rs.planning.rules import TEMPLATES, TOOLS_EMITTED, pluralise_identifier
 
 QUESTIONS = DATA / "rsvqa_hr_mini" / "USGS_split_mini_questions.json"
 KIND_OF_TYPE = {"presence": "presence", "count": "count", "area": "area", "comp": "comparison"}
@@ -348,43 +342,8 @@ def test_colliding_variable_names_are_kept_apart(planner):
     check_program(plan.program)
 
 
-# --------------------------------------------------------------------------- singulariser
-
-
-@pytest.mark.parametrize(
-    ("plural", "singular"),
-    [
-        ("buildings", "building"), ("parkings", "parking"), ("allotments", "allotment"),
-        ("woods", "wood"), ("wood", "wood"), ("grass", "grass"), ("pedestrians", "pedestrian"),
-        ("cemeterys", "cemetery"), ("cemeteries", "cemetery"), ("railways", "railway"),
-        ("theatres", "theatre"), ("houses", "house"), ("greenhouses", "greenhouse"),
-        ("churches", "church"), ("boxes", "box"), ("buses", "bus"), ("bus", "bus"),
-        ("glasses", "glass"), ("wharves", "wharf"), ("groves", "grove"), ("leaves", "leaf"),
-        ("movies", "movie"), ("cities", "city"), ("niches", "niche"), ("tomatoes", "tomato"),
-        ("shoes", "shoe"), ("people", "person"), ("fishermen", "fisherman"),
-        ("series", "series"), ("water", "water"), ("tennis", "tennis"), ("campus", "campus"),
-    ],
-)
-def test_singularise_word(plural, singular):
-    assert singularise_word(plural) == singular
-    assert singularise_word(singular) == singular  # idempotent on singulars
-
-
-@pytest.mark.parametrize(
-    ("phrase", "singular"),
-    [
-        ("place of worships", "place of worship"),
-        ("places of worship", "place of worship"),
-        ("place of worship", "place of worship"),
-        ("water areas", "water area"),
-        ("grass areas", "grass area"),
-        ("commercial/retail areas", "commercial/retail area"),
-        ("residential buildings", "residential building"),
-        ("salt ponds", "salt pond"),
-    ],
-)
-def test_singularise_phrase(phrase, singular):
-    assert singularise_phrase(phrase) == singular
+# --------------------------------------------------------------------------- identifiers
+# (the singular of question nouns is tested in tests/test_vocabulary.py)
 
 
 def test_identifiers_are_readable_plurals():

@@ -10,14 +10,11 @@ from dataclasses import dataclass, field
 
 from viper_rs import budget
 from viper_rs.config import Settings
+from viper_rs.detector import Detector
 from viper_rs.errors import ToolError
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
-
-SIZE_WORDS = ("small", "medium", "large")
-SHAPE_WORDS = ("square", "rectangular", "circular")
-_SHAPE_ALIASES = {"round": "circular", "rectangle": "rectangular", "squared": "square"}
-_ARTICLES = ("a", "an", "the", "some", "any")
+from viper_rs.vocabulary import split_modifiers
 
 # What one program may make the parent hold or do (README: "Limits").
 #: Longest concept name a tool accepts (characters).
@@ -35,7 +32,7 @@ class ToolContext:
     """Everything tools need for one image; regions get run-wide ids here."""
 
     image: GeoImage
-    detector: object  # viper_rs.vision.base.Detector
+    detector: Detector
     settings: Settings = field(default_factory=Settings)
     regions: dict[int, Region] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -53,12 +50,9 @@ class ToolContext:
             for note in self.detector.notes(self.image, key):
                 if note not in self.notes:
                     self.notes.append(note)
-            finder = getattr(self.detector, "find_with_stages", None)
-            if finder is not None:
-                regions, stages = finder(self.image, key)
+            regions, stages = self.detector.find_with_stages(self.image, key)
+            if stages:
                 self.stages.append({"query": key, "stages": stages})
-            else:
-                regions = self.detector.find(self.image, key)
             self.detect_cache[key] = self.register(regions)
         return list(self.detect_cache[key])
 
@@ -120,20 +114,10 @@ def use_context(ctx: ToolContext) -> Iterator[ToolContext]:
 def parse_phrase(name: str) -> tuple[str, str | None, str | None]:
     """Split ``"a small circular water area"`` into (``"water area"``, ``"small"``, ``"circular"``)."""
     check_query(name)
-    words = re.sub(r"[^\w\s'-]", " ", name.lower()).split()
-    size = shape = None
-    i = 0
-    while i < len(words) and (words[i] in _ARTICLES or words[i] in SIZE_WORDS
-                              or words[i] in SHAPE_WORDS or words[i] in _SHAPE_ALIASES):
-        w = words[i]
-        i += 1
-        if w in SIZE_WORDS:
-            size = w
-        elif w in SHAPE_WORDS or w in _SHAPE_ALIASES:
-            shape = _SHAPE_ALIASES.get(w, w)
-    if i == len(words):
+    base, size, shape = split_modifiers(re.sub(r"[^\w\s'-]", " ", name.lower()))
+    if not base:
         raise ToolError(f"no object named in {name!r}")
-    return " ".join(words[i:]), size, shape
+    return base, size, shape
 
 
 def check_query(name: str) -> None:

@@ -9,13 +9,15 @@ from typing import Any
 from viper_rs import tools  # noqa: F401  (registers the tools)
 from viper_rs.answer import Answer, normalise
 from viper_rs.config import Settings
+from viper_rs.detector import Detector
 from viper_rs.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
 from viper_rs.executor import ToolExecutor
 from viper_rs.geo import GeoImage
 from viper_rs.planning import build_planner
-from viper_rs.planning.base import Plan, Planner
+from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.sandbox import Limits, Sandbox
 from viper_rs.sandbox.validate import validate_program
+from viper_rs.timing import ms_since
 from viper_rs.tools.context import ToolContext
 from viper_rs.tools.registry import REGISTRY
 from viper_rs.vision.factory import build_detector
@@ -35,7 +37,7 @@ class Agent:
     def __init__(
         self,
         settings: Settings | None = None,
-        detector: str | Any | None = None,
+        detector: str | Detector | None = None,
         planner: str | Planner | None = None,
         sandbox: Sandbox | None = None,
     ) -> None:
@@ -49,14 +51,7 @@ class Agent:
 
     def limits(self) -> Limits:
         """Sandbox limits from the settings."""
-        s = self.settings
-        return Limits(
-            wall_s=s.sandbox_wall_s,
-            cpu_s=s.sandbox_cpu_s,
-            memory_mb=s.sandbox_memory_mb,
-            max_output_chars=s.sandbox_max_output_chars,
-            max_tool_calls=s.sandbox_max_tool_calls,
-        )
+        return Limits.from_settings(self.settings)
 
     # ------------------------------------------------------------------ public API
     def ask(self, image: GeoImage, question: str, settings: Settings | None = None) -> Answer:
@@ -75,11 +70,11 @@ class Agent:
         try:
             plan = self.planner.plan(question)
         except ViperError as exc:
-            ms = _ms(t0)
+            ms = ms_since(t0)
             answer = self._failed(image, question, None, exc, {"plan_ms": ms, "total_ms": ms})
             answer.attempts = [_attempt(1, answer.planner, None, exc.to_dict(), ms)]
             return answer
-        plan_ms = _ms(t0)
+        plan_ms = ms_since(t0)
         plan_total = plan_ms
         failures: list[tuple[Plan, dict[str, str]]] = []
         while True:
@@ -94,16 +89,18 @@ class Agent:
             if not self._repairable(plan, answer.error, len(failures)):
                 break
             failures.append((plan, answer.error))
+            planner = self.planner
+            assert isinstance(planner, RepairingPlanner)  # _repairable checked it
             t1 = time.perf_counter()
             try:
-                plan = self.planner.repair(question, failures)  # type: ignore[attr-defined]
+                plan = planner.repair(question, failures)
             except ViperError as exc:
-                ms = _ms(t1)
+                ms = ms_since(t1)
                 plan_total += ms
                 attempts.append(_attempt(len(attempts) + 1, plan.planner, None, exc.to_dict(), ms))
                 answer.notes.append(f"repair failed: {exc}")
                 break
-            plan_ms = _ms(t1)
+            plan_ms = ms_since(t1)
             plan_total += plan_ms
         if len(attempts) > 1:
             failed = [a["error"]["type"] for a in attempts if a["error"]]
@@ -114,7 +111,7 @@ class Agent:
             )
         answer.attempts = attempts
         answer.timings = {"plan_ms": round(plan_total, 3), **answer.timings}
-        answer.timings["total_ms"] = _ms(t0)
+        answer.timings["total_ms"] = ms_since(t0)
         return answer
 
     def _try(
@@ -131,15 +128,13 @@ class Agent:
         repairs left."""
         if error.get("type") not in REPAIRABLE_ERRORS:
             return False
-        can = getattr(self.planner, "can_repair", None)
-        if can is None or not can(plan):
+        if not isinstance(self.planner, RepairingPlanner) or not self.planner.can_repair(plan):
             return False
         return done < self.settings.llm_repair_attempts
 
     def _accept(self, question: str, plan: Plan) -> None:
-        accept = getattr(self.planner, "accept", None)
-        if accept is not None:
-            accept(question, plan)
+        if isinstance(self.planner, RepairingPlanner):
+            self.planner.accept(question, plan)
 
     def run_program(
         self,
@@ -164,10 +159,10 @@ class Agent:
             timings["prepare_ms"] = prepared
         t1 = time.perf_counter()
         result = self.sandbox.run(program, executor, REGISTRY.names(), image_info=image_info(image))
-        timings["program_ms"] = _ms(t1)
-        timings["run_ms"] = _ms(t0)
+        timings["program_ms"] = ms_since(t1)
+        timings["run_ms"] = ms_since(t0)
         timings["tools_ms"] = round(sum(e.get("ms", 0.0) for e in executor.trace), 3)
-        timings["total_ms"] = _ms(t0)
+        timings["total_ms"] = ms_since(t0)
         hint = kind or (plan.kind if plan else None)
         timed_out = isinstance(result.error, SandboxTimeout)
         base = dict(
@@ -177,7 +172,7 @@ class Agent:
             # A timed-out program's partial regions are not evidence of anything.
             regions=[] if timed_out else [ctx.regions[i] for i in sorted(ctx.regions)],
             timings=timings,
-            detector=getattr(self.detector, "name", type(self.detector).__name__),
+            detector=self.detector.name,
             planner=plan.planner if plan else None,
             notes=self._detector_notes() + list(plan.notes if plan else []) + ctx.notes,
             image=image.describe(),
@@ -214,10 +209,7 @@ class Agent:
         """The detector's per-image work (features, class maps), done before the program
         starts so that its wall-clock limit covers only what the program causes; cached
         per image by the detector. Skipped for programs the sandbox will reject.
-        Returns the milliseconds spent, or None when nothing ran."""
-        prepare = getattr(self.detector, "prepare", None)
-        if prepare is None:
-            return None
+        Returns the milliseconds spent, or None when the program is rejected."""
         try:
             validate_program(program, REGISTRY.names(),
                              max_source_chars=self.sandbox.limits.max_source_chars)
@@ -225,13 +217,13 @@ class Agent:
             return None
         t0 = time.perf_counter()
         try:
-            prepare(image)
+            self.detector.prepare(image)
         except ViperError as exc:  # the program's first tool call meets it again and reports it
             log.debug("detector preparation failed: %s", exc)
-        return _ms(t0)
+        return ms_since(t0)
 
     def _detector_notes(self) -> list[str]:
-        note = getattr(self.detector, "choice_note", None)
+        note = self.detector.choice_note
         return [note] if note else []
 
     def _failed(
@@ -251,8 +243,8 @@ class Agent:
             program=program,
             error=exc.to_dict(),
             timings=timings,
-            detector=getattr(self.detector, "name", None),
-            planner=plan.planner if plan else getattr(self.planner, "name", None),
+            detector=self.detector.name,
+            planner=plan.planner if plan else self.planner.name,
             notes=self._detector_notes() + (list(plan.notes) if plan else []),
             image=image.describe(),
             area_unit=image.area_unit,
@@ -291,7 +283,3 @@ def _attempt(
     for k, v in (meta or {}).items():
         record.setdefault(k, v)
     return record
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 3)

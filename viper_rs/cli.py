@@ -11,6 +11,7 @@ from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import InputError, ViperError
+from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
 from viper_rs.textsafe import cut, safe_text
 
 log = logging.getLogger("viper_rs")
@@ -27,14 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("image", help="GeoTIFF/COG, PNG or JPEG")
         sp.add_argument("--gsd", type=float, help="metres per pixel for images without a CRS")
         sp.add_argument("--bands", help="band roles in file order, e.g. R,G,B,NIR")
-        sp.add_argument("--detector", help="auto | spectral | graft | clip (default: auto)")
-        sp.add_argument("--planner", help="auto | rules | llm (default: auto = rules for the "
-                        "RSVQA grammar, the LLM for other questions when one is configured)")
+        add_flags(sp, ("detector", "planner"))
         sp.add_argument("--json", action="store_true", help="print one JSON object per answer")
         sp.add_argument("--geometry", action="store_true", help="with --json: add region polygons")
-        sp.add_argument("--small-max-m2", type=float, help="size word threshold (default 100)")
-        sp.add_argument("--large-min-m2", type=float, help="size word threshold (default 500)")
-        sp.add_argument("--timeout", type=float, help="sandbox wall-clock limit per program (s)")
+        add_flags(sp, ("small_max_m2", "large_min_m2", "sandbox_wall_s"))
         llm_args(sp)
         model_args(sp)
 
@@ -65,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     wt = sub.add_parser("weights", help="show the model weights found; download CLIP / SAM")
     wt.add_argument("--download", nargs="?", const="all", choices=["clip", "sam", "all", "graft"],
                     help="download into <cache-dir>/weights (clip, sam or all; default all)")
-    wt.add_argument("--cache-dir", type=Path, help="cache folder (weights go to its weights/)")
-    wt.add_argument("--graft-checkpoint", type=Path, help="GRAFT pixel-level checkpoint to check")
-    wt.add_argument("--clip-checkpoint", type=Path, help="CLIP checkpoint to check")
-    wt.add_argument("--clip-model", help="open_clip architecture (default ViT-B-16)")
-    wt.add_argument("--clip-pretrained", help="open_clip pretrained tag (online only)")
-    wt.add_argument("--sam-checkpoint", type=Path, help="segment-anything checkpoint to check")
+    add_flags(wt, ("cache_dir", "graft_checkpoint", "clip_checkpoint", "clip_model",
+                   "clip_pretrained", "sam_checkpoint"), help={
+        "cache_dir": "cache folder (weights go to its weights/)",
+        "graft_checkpoint": "GRAFT pixel-level checkpoint to check",
+        "clip_checkpoint": "CLIP checkpoint to check",
+        "clip_pretrained": "open_clip pretrained tag (online only)",
+        "sam_checkpoint": "segment-anything checkpoint to check",
+    })
     wt.add_argument("--json", action="store_true", help="print one JSON object")
 
     em = sub.add_parser("embed", help="write an image's patch-embedding grid (rows x cols x D .npy)")
@@ -79,13 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--bands", help="band roles in file order, e.g. R,G,B,NIR")
     em.add_argument("--detector", choices=["graft", "clip"], default="graft",
                     help="image tower: graft (pixel-level GRAFT) or clip (dense CLIP); default graft")
-    em.add_argument("--graft-checkpoint", type=Path, help="GRAFT pixel-level checkpoint (.ckpt)")
-    em.add_argument("--clip-checkpoint", type=Path, help="CLIP checkpoint (for --detector clip)")
-    em.add_argument("--clip-model", help="open_clip architecture (default ViT-B-16)")
-    em.add_argument("--clip-pretrained", help="open_clip pretrained tag (downloads; online only)")
-    em.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    em.add_argument("--cache-dir", type=Path, help="where features are cached")
-    em.add_argument("--no-disk-cache", action="store_true", help="do not read or write the disk cache")
+    add_flags(em, ("graft_checkpoint", "clip_checkpoint", "clip_model", "clip_pretrained",
+                   "device", "cache_dir", "disk_cache"), help={
+        "clip_checkpoint": "CLIP checkpoint (for --detector clip)",
+        "cache_dir": "where features are cached",
+        "disk_cache": "do not read or write the disk cache",
+    })
     em.add_argument("--out", type=Path, required=True, help="output .npy file (float32)")
 
     from viper_rs.index.cli import add_parser as add_index_parser
@@ -97,60 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
 def llm_args(sp: argparse.ArgumentParser) -> None:
     """Flags of the LLM planner (any OpenAI-compatible endpoint)."""
     g = sp.add_argument_group("LLM planner (--planner llm, or auto for questions outside the grammar)")
-    g.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 "
-                   "(Ollama); default https://api.openai.com/v1. Key: OPENAI_API_KEY")
-    g.add_argument("--llm-model", help="model name, e.g. gpt-4o-mini, qwen2.5-coder:7b")
-    g.add_argument("--llm-timeout", type=float, help="seconds per LLM request (default 60)")
-    g.add_argument("--llm-repairs", type=int,
-                   help="times a failing program is sent back with its error (default 2)")
-    g.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the cache of generated programs")
+    add_flags(g, LLM_FIELDS)
 
 
 def llm_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Settings overrides from the LLM flags (None = keep the default/env value)."""
-    get = lambda k: getattr(args, k, None)  # noqa: E731
-    return dict(
-        llm_base_url=get("llm_base_url"),
-        llm_model=get("llm_model"),
-        llm_timeout_s=get("llm_timeout"),
-        llm_repair_attempts=get("llm_repairs"),
-        llm_cache=False if get("no_cache") else None,
-    )
+    return args_overrides(args, LLM_FIELDS)
 
 
 def model_args(sp: argparse.ArgumentParser) -> None:
     """Flags for model weights, device, calibration, SAM and caches (graft/clip detectors)."""
     g = sp.add_argument_group("models (graft / clip detectors)")
-    g.add_argument("--graft-checkpoint", type=Path, help="GRAFT pixel-level checkpoint (.ckpt)")
-    g.add_argument("--clip-checkpoint", type=Path, help="CLIP checkpoint for the text tower")
-    g.add_argument("--clip-model", help="open_clip architecture (default ViT-B-16)")
-    g.add_argument("--clip-pretrained", help="open_clip pretrained tag (downloads; online only)")
-    g.add_argument("--sam-checkpoint", type=Path, help="segment-anything checkpoint (vit_b/l/h)")
-    g.add_argument("--no-sam", action="store_true", help="skip SAM refinement")
-    g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    g.add_argument("--calibration", type=Path, help="score calibration JSON (negatives, thresholds)")
-    g.add_argument("--threshold", type=float, help="override every per-concept score threshold")
-    g.add_argument("--cache-dir", type=Path, help="where features, embeddings and weights are cached")
-    g.add_argument("--no-disk-cache", action="store_true", help="keep caches in memory only")
+    add_flags(g, MODEL_FIELDS)
 
 
 def model_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Settings overrides from the model flags (None = keep the default/env value)."""
-    get = lambda k: getattr(args, k, None)  # noqa: E731
-    return dict(
-        graft_checkpoint=get("graft_checkpoint"),
-        clip_checkpoint=get("clip_checkpoint"),
-        clip_model=get("clip_model"),
-        clip_pretrained=get("clip_pretrained"),
-        sam_checkpoint=get("sam_checkpoint"),
-        sam=False if get("no_sam") else None,
-        device=get("device"),
-        calibration_file=get("calibration"),
-        score_threshold=get("threshold"),
-        cache_dir=get("cache_dir"),
-        disk_cache=False if get("no_disk_cache") else None,
-    )
+    return args_overrides(args, MODEL_FIELDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,15 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        detector=args.detector,
-        planner=args.planner,
-        small_max_m2=args.small_max_m2,
-        large_min_m2=args.large_min_m2,
-        sandbox_wall_s=args.timeout,
-        **llm_settings(args),
-        **model_settings(args),
-    )
+    """The settings of ``ask`` and ``run``: defaults, ``VIPER_RS_*`` variables, flags."""
+    return Settings.from_env(**args_overrides(args, IMAGE_FIELDS + LLM_FIELDS + MODEL_FIELDS))
 
 
 def _prompt(args: argparse.Namespace) -> int:
@@ -267,9 +221,8 @@ def _embed(args: argparse.Namespace) -> int:
     """Embed one image with the GRAFT or dense-CLIP image tower and save the patch grid."""
     import numpy as np
 
-    from viper_rs.errors import ConfigError
     from viper_rs.geo import GeoImage
-    from viper_rs.vision.build import load_clip, load_graft, resolve_device
+    from viper_rs.vision.build import load_image_tower, resolve_device
     from viper_rs.vision.cache import FeatureCache
     from viper_rs.vision.embedder import Embedder
     from viper_rs.weights import resolve_settings
@@ -282,17 +235,7 @@ def _embed(args: argparse.Namespace) -> int:
     settings = resolve_settings(Settings.from_env(**model_settings(args)))
     image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
     device = resolve_device(settings.device)
-    if args.detector == "graft":
-        if settings.graft_checkpoint is None:
-            raise ConfigError("embed --detector graft needs a GRAFT checkpoint: pass "
-                              "--graft-checkpoint PATH or set VIPER_RS_GRAFT_CHECKPOINT")
-        encoder: Any = load_graft(settings.graft_checkpoint, device)
-    else:
-        from viper_rs.vision.modeling.clip_dense import ClipDenseEncoder
-
-        clip, _, clip_id = load_clip(settings.clip_model, settings.clip_checkpoint,
-                                     settings.clip_pretrained, device)
-        encoder = ClipDenseEncoder(clip, clip_id)
+    encoder = load_image_tower(args.detector, settings, device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None
     embedder = Embedder(encoder, settings, FeatureCache(disk, settings.memory_cache_items))
     grid = embedder.embed(image)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-DetectorName = Literal["auto", "spectral", "graft", "clip", "oracle"]
-PlannerName = Literal["auto", "rules", "llm"]
+#: Every detector name, in the order menus list them (the app's Detector menu and
+#: ``--detector`` choices, factory messages). All but ORACLE_DETECTOR are built by name
+#: (``vision.factory.build_detector``).
+DETECTOR_NAMES: tuple[str, ...] = ("auto", "spectral", "clip", "graft", "oracle")
+#: The detector that answers from a synthetic scene's ground truth: it is built from the
+#: scene (``vision.oracle.OracleDetector``), so only demo scenes can use it.
+ORACLE_DETECTOR = "oracle"
+#: Every planner name, in menu order (``planning.build_planner``, the app's Planner menu).
+PLANNER_NAMES: tuple[str, ...] = ("auto", "rules", "llm")
 
 
 class Settings(BaseModel):

@@ -12,6 +12,7 @@ import numpy as np
 from viper_rs import budget
 from viper_rs.errors import ToolError, ViperError
 from viper_rs.regions import Region
+from viper_rs.timing import ms_since
 from viper_rs.tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context
 from viper_rs.tools.registry import REGISTRY, Registry
 
@@ -56,7 +57,7 @@ class ToolExecutor:
             entry["error"] = err.to_dict()
             raise err from None
         finally:
-            entry["ms"] = round((time.perf_counter() - t0) * 1000, 3)
+            entry["ms"] = ms_since(t0)
             if len(self.ctx.stages) > n_stages:
                 entry["detections"] = self.ctx.stages[n_stages:]
             self.trace.append(entry)

@@ -14,6 +14,7 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.errors import ImageError, first_line
+from viper_rs.files import require_file
 
 log = logging.getLogger(__name__)
 
@@ -327,12 +328,7 @@ def _checked_source(path: str | Path, gsd: float | None) -> Any:
     remote = is_remote(path)
     p: Any = str(path) if remote else Path(path)
     if not remote:
-        if not p.exists():
-            raise ImageError(f"{p}: no such file")
-        if p.is_dir():
-            raise ImageError(f"{p}: is a directory, not an image")
-        if p.stat().st_size == 0:
-            raise ImageError(f"{p}: file is empty")
+        require_file(p, ImageError, "an image")
     if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
         raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
     return p

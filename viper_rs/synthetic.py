@@ -33,11 +33,13 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 
+from viper_rs import vocabulary
 from viper_rs.config import Settings
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
 from viper_rs.tools.measures import shape_class, size_class
 from viper_rs.tools.spatial import gap_px, is_above, is_left_of
+from viper_rs.vocabulary import SHAPE_WORDS, SIZE_WORDS
 
 #: Object classes a scene can contain.
 RESIDENTIAL = "residential building"
@@ -66,16 +68,8 @@ _CONCEPT_WEIGHTS = {
     "building": 0.22, "residential building": 0.15, "commercial building": 0.1, "road": 0.12,
     "water area": 0.1, "wood": 0.07, "forest": 0.03, "grass area": 0.09, "parking": 0.12,
 }
-SIZE_WORDS = ("small", "medium", "large")
-SHAPE_WORDS = ("square", "rectangular", "circular")
 #: Relation phrases (RSVQA-HR wording) -> tools.spatial relation names.
-RELATIONS = {
-    "on the left of": "left_of",
-    "on the right of": "right_of",
-    "at the top of": "above",
-    "at the bottom of": "below",
-    "next to": "next_to",
-}
+RELATIONS: dict[str, str] = {phrases[0]: tool for tool, phrases in vocabulary.RELATIONS.items()}
 QuestionType = Literal["presence", "count", "comp", "area"]
 QUESTION_TYPES: tuple[str, ...] = ("presence", "count", "comp", "area")
 _TYPE_SHARES = {"presence": 0.25, "count": 0.3, "comp": 0.25, "area": 0.2}

@@ -123,21 +123,16 @@ class TowerChipEmbedder:
     dimensions: tuple[str, ...] | None = None
 
     def __init__(self, name: str, settings: Settings) -> None:
-        from viper_rs.vision.build import load_clip, load_graft, resolve_device
+        from viper_rs.vision.build import load_image_tower, load_settings_clip, resolve_device
 
-        if name not in ("graft", "clip"):
-            raise ConfigError(f"unknown image tower {name!r}")
         self.name = name
         self.settings = settings
         self.device = resolve_device(settings.device)
         self._text: Any = None
+        self._clip = load_settings_clip(settings, self.device) if name == "clip" else None
+        self.model: Any = load_image_tower(name, settings, self.device, clip=self._clip,
+                                           dense=False)
         if name == "graft":
-            if settings.graft_checkpoint is None:
-                raise ConfigError(
-                    "the graft embedder needs a GRAFT checkpoint: pass --graft-checkpoint "
-                    "PATH or set VIPER_RS_GRAFT_CHECKPOINT"
-                )
-            self.model: Any = load_graft(settings.graft_checkpoint, self.device)
             self.size = int(self.model.window)
             pooled = self.model.visual.proj is not None
             self.pooling = "cls" if pooled else "patch-mean"
@@ -145,10 +140,7 @@ class TowerChipEmbedder:
             self.dim = int(self.model.embed_dim)
             self.mean, self.std = self.model.mean, self.model.std
         else:
-            clip, tokenizer, clip_id = load_clip(settings.clip_model, settings.clip_checkpoint,
-                                                 settings.clip_pretrained, self.device)
-            self.model = clip
-            self._clip = (clip, tokenizer, clip_id)
+            clip, _, clip_id = self._clip
             visual = clip.visual
             size = visual.image_size
             self.size = int(size[0] if isinstance(size, tuple | list) else size)
@@ -200,13 +192,11 @@ class TowerChipEmbedder:
         from viper_rs.vision.calibration import Calibration
 
         if self._text is None:
-            from viper_rs.vision.build import load_clip
+            from viper_rs.vision.build import load_settings_clip
             from viper_rs.vision.text import TextEncoder
 
-            s = self.settings
-            clip, tokenizer, clip_id = getattr(self, "_clip", None) or load_clip(
-                s.clip_model, s.clip_checkpoint, s.clip_pretrained, self.device)
-            self._text = TextEncoder(clip, tokenizer, clip_id, self.device)
+            clip = self._clip or load_settings_clip(self.settings, self.device)
+            self._text = TextEncoder(*clip, self.device)
         text = " ".join(str(query).split())
         if not text:
             raise ConfigError("the query is empty")

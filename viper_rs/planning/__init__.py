@@ -8,15 +8,12 @@ for the rest when one is configured, else a clear "cannot plan offline" refusal)
 
 from __future__ import annotations
 
-from viper_rs.config import Settings
+from viper_rs.config import PLANNER_NAMES, Settings
 from viper_rs.errors import ConfigError
 from viper_rs.planning.auto import AutoPlanner
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.planning.llm import LLMPlanner, llm_configured
 from viper_rs.planning.rules import RulePlanner
-
-#: Names accepted by :func:`build_planner`.
-PLANNER_NAMES: tuple[str, ...] = ("auto", "rules", "llm")
 
 _NOT_CONFIGURED = "LLM planner not configured: pass --llm-base-url and --llm-model"
 

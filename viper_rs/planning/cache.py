@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def normalise_question(question: str) -> str:
+def question_key(question: str) -> str:
     """The question as a cache key: Unicode NFKC, lower case, single spaces, no trailing
-    punctuation."""
+    punctuation (two spellings of one question share a program; not the rule planner's
+    ``normalise_question``, which also drops scope tails such as " in the image")."""
     text = unicodedata.normalize("NFKC", str(question)).lower()
     text = " ".join(text.split())
     return re.sub(r"[\s?.!]+$", "", text)
@@ -39,7 +40,7 @@ def cache_key(base_url: str, model: str, prompt_hash: str, question: str) -> dic
         "base_url": base_url.rstrip("/"),
         "model": model,
         "prompt_hash": prompt_hash,
-        "question": normalise_question(question),
+        "question": question_key(question),
     }
 
 

@@ -4,12 +4,15 @@ The grammar is data, not code paths:
 
 * :data:`TEMPLATES` — the question forms (presence, count, area, comparison), each a
   regular expression with named slots ``a`` (subject), ``b`` (second subject) and ``op``;
-* :data:`RELATIONS` — the spatial phrases and the relation tool each one maps to;
-* :data:`SIZE_WORDS` / :data:`SHAPE_WORDS` — modifier words and the filter value they mean;
+* :data:`~viper_rs.vocabulary.RELATIONS` — the spatial phrases and the relation tool each
+  one maps to;
+* :data:`~viper_rs.vocabulary.RULE_SIZE_WORDS` / :data:`~viper_rs.vocabulary.RULE_SHAPE_WORDS`
+  — modifier words and the filter value they mean;
 * :data:`SCOPE_SUFFIXES` — tails such as " in the image" that do not change the meaning.
 
 A slot holds ``[article] [size] [shape] object [relation [article] [size] [shape] object]``.
-Objects are passed to ``find()`` in singular form (see :func:`singularise_phrase`).
+Objects are passed to ``find()`` in singular form (see
+:func:`~viper_rs.vocabulary.singular_phrase`).
 Anything else raises :class:`~viper_rs.errors.PlanningError`: the planner never guesses.
 """
 
@@ -25,6 +28,14 @@ from typing import Any
 
 from viper_rs.errors import PlanningError
 from viper_rs.planning.base import Plan
+from viper_rs.vocabulary import (
+    ARTICLES,
+    INVARIANT_NOUNS,
+    RELATIONS,
+    RULE_SHAPE_WORDS,
+    RULE_SIZE_WORDS,
+    singular_phrase,
+)
 
 # --------------------------------------------------------------------------- grammar data
 
@@ -34,30 +45,6 @@ SCOPE_SUFFIXES: tuple[str, ...] = (
     "in the photo", "in this photo", "in the scene", "in this scene", "in the tile",
     "in total", "in all",
 )
-
-#: Determiners allowed in front of an object phrase.
-ARTICLES: frozenset[str] = frozenset({"a", "an", "the", "any", "some"})
-
-#: Size words -> value of ``filter_size``.
-SIZE_WORDS: dict[str, str] = {
-    "small": "small", "medium": "medium", "large": "large",
-    "big": "large", "medium-sized": "medium", "mid-sized": "medium",
-}
-
-#: Shape words -> value of ``filter_shape``.
-SHAPE_WORDS: dict[str, str] = {
-    "square": "square", "rectangular": "rectangular", "circular": "circular",
-    "round": "circular",
-}
-
-#: Spatial relation tool -> the phrases that mean it (RSVQA-HR phrase first).
-RELATIONS: dict[str, tuple[str, ...]] = {
-    "left_of": ("on the left of", "to the left of", "at the left of", "left of"),
-    "right_of": ("on the right of", "to the right of", "at the right of", "right of"),
-    "above": ("at the top of", "above"),
-    "below": ("at the bottom of", "below"),
-    "next_to": ("next to", "adjacent to", "beside"),
-}
 
 #: Comparison words -> op of ``compare``.
 COMPARISON_OPS: dict[str, str] = {
@@ -161,56 +148,6 @@ STOP_WORDS: frozenset[str] = frozenset("""
     one ones thing things object objects item items stuff
 """.split())
 
-#: Words that read like English plurals but are singular or invariant.
-INVARIANT_NOUNS: frozenset[str] = frozenset("""
-    grass glass gas water sheep deer fish aircraft spacecraft hovercraft series species news
-    means chassis corps headquarters barracks crossroads works gasworks waterworks ironworks
-    steelworks brickworks sewage police cattle livestock equipment premises gallows lens bias
-    canvas atlas alias data media sports athletics gymnastics physics
-""".split())
-
-#: Irregular plurals.
-IRREGULAR_PLURALS: dict[str, str] = {
-    "people": "person", "persons": "person", "children": "child", "feet": "foot",
-    "teeth": "tooth", "geese": "goose", "mice": "mouse", "lice": "louse", "oxen": "ox",
-    "criteria": "criterion", "phenomena": "phenomenon", "cacti": "cactus", "fungi": "fungus",
-    "nuclei": "nucleus", "radii": "radius", "indices": "index", "matrices": "matrix",
-    "vertices": "vertex", "quizzes": "quiz", "analyses": "analysis", "oases": "oasis",
-    "crises": "crisis", "theses": "thesis", "women": "woman", "men": "man",
-}
-
-#: -ves plurals whose singular ends in -f/-fe (others, like "groves", just drop the s).
-VES_PLURALS: dict[str, str] = {
-    "leaves": "leaf", "shelves": "shelf", "wolves": "wolf", "halves": "half", "calves": "calf",
-    "knives": "knife", "lives": "life", "wives": "wife", "loaves": "loaf", "thieves": "thief",
-    "sheaves": "sheaf", "scarves": "scarf", "wharves": "wharf", "elves": "elf",
-    "selves": "self", "hooves": "hoof", "dwarves": "dwarf",
-}
-
-#: Singulars ending in -s whose plural adds -es (buses -> bus).
-S_NOUNS: frozenset[str] = frozenset("""
-    bus gas campus virus bonus census circus status walrus octopus cactus chorus corpus canvas
-    atlas alias lens iris terminus apparatus plus
-""".split())
-
-#: Singulars ending in -ie (movies -> movie, not movy).
-IE_NOUNS: frozenset[str] = frozenset("""
-    prairie movie cookie pie tie lie calorie zombie rookie birdie genie goalie collie brownie
-    smoothie eyrie
-""".split())
-
-#: Singulars ending in -che/-she/-xe (niches -> niche, not nich).
-E_NOUNS: frozenset[str] = frozenset("niche cache avalanche quiche moustache cliche axe".split())
-
-#: -oes plurals whose singular ends in -o (others, like "shoes", just drop the s).
-OES_PLURALS: frozenset[str] = frozenset("""
-    tomatoes potatoes volcanoes heroes echoes torpedoes vetoes mosquitoes buffaloes dominoes
-    tornadoes cargoes mangoes grottoes haloes
-""".split())
-
-#: -men words that are not plurals of -man.
-MEN_SINGULARS: frozenset[str] = frozenset("specimen abdomen omen stamen regimen hymen".split())
-
 #: US spellings -> the British spellings of the RSVQA/OpenStreetMap vocabulary.
 SPELLING_VARIANTS: dict[str, str] = {
     "theater": "theatre", "theaters": "theatres", "center": "centre", "centers": "centres",
@@ -239,58 +176,7 @@ _FORMS_HELP = (
 )
 
 
-# --------------------------------------------------------------------------- singulariser
-
-
-def singularise_word(word: str) -> str:
-    """Singular of one lower-case English noun; singular and invariant words come back as is.
-
-    Covers the RSVQA-HR vocabulary, including its mechanical plurals ("cemeterys",
-    "worships"), and the regular English patterns (-ies, -ves, -es, -s, -men, irregulars).
-    """
-    w = word
-    if w in INVARIANT_NOUNS or len(w) <= 2:
-        return w
-    if w in IRREGULAR_PLURALS:
-        return IRREGULAR_PLURALS[w]
-    if w in VES_PLURALS:
-        return VES_PLURALS[w]
-    if w.endswith("women"):
-        return w[:-5] + "woman"
-    if w.endswith("men") and w not in MEN_SINGULARS and len(w) > 4:
-        return w[:-3] + "man"
-    if w.endswith(("ss", "us", "is")):
-        return w
-    if w.endswith("ies") and len(w) > 4:
-        return w[:-1] if w[:-1] in IE_NOUNS else w[:-3] + "y"
-    if w.endswith("ies"):  # ties, pies, lies
-        return w[:-1]
-    if w.endswith("sses") or w.endswith("zzes"):
-        return w[:-2]
-    if w.endswith("ses") and w[:-2] in S_NOUNS:
-        return w[:-2]
-    if w.endswith(("xes", "ches", "shes")):
-        return w[:-1] if w[:-1] in E_NOUNS else w[:-2]
-    if w.endswith("oes"):
-        return w[:-2] if w in OES_PLURALS else w[:-1]
-    if w.endswith("s"):
-        return w[:-1]
-    return w
-
-
-def singularise_phrase(phrase: str) -> str:
-    """Singular of a noun phrase: its head word, and the word before "of" when there is one.
-
-    "residential buildings" -> "residential building", "places of worship" and the RSVQA
-    form "place of worships" -> "place of worship", "water areas" -> "water area".
-    """
-    words = phrase.split()
-    if not words:
-        return phrase
-    heads = {len(words) - 1}
-    if "of" in words[1:-1]:
-        heads.add(words.index("of") - 1)
-    return " ".join(singularise_word(w) if i in heads else w for i, w in enumerate(words))
+# --------------------------------------------------------------------------- identifiers
 
 
 def pluralise_identifier(noun: str) -> str:
@@ -420,14 +306,20 @@ def parse_object(text: str, changes: list[str]) -> ObjectPhrase:
     while words and words[0] in ARTICLES:
         words.pop(0)
     modifiers: dict[str, str] = {}  # "size"/"shape" -> filter value
-    while words and len(words) > 1 and (words[0] in SIZE_WORDS or words[0] in SHAPE_WORDS):
+    while words and len(words) > 1 and (
+        words[0] in RULE_SIZE_WORDS or words[0] in RULE_SHAPE_WORDS
+    ):
         w = words.pop(0)
-        slot, value = ("size", SIZE_WORDS[w]) if w in SIZE_WORDS else ("shape", SHAPE_WORDS[w])
+        slot, value = (
+            ("size", RULE_SIZE_WORDS[w]) if w in RULE_SIZE_WORDS else ("shape", RULE_SHAPE_WORDS[w])
+        )
         if modifiers.setdefault(slot, value) != value:
             raise _OutsideGrammar(f"{text!r} has two different {slot} words")
         if value != w:
             changes.append(f"{w!r} read as {value!r}")
-    if not words or (len(words) == 1 and (words[0] in SIZE_WORDS or words[0] in SHAPE_WORDS)):
+    if not words or (
+        len(words) == 1 and (words[0] in RULE_SIZE_WORDS or words[0] in RULE_SHAPE_WORDS)
+    ):
         raise _OutsideGrammar(f"{text!r} names no object")
     if len(words) > _MAX_NOUN_WORDS:
         raise _OutsideGrammar(f"{text!r} is too long for one object name")
@@ -436,7 +328,7 @@ def parse_object(text: str, changes: list[str]) -> ObjectPhrase:
             raise _OutsideGrammar(f"{w!r} in {text!r} is not part of an object name")
         if w in STOP_WORDS:
             raise _OutsideGrammar(f"{text!r} is not a single object phrase ({w!r})")
-        if w in SIZE_WORDS:
+        if w in RULE_SIZE_WORDS:
             raise _OutsideGrammar(f"size word {w!r} must come before the object in {text!r}")
         if w == "of" and (i == 0 or i == len(words) - 1 or words.count("of") > 1):
             raise _OutsideGrammar(f"{text!r} is not a single object phrase ('of')")
@@ -444,7 +336,7 @@ def parse_object(text: str, changes: list[str]) -> ObjectPhrase:
     if spelled != words:
         changes.append(f"spelling {' '.join(words)!r} -> {' '.join(spelled)!r}")
     plural = " ".join(spelled)
-    noun = singularise_phrase(plural)
+    noun = singular_phrase(plural)
     if noun != plural:
         changes.append(f"singular {plural!r} -> {noun!r}")
     return ObjectPhrase(" ".join(text.split()), noun, modifiers.get("size"), modifiers.get("shape"))

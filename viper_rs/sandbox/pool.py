@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from viper_rs import budget
+from viper_rs.config import Settings
 from viper_rs.errors import (
     ConfigError,
     SandboxError,
@@ -63,15 +64,21 @@ MAX_ERROR_CHARS = 500
 MAX_REPLY_BYTES = 8 * 2**20
 
 
+def _setting(name: str) -> Any:
+    """The default of a ``Settings`` field (the sandbox limits' defaults live there)."""
+    return Settings.model_fields[name].default
+
+
 @dataclass
 class Limits:
-    """Resource limits for one program."""
+    """Resource limits for one program; the defaults are those of ``Settings.sandbox_*``."""
 
-    wall_s: float = 10.0  # wall clock per program; worker killed after
-    cpu_s: float = 5.0  # CPU seconds per program (RLIMIT_CPU in worker)
-    memory_mb: int = 512  # address-space limit of the worker (RLIMIT_AS)
-    max_output_chars: int = 20_000  # captured print() output; exceeding -> SandboxError
-    max_tool_calls: int = 200  # exceeding -> SandboxError
+    wall_s: float = _setting("sandbox_wall_s")  # wall clock per program; worker killed after
+    cpu_s: float = _setting("sandbox_cpu_s")  # CPU seconds per program (RLIMIT_CPU in worker)
+    memory_mb: int = _setting("sandbox_memory_mb")  # address-space limit (RLIMIT_AS)
+    # captured print() output; exceeding -> SandboxError
+    max_output_chars: int = _setting("sandbox_max_output_chars")
+    max_tool_calls: int = _setting("sandbox_max_tool_calls")  # exceeding -> SandboxError
     max_source_chars: int = 20_000  # longer program -> ValidationError
     max_result_chars: int = 1_000_000  # serialized return value larger -> SandboxError
 
@@ -79,6 +86,17 @@ class Limits:
         for name, value in asdict(self).items():
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"Limits.{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits ``settings`` sets (its ``sandbox_*`` fields; the others default)."""
+        return cls(
+            wall_s=settings.sandbox_wall_s,
+            cpu_s=settings.sandbox_cpu_s,
+            memory_mb=settings.sandbox_memory_mb,
+            max_output_chars=settings.sandbox_max_output_chars,
+            max_tool_calls=settings.sandbox_max_tool_calls,
+        )
 
     @property
     def max_message_bytes(self) -> int:

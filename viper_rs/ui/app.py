@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from viper_rs.config import Settings
+from viper_rs.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
 from viper_rs.errors import InputError
 from viper_rs.ui.catalog import IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
@@ -37,8 +37,8 @@ EXAMPLES = [
 ]
 #: Largest upload Gradio accepts (images are also limited in pixels when read).
 MAX_UPLOAD = "2gb"
-DETECTORS = ["auto", "spectral", "clip", "graft", "oracle"]
-PLANNERS = ["auto", "rules", "llm"]
+DETECTORS = list(DETECTOR_NAMES)
+PLANNERS = list(PLANNER_NAMES)
 #: Ids of the app's tabs.
 CHAT_TAB, REGION_TAB = "chat-tab", "region-tab"
 REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
@@ -257,7 +257,9 @@ def _region_tab(controller: Controller) -> SimpleNamespace:
                          scale=2)
         ui.search = gr.Button("Search", variant="primary", elem_id="region-button", scale=1)
     gr.Examples(REGION_EXAMPLES, inputs=ui.query, label="Examples")
-    ui.status = gr.Markdown(controller.region.status(), elem_id="region-status")
+    # A callable value is read again on every page load: the index may have been built
+    # (or updated, e.g. by `viper-rs index build`) since the app started.
+    ui.status = gr.Markdown(controller.region.status, elem_id="region-status")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             ui.map = gr.HTML(EMPTY_MAP, elem_id="region-map", js_on_load=MAP_LISTENER,
@@ -286,8 +288,8 @@ def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker:
     def on_search(query: str, k: float, progress: Any = gr.Progress()) -> tuple:
         view = controller.search_region(query, int(k or 10),
                                         progress=lambda f, what: progress(f, desc=what))
-        if not view.ok:
-            return view.message, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        if not view.ok:  # the previous results must not pass for this query's
+            return view.message, EMPTY_MAP, _results_frame([]), None, []
         return (view.message, view.map_html, _results_frame(view.rows), view.files or None,
                 view.hits)
 
@@ -302,6 +304,10 @@ def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker:
         key, message = controller.open_hit(hit)
         if key is None:
             return gr.skip(), gr.skip(), gr.skip(), message
+        entry = controller.catalog.entries.get(key)
+        if entry is not None and entry.roi is not None and entry.roi != entry.window:
+            message += (" It is shown in its surroundings, outlined in orange: answers "
+                        "count only inside the chip.")
         return (gr.update(choices=controller.catalog.keys, value=key),
                 gr.Tabs(selected=CHAT_TAB), _say(history, message), gr.skip())
 

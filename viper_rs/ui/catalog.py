@@ -7,13 +7,16 @@ import math
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from viper_rs.datasets.rsvqa import RSVQA_CRS, find_image_record, tile_transform
 from viper_rs.errors import ImageError
 from viper_rs.geo import GeoImage
+from viper_rs.lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,16 @@ IMAGE_DRIVERS: tuple[str, ...] = ("GTiff", "PNG", "JPEG")
 GSD_RANGE_M: tuple[float, float] = (0.01, 10_000.0)
 #: Demo scenes: (seed, size px, ground sampling distance m).
 DEMO_SCENES: tuple[tuple[int, int, float], ...] = ((0, 384, 1.0), (1, 512, 0.6), (2, 384, 1.0))
+#: Longest side (px) of the part of a source a region-search chip opens with: the chip in
+#: the middle, its surroundings as context (the whole source when it is smaller).
+CHIP_CONTEXT_PX = 2048
 
 
 @dataclass
 class ImageEntry:
     """One image the user can pick. ``kind`` is ``demo``, ``folder``, ``upload`` or
-    ``chip`` (a window of an indexed source found by region search)."""
+    ``chip`` (a region-search hit: a window of an indexed source around the chip, the
+    chip being the image's region of interest)."""
 
     key: str
     kind: str
@@ -45,6 +52,7 @@ class ImageEntry:
     source: str | None = None  # chips: the source's path or URL
     window: tuple[int, int, int, int] | None = None  # chips: (col, row, width, height) px
     white_point: float | None = None  # chips: the source's white point
+    roi: tuple[int, int, int, int] | None = None  # chips: the chip's window in the source
 
 
 class Catalog:
@@ -68,8 +76,7 @@ class Catalog:
         self.entries: OrderedDict[str, ImageEntry] = OrderedDict()
         self.notes: list[str] = []
         self._scenes: dict[int, Any] = {}
-        self._opened: OrderedDict[tuple[str, float | None], GeoImage] = OrderedDict()
-        self._cache_items = cache_items
+        self._opened: LRU[tuple[str, float | None], GeoImage] = LRU(cache_items)
         self._lock = threading.RLock()
         for seed, size, gsd in demo:
             key = f"demo: synthetic scene {seed} ({size} px, {gsd:g} m)"
@@ -132,27 +139,32 @@ class Catalog:
                 n += 1
             entry = self.entries[key] = ImageEntry(key=key, kind="upload", path=path)
             for stale in [k for k in self._opened if k[0] == key]:  # the file may have changed
-                del self._opened[stale]
-            self._remember(_cache_key(entry, gsd), image)
+                self._opened.pop(stale)
+            self._opened.put(_cache_key(entry, gsd), image)
         return key, image
 
     def add_chip(self, hit: Any) -> str:
-        """List a region-search hit (its source window) and return its key; a chip already
-        listed keeps its key."""
+        """List a region-search hit and return its key (a chip already listed keeps its
+        key). It opens as the source around the chip (at most :data:`CHIP_CONTEXT_PX` px a
+        side, the whole source when smaller) with the chip as the region of interest:
+        answers count only inside the chip, the rest is context."""
         col, row, width, height = (int(v) for v in hit.window)
-        window = (col, row, width, height)
+        chip = (col, row, width, height)
         base = f"chip: {hit.source_name} [{col},{row} {width}x{height}]"
         with self._lock:
             key, n = base, 2
             while key in self.entries:
                 entry = self.entries[key]
-                if entry.source == hit.source and entry.window == window:
+                if entry.source == hit.source and entry.roi == chip:
                     return key
                 key = f"{base} ({n})"
                 n += 1
+        size = _raster_size(str(hit.source))  # outside the lock: it opens the file
+        window = chip if size is None else context_window(chip, *size)
+        with self._lock:
             self.entries[key] = ImageEntry(key=key, kind="chip", source=str(hit.source),
-                                           window=window,
-                                           white_point=float(hit.white_point))
+                                           window=window, white_point=float(hit.white_point),
+                                           roi=chip)
         return key
 
     # ------------------------------------------------------------------ opening
@@ -170,7 +182,6 @@ class Catalog:
             cache_key = _cache_key(entry, gsd)
             image = self._opened.get(cache_key)
             if image is not None:
-                self._opened.move_to_end(cache_key)
                 return image
             if entry.kind == "demo":
                 image = self.scene(entry.key).image
@@ -178,12 +189,14 @@ class Catalog:
                 image = _checked(GeoImage.open(entry.source, window=entry.window,
                                                white_point=entry.white_point,
                                                drivers=IMAGE_DRIVERS))
+                if entry.roi is not None and entry.roi != entry.window:
+                    image = replace(image, roi=window_mask(entry.window, entry.roi))
             elif entry.crs is not None:
                 image = _checked(GeoImage.open(entry.path, crs=entry.crs,
                                                transform=entry.transform, drivers=IMAGE_DRIVERS))
             else:
                 image = _checked(GeoImage.open(entry.path, gsd=gsd, drivers=IMAGE_DRIVERS))
-            self._remember(cache_key, image)
+            self._opened.put(cache_key, image)
             return image
 
     def scene(self, key: str) -> Any:
@@ -198,11 +211,43 @@ class Catalog:
                 self._scenes[entry.seed] = make_scene(entry.seed, size=entry.size, gsd=entry.gsd)
             return self._scenes[entry.seed]
 
-    def _remember(self, cache_key: tuple[str, float | None], image: GeoImage) -> None:
-        self._opened[cache_key] = image
-        self._opened.move_to_end(cache_key)
-        while len(self._opened) > self._cache_items:
-            self._opened.popitem(last=False)
+
+def context_window(chip: tuple[int, int, int, int], width: int, height: int,
+                   side: int = CHIP_CONTEXT_PX) -> tuple[int, int, int, int]:
+    """The window (col, row, width, height) of a ``width`` x ``height`` source that holds
+    ``chip`` in its middle, at most ``side`` px a side (never smaller than the chip), moved
+    inside the source at its edges."""
+    col, row, w, h = chip
+    cw, ch = min(width, max(w, side)), min(height, max(h, side))
+    c0 = min(max(0, col + w // 2 - cw // 2), width - cw)
+    r0 = min(max(0, row + h // 2 - ch // 2), height - ch)
+    return (c0, r0, cw, ch)
+
+
+def window_mask(window: tuple[int, int, int, int], inner: tuple[int, int, int, int]
+                ) -> np.ndarray:
+    """Boolean (height, width) mask of ``window`` that is True on ``inner`` (both in source
+    pixels)."""
+    c0, r0, w, h = window
+    col, row, iw, ih = inner
+    mask = np.zeros((h, w), dtype=bool)
+    mask[max(0, row - r0):max(0, row - r0 + ih), max(0, col - c0):max(0, col - c0 + iw)] = True
+    return mask
+
+
+def _raster_size(source: str) -> tuple[int, int] | None:
+    """(width, height) of a raster, None when it cannot be opened."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    try:
+        with warnings.catch_warnings(), rasterio.Env():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(source) as ds:
+                return int(ds.width), int(ds.height)
+    except Exception as exc:  # noqa: BLE001 - opening it later reports the problem
+        log.info("cannot read the size of %s: %s", source, exc)
+        return None
 
 
 def _cache_key(entry: ImageEntry, gsd: float | None) -> tuple[str, float | None]:

@@ -37,6 +37,8 @@ GPKG_LAYER = "regions"
 
 #: Colour of pixels without valid data in the overlay.
 NODATA_RGB = (64, 64, 64)
+#: Colour of the outline of an image's region of interest (a region-search chip).
+ROI_RGB = (255, 120, 0)
 
 _STRIPE_ROWS = 512  # input rows per stripe when building the overlay picture
 _MAX_NOTES = 5
@@ -71,6 +73,8 @@ def overlay(
     oh, ow = max(1, min(h, round(h * scale))), max(1, min(w, round(w * scale)))
     row_starts, col_starts = _starts(h, oh), _starts(w, ow)
     base = _picture(image, row_starts, col_starts)
+    if image.roi is not None:
+        outline_roi(base, image.roi[np.ix_(row_starts, col_starts)])
     if answer is None or not answer.regions:
         return base, []
     row_group = np.repeat(np.arange(oh), np.diff(np.append(row_starts, h)))
@@ -87,6 +91,19 @@ def overlay(
         (m.astype(np.float32), f"{query} ({counts[query]})") for query, m in masks.items()
     ]
     return base, annotations
+
+
+def outline_roi(picture: np.ndarray, roi: np.ndarray, width: int = 3) -> None:
+    """Draw a ``width`` px outline around ``roi`` (a display-size boolean mask) on
+    ``picture`` in :data:`ROI_RGB`, just outside the region so its pixels stay visible
+    (in place)."""
+    grown = np.pad(roi, width, constant_values=False)
+    for axis in (0, 1):
+        layer = grown.copy()
+        for shift in range(1, width + 1):
+            layer |= np.roll(grown, shift, axis) | np.roll(grown, -shift, axis)
+        grown = layer
+    picture[grown[width:-width, width:-width] & ~roi] = ROI_RGB
 
 
 def _starts(n: int, m: int) -> np.ndarray:

@@ -12,15 +12,16 @@ import re
 import shutil
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ImageError, ViperError
 from viper_rs.geo import GeoImage
+from viper_rs.lru import LRU
+from viper_rs.overrides import panel_overrides
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.evidence import (
     answer_markdown,
@@ -45,7 +46,8 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class Options:
-    """The settings panel: which detector and planner, the LLM endpoint, thresholds."""
+    """The settings panel: which detector and planner, the LLM endpoint, thresholds. Every
+    field mirrors the Settings field of its name (blank or None: keep the base value)."""
 
     detector: str = "auto"
     planner: str = "auto"
@@ -60,23 +62,11 @@ class Options:
     sam: bool = True
 
     def settings(self, base: Settings) -> Settings:
-        """``base`` with this panel's values on top (blank fields keep the base value)."""
-        update: dict[str, Any] = {"detector": self.detector or base.detector,
-                                  "planner": self.planner or base.planner, "sam": self.sam}
-        for name in ("llm_base_url", "llm_model"):
-            value = getattr(self, name).strip()
-            if value:
-                update[name] = value
-        if self.llm_api_key.strip():
-            from pydantic import SecretStr
-
-            update["llm_api_key"] = SecretStr(self.llm_api_key.strip())
-        for name in ("score_threshold", "min_region_m2", "next_to_m", "small_max_m2",
-                     "large_min_m2"):
-            value = getattr(self, name)
-            if value is not None:
-                update[name] = float(value)
-        return base.model_copy(update=update)
+        """``base`` with this panel's values on top (blank fields keep the base value);
+        every field is the Settings field of its name, converted as
+        :data:`viper_rs.overrides.OVERRIDES` says."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return base.model_copy(update=panel_overrides(values))
 
     def agent_key(self, scene_seed: int | None) -> tuple:
         """What decides which agent (models, planner) answers; tool thresholds do not."""
@@ -115,7 +105,7 @@ class Controller:
         self._own_out = out_dir is None
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="viper_rs_ui_"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._agents: OrderedDict[tuple, Any] = OrderedDict()
+        self._agents: LRU[tuple, Any] = LRU(MAX_AGENTS)
         self._lock = threading.RLock()
         self._turns = 0
         self._search_ids = itertools.count(1)  # not under _lock: a question may hold it
@@ -134,9 +124,9 @@ class Controller:
                                   "truth; pick a demo scene or another detector")
         key = options.agent_key(scene.seed if scene is not None else None)
         with self._lock:
-            if key in self._agents:
-                self._agents.move_to_end(key)
-                return self._agents[key]
+            cached = self._agents.get(key)
+            if cached is not None:
+                return cached
             settings = options.settings(self.settings)
             detector: Any = settings.detector
             if scene is not None:
@@ -144,9 +134,7 @@ class Controller:
 
                 detector = OracleDetector(scene, settings)
             agent = Agent(settings, detector=detector)
-            self._agents[key] = agent
-            while len(self._agents) > MAX_AGENTS:
-                _, old = self._agents.popitem(last=False)
+            for old in self._agents.put(key, agent):
                 old.close()
             return agent
 

@@ -35,7 +35,9 @@ from typing import Any
 
 import torch
 
+from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, first_line
+from viper_rs.files import require_file
 from viper_rs.vision.modeling.graft import GraftConfig, GraftPixelModel
 from viper_rs.vision.modeling.keymap import IGNORED_HF_KEYS, hf_to_open_clip, open_clip_to_hf
 
@@ -107,13 +109,7 @@ def checkpoint_fingerprint(path: Path) -> str:
 
 def read_checkpoint(path: Path) -> Any:
     """The object in a ``torch.save`` or ``.safetensors`` file, loaded without running code."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
+    path = require_file(Path(path), CheckpointError, "a checkpoint file")
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -507,3 +503,55 @@ def load_clip(
     model = model.to(dev).eval()
     log.info("loaded CLIP %s on %s", model_id, dev)
     return model, tokenizer, model_id
+
+
+# --------------------------------------------------------------------------- image towers
+
+#: The image towers :func:`load_image_tower` loads.
+IMAGE_TOWERS = ("graft", "clip")
+#: What :func:`load_clip` returns: the model, its tokenizer and its model id.
+ClipModel = tuple[torch.nn.Module, Any, str]
+NO_GRAFT_CHECKPOINT = (
+    "the graft image tower needs a GRAFT checkpoint: pass --graft-checkpoint PATH or set "
+    "VIPER_RS_GRAFT_CHECKPOINT (README 'Model weights' says where to get it)"
+)
+
+
+def load_settings_clip(settings: Settings, device: str | torch.device = "cpu") -> ClipModel:
+    """:func:`load_clip` for the CLIP model, checkpoint and pretrained tag of ``settings``."""
+    return load_clip(settings.clip_model, settings.clip_checkpoint, settings.clip_pretrained,
+                     device)
+
+
+def graft_checkpoint(settings: Settings) -> Path:
+    """The configured GRAFT checkpoint; ConfigError saying how to set one when there is none."""
+    if settings.graft_checkpoint is None:
+        raise ConfigError(NO_GRAFT_CHECKPOINT)
+    return Path(settings.graft_checkpoint)
+
+
+def load_image_tower(
+    name: str,
+    settings: Settings,
+    device: str | torch.device = "cpu",
+    clip: ClipModel | None = None,
+    dense: bool = True,
+) -> Any:
+    """The image tower ``name`` (``graft`` or ``clip``) with the weights of ``settings``.
+
+    ``graft`` gives the :class:`GraftPixelModel` (patch and, with a projection, image-level
+    embeddings). ``clip`` gives CLIP's dense patch encoder
+    (:class:`~viper_rs.vision.modeling.clip_dense.ClipDenseEncoder`), or with
+    ``dense=False`` the open_clip model itself (``encode_image``); ``clip`` reuses an
+    already loaded CLIP model instead of loading the configured one.
+    """
+    if name not in IMAGE_TOWERS:
+        raise ConfigError(f"unknown image tower {name!r}; choose one of {', '.join(IMAGE_TOWERS)}")
+    if name == "graft":
+        return load_graft(graft_checkpoint(settings), device)
+    model, _, clip_id = clip if clip is not None else load_settings_clip(settings, device)
+    if not dense:
+        return model
+    from viper_rs.vision.modeling.clip_dense import ClipDenseEncoder
+
+    return ClipDenseEncoder(model, clip_id)

@@ -14,10 +14,11 @@ import os
 import re
 import tempfile
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+from viper_rs.lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ class FeatureCache:
 
     def __init__(self, disk_dir: Path | None = None, max_items: int = 32) -> None:
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
-        self.max_items = max(1, int(max_items))
-        self._mem: OrderedDict[tuple[str, str], Arrays] = OrderedDict()
+        self._mem: LRU[tuple[str, str], Arrays] = LRU(max(1, int(max_items)))
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -53,12 +53,11 @@ class FeatureCache:
 
     def get(self, kind: str, key: str) -> Arrays | None:
         """The cached arrays, or None. A corrupt disk entry is removed and counts as a miss."""
-        with self._lock:
-            item = self._mem.get((kind, key))
-            if item is not None:
-                self._mem.move_to_end((kind, key))
+        item = self._mem.get((kind, key))
+        if item is not None:
+            with self._lock:
                 self.hits += 1
-                return item
+            return item
         path = self._path(kind, key)
         if path is not None and path.exists():
             try:
@@ -93,17 +92,21 @@ class FeatureCache:
         except OSError as exc:  # a full or read-only disk must not fail a question
             log.warning("could not write cache file %s (%s)", path, exc)
 
+    @property
+    def max_items(self) -> int:
+        """Entries kept in memory."""
+        return self._mem.max_items
+
+    @max_items.setter
+    def max_items(self, value: int) -> None:
+        self._mem.max_items = max(1, int(value))
+
     def _remember(self, kind: str, key: str, arrays: Arrays) -> None:
-        with self._lock:
-            self._mem[(kind, key)] = arrays
-            self._mem.move_to_end((kind, key))
-            while len(self._mem) > self.max_items:
-                self._mem.popitem(last=False)
+        self._mem.put((kind, key), arrays)
 
     def clear_memory(self) -> None:
         """Forget the in-memory entries (disk entries stay)."""
-        with self._lock:
-            self._mem.clear()
+        self._mem.clear()
 
     def stats(self) -> dict[str, int]:
         """Hit/miss counters."""

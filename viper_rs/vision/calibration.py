@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from viper_rs.errors import ConfigError, UnknownConceptError
-from viper_rs.vision.concepts import _singular as singular
 from viper_rs.vision.concepts import normalize_phrase, resolve_concept
+from viper_rs.vocabulary import suffix_singular
 
 DEFAULT_FILE = "calibration.json"
 
@@ -121,7 +121,7 @@ def _readings(phrase: str) -> list[str]:
     words = phrase.split()
     if not words:
         return [phrase]
-    return list(dict.fromkeys([phrase, " ".join([*words[:-1], singular(words[-1])])]))
+    return list(dict.fromkeys([phrase, " ".join([*words[:-1], suffix_singular(words[-1])])]))
 
 
 def _concept_class(phrase: str) -> str | None:

@@ -26,6 +26,13 @@ from __future__ import annotations
 import re
 
 from viper_rs.errors import UnknownConceptError
+from viper_rs.vocabulary import (
+    CONCEPT_ARTICLES,
+    CONCEPT_SHAPE_WORDS,
+    RELATION_WORDS,
+    SIZE_WORDS,
+    suffix_singular,
+)
 
 #: Canonical classes the spectral detector can score.
 SUPPORTED_CLASSES: tuple[str, ...] = (
@@ -194,18 +201,7 @@ VOCABULARY: dict[str, tuple[str, str | None]] = {
 for _cls in SUPPORTED_CLASSES:
     VOCABULARY.setdefault(_cls.replace("_", " "), (_cls, None))
 
-#: Words RSVQA-style questions use for size and shape; the detector ignores them.
-SIZE_WORDS = frozenset({"small", "medium", "large"})
-SHAPE_WORDS = frozenset({"square", "rectangular", "circular", "round"})
-_ARTICLES = frozenset({"a", "an", "the", "some", "any", "all"})
 _GENERIC_TAILS = ("area", "zone", "land", "surface", "region", "cover", "site", "ground")
-_NO_STRIP = ("ss", "us", "is")
-# Words that mark a relation or a clause: a phrase holding them is not one concept.
-_RELATION_WORDS = frozenset({
-    "of", "to", "at", "on", "in", "near", "with", "without", "and", "or", "than", "next",
-    "left", "right", "top", "bottom", "above", "below", "beside", "between", "from", "by",
-    "not", "no", "under", "over", "behind",
-})
 
 
 #: Words in the longest vocabulary phrase (a longer suffix can never match).
@@ -221,20 +217,9 @@ def normalize_phrase(query: str) -> str:
     s = re.sub(r"\s+in (?:the|this) (?:image|picture|scene|photo)$", "", s)
     words = s.split()
     i = 0
-    while i < len(words) and words[i] in _ARTICLES:
+    while i < len(words) and words[i] in CONCEPT_ARTICLES:
         i += 1
     return " ".join(words[i:])
-
-
-def _singular(word: str) -> str:
-    """One English plural -> singular step (enough for land-cover nouns)."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("ches", "shes", "sses", "xes", "zes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(_NO_STRIP):
-        return word[:-1]
-    return word
 
 
 def _candidates(phrase: str) -> list[str]:
@@ -243,13 +228,13 @@ def _candidates(phrase: str) -> list[str]:
     words = phrase.split()
     if not words:
         return out
-    last = words[:-1] + [_singular(words[-1])]
+    last = words[:-1] + [suffix_singular(words[-1])]
     out.append(" ".join(last))
     if "of" in words[1:]:
         i = words.index("of")
-        head = [*words[: i - 1], _singular(words[i - 1]), *words[i:]]
+        head = [*words[: i - 1], suffix_singular(words[i - 1]), *words[i:]]
         out.append(" ".join(head))
-        out.append(" ".join([*head[:-1], _singular(head[-1])]))
+        out.append(" ".join([*head[:-1], suffix_singular(head[-1])]))
     return list(dict.fromkeys(out))
 
 
@@ -283,7 +268,7 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
     # Size/shape words: only leading ones, and only when a noun remains.
     n_dropped = 0
     while len(words) - n_dropped > 1 and (
-        words[n_dropped] in SIZE_WORDS or words[n_dropped] in SHAPE_WORDS
+        words[n_dropped] in SIZE_WORDS or words[n_dropped] in CONCEPT_SHAPE_WORDS
     ):
         n_dropped += 1
     dropped, words = words[:n_dropped], words[n_dropped:]
@@ -300,14 +285,14 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
     hit = _lookup(phrase)
     if hit is None:
         # "forest area", "parking zone" -> drop a generic trailing noun.
-        if len(words) > 1 and _singular(words[-1]) in _GENERIC_TAILS:
+        if len(words) > 1 and suffix_singular(words[-1]) in _GENERIC_TAILS:
             hit = _lookup(" ".join(words[:-1]))
     qualifiers: list[str] = []
     if hit is None:
         # "red roof", "old factory building": drop leading qualifiers one by one (never
         # past a relation word). Only the last _MAX_PHRASE_WORDS words can name a concept.
         first_relation = next(
-            (j for j, w in enumerate(words) if w in _RELATION_WORDS), len(words)
+            (j for j, w in enumerate(words) if w in RELATION_WORDS), len(words)
         )
         start = max(1, len(words) - _MAX_PHRASE_WORDS)
         for i in range(start, min(len(words), first_relation + 1)):

@@ -9,9 +9,7 @@ Every stage is timed and reported so the answer's trace shows what ran and what 
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -19,28 +17,30 @@ from scipy import ndimage
 
 from viper_rs import budget
 from viper_rs.config import Settings
+from viper_rs.detector import ImageEmbedder, MaskRefiner, ScoreMap, Stages, TextEmbedder
 from viper_rs.errors import UnknownConceptError
 from viper_rs.geo import GeoImage
+from viper_rs.lru import LRU
 from viper_rs.regions import Region
-from viper_rs.vision.base import ScoreMap
+from viper_rs.timing import ms_since
 from viper_rs.vision.calibration import Calibration
 from viper_rs.vision.components import label_components, regions_from_labels
 from viper_rs.vision.concepts import normalize_phrase
-
-Stages = list[dict[str, Any]]
 
 
 class DenseDetector:
     """Open-vocabulary detector over a patch embedder, a text encoder and optional SAM."""
 
+    choice_note: str | None = None
+
     def __init__(
         self,
         name: str,
-        embedder: Any,
-        text: Any,
+        embedder: ImageEmbedder,
+        text: TextEmbedder,
         settings: Settings | None = None,
         calibration: Calibration | None = None,
-        sam: Any | None = None,
+        sam: MaskRefiner | None = None,
         max_cached_queries: int = 256,
     ) -> None:
         self.name = name
@@ -49,9 +49,7 @@ class DenseDetector:
         self.settings = settings or Settings()
         self.calibration = calibration or Calibration.load(self.settings.calibration_file)
         self.sam = sam
-        self._results: OrderedDict[tuple, tuple[ScoreMap, np.ndarray, Stages]] = OrderedDict()
-        self._max = max_cached_queries
-        self._lock = threading.RLock()
+        self._results: LRU[tuple, tuple[ScoreMap, np.ndarray, Stages]] = LRU(max_cached_queries)
 
     # ------------------------------------------------------------------ protocol
     def notes(self, image: GeoImage, query: str) -> list[str]:
@@ -71,10 +69,10 @@ class DenseDetector:
         patch-embedding grid and, with SAM, the SAM image embedding."""
         t0 = time.perf_counter()
         self.embedder.embed(image)
-        stats: dict[str, Any] = {"image_tower": dict(getattr(self.embedder, "last_stats", {}))}
+        stats: dict[str, Any] = {"image_tower": dict(self.embedder.last_stats)}
         if self.sam is not None:
             stats["sam_embedding"] = self.sam.set_image(image)
-        stats["ms"] = _ms(t0)
+        stats["ms"] = ms_since(t0)
         return stats
 
     def score_map(self, image: GeoImage, query: str) -> ScoreMap:
@@ -91,8 +89,8 @@ class DenseDetector:
         smap, labels, stages = self._run(image, query)
         t1 = time.perf_counter()
         regions = regions_from_labels(image, labels, smap, min_area_m2=self.settings.min_region_m2)
-        stages = [*stages, {"stage": "regions", "n": len(regions), "ms": _ms(t1)}]
-        stages.append({"stage": "total", "ms": _ms(t0)})
+        stages = [*stages, {"stage": "regions", "n": len(regions), "ms": ms_since(t1)}]
+        stages.append({"stage": "total", "ms": ms_since(t0)})
         return regions, stages
 
     # ------------------------------------------------------------------ internals
@@ -115,16 +113,14 @@ class DenseDetector:
     def _run(self, image: GeoImage, query: str) -> tuple[ScoreMap, np.ndarray, Stages]:
         phrase = self._phrase(query)
         key = self._key(image, phrase)
-        with self._lock:
-            hit = self._results.get(key)
-            if hit is not None:
-                self._results.move_to_end(key)
-                smap, labels, _ = hit
-                return smap, labels, [{"stage": "detection", "cached": True}]
+        hit = self._results.get(key)
+        if hit is not None:
+            smap, labels, _ = hit
+            return smap, labels, [{"stage": "detection", "cached": True}]
         stages: Stages = []
         budget.check()
         grid = self.embedder.embed(image)
-        stages.append({"stage": "image_tower", **getattr(self.embedder, "last_stats", {})})
+        stages.append({"stage": "image_tower", **self.embedder.last_stats})
 
         t = time.perf_counter()
         negatives = self.calibration.negatives_for(phrase)
@@ -134,8 +130,8 @@ class DenseDetector:
         n_t = len(self.calibration.templates)
         emb = emb.reshape(len(concepts), n_t, -1).mean(axis=1)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-        text_stats = getattr(self.text, "last_stats", {})
-        stages.append({"stage": "text", "prompts": len(prompts), "ms": _ms(t),
+        text_stats = self.text.last_stats
+        stages.append({"stage": "text", "prompts": len(prompts), "ms": ms_since(t),
                        **{k: v for k, v in text_stats.items() if k != "ms"}})
 
         budget.check()
@@ -148,7 +144,7 @@ class DenseDetector:
         smap = ScoreMap(scores=scores, threshold=threshold, query=query, label=phrase,
                         detector=self.name, notes=self.notes(image, phrase))
         stages.append({"stage": "score", "negatives": len(negatives), "threshold": threshold,
-                       "max": round(float(probs.max()), 4), "ms": _ms(t)})
+                       "max": round(float(probs.max()), 4), "ms": ms_since(t)})
 
         budget.check()
         t = time.perf_counter()
@@ -156,7 +152,7 @@ class DenseDetector:
         labels = _drop_small(labels, image, self.settings.min_region_m2)
         n = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))  # ids left after the drop
         stages.append({"stage": "components", "n": n,
-                       "connectivity": self.settings.connectivity, "ms": _ms(t)})
+                       "connectivity": self.settings.connectivity, "ms": ms_since(t)})
 
         if self.sam is not None and n:
             budget.check()
@@ -167,10 +163,7 @@ class DenseDetector:
             labels, stats = self.sam.refine(image, labels, points, scores)
             stages.append({"stage": "sam_refine", **{k: v for k, v in stats.items()
                                                       if not k.startswith("embedding")}})
-        with self._lock:
-            self._results[key] = (smap, labels, stages)
-            while len(self._results) > self._max:
-                self._results.popitem(last=False)
+        self._results.put(key, (smap, labels, stages))
         return smap, labels, stages
 
 
@@ -225,7 +218,3 @@ def _drop_small(labels: np.ndarray, image: GeoImage, min_area_m2: float) -> np.n
     if small.any():
         labels = np.where(small[labels], 0, labels)
     return labels
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 3)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
-from viper_rs.config import Settings
+from viper_rs.config import DETECTOR_NAMES, ORACLE_DETECTOR, Settings
+from viper_rs.detector import Detector
 from viper_rs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from viper_rs.vision.dense import DenseDetector
 
 log = logging.getLogger(__name__)
 
-DETECTOR_NAMES = ("auto", "spectral", "graft", "clip")
+#: The detectors :func:`build_detector` makes by name: every detector but the oracle.
+NAMED_DETECTORS: tuple[str, ...] = tuple(n for n in DETECTOR_NAMES if n != ORACLE_DETECTOR)
 
 
-def build_detector(name: str, settings: Settings | None = None) -> Any:
+def build_detector(name: str, settings: Settings | None = None) -> Detector:
     """Create a detector. ``auto`` picks GRAFT, then CLIP, when their weights are configured
     or downloaded, else the weight-free spectral detector; the result's ``choice_note``
     says why."""
@@ -30,45 +35,40 @@ def build_detector(name: str, settings: Settings | None = None) -> Any:
     if name == "spectral":
         from viper_rs.vision.spectral import SpectralDetector
 
-        det: Any = SpectralDetector(settings)
+        det: Detector = SpectralDetector(settings)
     elif name in ("graft", "clip"):
         det = build_dense_detector(name, settings)
-    elif name == "oracle":
+    elif name == ORACLE_DETECTOR:
         raise ConfigError("the oracle detector needs a synthetic scene; build OracleDetector(scene)")
     else:
-        raise ConfigError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
+        raise ConfigError(f"unknown detector {name!r}; choose one of {', '.join(NAMED_DETECTORS)}")
     det.choice_note = note
     return det
 
 
-def build_dense_detector(name: str, settings: Settings) -> Any:
+def build_dense_detector(name: str, settings: Settings) -> DenseDetector:
     """A GRAFT or CLIP DenseDetector with its text tower, caches and (optional) SAM."""
-    from viper_rs.vision.build import load_clip, load_graft, resolve_device
+    from viper_rs.vision.build import (
+        graft_checkpoint,
+        load_image_tower,
+        load_settings_clip,
+        resolve_device,
+    )
     from viper_rs.vision.cache import FeatureCache
     from viper_rs.vision.calibration import Calibration
     from viper_rs.vision.dense import DenseDetector
     from viper_rs.vision.embedder import Embedder
     from viper_rs.vision.text import TextEncoder
 
-    if name == "graft" and settings.graft_checkpoint is None:
-        raise ConfigError(
-            "the graft detector needs a GRAFT checkpoint: pass --graft-checkpoint PATH or set "
-            "VIPER_RS_GRAFT_CHECKPOINT (README 'Model weights' says where to get it)"
-        )
+    if name == "graft":
+        graft_checkpoint(settings)  # fail before loading anything without one
     calibration = Calibration.load(settings.calibration_file)
     device = resolve_device(settings.device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None
     cache = FeatureCache(disk, settings.memory_cache_items)
-    clip, tokenizer, clip_id = load_clip(
-        settings.clip_model, settings.clip_checkpoint, settings.clip_pretrained, device
-    )
-    text = TextEncoder(clip, tokenizer, clip_id, device, cache)
-    if name == "graft":
-        encoder: Any = load_graft(settings.graft_checkpoint, device)
-    else:
-        from viper_rs.vision.modeling.clip_dense import ClipDenseEncoder
-
-        encoder = ClipDenseEncoder(clip, clip_id)
+    clip = load_settings_clip(settings, device)
+    text = TextEncoder(*clip, device, cache)
+    encoder = load_image_tower(name, settings, device, clip=clip)
     sam = None
     if settings.sam and settings.sam_checkpoint is not None:
         from viper_rs.vision.sam import SamRefiner

@@ -10,6 +10,7 @@ question exactly.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,9 @@ from viper_rs.synthetic import (
     WATER,
     Scene,
 )
-from viper_rs.vision.base import ScoreMap
+from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
+from viper_rs.vocabulary import ORACLE_ARTICLES, suffix_singular
 
 #: Canonical concept -> (scene classes, phrases that name it).
 _CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -41,24 +43,19 @@ _CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     GRASS: ((GRASS,), ("grass area", "grass", "grassland", "lawn")),
     PARKING: ((PARKING,), ("parking", "parking lot", "car park", "parking area")),
 }
-_ARTICLES = ("a", "an", "the")
 
 
 def _normalise(query: str) -> str:
     words = re.sub(r"[^\w\s]", " ", query.lower().replace("-", " ")).split()
-    while words and words[0] in _ARTICLES:
+    while words and words[0] in ORACLE_ARTICLES:
         words.pop(0)
     return " ".join(words)
 
 
 def _singular(phrase: str) -> str:
-    if phrase.endswith("ies"):
-        return phrase[:-3] + "y"
-    if phrase.endswith(("ches", "shes", "sses", "xes")):
-        return phrase[:-2]
-    if phrase.endswith("s") and not phrase.endswith("ss"):
-        return phrase[:-1]
-    return phrase
+    """The phrase with its last word singular (the detectors' reading, vocabulary.suffix_singular)."""
+    words = phrase.split(" ")
+    return " ".join([*words[:-1], suffix_singular(words[-1])])
 
 
 _LOOKUP: dict[str, str] = {
@@ -70,11 +67,20 @@ class OracleDetector:
     """A perfect detector for one synthetic ``Scene`` (ground-truth masks and instances)."""
 
     name = "oracle"
+    choice_note: str | None = None
 
     def __init__(self, scene: Scene, settings: Settings | None = None) -> None:
         self.scene = scene
         self.settings = settings or Settings()
         self._hash = scene.image.content_hash
+
+    def prepare(self, image: GeoImage) -> dict[str, Any]:
+        """Nothing to compute per image (the masks are the scene's)."""
+        return {}
+
+    def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
+        """The regions of :meth:`find`, with no stages."""
+        return self.find(image, query), []
 
     @staticmethod
     def concepts() -> list[str]:

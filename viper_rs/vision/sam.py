@@ -42,7 +42,9 @@ from scipy import ndimage
 from viper_rs import budget
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, InputError, first_line
+from viper_rs.files import require_file
 from viper_rs.geo import GeoImage
+from viper_rs.timing import ms_since
 from viper_rs.vision.build import checkpoint_fingerprint, resolve_device
 from viper_rs.vision.cache import FeatureCache, cache_key
 
@@ -106,12 +108,7 @@ def sam_model_type(state_dict: Mapping[str, Any]) -> str:
 
 def _read_state_dict(path: Path) -> Mapping[str, Any]:
     """The checkpoint's tensors on CPU (memory-mapped when the format allows it)."""
-    if not path.exists():
-        raise ConfigError(f"SAM checkpoint {path}: no such file")
-    if path.is_dir():
-        raise ConfigError(f"SAM checkpoint {path}: is a directory, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise ConfigError(f"SAM checkpoint {path}: file is empty")
+    require_file(path, ConfigError, "a checkpoint file", name=f"SAM checkpoint {path}")
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -234,11 +231,11 @@ class SamRefiner:
         key = cache_key(image.content_hash, self.model_id)
         with self._lock:
             if self._current == key:
-                return {"ms": _ms(t0), "cached": True}
+                return {"ms": ms_since(t0), "cached": True}
             entry = self.cache.get(_CACHE_KIND, key)
             if entry is not None and self._restore(image, entry):
                 self._current = key
-                return {"ms": _ms(t0), "cached": True}
+                return {"ms": ms_since(t0), "cached": True}
             self._current = None
             with torch.inference_mode():
                 self.predictor.set_image(image.rgb_uint8(), image_format="RGB")
@@ -249,7 +246,7 @@ class SamRefiner:
                 "input_size": np.asarray(p.input_size, dtype=np.int64),
             })
             self._current = key
-            ms = _ms(t0)
+            ms = ms_since(t0)
             log.info("SAM %s embedding of %s (%dx%d) in %.0f ms", self.model_type, image.name,
                      image.height, image.width, ms)
             return {"ms": ms, "cached": False}
@@ -300,7 +297,7 @@ class SamRefiner:
                                  "kept": 0, "absorbed": 0, "embedding_ms": 0.0,
                                  "embedding_cached": False}
         if len(ids) == 0:
-            stats["ms"] = _ms(t0)
+            stats["ms"] = ms_since(t0)
             return lab, stats
 
         if scores is not None:
@@ -344,7 +341,7 @@ class SamRefiner:
                 stats["absorbed"] += 1
         out[~valid] = 0
         stats["refined"], stats["kept"] = len(accepted), len(kept)
-        stats["ms"] = _ms(t0)
+        stats["ms"] = ms_since(t0)
         return out, stats
 
     def _prompt(self, lab: np.ndarray, sl: tuple[slice, slice], comp: int,
@@ -470,7 +467,3 @@ def _touching(mask: np.ndarray, target: np.ndarray, connectivity: int) -> np.nda
     keep = np.unique(parts[target & mask])
     keep = keep[keep > 0]
     return np.isin(parts, keep)
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 3)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from viper_rs.lru import LRU
 from viper_rs.vision.build import resolve_device
 from viper_rs.vision.cache import FeatureCache, cache_key
 
@@ -38,19 +37,16 @@ class TextEncoder:
         self.model_id = model_id
         self.device = resolve_device(device)
         self.cache = cache
-        self._mem: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._mem: LRU[str, np.ndarray] = LRU(MEMORY_ITEMS)
         self.last_stats: dict[str, Any] = {}
 
     def _key(self, text: str) -> str:
         return cache_key(self.model_id, text)
 
     def _lookup(self, text: str) -> np.ndarray | None:
-        with self._lock:
-            v = self._mem.get(text)
-            if v is not None:
-                self._mem.move_to_end(text)
-                return v
+        v = self._mem.get(text)
+        if v is not None:
+            return v
         if self.cache is not None:
             hit = self.cache.get(CACHE_KIND, self._key(text))
             if hit is not None and "embedding" in hit:
@@ -60,11 +56,7 @@ class TextEncoder:
         return None
 
     def _remember(self, text: str, v: np.ndarray) -> None:
-        with self._lock:
-            self._mem[text] = v
-            self._mem.move_to_end(text)
-            while len(self._mem) > MEMORY_ITEMS:
-                self._mem.popitem(last=False)
+        self._mem.put(text, v)
 
     def _compute(self, texts: list[str]) -> np.ndarray:
         out = []

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from viper_rs.config import Settings
 from viper_rs.geo import GeoImage
+from viper_rs.lru import LRU
 from viper_rs.regions import Region
-from viper_rs.vision.base import ScoreMap
+from viper_rs.timing import ms_since
+from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
 from viper_rs.vision.concepts import resolve_concept
 from viper_rs.vision.spectral.landcover import NODATA
@@ -53,6 +55,7 @@ class SpectralDetector:
     """
 
     name = "spectral"
+    choice_note: str | None = None
 
     def __init__(
         self,
@@ -62,33 +65,41 @@ class SpectralDetector:
     ) -> None:
         self.settings = settings or Settings()
         self.thresholds = thresholds or DEFAULT_THRESHOLDS
-        self.cache_size = cache_size
         self.computations = 0  # class-map computations (cache misses)
-        self._cache: OrderedDict[str, ClassMaps] = OrderedDict()
+        self._cache: LRU[str, ClassMaps] = LRU(cache_size)
         self._lock = threading.Lock()
+
+    @property
+    def cache_size(self) -> int:
+        """Images whose class maps are kept."""
+        return self._cache.max_items
+
+    @cache_size.setter
+    def cache_size(self, value: int) -> None:
+        self._cache.max_items = value
 
     def class_maps(self, image: GeoImage) -> ClassMaps:
         """The cached class maps of ``image`` (computed on first use)."""
         key = image.content_hash
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+        maps = self._cache.get(key)
+        if maps is not None:
+            return maps
         maps = compute_class_maps(image, self.thresholds)
         with self._lock:
             self.computations += 1
-            self._cache[key] = maps
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(key, maps)
         log.debug("spectral class maps computed for %s", image.name)
         return maps
 
-    def prepare(self, image: GeoImage) -> dict[str, float]:
+    def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
+        """The regions of :meth:`find`, with no stages (one cached step per class)."""
+        return self.find(image, query), []
+
+    def prepare(self, image: GeoImage) -> dict[str, Any]:
         """Compute (or fetch) the per-image class maps every query shares."""
         t0 = time.perf_counter()
         self.class_maps(image)
-        return {"ms": round((time.perf_counter() - t0) * 1000, 3)}
+        return {"ms": ms_since(t0)}
 
     def notes(self, image: GeoImage, query: str) -> list[str]:
         """Approximation notes for ``query`` and how its class was measured on ``image``."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_sandbox_run import _wait_for
 from viper_rs.errors import SandboxError, ToolError, ValidationError
 from viper_rs.sandbox import Limits, Sandbox, run_inprocess
 from viper_rs.sandbox import pool as sandbox_pool
@@ -78,15 +79,6 @@ POISONS: list[tuple[str, str, object, bool]] = [
         False,
     ),
 ]
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.mark.parametrize(

@@ -88,14 +88,14 @@ AMPLIFIERS = {
     "area_union": """
         b = find("building") + find("tree") + find("grass") + find("road")
         s = 0.0
-        for i in range(198):
+        for i in range(190):
             s += area(b)
         return s
     """,
     "filters": """
         t = find("tree") + find("building") + find("grass area")
         n = 0
-        for i in range(66):
+        for i in range(65):
             n += len(filter_shape(t, "circular")) + len(filter_size(t, "small"))
             n += len(filter_area(t, 1.0, 1e9))
         return n

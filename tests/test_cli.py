@@ -134,3 +134,18 @@ def test_bad_questions_and_program_files(tmp_path, shared_data):
         p = run(*args)
         assert p.returncode == 2, (args, p.stderr)
         assert "Traceback" not in p.stderr and message in p.stderr
+
+
+def test_single_band_raster_is_refused(tmp_path):
+    import numpy as np
+    import rasterio
+
+    path = tmp_path / "dsm.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1,
+                       dtype="float32") as ds:
+        ds.write(np.ones((1, 16, 16), dtype=np.float32))
+    r = run("ask", str(path), "How many buildings are there?", "--detector", "spectral",
+            "--gsd", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "dsm.tif has 1 band; the spectral detector needs red, green and blue bands" in r.stdout
+    assert "error (image)" in r.stdout

@@ -185,6 +185,114 @@ def test_changed_files_are_reindexed_and_new_files_added(scenes, tmp_path):
     assert (r.stale, r.existing, r.indexed, r.total_rows) == (16, 16, 16, 32)
 
 
+# ---------------------------------------------------------------------------- map imagery
+def test_map_imagery_is_built_with_the_index_and_updated_like_it(scenes, tmp_path):
+    from PIL import Image
+
+    from viper_rs.index.overlays import OVERLAY_DIR, load_overlays
+
+    folder, _ = scenes
+    src = tmp_path / "tiles"
+    src.mkdir()
+    (src / "a.tif").write_bytes((folder / "scene0.tif").read_bytes())
+    out = tmp_path / "ix"
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    assert (r.overlays.built, r.overlays.kept, r.overlays.skipped) == (1, 0, [])
+    assert "map imagery: 1 sources drawn" in r.summary()
+    pictures = load_overlays(out)
+    a = pictures[str((src / "a.tif").resolve())]
+    assert a.name == "a.tif" and a.png.parent == out / OVERLAY_DIR
+    picture = Image.open(a.png)
+    assert picture.format == "PNG" and max(picture.size) <= 1024 and picture.mode == "P"
+    assert a.data_uri().startswith("data:image/png;base64,iVBOR")
+    with rasterio.open(src / "a.tif") as ds:
+        from rasterio.warp import transform_bounds
+
+        expected = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    assert np.allclose(a.bounds, expected, atol=2e-5), (a.bounds, expected)
+    # again: nothing drawn; a new file: drawn; a changed file: drawn again
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    assert (r.overlays.built, r.overlays.kept) == (0, 1)
+    (src / "b.tif").write_bytes((folder / "scene1.tif").read_bytes())
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    assert (r.overlays.built, r.overlays.kept) == (1, 1) and len(load_overlays(out)) == 2
+    os.utime(src / "a.tif", ns=(1, 1))
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    assert (r.overlays.built, r.overlays.kept) == (1, 1)
+    off = build_index([src], tmp_path / "ix2", embedder="spectral", grid=GRID, progress=False,
+                      overlays=False)
+    assert off.overlays is None and not (tmp_path / "ix2" / OVERLAY_DIR).exists()
+
+
+def _write(image, crs: str, path: Path, bounds: tuple[float, float, float, float]) -> Path:
+    """``image``'s pixels as a GeoTIFF spanning ``bounds`` (in ``crs``)."""
+    from rasterio.transform import from_bounds
+
+    profile = {"driver": "GTiff", "width": image.width, "height": image.height,
+               "count": image.data.shape[0], "dtype": image.data.dtype.name, "crs": crs,
+               "transform": from_bounds(*bounds, image.width, image.height)}
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(image.data)
+    return path
+
+
+def test_map_imagery_of_sources_in_different_crss(scenes, tmp_path):
+    from rasterio.warp import transform_bounds
+
+    from viper_rs.index.overlays import render, update_overlays
+
+    folder, truth = scenes
+    image = truth[0].image
+    utm = str(folder / "scene0.tif")
+    with rasterio.open(utm) as ds:
+        ll = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    merc = transform_bounds("EPSG:4326", "EPSG:3857", *ll)
+    paths = [utm, str(_write(image, "EPSG:4326", tmp_path / "geo.tif", ll)),
+             str(_write(image, "EPSG:3857", tmp_path / "merc.tif", merc))]
+    sources = [describe(p) for p in paths]
+    report = update_overlays(tmp_path / "ix", sources, side=200)
+    assert (report.built, report.skipped) == (3, [])
+    for source in sources:
+        rgba, bounds = render(source, side=200)
+        assert rgba.shape[2] == 4 and max(rgba.shape[:2]) <= 200
+        assert np.allclose(bounds, ll, atol=3e-5), (source.crs, bounds, ll)
+        assert rgba[..., 3].mean() > 0.9 * 255  # the source fills (nearly) all its box
+        assert rgba[..., :3][rgba[..., 3] > 0].mean() > 20  # not a black picture
+    # a UTM tile is slightly rotated against Web Mercator: its corners are transparent
+    utm_rgba, _ = render(sources[0], side=200)
+    assert (utm_rgba[[0, 0, -1, -1], [0, -1, 0, -1], 3] == 0).any()
+
+
+def test_sources_that_cannot_be_drawn_are_skipped_with_a_reason(scenes, tmp_path):
+    from viper_rs.index.overlays import known_sources, load_overlays, update_overlays
+
+    folder, truth = scenes
+    good = describe(str(folder / "scene0.tif"))
+    bad_path = tmp_path / "broken.tif"
+    bad_path.write_bytes((folder / "scene1.tif").read_bytes())
+    bad = describe(str(bad_path))
+    bad_path.write_bytes(b"II*\x00" + b"\x00garbage" * 64)  # damaged after it was indexed
+    polar = describe(str(_write(truth[1].image, "EPSG:4326", tmp_path / "polar.tif",
+                                (10.0, 87.0, 11.0, 88.0))))
+    ix = tmp_path / "ix"
+    report = update_overlays(ix, [good, bad, polar])
+    assert report.built == 1 and len(report.skipped) == 2
+    reasons = dict(report.skipped)
+    assert "broken.tif" in reasons[bad.uri] and "readable" in reasons[bad.uri]
+    assert "Web Mercator" in reasons[polar.uri]
+    assert set(load_overlays(ix)) == {good.key}
+    assert known_sources(ix) == {good.key, bad.key, polar.key}
+    again = update_overlays(ix, [good, bad, polar])  # remembered: not tried again
+    assert (again.built, again.kept, len(again.skipped)) == (0, 1, 2)
+    # the file is repaired (a new version): it is drawn
+    bad_path.write_bytes((folder / "scene1.tif").read_bytes())
+    fixed = update_overlays(ix, [describe(str(bad_path))])
+    assert fixed.built == 1 and bad.key in load_overlays(ix)
+    # a time budget leaves the rest for the next update
+    later = update_overlays(tmp_path / "ix3", [good, describe(str(bad_path))], budget_s=0.0)
+    assert later.built == 1 and later.deferred == 1
+
+
 def test_a_different_recipe_is_refused(built, scenes):
     out, _ = built
     with pytest.raises(InputError, match="chip_m"):

@@ -387,7 +387,8 @@ def test_cli_run_hostile_then_benign_text(tmp_path, scene_tif):
     assert len(answers) == 4
     assert answers[1].startswith("A: \\x1b[2K\\rA: yes\\n\\x1b]0;title\\x07\\ud800\\u202e")
     assert answers[2].startswith("A: Could not answer:")
-    assert re.fullmatch(r"A: \d+", answers[3]) and int(answers[3][3:]) > 0
+    m = re.fullmatch(r"A: (\d+) buildings?", answers[3])  # the count names what it counted
+    assert m and int(m.group(1)) > 0
 
 
 def test_eval_rows_are_strict_json(tmp_path):

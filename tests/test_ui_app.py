@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import InputError
 from viper_rs.ui import app as ui
 from viper_rs.ui.catalog import Catalog
-from viper_rs.ui.session import Controller, Options, Turn
+from viper_rs.ui.session import Controller, Options, Turn, app_text, threshold_control
 
 
 @pytest.fixture
@@ -49,9 +50,8 @@ def test_settings_panel_values_become_options():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    (5, "abc", "score threshold must be a number"),
-    (6, "-3", "smallest region must be a non-negative number"),
-    (7, "nan", "'next to' distance must be a non-negative number"),
+    (5, "abc", "Score threshold must be a number"),
+    (7, "nan", "'next to' distance \\(m\\) must be a finite number"),
 ])
 def test_bad_panel_numbers_are_named(field: int, value: str, message: str):
     values = ["auto", "auto", "", "", "", "", 4, 10, 100, 500, True]
@@ -60,11 +60,59 @@ def test_bad_panel_numbers_are_named(field: int, value: str, message: str):
         ui._options(tuple(values))
 
 
+@pytest.mark.parametrize("field, value, message", [
+    (5, "0.95", None),
+    (5, "1.5", "Score threshold must be from 0 to 1, got 1.5"),
+    (5, "-0.1", "Score threshold must be from 0 to 1, got -0.1"),
+    (6, -5, "Smallest region (m2) must be 0 or more, got -5"),
+    (7, -1, "'next to' distance (m) must be 0 or more, got -1"),
+    (8, 600, "small < (m2) must be less than large ≥ (m2), got 600 and 500"),
+    (9, 100, "small < (m2) must be less than large ≥ (m2), got 100 and 100"),
+    (9, -2, "large ≥ (m2) must be 0 or more, got -2"),
+])
+def test_out_of_range_panel_values_are_named(field: int, value: object, message: str | None):
+    values: list = ["auto", "auto", "", "", "", "", 4, 10, 100, 500, True]
+    values[field] = value
+    options = ui._options(tuple(values))
+    problems = options.problems(Settings())
+    assert problems == ([] if message is None else [message])
+    if message is not None:
+        with pytest.raises(InputError, match=re.escape(message)):
+            options.check(Settings())
+
+
 def test_gsd_field():
     assert ui._gsd("") is None and ui._gsd(None) is None and ui._gsd("0") is None
-    assert ui._gsd(" 0.3 ") == 0.3
+    assert ui._gsd(" 0.3 ") == 0.3 and ui._gsd(0.3) == 0.3
     with pytest.raises(InputError, match="GSD"):
         ui._gsd("thirty cm")
+    for bad in (-1, 0.001, 20000):
+        with pytest.raises(InputError, match=r"GSD \(m/px\) must be from 0.01 to 10000"):
+            ui._gsd(bad)
+
+
+def test_score_threshold_is_disabled_for_detectors_without_scores(tmp_path: Path):
+    settings = Settings(cache_dir=tmp_path)  # no weights: auto resolves to spectral
+    usable, info = threshold_control("spectral", settings)
+    assert not usable and "spectral detector has no score threshold" in info
+    usable, info = threshold_control("auto", settings)
+    assert not usable and "spectral" in info
+    assert not threshold_control("oracle", settings)[0]
+    assert threshold_control("clip", settings) == (True, "0-1; blank: calibrated per concept")
+
+
+def test_cli_flags_read_as_the_apps_fields():
+    from viper_rs.answer import format_area
+    from viper_rs.planning import _NOT_CONFIGURED
+
+    for text in (format_area(12.0, "px"), _NOT_CONFIGURED,
+                 "run `python -m viper_rs weights --download clip` or pass --clip-checkpoint",
+                 "x: --gsd must be a positive number of metres"):
+        out = app_text(text)
+        assert not re.search(r"--(gsd|llm-base-url|llm-model|clip-checkpoint)\b", out), out
+    assert "GSD (m/px) field, e.g. 0.3" in app_text(format_area(12.0, "px"))
+    assert "Settings › LLM endpoint (base URL)" in app_text(_NOT_CONFIGURED)
+    assert format_area(12.0, "px").count("--gsd 0.3") == 1  # the CLI keeps its flag
 
 
 def test_weights_table_says_found_or_missing(tmp_path: Path):

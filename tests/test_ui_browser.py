@@ -190,6 +190,60 @@ def test_question_with_enter_gets_answer_and_overlay(page):
     (ARTIFACTS / "timing.json").write_text(json.dumps({"answer_s": round(seconds, 2)}))
 
 
+def _answer_map(page):
+    """The Playwright frame of the Chat tab's answer map (a sandboxed srcdoc iframe)."""
+    return page.locator("#answer-map iframe").element_handle().content_frame()
+
+
+def _region_cell(page, row: int, col: int):
+    return page.locator(f'#regions [data-testid="cell-{row}-{col}"]')
+
+
+def test_answer_map_draws_every_region_links_the_table_and_goes_fullscreen(page):
+    text = _ask(page, "Is there a water area next to a road?").inner_text()
+    n = int(re.search(r"Evidence: (\d+) regions?", text).group(1))
+    assert n >= 2, text
+    page.wait_for_function("n => document.querySelectorAll("
+                           "'#regions [role=row].virtual-row').length === n", arg=n)
+    frame = _answer_map(page)
+    # One polygon per table row, on the image itself, one layer per query.
+    frame.wait_for_function("""n => document.querySelectorAll('path.leaflet-interactive')
+        .length === n && [...document.querySelectorAll('img.leaflet-image-layer')]
+        .some(i => i.complete && i.naturalWidth > 0)""", arg=n)
+    layers = frame.locator(".leaflet-control-layers-overlays").inner_text()
+    assert "water area" in layers and "road" in layers, layers
+    # Water is blue on the map and in the overlay's legend alike.
+    strokes = frame.evaluate("""() => [...document.querySelectorAll('path.leaflet-interactive')]
+        .map(p => p.getAttribute('stroke'))""")
+    assert "#1f78b4" in strokes or "#9e9e9e" in strokes, strokes
+    # A table row click highlights its polygon (thicker yellow outline) and zooms to it.
+    region_id = _region_cell(page, n - 1, 0).inner_text().strip()
+    _region_cell(page, n - 1, 1).click()
+    frame.wait_for_function("""id => { const p = document.querySelector('path.viper-highlight');
+        return p && p.getAttribute('data-id') === id && p.getAttribute('stroke-width') === '5'
+        && document.querySelectorAll('path.viper-highlight').length === 1; }""",
+                            arg=region_id)
+    assert frame.locator(".leaflet-popup").inner_text().find(f"#{region_id}") >= 0
+    # Fullscreen: the map frame covers the window, with every region still drawn.
+    frame.locator(".viper-full-button").click()
+    page.wait_for_function("""() => { const r = document.querySelector('#answer-map iframe')
+        .getBoundingClientRect(); return r.left <= 0 && r.top <= 0 &&
+        r.right >= document.documentElement.clientWidth &&
+        r.bottom >= document.documentElement.clientHeight; }""")
+    frame.wait_for_function("n => document.querySelectorAll('path.leaflet-interactive')"
+                            ".length === n", arg=n)
+    frame.wait_for_function("() => innerWidth > 1000 && document.querySelector("
+                            "'.leaflet-overlay-pane svg').getBoundingClientRect().width"
+                            " >= innerWidth")  # the map has been resized and redrawn
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)  # the frame (another process) repaints at its new size
+    page.screenshot(path=str(ARTIFACTS / "answer_map_fullscreen.png"))
+    frame.locator(".viper-full-button").click()
+    page.wait_for_function("() => document.querySelector('#answer-map iframe')"
+                           ".getBoundingClientRect().width < innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "answer_map.png"), full_page=True)
+
+
 def test_unplannable_question_is_a_chat_message(page):
     text = _ask(page, "Write me a poem about the sea").inner_text()
     assert "Could not answer" in text, text
@@ -318,22 +372,30 @@ def test_region_search_for_water_on_the_map_then_ask_about_a_chip(region_page):
     query.press("Enter")
     page.locator("#region-status").get_by_text("best of 364 chips").wait_for()
     frame = _map_frame(page)
-    # Leaflet (inlined, no CDN) drew a footprint and a marker for each of the 10 hits.
+    # Leaflet (inlined, no CDN) drew a footprint, a dot and a rank label for each of the 10
+    # hits, over the tiles' own imagery (offline: the OpenStreetMap background fails here).
     frame.wait_for_function(
         """() => [...document.querySelectorAll('path.leaflet-interactive')]
                  .filter(p => (p.getAttribute('d') || 'M0 0') !== 'M0 0').length >= 20""")
+    frame.wait_for_function("""() => document.querySelectorAll('.viper-rank').length === 10
+        && [...document.querySelectorAll('img.leaflet-image-layer')]
+           .some(i => i.complete && i.naturalWidth > 0)""")
     seconds = time.perf_counter() - t0
+    view = _map_view(frame)
+    assert view["zoom"] >= 12 and view["inside"] == view["polygons"] == 10, view
     assert page.locator("#region-results [role=row].virtual-row").count() == 10
     sources = [_cell(page, row, 3).inner_text().strip() for row in range(10)]
     assert all(s.startswith("m_4709963_") or s == "ms2.tif" for s in sources), sources
     geojson = re.sub(r"\s", "", page.locator("#region-geojson").inner_text())
     assert "water.geojson" in geojson
-    # The first marker's callout: rank, score, source and a thumbnail of the chip.
-    frame.locator("path.leaflet-interactive").nth(1).dispatch_event("click")
+    # The first hit's callout: rank, score, source and a thumbnail of the chip.
+    frame.locator(".viper-rank", has_text=re.compile(r"^1$")).click()
     callout = frame.locator(".viper-callout")
     callout.wait_for()
     assert "#1" in callout.inner_text() and sources[0] in callout.inner_text()
     assert frame.locator(".viper-callout img.viper-thumb").evaluate("i => i.naturalWidth") > 0
+    frame.wait_for_function("() => getComputedStyle(document.querySelector("
+                            "'.leaflet-popup')).opacity === '1'")  # faded in
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "region_search.png"), full_page=True)
     (ARTIFACTS / "region_timing.json").write_text(json.dumps({"search_s": round(seconds, 2)}))
@@ -347,7 +409,80 @@ def test_region_search_for_water_on_the_map_then_ask_about_a_chip(region_page):
     region_tab.click()
     chip = _open_chip(page, 2, _cell(page, 1, 3).click)
     assert chip != first and chip.startswith(("chip: m_4709963_", "chip: ms2.tif")), chip
+    # The chip opens in its tile (934 x 723 px at 5 m), outlined; answers count inside it.
     assert "EPSG:" in page.locator("#image-info").inner_text()
+    assert re.search(r"\b(9\d\d×7\d\d|300×300) px", page.locator("#image-info").inner_text())
+    assert "outlined in orange" in page.locator("#chat .message").filter(
+        has_text="Opened chip #2 ").last.inner_text()
     text = _ask(page, "Is there a water area?").inner_text()
     assert "Could not" not in text and "yes" in text.lower(), text
     page.screenshot(path=str(ARTIFACTS / "region_chip_chat.png"), full_page=True)
+
+
+def _map_view(frame) -> dict:
+    """The results map's zoom, and how many footprints it has and shows whole."""
+    return frame.evaluate("""() => { const map = window.viperMap, view = map.getBounds();
+        const polys = []; map.eachLayer(l => { if (l instanceof L.Polygon) polys.push(l); });
+        return {zoom: map.getZoom(), polygons: polys.length,
+                inside: polys.filter(p => view.contains(p.getBounds())).length}; }""")
+
+
+@pytest.mark.data
+def test_region_search_hits_in_two_places_open_on_the_best(region_page):
+    """"parking" finds chips in North Dakota and in Rotterdam, 7,000 km apart: the map opens
+    on #1's place with the imagery (not on two dots at continent scale) and a box goes to
+    the other place or to all hits."""
+    page = region_page
+    page.get_by_role("tab", name="Region search").click()
+    query = page.locator("#region-query textarea")
+    query.fill("parking")
+    query.press("Enter")
+    page.locator("#region-status").get_by_text("for parking").wait_for()
+    frame = _map_frame(page)
+    frame.wait_for_function("() => window.viperMap && "
+                            "document.querySelectorAll('.viper-rank').length === 10")
+    places = frame.locator(".viper-places")
+    places.get_by_text(re.compile(r"Hits in \d places")).wait_for()
+    frame.wait_for_function("""() => [...document.querySelectorAll('img.leaflet-image-layer')]
+                               .some(i => i.complete && i.naturalWidth > 0)""")
+    view = _map_view(frame)
+    assert view["zoom"] >= 12 and 0 < view["inside"] < 10, view  # #1's place, zoomed in
+    page.screenshot(path=str(ARTIFACTS / "region_parking.png"), full_page=True)
+    places.get_by_role("button", name="All hits").click()
+    frame.wait_for_function("() => !window.viperMap._animatingZoom")
+    view = _map_view(frame)
+    assert view["inside"] == 10 and view["zoom"] < 8, view
+    places.get_by_role("button").nth(1).click()  # the second place
+    frame.wait_for_function("() => window.viperMap.getZoom() >= 12")
+    page.locator("#region-map").screenshot(path=str(ARTIFACTS / "region_parking_place2.png"))
+
+
+def _open_settings(page) -> None:
+    if not page.locator("#min-region input").is_visible():
+        page.locator("#settings").get_by_text("Settings", exact=True).click()
+    page.locator("#min-region input").wait_for(state="visible")
+
+
+def test_out_of_range_setting_is_a_chat_message_without_error_badges(page):
+    _open_settings(page)
+    # The default (auto -> spectral) detector has no score threshold: the field says so.
+    threshold = page.locator("#score-threshold textarea, #score-threshold input").first
+    assert threshold.is_disabled()
+    assert "no score threshold" in page.locator("#score-threshold").inner_text()
+    field = page.locator("#min-region input")
+    old = field.input_value()
+    field.fill("-5")
+    text = _ask(page, "How many buildings are there?").inner_text()
+    assert "Smallest region (m2) must be 0 or more, got -5" in text, text
+    # No red error badge or toast anywhere on the page.
+    assert page.locator(".toast-body.error, [data-testid='toast-body']").count() == 0
+    assert page.locator(".error").filter(has_text=re.compile("Error")).count() == 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "settings_out_of_range.png"), full_page=True)
+    field.fill(old)
+    text = _ask(page, "Are there more small buildings than large buildings?").inner_text()
+    assert re.search(r"\d+ small buildings? vs \d+ large buildings? → (yes|no)", text), text
+    assert "`" not in text and re.search(r"Notes \(\d+\)", text), text
+    page.locator("#chat .message-row.bot-row").last.get_by_text(
+        re.compile(r"Notes \(\d+\)")).click()
+    page.screenshot(path=str(ARTIFACTS / "answer_numbers_notes.png"), full_page=True)

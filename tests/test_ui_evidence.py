@@ -18,7 +18,7 @@ from shapely.geometry import LinearRing, box, shape
 
 from tests.conftest import StaticDetector
 from viper_rs.agent import Agent
-from viper_rs.answer import Answer
+from viper_rs.answer import Answer, readable
 from viper_rs.config import Settings
 from viper_rs.errors import InputError
 from viper_rs.geo import GeoImage
@@ -30,6 +30,7 @@ from viper_rs.ui.evidence import (
     REGION_COLUMNS,
     answer_markdown,
     evidence_geojson,
+    note_markdown,
     overlay,
     region_rows,
     write_evidence,
@@ -276,15 +277,17 @@ def test_answer_markdown_ok(oracle_answers):
     ans = answers["How many buildings are there?"]
     md = answer_markdown(ans)
     assert md.startswith("**10**")
+    assert md.startswith("**10** buildings")  # the count names what it counted
     assert "10 regions: 10 building" in md and "oracle" in md and "rules" in md
     assert md.count("\n- ") == len(ans.notes)
+    assert md.count("<details>") == 1 and f"<summary>Notes ({len(ans.notes)})</summary>" in md
     area = Answer(question="q", answer="1234.5 m2", value=1234.5, kind="area",
                   notes=[f"note {i} " + "x" * 500 for i in range(8)])
     md = answer_markdown(area)
     assert md.startswith("**1234.5 m2**") and "0 regions" in md
     bullets = [line for line in md.splitlines() if line.startswith("- ")]
-    assert len(bullets) == 6 and "3 more" in bullets[-1]
-    assert all(len(b) < 250 for b in bullets)
+    assert len(bullets) == 6 and "3 more" in bullets[-1] and "Notes (8)" in md
+    assert all(len(b) < 340 for b in bullets)
 
 
 def test_answer_markdown_errors(oracle_answers):
@@ -302,3 +305,56 @@ def test_answer_markdown_errors(oracle_answers):
     for bad in ("<script", "`", "*y*"):
         assert bad not in md
     assert "&amp;" in md
+
+
+def _traced(kind: str, value: object, trace: list[dict]) -> Answer:
+    text = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+    return Answer(question="q", answer=text, value=value, kind=kind, trace=trace)
+
+
+def _set(*ids: int) -> dict:
+    return {"regions": len(ids), "ids": list(ids)}
+
+
+def test_answers_show_their_numbers():
+    small, large, every = _set(3, 5, 6, 9), _set(0, 1, 2, 4), _set(*range(10))
+    comparison = _traced("comparison", False, [
+        {"tool": "find", "args": ["building"], "result": every},
+        {"tool": "filter_size", "args": [every, "small"], "result": small},
+        {"tool": "filter_size", "args": [every, "large"], "result": large},
+        {"tool": "compare", "args": [small, large, "more"], "result": False},
+    ])
+    assert readable(comparison) == "4 small buildings vs 4 large buildings → no"
+    md = answer_markdown(comparison)
+    assert md.startswith("4 small buildings vs 4 large buildings → **no**")
+    assert comparison.value is False and comparison.kind == "comparison"
+    count = _traced("count", 3, [{"tool": "find", "args": ["water area"], "result": _set(1, 2, 3)},
+                                 {"tool": "count", "args": [_set(1, 2, 3)], "result": 3}])
+    assert answer_markdown(count).startswith("**3** water areas")
+    one = _traced("count", 1, [{"tool": "find", "args": ["tree"], "result": _set(7)},
+                               {"tool": "count", "args": [_set(7)], "result": 1}])
+    assert readable(one) == "1 tree"
+    near = _traced("presence", False, [
+        {"tool": "find", "args": ["water area"], "result": _set(0)},
+        {"tool": "find", "args": ["road"], "result": _set(1, 2)},
+        {"tool": "next_to", "args": [_set(0), _set(1, 2)], "result": []},
+        {"tool": "exists", "args": [[]], "result": False},
+    ])
+    assert readable(near) == "no (0 water areas next to roads)"
+    area = Answer(question="q", answer="12.0 m2", value=12.0, kind="area",
+                  trace=[{"tool": "area", "args": ["tree"], "result": 12.0}])
+    assert readable(area) == "12.0 m2 of trees"
+    # A program whose return is not the last tool call's result reads as before.
+    other = _traced("count", 4, [{"tool": "count", "args": ["building"], "result": 3}])
+    assert readable(other) == "4"
+
+
+def test_notes_are_one_details_block_with_code_spans():
+    ans = Answer(question="q", answer="yes", value=True, kind="presence", notes=[
+        "detector auto -> spectral: no CLIP weights; run `python -m viper_rs weights "
+        "--download clip` or pass --clip-checkpoint", "subject: *water*"])
+    md = answer_markdown(ans, hide={"subject: *water*"})
+    assert md.count("<details>") == 1 and "Notes (1)" in md and "water" not in md
+    assert "<code>python -m viper_rs weights --download clip</code>" in md
+    assert "`" not in md and "&#96;" not in md
+    assert note_markdown("a `<b>` and *c*") == "a <code>&lt;b&gt;</code> and \\*c\\*"

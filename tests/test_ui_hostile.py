@@ -271,6 +271,11 @@ def test_odd_valid_images_are_answered(ctl: Controller, rgbn: np.ndarray, tmp_pa
         assert image.valid.mean() == pytest.approx(0.5)
     if case.startswith(("uint16", "float32")):
         assert 0.9 < image.valid.mean() < 1.0 and np.isfinite(image.data).all()
+    if image.data.shape[0] < 3:  # grey: refused for RGB questions, with the reason
+        turn = _ask(ctl, key, COUNT, gsd)
+        assert not turn.ok and turn.answer.error["type"] == "image", turn.message
+        assert "1 band; the spectral detector needs red, green and blue" in turn.message
+        return
     for question in (COUNT, AREA):
         turn = _ask(ctl, key, question, gsd)
         assert turn.ok, turn.message

@@ -1,6 +1,8 @@
 """The app's Region search without a browser: index location, map page (Leaflet inlined,
-one footprint and marker per hit, thumbnails), results table, chips in the catalog, and
-searches through the controller on an index of synthetic GeoTIFFs (and of the real data)."""
+the sources' imagery, one footprint, dot and rank label per hit, thumbnails, places),
+results table, GeoJSON without server paths, chips opened in their surroundings with the
+chip as region of interest, and searches through the controller on an index of synthetic
+GeoTIFFs (and of the real data)."""
 
 from __future__ import annotations
 
@@ -82,11 +84,62 @@ def test_map_inlines_leaflet_and_draws_every_hit():
     assert "$(" not in body  # no jQuery needed
     assert body.count("L.polygon(") == 3 and body.count("L.circleMarker(") == 3
     assert body.count(".bindPopup(") == 3 and body.count("data:image/png;base64,") == 2
+    assert body.count("L.marker(") == 3 and body.count('class=\\"viper-rank\\"') == 3
     assert "tile.openstreetmap.org" in doc and "ResizeObserver" in doc
+    # no imagery: no image overlays, no layer control; one place: no places box
+    assert "L.imageOverlay(" not in body and "L.control.layers(" not in body
+    assert "viper-places" not in body
     frame = rs.map_html(hits, thumbs)
     assert frame.startswith("<iframe") and 'sandbox="allow-scripts allow-popups"' in frame
     assert "<script" not in frame and html.unescape(frame).count("L.polygon(") == 3
     assert rs.map_html([]) == rs.EMPTY_MAP
+
+
+def _overlay(tmp: Path, key: str, bounds: tuple[float, float, float, float], kb: int = 1):
+    from viper_rs.index.overlays import Overlay
+
+    png = tmp / (Path(key).stem + ".png")
+    png.write_bytes(b"\x89PNG" + b"\0" * (kb * 1024))
+    return Overlay(key=key, name=Path(key).name, png=png, bounds=bounds, fingerprint="f",
+                   width=10, height=10)
+
+
+def test_map_draws_the_sources_imagery_under_the_hits(tmp_path: Path):
+    hits = [_hit(1), _hit(2, lon=5.02)]
+    own = _overlay(tmp_path, "/x/a.tif", (4.99, 44.99, 5.05, 45.03))
+    body = rs.map_document(hits, imagery=[own]).split("</head>", 1)[1]
+    assert body.count("L.imageOverlay(") == 1 and '"pane": "viper-imagery"' in body
+    assert own.data_uri() in body
+    assert "L.control.layers(" in body and rs.OSM_LAYER in body and rs.IMAGERY_LAYER in body
+    assert body.count(".bringToFront()") == 2  # a click shows the hit's own source on top
+    assert "tile.openstreetmap.org" in body  # the online background stays
+
+
+def test_far_apart_hits_are_places_and_the_map_opens_on_the_best(tmp_path: Path):
+    hits = [_hit(1), _hit(2, lon=100.0, lat=10.0), _hit(3, lon=5.05), _hit(4, lon=100.1,
+                                                                              lat=10.0)]
+    groups = rs.places(hits)
+    assert [[h.rank for h in g] for g in groups] == [[1, 3], [2, 4]]
+    assert [[h.rank for h in g] for g in rs.places(hits, km=1.0)] == [[1], [2], [3], [4]]
+    body = rs.map_document(hits).split("</head>", 1)[1]
+    assert "Hits in 2 places" in body and "All hits" in body
+    fit = re.search(r"let target = (.*?), shown", body, re.S).group(1)
+    s, w, n, e = (float(v) for v in re.findall(r"-?\d+\.?\d*", fit))
+    assert w == pytest.approx(5.0) and e == pytest.approx(5.06) and n < 46  # #1's place only
+    assert "viperSpread" not in body and "latLngToLayerPoint" in body  # labels spread by zoom
+
+
+def test_map_imagery_prefers_the_hits_sources_within_the_budget(tmp_path: Path):
+    hits = [_hit(1, source="/x/a.tif"), _hit(2, lon=5.02, source="/x/b.tif", name="b.tif")]
+    a = _overlay(tmp_path, "/x/a.tif", (4.99, 44.99, 5.02, 45.02), kb=40)
+    b = _overlay(tmp_path, "/x/b.tif", (5.02, 44.99, 5.04, 45.02), kb=40)
+    near = _overlay(tmp_path, "/x/near.tif", (5.04, 44.99, 5.05, 45.02), kb=40)
+    far = _overlay(tmp_path, "/x/far.tif", (50.0, 0.0, 50.1, 0.1), kb=1)
+    pictures = {o.key: o for o in (a, b, near, far)}
+    assert [o.key for o in rs.map_imagery(hits, pictures)] == [near.key, b.key, a.key]
+    assert [o.key for o in rs.map_imagery(hits, pictures, max_bytes=90_000)] == [b.key, a.key]
+    assert [o.key for o in rs.map_imagery(hits, pictures, max_bytes=10)] == [a.key]
+    assert rs.map_imagery([], pictures) == [] and rs.map_imagery(hits, {}) == []
 
 
 def test_callouts_escape_source_names():
@@ -154,11 +207,31 @@ def test_first_search_builds_the_index_then_ranks_water_chips_first(ctl: Control
     # table, map with thumbnails, GeoJSON download
     assert [r[0] for r in view.rows] == [1, 2, 3, 4, 5]
     doc = html.unescape(view.map_html)
-    assert doc.count("L.polygon(") == 5 and doc.count("data:image/png;base64,") == 5
+    assert doc.count("L.polygon(") == 5 and doc.count("viper-thumb") == 5
+    # the three scenes' pictures, built with the index, under an imagery layer
+    assert doc.count("L.imageOverlay(") == 3 and "L.control.layers(" in doc
+    assert rs.IMAGERY_LAYER in doc and rs.OSM_LAYER in doc
     fc = json.loads(Path(view.files[0]).read_text())
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 5
     assert fc["features"][0]["geometry"]["type"] == "Polygon"
-    assert "Index: **" in ctl.region.status()
+    assert "Index: **" in ctl.region.status() and "map imagery of 3 sources" in \
+        ctl.region.status()
+    assert "Map imagery: 3 sources drawn" in view.message
+
+
+def test_results_name_sources_by_file_name_only(ctl: Controller, scenes: Path):
+    view = ctl.search_region("water", k=5)
+    text = Path(view.files[0]).read_text()
+    folder = str(scenes.resolve())
+    assert folder not in text and folder not in html.unescape(view.map_html)
+    for feature in json.loads(text)["features"]:
+        props = feature["properties"]
+        assert props["source"] == props["source_name"] and "/" not in props["source"]
+    assert all("/" not in row[3] for row in view.rows)
+    fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {
+        "source": "https://x.org/a/b.tif?sig=SECRET"}}]}
+    assert rs.public_geojson(fc)["features"][0]["properties"]["source"] == "b.tif"
+    assert fc["features"][0]["properties"]["source"].endswith("SECRET")  # not changed
 
 
 def test_build_again_adds_nothing(ctl: Controller):
@@ -228,7 +301,10 @@ def test_unexpected_errors_keep_the_app_up(ctl: Controller, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- chips
-def test_a_hit_opens_as_a_georeferenced_chip(ctl: Controller, scenes: Path):
+def test_a_hit_opens_as_its_tile_with_the_chip_as_region_of_interest(ctl: Controller,
+                                                                      scenes: Path):
+    from viper_rs.ui.evidence import ROI_RGB, overlay
+
     hit = ctl.search_region("water", k=3).hits[0]
     key, message = ctl.open_hit(hit)
     assert key.startswith("chip: scene") and f"[{hit.window[0]},{hit.window[1]} " in key
@@ -236,16 +312,43 @@ def test_a_hit_opens_as_a_georeferenced_chip(ctl: Controller, scenes: Path):
     assert ctl.catalog.add_chip(hit) == key  # listed once
     image = ctl.catalog.open(key)
     col, row, w, h = hit.window
-    with rasterio.open(hit.source) as ds:
-        expected = ds.read(window=rasterio.windows.Window(col, row, w, h))
-        transform = ds.transform @ ds.transform.translation(col, row)
-    assert np.array_equal(image.data, expected)
+    with rasterio.open(hit.source) as ds:  # a 384 px scene: the whole tile is the context
+        whole, transform = ds.read(), ds.transform
+    assert np.array_equal(image.data, whole)
     assert image.transform.almost_equals(transform) and image.area_unit == "m2"
     assert image.white_point == pytest.approx(hit.white_point)
+    # the chip is the region of interest: answers count only there
+    assert image.roi is not None and image.roi.sum() == w * h
+    assert image.roi[row:row + h, col:col + w].all()
+    assert np.array_equal(image.data[:, image.roi].reshape(-1, h, w),
+                          whole[:, row:row + h, col:col + w])
+    # the picture shown in the chat outlines the chip (just outside it), nothing else
+    picture, _ = overlay(image, None)
+    outlined = (picture == ROI_RGB).all(axis=-1)
+    assert outlined[max(0, row - 2), col + w // 2] or outlined[row + h, col + w // 2]
+    assert not outlined[image.roi].any() and outlined.sum() < 4 * 3 * (w + h + 12)
     other = Hit(**{**hit.__dict__, "window": (0, 0, w, h), "rank": 2})
     assert ctl.catalog.add_chip(other) != key
     turn = ctl.ask(key, "Is there a water area?", Options(detector="spectral", planner="rules"))
     assert turn.ok and turn.answer.answer == "yes", turn.message
+    area = ctl.ask(key, "What is the area covered by water?",
+                   Options(detector="spectral", planner="rules"))
+    assert area.ok and 0 < area.answer.value <= w * h, area.message  # m2 inside the chip
+
+
+def test_a_chip_of_a_large_source_opens_in_a_bounded_window():
+    from viper_rs.ui.catalog import CHIP_CONTEXT_PX, context_window, window_mask
+
+    assert context_window((100, 50, 51, 51), 934, 724) == (0, 0, 934, 724)
+    big = context_window((5000, 10, 427, 427), 10_000, 8_000)
+    c0, r0, cw, ch = big
+    assert (cw, ch) == (CHIP_CONTEXT_PX, CHIP_CONTEXT_PX) and r0 == 0
+    assert c0 <= 5000 and 5000 + 427 <= c0 + cw and abs((c0 + cw / 2) - 5213) <= 1
+    assert context_window((9900, 7900, 100, 100), 10_000, 8_000)[:2] == (
+        10_000 - CHIP_CONTEXT_PX, 8_000 - CHIP_CONTEXT_PX)
+    assert context_window((0, 0, 3000, 3000), 10_000, 8_000) == (0, 0, 3000, 3000)
+    mask = window_mask((100, 200, 50, 40), (110, 210, 5, 4))
+    assert mask.shape == (40, 50) and mask.sum() == 20 and mask[10:14, 10:15].all()
 
 
 def test_an_unreadable_chip_is_a_message_and_not_listed(ctl: Controller):

@@ -294,3 +294,153 @@ def test_a_hostile_llm_program_is_bounded_in_the_app(settings: Settings, tmp_pat
             assert after.ok and after.answer.value == truth.answer.value
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------- issue 15
+def test_choice_note_once_per_session(controller: Controller):
+    key = controller.catalog.default_key
+    auto = Options(detector="auto", planner="rules")
+    first = controller.ask(key, "How many buildings are there?", auto)
+    note = first.answer.notes[0]
+    if not note.startswith("detector auto"):
+        pytest.skip("weights found: auto picked a model without a choice note")
+    assert first.message.count("<details>") == 1
+    assert "no CLIP weights" in first.message and "--clip-checkpoint" not in first.message
+    assert "`" not in first.message and "<code>" in first.message
+    second = controller.ask(key, "Is there a building?", auto)
+    assert second.ok and "no CLIP weights" not in second.message
+    assert note in second.answer.notes  # the answer itself keeps it (evidence, JSON)
+
+
+def test_comparison_and_count_name_their_numbers(controller: Controller):
+    key = controller.catalog.default_key
+    turn = controller.ask(key, "Are there more small buildings than large buildings?", RULES)
+    assert turn.ok and turn.answer.kind == "comparison", turn.message
+    head = turn.message.splitlines()[0]
+    small = sum(1 for r in turn.answer.regions if r.area_m2 < 100)
+    assert head.startswith(f"{small} small building") and " vs " in head and "→ **" in head
+    count = controller.ask(key, "How many buildings are there?", RULES)
+    assert count.message.startswith(f"**{count.answer.value}** building")
+
+
+@pytest.mark.parametrize("options, message", [
+    (Options(min_region_m2=-5), "Smallest region (m2) must be 0 or more, got -5"),
+    (Options(next_to_m=-1), "'next to' distance (m) must be 0 or more, got -1"),
+    (Options(score_threshold=1.5), "Score threshold must be from 0 to 1, got 1.5"),
+    (Options(small_max_m2=900, large_min_m2=500),
+     "small &lt; (m2) must be less than large ≥ (m2), got 900 and 500"),
+])
+def test_out_of_range_settings_are_chat_messages(controller: Controller, options: Options,
+                                                 message: str):
+    turn = controller.ask(controller.catalog.default_key, "How many buildings are there?",
+                          options)
+    assert turn.answer is None and turn.message == f"Settings problem: {message}"
+
+
+def test_single_band_raster_is_refused(controller: Controller, tmp_path: Path):
+    path = _one_band_tif(tmp_path / "dsm.tif")
+    key, _ = controller.load_upload(path, 1.0)
+    assert key is not None
+    turn = controller.ask(key, "How many buildings are there?", RULES, 1.0)
+    assert turn.answer is not None and turn.answer.error["type"] == "image"
+    assert "dsm.tif has 1 band; the spectral detector needs red, green and blue" in turn.message
+
+
+def test_image_list_sorts_naturally(tmp_path: Path):
+    root = tmp_path / "tiles"
+    for i in (10, 2, 0, 1, 11):
+        _rgb_png(root / f"tile_{i}.png", size=8)
+    keys = [k for k in Catalog([root], demo=()).keys]
+    assert keys == [f"tiles/tile_{i}.png" for i in (0, 1, 2, 10, 11)]
+
+
+def test_gsd_not_needed_for_georeferenced_images(controller: Controller, tmp_path: Path):
+    assert not controller.needs_gsd(controller.catalog.default_key)
+    key, _ = controller.load_upload(_rgb_png(tmp_path / "plain.png"))
+    assert controller.needs_gsd(key)
+
+
+# ---------------------------------------------------------------------- answer map, session
+def test_answer_comes_with_a_map_of_its_regions_in_class_colours(controller: Controller):
+    from viper_rs.ui.answer_map import colour_for
+
+    turn = controller.ask(controller.catalog.default_key,
+                          "Is there a water area next to a road?", RULES)
+    assert turn.ok and turn.rows
+    assert turn.map_html.startswith("<iframe") and "viper-highlight" in turn.map_html
+    assert "data:image/png;base64," in turn.map_html
+    # The overlay's legend and the map use one colour per class.
+    assert turn.colours and all(c == colour_for(label) for label, c in turn.colours.items())
+    assert colour_for("water (2)") == colour_for("water area") == "#1f78b4"
+    assert colour_for("trees") != colour_for("buildings") != colour_for("roads")
+
+
+def test_map_data_simplifies_caps_and_places_regions(controller: Controller):
+    from viper_rs.geo import GeoImage
+    from viper_rs.ui.answer_map import map_data
+
+    turn = controller.ask(controller.catalog.default_key, "How many buildings are there?",
+                          RULES)
+    image = controller.catalog.open(controller.catalog.default_key)
+    data = map_data(image, turn.answer, turn.overlay[0])
+    assert data["crs"] == "wgs84" and len(data["regions"]) == len(turn.rows)
+    (s, w), (n, e) = data["bounds"]
+    for r in data["regions"]:
+        lats, lngs = r["rings"][0][0][0::2], r["rings"][0][0][1::2]
+        assert s - 1e-6 <= min(lats) and max(lats) <= n + 1e-6
+        assert w - 1e-6 <= min(lngs) and max(lngs) <= e + 1e-6
+    capped = map_data(image, turn.answer, turn.overlay[0], max_polygons=1)
+    assert len(capped["regions"]) == 1 and capped["omitted"] == len(turn.rows) - 1
+    biggest = max(turn.answer.regions, key=lambda r: r.area_m2)
+    assert capped["regions"][0]["id"] == biggest.id
+    # Without a CRS: a flat map in metres from the GSD.
+    import dataclasses
+
+    from viper_rs.vision.components import mask_polygon
+
+    flat = GeoImage.from_array(image.data, image.band_names, gsd=0.5)
+    answer = dataclasses.replace(turn.answer, regions=[
+        dataclasses.replace(r, polygon=mask_polygon(flat, r.crop, r.origin))
+        for r in turn.answer.regions])
+    flat_data = map_data(flat, answer, turn.overlay[0])
+    assert flat_data["crs"] == "simple" and len(flat_data["regions"]) == len(turn.rows)
+    top = image.height * 0.5
+    assert flat_data["bounds"] == [[0.0, 0.0], [top, image.width * 0.5]]
+    for r, region in zip(flat_data["regions"], answer.regions, strict=True):
+        ys, xs = r["rings"][0][0][0::2], r["rings"][0][0][1::2]
+        c0, r0, c1, r1 = region.bbox  # metres from the bottom-left corner
+        assert min(xs) == pytest.approx(c0 * 0.5, abs=1) and max(xs) == pytest.approx(
+            c1 * 0.5, abs=1)
+        assert max(ys) == pytest.approx(top - r0 * 0.5, abs=1)
+
+
+def test_export_session_writes_the_conversation_and_every_region(controller: Controller):
+    import zipfile
+
+    from tests.geojson_check import check_rfc7946
+
+    key = controller.catalog.default_key
+    turns = [controller.ask(key, q, RULES) for q in
+             ("How many buildings are there?", "Write me a poem about the sea",
+              "What is the area covered by trees?")]
+    path = controller.export_session([t.record for t in turns])
+    assert path.is_file() and path.suffix == ".zip"
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == ["regions.geojson", "session.json"]
+        session = json.loads(z.read("session.json"))
+        regions = json.loads(z.read("regions.geojson"))
+    assert [t["question"] for t in session["turns"]] == [
+        "How many buildings are there?", "Write me a poem about the sea",
+        "What is the area covered by trees?"]
+    first, failed, third = session["turns"]
+    assert first["ok"] and "def execute_command" in first["program"] and first["answer"]
+    assert not failed["ok"] and failed["error"]["type"] == "planning"
+    assert isinstance(third["notes"], list) and third["reply"]
+    n = len(turns[0].rows) + len(turns[2].rows)
+    assert len(regions["features"]) == n
+    assert {f["properties"]["turn"] for f in regions["features"]} == {1, 3}
+    assert len({f["id"] for f in regions["features"]}) == n
+    check_rfc7946(regions)
+    # An empty conversation is a valid, empty export.
+    with zipfile.ZipFile(controller.export_session([])) as z:
+        assert json.loads(z.read("regions.geojson"))["features"] == []

@@ -393,3 +393,160 @@ def normalise(value: Any, kind_hint: str | None, area_unit: str) -> tuple[str, A
     if len(text) > 2000:
         text = text[:2000] + "..."
     return text, text, "other"
+
+
+# ---------------------------------------------------------------------------- readable text
+def _relation_text() -> dict[str, str]:
+    """Relation tool -> the words that read it ("water areas next to roads"): the
+    RSVQA-HR phrase of the shared vocabulary."""
+    from viper_rs.vocabulary import RELATIONS
+
+    return {tool: phrases[0] for tool, phrases in RELATIONS.items()}
+
+
+_RELATION_TEXT = _relation_text()
+#: Answer kinds each returning tool's result may have.
+_TOOL_KINDS = {"count": ("count", "other"), "area": ("area",), "exists": ("presence",),
+               "compare": ("comparison", "presence")}
+
+
+@dataclass(frozen=True)
+class _Label:
+    """A described region set: ``noun`` (singular, pluralised by count) then ``tail``."""
+
+    noun: str
+    tail: str = ""
+
+    def text(self, n: int | None) -> str:
+        return f"{plural(self.noun) if n != 1 else self.noun}{self.tail}"
+
+
+def plural(phrase: str) -> str:
+    """``phrase`` with its last word in the plural ("water area" -> "water areas")."""
+    from viper_rs.vocabulary import INVARIANT_NOUNS
+
+    head, _, word = phrase.rpartition(" ")
+    if not word or word in INVARIANT_NOUNS:
+        out = word
+    elif word.endswith(("s", "x", "z", "ch", "sh")):
+        out = word + "es"
+    elif word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        out = word[:-1] + "ies"
+    else:
+        out = word + "s"
+    return f"{head} {out}" if head else out
+
+
+def _set_key(summary: Any) -> tuple | None:
+    """Key of a traced region list summary (``{"regions": n, "ids": [...]}``)."""
+    if isinstance(summary, list) and not summary:  # an empty region list
+        return (0, ())
+    if isinstance(summary, dict) and isinstance(summary.get("regions"), int):
+        ids = summary.get("ids")
+        return (summary["regions"], tuple(ids) if isinstance(ids, list) else ())
+    return None
+
+
+def _trace_labels(trace: list[dict[str, Any]]) -> dict[tuple, _Label]:
+    """What each region list of the trace holds, by :func:`_set_key`, from the calls that
+    made it (find, filter_size, filter_shape and the relation tools)."""
+    labels: dict[tuple, _Label] = {}
+
+    def of(arg: Any) -> _Label | None:
+        if isinstance(arg, str):
+            return _Label(" ".join(arg.lower().split()))
+        key = _set_key(arg)
+        return labels.get(key) if key is not None else None
+
+    for entry in trace:
+        if not isinstance(entry, dict) or "error" in entry:
+            continue
+        key = _set_key(entry.get("result"))
+        args = entry.get("args") if isinstance(entry.get("args"), list) else []
+        tool = entry.get("tool")
+        label: _Label | None = None
+        if tool == "find" and args and isinstance(args[0], str):
+            label = of(args[0])
+        elif tool in ("filter_size", "filter_shape") and len(args) >= 2:
+            src = of(args[0])
+            if src is not None and isinstance(args[1], str):
+                label = _Label(f"{args[1]} {src.noun}", src.tail)
+        elif tool in _RELATION_TEXT and len(args) >= 2:
+            a, b = of(args[0]), of(args[1])
+            if a is not None and b is not None:
+                label = _Label(a.noun, f"{a.tail} {_RELATION_TEXT[tool]} {b.text(2)}")
+        if key is not None and label is not None:
+            labels[key] = label
+    return labels
+
+
+def _operand(arg: Any, labels: dict[tuple, _Label], regions: list[Region]
+             ) -> tuple[int | None, _Label | None]:
+    """(count, label) of one argument of count/exists/compare/area as traced."""
+    if isinstance(arg, bool):
+        return None, None
+    if isinstance(arg, int):
+        return arg, None
+    if isinstance(arg, str):
+        from viper_rs.vocabulary import split_modifiers
+
+        phrase = " ".join(arg.lower().split())
+        base, size, shape = split_modifiers(phrase)
+        n = None
+        if base == phrase:  # a plain concept name: its regions are the detector's
+            n = sum(1 for r in regions if str(r.query).lower() == phrase)
+        return n, _Label(phrase)
+    key = _set_key(arg)
+    if key is None:
+        return None, None
+    return key[0], labels.get(key)
+
+
+def answer_parts(answer: Answer) -> tuple[str, str]:
+    """(before, after): what to write around ``answer.answer`` so it names what was
+    counted, measured or compared ("4 small buildings vs 4 large buildings → " + "no",
+    "10" + " buildings", "4231.7 m2" + " of trees"); ``("", "")`` when the trace does not
+    say. Read from the trace of the tool call whose result the program returned."""
+    if answer.error is not None or not answer.trace:
+        return "", ""
+    last = answer.trace[-1]
+    if not isinstance(last, dict) or "error" in last:
+        return "", ""
+    tool = last.get("tool")
+    if answer.kind not in _TOOL_KINDS.get(str(tool), ()):
+        return "", ""
+    result = last.get("result")
+    if tool != "area" and (type(result) is not type(answer.value) or result != answer.value):
+        return "", ""
+    args = last.get("args") if isinstance(last.get("args"), list) else []
+    if not args:
+        return "", ""
+    labels = _trace_labels(answer.trace[:-1])
+    n, label = _operand(args[0], labels, answer.regions)
+    if tool == "compare":
+        if len(args) < 2:
+            return "", ""
+        m, other = _operand(args[1], labels, answer.regions)
+        if label is None and other is None:
+            return "", ""
+        return f"{_side(n, label)} vs {_side(m, other)} → ", ""
+    if label is None:
+        return "", ""
+    if tool == "count":
+        return "", f" {label.text(answer.value if isinstance(answer.value, int) else None)}"
+    if tool == "area":
+        return "", f" of {label.text(2)}"
+    return "", f" ({n if n is not None else '?'} {label.text(n)})"
+
+
+def _side(n: int | None, label: _Label | None) -> str:
+    if label is None:
+        return "?" if n is None else str(n)
+    return label.text(2) if n is None else f"{n} {label.text(n)}"
+
+
+def readable(answer: Answer) -> str:
+    """``answer.answer`` with what it counted, measured or compared (see
+    :func:`answer_parts`); the value and kind are not changed."""
+    before, after = answer_parts(answer)
+    return f"{before}{answer.answer}{after}"

@@ -402,7 +402,9 @@ def _emit(answer: Any, args: argparse.Namespace, extra: dict[str, Any] | None = 
     def t(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
         return safe_text(text, limit, encoding=enc)
 
-    lines = [f"Q: {t(answer.question)}", f"A: {t(answer.answer)}"]
+    from viper_rs.answer import readable
+
+    lines = [f"Q: {t(answer.question)}", f"A: {t(readable(answer))}"]
     if answer.error:
         err = answer.error if isinstance(answer.error, dict) else {"message": answer.error}
         lines.append(f"   error ({t(err.get('type'), 100)}): {t(err.get('message'))}")

@@ -28,6 +28,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ImageError, InputError, first_line
 from viper_rs.index.chips import DEFAULT_MIN_VALID, Chip, ChipGrid, plan
 from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_name
+from viper_rs.index.overlays import OverlayReport, update_overlays
 from viper_rs.index.sources import Source, scan
 from viper_rs.index.store import ANN_MIN_ROWS, ChipIndex, IndexMeta
 
@@ -70,6 +71,8 @@ class BuildReport:
     seconds: float = 0.0
     #: Time from the first batch sent to the last result stored (workers' start included).
     embed_seconds: float = 0.0
+    #: The map imagery drawn for the sources (None when not asked for).
+    overlays: OverlayReport | None = None
 
     @property
     def chips_per_s(self) -> float:
@@ -90,6 +93,8 @@ class BuildReport:
         ]
         if self.ann:
             lines.append("  ANN index (IVF-SQ) built")
+        if self.overlays is not None:
+            lines.append("  " + self.overlays.summary())
         if self.skipped_sources:
             lines.append(f"  {len(self.skipped_sources)} sources not indexed:")
             for why, n in _reason_counts(self.skipped_sources):
@@ -300,12 +305,15 @@ def build_index(
     ann: str = "auto",
     progress: bool = True,
     on_progress: Any = None,
+    overlays: bool = True,
 ) -> BuildReport:
     """Index ``inputs`` (folders, files, list files, URLs) into the LanceDB index ``out``.
 
     Re-running adds only chips not indexed yet. ``ann``: ``auto`` builds the IVF-SQ index
     once the table has :data:`ANN_MIN_ROWS` chips, ``always``/``never`` force it.
     ``on_progress(done, total)`` is called after every batch (the UI's progress bar).
+    ``overlays`` also draws (or updates) each source's low-resolution map picture
+    (:mod:`viper_rs.index.overlays`).
     """
     t0 = time.perf_counter()
     settings = settings or Settings()
@@ -315,7 +323,7 @@ def build_index(
     if ann not in ("auto", "always", "never"):
         raise InputError(f"ann must be auto, always or never, got {ann!r}")
     opts = BuildOptions(embedder, settings, grid, min_valid, workers, ray_address,
-                        max(1, int(batch_chips)), ann, progress, on_progress)
+                        max(1, int(batch_chips)), ann, progress, on_progress, overlays)
     started = connect_ray(ray_address, num_cpus=workers if workers > 1 else None) \
         if ray_address else False
     try:
@@ -341,6 +349,7 @@ class BuildOptions:
     ann: str
     progress: bool
     on_progress: Any
+    overlays: bool = True
 
     @property
     def backend(self) -> str:
@@ -391,6 +400,12 @@ def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequenc
                              and (report.indexed or not index.has_ann())):
         index.build_ann()
         report.ann = True
+    if o.overlays:  # the chips are stored: a map picture that fails must not fail the build
+        try:
+            report.overlays = update_overlays(out, found.sources)
+        except OSError as exc:
+            log.warning("map imagery of %s not written: %s", out, exc)
+            report.overlays = OverlayReport(skipped=[(str(out), f"not written: {exc}")])
     report.seconds = time.perf_counter() - t0
     return report
 

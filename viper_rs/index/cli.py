@@ -43,6 +43,8 @@ def add_parser(sub: Any, model_args: Any) -> None:
     g.add_argument("--datetime", help="STAC datetime or range, e.g. 2022 or 2020/2022")
     g.add_argument("--max-items", type=int, default=50, help="most STAC items (default 50)")
     g.add_argument("--asset", help="asset key (default: image, visual or data)")
+    b.add_argument("--no-overlays", action="store_true",
+                   help="do not draw the sources' low-resolution map imagery (overlays/)")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     model_args(b)
@@ -133,10 +135,13 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         grid=ChipGrid(args.chip_m, args.overlap), min_valid=args.min_valid,
         workers=args.workers, ray_address=args.ray_address, batch_chips=args.batch,
         extra_sources=extra, ann=args.ann, progress=not args.quiet and not args.json,
+        overlays=not args.no_overlays,
     )
     report.skipped_sources = skipped + report.skipped_sources
     if args.json:
         d = dict(report.__dict__)
+        if report.overlays is not None:
+            d["overlays"] = dict(report.overlays.__dict__)
         d["chips_per_s"] = round(report.chips_per_s, 2)
         print(json.dumps(d, indent=2, default=str))
     else:

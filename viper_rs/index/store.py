@@ -1,8 +1,9 @@
 """The on-disk chip index: a LanceDB database with one row per chip (vector + footprint).
 
 Layout of an index folder: ``chips.lance`` (the chips), ``skipped.lance`` (ids of chips
-that were read but not indexed, e.g. mostly nodata, so re-runs do not read them again)
-and ``viper_index.json`` (which embedder and chip grid made it; an index never mixes two).
+that were read but not indexed, e.g. mostly nodata, so re-runs do not read them again),
+``viper_index.json`` (which embedder and chip grid made it; an index never mixes two) and
+``overlays/`` (each source's low-resolution picture for maps, :mod:`viper_rs.index.overlays`).
 Scores are dot products with the query vector (cosine for the unit CLIP/GRAFT vectors,
 class fraction for the spectral vectors). Small indexes are searched exactly; from
 ``ANN_MIN_ROWS`` chips on an IVF-SQ index is built and searched with exact re-ranking.

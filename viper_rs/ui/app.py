@@ -14,7 +14,8 @@ from typing import Any
 
 from viper_rs.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
 from viper_rs.errors import InputError
-from viper_rs.ui.catalog import IMAGE_SUFFIXES, Catalog
+from viper_rs.ui.answer_map import EMPTY_ANSWER_MAP, FULLSCREEN_LISTENER, HIGHLIGHT_JS
+from viper_rs.ui.catalog import GSD_RANGE_M, IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
 from viper_rs.ui.search import (
     DEFAULT_CHIP_M,
@@ -23,7 +24,15 @@ from viper_rs.ui.search import (
     RESULT_COLUMNS,
     RegionSearch,
 )
-from viper_rs.ui.session import Controller, Options, Turn, describe
+from viper_rs.ui.session import (
+    FIELD_LABELS,
+    Controller,
+    Options,
+    Turn,
+    app_text,
+    describe,
+    threshold_control,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,8 @@ PLANNERS = list(PLANNER_NAMES)
 #: Ids of the app's tabs.
 CHAT_TAB, REGION_TAB = "chat-tab", "region-tab"
 REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
+#: Info line of the GSD field: (when the image needs one, when it does not).
+GSD_INFO = {True: "for images without georeference", False: "georeferenced: not needed"}
 CSS = """
 #answer-overlay img { object-fit: contain; }
 footer { display: none !important; }
@@ -83,17 +94,27 @@ def _image_panel(controller: Controller) -> SimpleNamespace:
         with gr.Row():
             ui.picker = gr.Dropdown(catalog.keys, value=first, label="Image",
                                     scale=4, elem_id="image-picker")
-            ui.gsd = gr.Textbox("", label="GSD (m/px)", scale=1, elem_id="gsd",
-                                placeholder="e.g. 0.3",
-                                info="for images without georeference")
+            needed = controller.needs_gsd(first)
+            ui.gsd = gr.Number(None, label=FIELD_LABELS["gsd"], scale=1, elem_id="gsd",
+                               placeholder="e.g. 0.3", interactive=needed,
+                               info=GSD_INFO[needed])
         first_view, first_info, _ = _show(controller, first, None)
         ui.info = gr.Markdown(first_info, elem_id="image-info")
         ui.shown = gr.AnnotatedImage(first_view, label="Regions",
                                      elem_id="answer-overlay", height=520,
-                                     buttons=["fullscreen"])
+                                     buttons=[])  # fullscreen: the answer map's
         ui.upload = gr.File(label="Upload an image",
                             file_types=list(IMAGE_SUFFIXES), elem_id="upload",
                             height=110)
+
+    def gsd_for(key: str | None) -> Any:
+        needed = controller.needs_gsd(key)
+        update: dict[str, Any] = {"interactive": needed, "info": GSD_INFO[needed]}
+        if not needed:
+            update["value"] = None
+        return gr.update(**update)
+
+    ui.picker.change(gsd_for, ui.picker, ui.gsd, queue=False, show_progress="hidden")
     return ui
 
 
@@ -117,16 +138,31 @@ def _chat_panel(catalog: Catalog) -> SimpleNamespace:
 
 
 def _evidence_panel() -> SimpleNamespace:
-    """An answer's evidence: regions table, downloads, program and trace."""
+    """An answer's evidence: the map of its regions on the image, the regions table (a
+    row click finds its region on the map), downloads, session export, program and
+    trace."""
     import gradio as gr
 
     ui = SimpleNamespace()
-    ui.table = gr.Dataframe(_frame([]),
-                            label="Regions (areas are true ground areas)",
-                            interactive=False, elem_id="regions", max_height=320)
-    ui.files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), "
-                       "answer JSON", file_count="multiple", interactive=False,
-                       elem_id="evidence")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            ui.map = gr.HTML(EMPTY_ANSWER_MAP, elem_id="answer-map",
+                             js_on_load=FULLSCREEN_LISTENER, min_height=120)
+        with gr.Column(scale=2):
+            ui.table = gr.Dataframe(_frame([]),
+                                    label="Regions (areas are true ground areas): click a "
+                                    "row to find it on the map",
+                                    interactive=False, elem_id="regions", max_height=320)
+            ui.files = gr.File(label="Evidence: GeoJSON (WGS84), GeoPackage (native CRS), "
+                               "answer JSON", file_count="multiple", interactive=False,
+                               elem_id="evidence")
+            ui.export = gr.Button("Download session", size="sm", elem_id="session-export")
+            ui.session_file = gr.File(label="Session: questions, answers, programs, notes "
+                                      "(session.json) and every region (regions.geojson, "
+                                      "WGS84)", interactive=False, elem_id="session-file")
+    # The picked row's region id, handed to the map by a client-side handler.
+    ui.highlight = gr.Textbox("", visible=False, elem_id="map-highlight")
+    ui.session = gr.State([])  # this browser session's turn records, for the export
     with gr.Accordion("Program and trace", open=False, elem_id="program-trace"):
         ui.program = gr.Code(language="python", label="Program", interactive=False)
         ui.trace = gr.JSON(label="Trace: every tool call with its result and timings")
@@ -160,23 +196,33 @@ def _settings_panel(base: Settings, defaults: Options) -> SimpleNamespace:
             llm_key = gr.Textbox("", label="API key (kept in memory only)",
                                  type="password",
                                  placeholder="falls back to OPENAI_API_KEY")
+        # No minimum/maximum on these: Gradio would reject a value with an error badge on
+        # every output; out-of-range values come back as a chat message naming the field.
         with gr.Row():
+            usable, info = threshold_control(defaults.detector, base)
             threshold = gr.Textbox(_text(defaults.score_threshold),
-                                   label="Score threshold",
-                                   placeholder="calibrated per concept",
-                                   info="0-1; blank: calibrated per concept")
+                                   label=FIELD_LABELS["score_threshold"],
+                                   placeholder="calibrated per concept", info=info,
+                                   interactive=usable, elem_id="score-threshold")
             min_region = gr.Number(_first(defaults.min_region_m2, base.min_region_m2),
-                                   label="Smallest region (m2)", minimum=0)
+                                   label=FIELD_LABELS["min_region_m2"], elem_id="min-region")
             next_to = gr.Number(_first(defaults.next_to_m, base.next_to_m),
-                                label="'next to' distance (m)", minimum=0)
+                                label=FIELD_LABELS["next_to_m"], elem_id="next-to")
             small = gr.Number(_first(defaults.small_max_m2, base.small_max_m2),
-                              label="small < (m2)", minimum=0)
+                              label=FIELD_LABELS["small_max_m2"], elem_id="small-max")
             large = gr.Number(_first(defaults.large_min_m2, base.large_min_m2),
-                              label="large ≥ (m2)", minimum=0)
+                              label=FIELD_LABELS["large_min_m2"], elem_id="large-min")
         ui.weights = gr.Markdown(weights_markdown(base), elem_id="weights")
         ui.recheck = gr.Button("Check weights again", size="sm")
     ui.options = [detector, planner, llm_url, llm_model, llm_key, threshold, min_region,
                   next_to, small, large, sam]
+    ui.threshold = threshold
+
+    def threshold_for(name: str | None) -> Any:
+        usable, text = threshold_control(name or "auto", base)
+        return gr.update(interactive=usable, info=text)
+
+    detector.change(threshold_for, detector, threshold, queue=False, show_progress="hidden")
     return ui
 
 
@@ -207,14 +253,14 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         view, info, _ = _show(controller, key, gsd_m)
         return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
 
-    def on_ask(question: str, history: list, key: str, gsd_value: float | None,
-               *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+    def on_ask(question: str, history: list, records: list, key: str,
+               gsd_value: float | None, *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
         question = (question or "").strip()
         history = list(history or [])
         if question:
             history.append({"role": "user", "content": escape_markdown(question)})
         yield (history + [{"role": "assistant", "content": "Working on it…"}], "",
-               gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+               gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
         try:
             options, gsd_m = _options(values), _gsd(gsd_value)
         except InputError as exc:
@@ -223,9 +269,25 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
             turn = controller.ask(key, question, options, gsd_m,
                                   progress=lambda f, what: progress(f, desc=what))
         history.extend(_messages(turn))
-        yield (history, "", turn.overlay if turn.overlay is not None else gr.skip(),
+        if turn.record.get("question"):
+            records = [*(records or []), turn.record]
+        shown_value = (gr.AnnotatedImage(turn.overlay, color_map=turn.colours or None)
+                       if turn.overlay is not None else gr.skip())
+        yield (history, "", shown_value,
                _frame(turn.rows), turn.files or None, turn.program,
-               turn.trace if turn.answer is not None else None)
+               turn.trace if turn.answer is not None else None,
+               turn.map_html or EMPTY_ANSWER_MAP, records)
+
+    def on_clear(key: str, gsd_value: Any) -> tuple:
+        view, _, _ = _show(controller, key, gsd_value)
+        return (_welcome(catalog), None, _frame([]), view if view is not None else gr.skip(),
+                EMPTY_ANSWER_MAP, [], None)
+
+    def on_row(evt: gr.SelectData) -> str:
+        row = evt.row_value or []
+        return "" if not row or row[0] is None else str(row[0])
+
+    on_row.__annotations__["evt"] = gr.SelectData  # see _wire_region
 
     picker, gsd, upload, shown = image.picker, image.gsd, image.upload, image.shown
     table, files = evidence.table, evidence.files
@@ -235,11 +297,21 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
     gsd.blur(on_pick, [picker, gsd, chat.chat], picked)
     upload.upload(on_upload, [upload, gsd, chat.chat],
                   [picker, shown, image.info, chat.chat, upload])
-    ask_outputs = [chat.chat, chat.box, shown, table, files, evidence.program, evidence.trace]
-    chat.box.submit(on_ask, [chat.box, chat.chat, picker, gsd, *settings.options], ask_outputs,
+    # A new image: the previous answer's map no longer applies.
+    picker.change(lambda: EMPTY_ANSWER_MAP, None, evidence.map, queue=False,
+                  show_progress="hidden")
+    ask_outputs = [chat.chat, chat.box, shown, table, files, evidence.program, evidence.trace,
+                   evidence.map, evidence.session]
+    chat.box.submit(on_ask, [chat.box, chat.chat, evidence.session, picker, gsd,
+                             *settings.options], ask_outputs,
                     concurrency_limit=1, show_progress="minimal")
-    chat.clear.click(lambda: (_welcome(catalog), None, _frame([])), None,
-                     [chat.chat, files, table])
+    chat.clear.click(on_clear, [picker, gsd],
+                     [chat.chat, files, table, shown, evidence.map, evidence.session,
+                      evidence.session_file])
+    table.select(on_row, None, evidence.highlight, queue=False, show_progress="hidden").then(
+        None, evidence.highlight, None, js=HIGHLIGHT_JS)
+    evidence.export.click(lambda records: str(controller.export_session(records or [])),
+                          evidence.session, evidence.session_file)
     settings.recheck.click(lambda: weights_markdown(controller.settings), None,
                            settings.weights)
 
@@ -306,8 +378,8 @@ def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker:
             return gr.skip(), gr.skip(), gr.skip(), message
         entry = controller.catalog.entries.get(key)
         if entry is not None and entry.roi is not None and entry.roi != entry.window:
-            message += (" It is shown in its surroundings, outlined in orange: answers "
-                        "count only inside the chip.")
+            message += (" The chip is outlined in orange on its tile: answers count only "
+                        "inside it, the rest is context.")
         return (gr.update(choices=controller.catalog.keys, value=key),
                 gr.Tabs(selected=CHAT_TAB), _say(history, message), gr.skip())
 
@@ -341,29 +413,32 @@ def _results_frame(rows: list[list]) -> Any:
 
 # ---------------------------------------------------------------------- helpers
 def _options(values: tuple) -> Options:
+    """The settings panel's values as Options; InputError naming the field when one is not
+    a number (ranges are checked by :meth:`Options.check`)."""
     (detector, planner, url, model, key, threshold, min_region, next_to, small, large,
      sam) = values
     return Options(
         detector=detector or "auto", planner=planner or "auto", llm_base_url=url or "",
         llm_model=model or "", llm_api_key=key or "",
-        score_threshold=_number(threshold, "score threshold"),
-        min_region_m2=_number(min_region, "smallest region"),
-        next_to_m=_number(next_to, "'next to' distance"),
-        small_max_m2=_number(small, "small size limit"),
-        large_min_m2=_number(large, "large size limit"), sam=bool(sam),
+        score_threshold=_number(threshold, FIELD_LABELS["score_threshold"]),
+        min_region_m2=_number(min_region, FIELD_LABELS["min_region_m2"]),
+        next_to_m=_number(next_to, FIELD_LABELS["next_to_m"]),
+        small_max_m2=_number(small, FIELD_LABELS["small_max_m2"]),
+        large_min_m2=_number(large, FIELD_LABELS["large_min_m2"]), sam=bool(sam),
     )
 
 
 def _number(value: Any, what: str = "value") -> float | None:
-    """A panel field as a float; None when blank; InputError when it is not a number."""
+    """A panel field as a float; None when blank; InputError naming ``what`` when it is not
+    a finite number."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a number, got {str(value)[:40]!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise InputError(f"{what} must be a non-negative number, got {value}")
+    if not math.isfinite(number):
+        raise InputError(f"{what} must be a finite number, got {value}")
     return number
 
 
@@ -376,8 +451,13 @@ def _first(*values: float | None) -> float | None:
 
 
 def _gsd(value: Any) -> float | None:
-    v = _number(value, "GSD")
-    return v if v else None
+    """The GSD field as metres per pixel (None when blank or 0); InputError naming the
+    field when it is not a number from 0.01 to 10000."""
+    v = _number(value, FIELD_LABELS["gsd"]) or None
+    lo, hi = GSD_RANGE_M
+    if v is not None and not lo <= v <= hi:
+        raise InputError(f"{FIELD_LABELS['gsd']} must be from {lo:g} to {hi:g}, got {v:g}")
+    return v
 
 
 def _frame(rows: list[list]) -> Any:
@@ -419,7 +499,8 @@ def _show(controller: Controller, key: str | None, gsd_value: Any) -> tuple[Any,
     try:
         image = controller.catalog.open(key, _gsd(gsd_value))
     except Exception as exc:  # noqa: BLE001 - shown in the chat, app stays up
-        message = f"Could not open **{escape_markdown(str(key))}**: {escape_markdown(str(exc))}"
+        message = (f"Could not open **{escape_markdown(str(key))}**: "
+                   f"{escape_markdown(app_text(str(exc)))}")
         return None, message, message
     return overlay(image, None), describe(image), None
 
@@ -431,11 +512,11 @@ def weights_markdown(settings: Settings) -> str:
     lines = ["| model | role | status | where / how |", "|---|---|---|---|"]
     for entry in find_weights(settings).values():
         status = "found" if entry["available"] else entry["status"]
-        where = entry["path"] or entry["note"] or ""
+        where = entry["path"] or app_text(str(entry["note"] or ""))
         where = str(where).replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
         lines.append(f"| {entry['model']} | {entry['role']} | **{status}** | {where} |")
     lines.append("")
-    lines.append(f"Detector `auto`: {auto_reason(settings)}.")
+    lines.append(f"Detector `auto`: {app_text(auto_reason(settings))}.")
     return "\n".join(lines)
 
 

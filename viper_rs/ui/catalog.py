@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -100,9 +101,10 @@ class Catalog:
             self.notes.append(f"image folder {folder} not found; showing demo scenes only")
             return
         files = sorted(
-            p for p in folder.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            (p for p in folder.rglob("*")
+             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)),
+            key=lambda p: natural_key(p.relative_to(folder).as_posix()),
         )
         listed = 0
         rsvqa: dict[Path, dict[int, dict]] = {}
@@ -254,6 +256,12 @@ def _cache_key(entry: ImageEntry, gsd: float | None) -> tuple[str, float | None]
     """Opened images are cached per entry and typed GSD (which demo scenes, chips and
     entries georeferenced by the catalog ignore)."""
     return entry.key, None if entry.kind in ("demo", "chip") or entry.crs else gsd
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key reading digit runs as numbers ("tile_2" before "tile_10"), case-blind."""
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", text))
 
 
 def _check_gsd(gsd: float | None) -> None:

@@ -13,12 +13,13 @@ import math
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from viper_rs.answer import Answer
+from viper_rs.answer import Answer, answer_parts
 from viper_rs.errors import InputError
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
@@ -42,7 +43,7 @@ ROI_RGB = (255, 120, 0)
 
 _STRIPE_ROWS = 512  # input rows per stripe when building the overlay picture
 _MAX_NOTES = 5
-_MAX_NOTE_CHARS = 200
+_MAX_NOTE_CHARS = 320
 _MAX_ERROR_CHARS = 600
 _QUESTION_FORMS = (
     "Is there a …?",
@@ -91,6 +92,14 @@ def overlay(
         (m.astype(np.float32), f"{query} ({counts[query]})") for query, m in masks.items()
     ]
     return base, annotations
+
+
+def overlay_colours(annotations: list[tuple[np.ndarray, str]]) -> dict[str, str]:
+    """The ``gr.AnnotatedImage`` ``color_map`` of :func:`overlay`'s annotations: each
+    label in its class colour (:func:`viper_rs.ui.answer_map.colour_for`), as on the map."""
+    from viper_rs.ui.answer_map import colour_for
+
+    return {label: colour_for(label) for _, label in annotations}
 
 
 def outline_roi(picture: np.ndarray, roi: np.ndarray, width: int = 3) -> None:
@@ -356,25 +365,61 @@ def _plain(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- reply
-def answer_markdown(answer: Answer) -> str:
+def answer_markdown(answer: Answer, translate: Callable[[str], str] | None = None,
+                    hide: Collection[str] = ()) -> str:
     """The chat reply for an answer, as Markdown.
 
-    A successful answer gives the answer text in bold, a line naming the evidence (region
-    counts per query, detector and planner) and up to five notes as bullets. A failed one
+    A successful answer gives the answer text in bold with what it counted, measured or
+    compared (:func:`viper_rs.answer.answer_parts`), a line naming the evidence (region
+    counts per query, detector and planner) and its notes, up to five, in one collapsed
+    ``<details>`` block (``Notes (n)``); notes in ``hide`` are left out. A failed one
     starts with ``"Could not answer:"`` and adds a hint for planning and tool errors.
-    Text that comes from the user or from programs is escaped so it cannot add markup.
+    ``translate`` rewrites notes and error messages for the reader (e.g. CLI flags as the
+    app's field names). Text from the user or from programs is escaped so it cannot add
+    markup; code spans in notes stay code.
     """
+    tr = translate or (lambda text: text)
     if answer.error is not None:
-        return _error_markdown(answer)
-    lines = [f"**{escape_markdown(answer.answer)}**", "", _evidence_line(answer)]
-    notes = [n for n in answer.notes if str(n).strip()]
+        return _error_markdown(answer, tr)
+    before, after = answer_parts(answer)
+    head = (f"{_edge_escaped(before)}**{escape_markdown(tr(answer.answer))}**"
+            f"{_edge_escaped(after)}")
+    lines = [head, "", _evidence_line(answer)]
+    notes = [str(n) for n in answer.notes if str(n).strip() and str(n) not in hide]
     if notes:
-        lines.append("")
+        lines += ["", f"<details><summary>Notes ({len(notes)})</summary>", ""]
         for note in notes[:_MAX_NOTES]:
-            lines.append(f"- {escape_markdown(_truncate(str(note), _MAX_NOTE_CHARS))}")
+            lines.append(f"- {note_markdown(_truncate(tr(note), _MAX_NOTE_CHARS))}")
         if len(notes) > _MAX_NOTES:
             lines.append(f"- … and {len(notes) - _MAX_NOTES} more")
+        lines += ["", "</details>"]
     return "\n".join(lines)
+
+
+def _edge_escaped(text: str) -> str:
+    """:func:`escape_markdown` keeping one leading and one trailing space."""
+    if not text.strip():
+        return " " if text else ""
+    lead = " " if text[:1].isspace() else ""
+    trail = " " if text[-1:].isspace() else ""
+    return f"{lead}{escape_markdown(text)}{trail}"
+
+
+def note_markdown(text: str) -> str:
+    """One note as Markdown: escaped like :func:`escape_markdown`, except that
+    `` `code` `` spans become ``<code>`` (their text escaped as HTML)."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: no code spans
+        return escape_markdown(text)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(f"<code>{html.escape(' '.join(part.split()), quote=False)}</code>")
+        else:
+            lead = " " if part[:1].isspace() and i else ""
+            trail = " " if part[-1:].isspace() and i < len(parts) - 1 else ""
+            out.append(f"{lead}{escape_markdown(part)}{trail}" if part.strip() else " ")
+    return "".join(out)
 
 
 def _evidence_line(answer: Answer) -> str:
@@ -393,11 +438,11 @@ def _evidence_line(answer: Answer) -> str:
     return "Evidence: " + " · ".join(parts)
 
 
-def _error_markdown(answer: Answer) -> str:
+def _error_markdown(answer: Answer, translate: Callable[[str], str]) -> str:
     error = answer.error or {}
     kind = str(error.get("type", "error"))
-    message = escape_markdown(_truncate(str(error.get("message", "")).strip() or "unknown error",
-                             _MAX_ERROR_CHARS))
+    text = str(error.get("message", "")).strip() or "unknown error"
+    message = escape_markdown(_truncate(translate(text), _MAX_ERROR_CHARS))
     if kind == "planning":
         forms = "\n".join(f"- {f}" for f in _QUESTION_FORMS)
         return (

@@ -1,9 +1,10 @@
 """Region search in the app: the chip index behind the image folders, and its results as a
-map (footprints and callouts) and a table.
+map (the folders' own imagery, footprints, rank labels and callouts) and a table.
 
 Nothing here imports gradio. The map is a folium (Leaflet) page with Leaflet's JavaScript
-and CSS inlined from the installed XStatic-Leaflet package, so it draws without reaching a
-CDN; only the OpenStreetMap background tiles need the internet.
+and CSS inlined from the installed XStatic-Leaflet package and the sources' low-resolution
+pictures (built with the index, :mod:`viper_rs.index.overlays`) inlined as image overlays,
+so it draws without the internet; only the OpenStreetMap background tiles need it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ViperError
 from viper_rs.ui.evidence import escape_markdown
+from viper_rs.ui.leaflet import leaflet_assets  # also used by the answer map
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,15 @@ EMPTY_MAP = ('<div id="region-map-empty" style="padding:2em;text-align:center;op
 #: Footprint and marker colours.
 _OUTLINE = "#ff7800"
 _MARKER = "#d7191c"
+#: Most bytes of imagery (PNG) one map inlines: the map goes to the browser whole.
+MAX_MAP_IMAGERY_BYTES = 6_000_000
+#: Hits whose centres are closer than this (km, chained) are one place; the map opens on
+#: the place of the best hit and offers the others.
+PLACE_KM = 25.0
+#: Seconds an index built before map imagery existed may spend drawing it on a search.
+OVERLAY_BUDGET_S = 30.0
+#: Layer names in the map's layer control.
+OSM_LAYER, IMAGERY_LAYER = "OpenStreetMap", "Imagery (offline)"
 
 #: Progress callback: (fraction 0-1, what is happening).
 Progress = Callable[[float, str], None]
@@ -117,6 +127,7 @@ class RegionSearch:
         self.chip_m = float(chip_m)
         self._lock = threading.RLock()
         self._searcher: Any = None
+        self._overlays_checked = False
 
     @classmethod
     def for_folders(cls, folders: Sequence[str | Path], settings: Settings,
@@ -142,11 +153,14 @@ class RegionSearch:
                     f"chips and embeds the GeoTIFFs in {self._folder_list()}.")
         try:
             from viper_rs.index import ChipIndex
+            from viper_rs.index.overlays import load_overlays
 
             index = ChipIndex.open(self.path)
             meta = index.meta
+            pictures = len(load_overlays(self.path))
             return (f"Index: **{len(index):,} chips** of {meta.chip_m:g} m "
-                    f"({meta.embedder}, {meta.model_id}).")
+                    f"({meta.embedder}, {meta.model_id}); map imagery of {pictures:,} "
+                    f"source{'s' if pictures != 1 else ''}.")
         except Exception as exc:  # noqa: BLE001 - a status line must not break the page
             return f"Index {_code(self.path)} cannot be read: {escape_markdown(str(exc))}"
 
@@ -184,6 +198,39 @@ class RegionSearch:
             self._searcher = None  # re-open: the table changed
         return _build_message(report)
 
+    def overlays(self) -> dict[str, Any]:
+        """The index's map pictures by source key (:class:`viper_rs.index.overlays.Overlay`);
+        the first call draws those an older index lacks (within :data:`OVERLAY_BUDGET_S`).
+        Empty when there are none: the map then has no imagery layer."""
+        from viper_rs.index.overlays import load_overlays
+
+        with self._lock:
+            if not self._overlays_checked:
+                self._overlays_checked = True
+                try:
+                    self._draw_missing_overlays()
+                except Exception:  # noqa: BLE001 - the map works without the pictures
+                    log.exception("could not draw the map imagery of %s", self.path)
+        return load_overlays(self.path)
+
+    def _draw_missing_overlays(self) -> None:
+        from viper_rs.errors import InputError
+        from viper_rs.index import ChipIndex
+        from viper_rs.index.overlays import known_sources, update_overlays
+        from viper_rs.index.sources import describe
+
+        known = known_sources(self.path)
+        missing = [u for u in ChipIndex.open(self.path).sources() if source_key(u) not in known]
+        sources = []
+        for uri in missing:
+            try:
+                sources.append(describe(uri))
+            except InputError as exc:
+                log.info("no map picture for %s: %s", uri, exc)
+        if sources:
+            report = update_overlays(self.path, sources, budget_s=OVERLAY_BUDGET_S)
+            log.info("%s: %s", self.path, report.summary())
+
     def searcher(self) -> Any:
         """The index's Searcher (opened once, again after a build)."""
         from viper_rs.index import Searcher
@@ -216,6 +263,7 @@ class RegionSearch:
             result = self.searcher().search(query, k=k)
             step(0.9, "Drawing the map")
             thumbs = thumbnails(result.hits)
+            imagery = map_imagery(result.hits, self.overlays())
         except ViperError as exc:
             return SearchView(built + _error_message(exc))
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
@@ -225,9 +273,34 @@ class RegionSearch:
                               "details are in its log.")
         return SearchView(
             message=built + _result_message(result), hits=list(result.hits),
-            map_html=map_html(result.hits, thumbs), rows=result_rows(result.hits),
-            geojson=result.geojson(),
+            map_html=map_html(result.hits, thumbs, imagery=imagery),
+            rows=result_rows(result.hits), geojson=public_geojson(result.geojson()),
         )
+
+
+def source_key(uri: str) -> str:
+    """The index's key of a source URI (a URL without its query string: signing tokens)."""
+    from viper_rs.geo import is_remote
+
+    return uri.split("?")[0] if is_remote(uri) else uri
+
+
+def public_geojson(fc: dict[str, Any]) -> dict[str, Any]:
+    """``fc`` (the hits' FeatureCollection) naming each source by its file name only: the
+    app's downloads never show the server's folders or a URL's signing token."""
+    out = dict(fc)
+    features = []
+    for feature in fc.get("features", []):
+        props = dict(feature.get("properties") or {})
+        if "source" in props:
+            props["source"] = props.get("source_name") or _file_name(str(props["source"]))
+        features.append({**feature, "properties": props})
+    out["features"] = features
+    return out
+
+
+def _file_name(uri: str) -> str:
+    return uri.split("?")[0].rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _build_message(report: Any) -> str:
@@ -239,6 +312,11 @@ def _build_message(report: Any) -> str:
                  "fewer than 3 bands).")
     if report.failed:
         text += f" {len(report.failed)} chips could not be read."
+    pictures = getattr(report, "overlays", None)
+    if pictures is not None and (pictures.built or pictures.skipped):
+        text += f" Map imagery: {pictures.built} sources drawn in {pictures.seconds:.1f} s"
+        text += (f", {len(pictures.skipped)} could not be drawn (see the log)."
+                 if pictures.skipped else ".")
     return text
 
 
@@ -321,16 +399,78 @@ def thumbnails(hits: Sequence[Any], side: int = THUMB_SIDE,
 
 
 # ---------------------------------------------------------------------------- map
-@lru_cache(maxsize=1)
-def leaflet_assets() -> tuple[str, str]:
-    """Leaflet's JavaScript and CSS from the installed XStatic-Leaflet package."""
-    import xstatic.pkg.leaflet as leaflet
+def places(hits: Sequence[Any], km: float = PLACE_KM) -> list[list[Any]]:
+    """The hits grouped by place: hits whose centres are within ``km`` of each other
+    (chained) share one; places in the order of their best hit, hits by rank."""
+    n = len(hits)
+    parent = list(range(n))
 
-    base = Path(leaflet.BASE_DIR)
-    js = (base / "leaflet.js").read_text(encoding="utf-8")
-    css = (base / "leaflet.css").read_text(encoding="utf-8")
-    # Inline text must not close its own tag early.
-    return js.replace("</script", "<\\/script"), css.replace("</style", "<\\/style")
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    centres = [h.center for h in hits]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if _km(centres[i], centres[j]) <= km:
+                parent[find(j)] = find(i)
+    groups: dict[int, list[Any]] = {}
+    for i, h in enumerate(hits):
+        groups.setdefault(find(i), []).append(h)
+    out = [sorted(g, key=lambda h: h.rank) for g in groups.values()]
+    return sorted(out, key=lambda g: g[0].rank)
+
+
+def _km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance (km) between two (lon, lat) points."""
+    import math
+
+    lon1, lat1, lon2, lat2 = (math.radians(v) for v in (*a, *b))
+    h = (math.sin((lat2 - lat1) / 2) ** 2
+         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2)
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+def _bounds(hits: Sequence[Any]) -> list[list[float]]:
+    """[[S, W], [N, E]] of the hits' footprints (Leaflet's order)."""
+    return [[min(h.bbox[1] for h in hits), min(h.bbox[0] for h in hits)],
+            [max(h.bbox[3] for h in hits), max(h.bbox[2] for h in hits)]]
+
+
+def map_imagery(hits: Sequence[Any], overlays: dict[str, Any],
+                max_bytes: int = MAX_MAP_IMAGERY_BYTES) -> list[Any]:
+    """The pictures a map of ``hits`` shows, bottom to top: the hits' own sources (the best
+    hit's on top) and the other sources around each place, while they fit in ``max_bytes``
+    (the best hit's source always)."""
+    if not hits or not overlays:
+        return []
+    ranked = list(dict.fromkeys(source_key(h.source) for h in hits))
+    own = [overlays[k] for k in ranked if k in overlays]
+    areas = []
+    for group in places(hits):
+        (s, w), (n, e) = _bounds(group)
+        pad_lat, pad_lon = max((n - s) * 0.5, 0.01), max((e - w) * 0.5, 0.01)
+        areas.append((w - pad_lon, s - pad_lat, e + pad_lon, n + pad_lat))
+    centres = [h.center for h in hits]
+
+    def distance(ov: Any) -> float:
+        w, s, e, n = ov.bounds
+        mid = ((w + e) / 2, (s + n) / 2)
+        return min(_km(mid, c) for c in centres)
+
+    near = [ov for k, ov in overlays.items() if k not in ranked and any(
+        ov.bounds[0] <= a[2] and ov.bounds[2] >= a[0] and ov.bounds[1] <= a[3]
+        and ov.bounds[3] >= a[1] for a in areas)]
+    chosen, total = [], 0
+    for ov in own + sorted(near, key=distance):
+        size = ov.bytes
+        if chosen and total + size > max_bytes:
+            continue
+        chosen.append(ov)
+        total += size
+    return chosen[::-1]
 
 
 def callout_html(hit: Any, thumb: str | None = None) -> str:
@@ -351,80 +491,212 @@ def callout_html(hit: Any, thumb: str | None = None) -> str:
     return f'<div class="viper-callout" style="font:13px sans-serif">{text}{image}{button}</div>'
 
 
-def _callout_element(text: str, tooltip: str | None) -> Any:
-    """A folium element binding a popup (and a tooltip) to its parent layer (HTML, passed as
-    escaped JS strings: folium's Popup needs jQuery and its Tooltip does not escape)."""
+def _macro(name: str, script: str, **values: Any) -> Any:
+    """A folium element whose script is ``script`` (a Jinja template seeing ``this``, with
+    ``values`` as its attributes)."""
     from branca.element import MacroElement
     from folium.template import Template
 
     element = MacroElement()
-    element._name = "Callout"
-    element.popup = text
-    element.tooltip = tooltip
-    element._template = Template(
-        "{% macro script(this, kwargs) %}\n"
+    element._name = name
+    for key, value in values.items():
+        setattr(element, key, value)
+    element._template = Template("{% macro script(this, kwargs) %}\n" + script
+                                 + "\n{% endmacro %}")
+    return element
+
+
+def _callout_element(text: str, tooltip: str | None, picture: str | None = None) -> Any:
+    """A folium element binding a popup (and a tooltip) to its parent layer (HTML, passed as
+    escaped JS strings: folium's Popup needs jQuery and its Tooltip does not escape); a
+    click also brings ``picture`` (the JS name of the hit's source image overlay) to the
+    top of the imagery."""
+    return _macro(
+        "Callout",
         "{{ this._parent.get_name() }}.bindPopup({{ this.popup|tojavascript }}, "
         "{maxWidth: 240});\n"
         "{% if this.tooltip %}{{ this._parent.get_name() }}.bindTooltip("
         "{{ this.tooltip|tojavascript }});{% endif %}\n"
-        "{% endmacro %}"
+        "{% if this.picture %}{{ this._parent.get_name() }}.on('click', function () { "
+        "{{ this.picture }}.bringToFront(); });{% endif %}",
+        popup=text, tooltip=tooltip, picture=picture,
     )
-    return element
 
 
-def map_document(hits: Sequence[Any], thumbs: dict[int, str] | None = None) -> str:
-    """A self-contained HTML page: each hit's footprint polygon and a circle marker at its
-    centre with a callout, fitted to the hits, Leaflet inlined (no CDN)."""
+def map_document(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
+                 imagery: Sequence[Any] = ()) -> str:
+    """A self-contained HTML page (Leaflet inlined, no CDN): the sources' pictures
+    (``imagery``, :class:`viper_rs.index.overlays.Overlay`, bottom to top) over an
+    OpenStreetMap background, then each hit's footprint, a dot at its centre and a rank
+    label with a callout. Labels that would overlap at the current zoom are spread around
+    their centre with leader lines. The map fits the place of the best hit; when the hits
+    are in several places a box offers each place and all of them."""
     import folium
     from branca.element import Element
+    from folium.map import CustomPane
 
     thumbs = thumbs or {}
-    fmap = folium.Map(tiles="OpenStreetMap", control_scale=True, prefer_canvas=False,
-                      zoom_start=2, location=[0, 0])
+    fmap = folium.Map(tiles=None, control_scale=True, prefer_canvas=False, zoom_start=2,
+                      location=[0, 0])
     fmap.default_js, fmap.default_css = [], []  # Leaflet comes inline; no other CDN assets
     js, css = leaflet_assets()
     root = fmap.get_root()
     root.header.add_child(Element(f"<style>{css}</style>"), name="leaflet_css", index=0)
     root.header.add_child(Element(f"<script>{js}</script>"), name="leaflet_js", index=1)
     root.header.add_child(Element(_OPEN_SCRIPT), name="viper_open")
+    root.header.add_child(Element(_MAP_STYLE), name="viper_style")
+    folium.TileLayer("OpenStreetMap", name=OSM_LAYER, control=True).add_to(fmap)
+    pictures: dict[str, str] = {}
+    if imagery:
+        CustomPane("viper-imagery", z_index=250, pointer_events=False).add_to(fmap)
+        group = folium.FeatureGroup(name=IMAGERY_LAYER, overlay=True, control=True, show=True)
+        for ov in imagery:
+            (w, s, e, n) = ov.bounds
+            layer = folium.raster_layers.ImageOverlay(
+                ov.data_uri(), bounds=[[s, w], [n, e]], name=ov.name, pane="viper-imagery",
+                interactive=False, attribution="imagery: the indexed GeoTIFFs")
+            layer.add_to(group)
+            pictures[ov.key] = layer.get_name()
+        group.add_to(fmap)
+    labels = []
     for h in hits:
         ring = [[h.corners[i + 1], h.corners[i]] for i in range(0, 8, 2)]
         lon, lat = h.center
         group = folium.FeatureGroup(name=f"#{int(h.rank)}", control=False)
         folium.Polygon(ring, color=_OUTLINE, weight=2, fill=True,
-                       fill_opacity=0.15).add_to(group)
-        folium.CircleMarker([lat, lon], radius=7, color="#ffffff", weight=2, fill=True,
-                            fill_color=_MARKER, fill_opacity=0.9).add_to(group)
-        label = html.escape(f"#{int(h.rank)} · {float(h.score):.3f} · {h.source_name}")
-        group.add_child(_callout_element(callout_html(h, thumbs.get(h.rank)), label))
+                       fill_opacity=0.07).add_to(group)
+        folium.CircleMarker([lat, lon], radius=4, color="#ffffff", weight=1.5, fill=True,
+                            fill_color=_MARKER, fill_opacity=1.0).add_to(group)
+        label = folium.Marker([lat, lon], icon=folium.DivIcon(
+            html=f'<div class="viper-rank">{int(h.rank)}</div>', icon_size=(24, 24),
+            icon_anchor=(12, 12), class_name="viper-rank-icon"))
+        label.add_to(group)
+        labels.append((label.get_name(), lat, lon))
+        tip = html.escape(f"#{int(h.rank)} · {float(h.score):.3f} · {h.source_name}")
+        group.add_child(_callout_element(callout_html(h, thumbs.get(h.rank)), tip,
+                                          pictures.get(source_key(h.source))))
         group.add_to(fmap)
+    if imagery:
+        folium.LayerControl(collapsed=False, position="topright").add_to(fmap)
     if hits:
-        fmap.add_child(_fit_element([[min(h.bbox[1] for h in hits), min(h.bbox[0] for h in hits)],
-                                     [max(h.bbox[3] for h in hits), max(h.bbox[2] for h in hits)]]))
+        fmap.add_child(_spread_element(labels))
+        groups = places(hits)
+        fmap.add_child(_fit_element(_bounds(groups[0])))
+        if len(groups) > 1:
+            fmap.add_child(_places_element(groups))
     return root.render()
 
 
-def _fit_element(bounds: list[list[float]]) -> Any:
-    """A folium element fitting its map to ``bounds`` ([[S, W], [N, E]]) whenever the map's
-    frame gets a size: the frame may still be 0 px when its script runs, and a fit then
-    zooms all the way in and leaves the paths undrawn."""
-    from branca.element import MacroElement
-    from folium.template import Template
+#: Styles of the map page: rank labels, leader lines, the places box.
+_MAP_STYLE = """<style>
+.viper-rank-icon { background: none; border: 0; }
+.viper-rank { width: 24px; height: 24px; box-sizing: border-box; border-radius: 50%;
+  background: #d7191c; color: #fff; border: 2px solid #fff; text-align: center;
+  font: bold 12px/20px sans-serif; box-shadow: 0 0 4px rgba(0,0,0,.7); cursor: pointer; }
+.leaflet-control-layers { font: 12px/1.4 sans-serif; }
+.viper-places { background: rgba(255,255,255,.92); padding: 6px 8px; border-radius: 5px;
+  font: 12px sans-serif; max-width: 260px; box-shadow: 0 1px 5px rgba(0,0,0,.4); }
+.viper-places button { display: block; width: 100%; margin-top: 4px; text-align: left;
+  cursor: pointer; font: 12px sans-serif; overflow: hidden; text-overflow: ellipsis;
+  white-space: nowrap; }
+</style>"""
 
-    element = MacroElement()
-    element._name = "FitBounds"
-    element.bounds = bounds
-    element._template = Template(
-        "{% macro script(this, kwargs) %}\n"
-        "(function (map) {\n"
-        "  const fit = () => { map.invalidateSize();\n"
-        "    const size = map.getSize(); if (!size.x || !size.y) return;\n"
-        "    map.fitBounds({{ this.bounds|tojavascript }}, {padding: [20, 20], maxZoom: 17}); };\n"
-        "  new ResizeObserver(fit).observe(map.getContainer());\n"
-        "})({{ this._parent.get_name() }});\n"
-        "{% endmacro %}"
-    )
-    return element
+
+def _spread_element(labels: list[tuple[str, float, float]], radius_px: int = 26) -> Any:
+    """A folium element that, at every zoom, places each rank label just above its hit's
+    centre, and spreads labels that would come closer than ``radius_px`` to each other on
+    a ring around their common centre (so coincident hits can each be clicked); a leader
+    line joins every label to its hit's centre."""
+    items = ", ".join(f"{{m: {name}, ll: L.latLng({lat!r}, {lon!r})}}" for name, lat, lon in labels)
+    return _macro("SpreadLabels", """(function (map, items, R) {
+  const lines = L.layerGroup().addTo(map);
+  function layout() {
+    lines.clearLayers();
+    const pts = items.map(it => map.latLngToLayerPoint(it.ll));
+    const lift = L.point(0, -0.85 * R);  // a lone label sits above its dot, like a pin
+    const centre = g => (g.length === 1 ? pts[g[0]].add(lift)
+      : g.reduce((a, i) => a.add(pts[i]), L.point(0, 0)).divideBy(g.length));
+    const ring = g => Math.max(R, R * g.length / (2 * Math.PI)) * 1.15;
+    const extent = g => (g.length === 1 ? 0 : ring(g)) + R / 2;
+    const leader = (from, to) => {
+      L.polyline([from, to], {color: '#000000', weight: 4, opacity: 0.5,
+                 interactive: false}).addTo(lines);
+      L.polyline([from, to], {color: '#ffffff', weight: 2, opacity: 0.95,
+                 interactive: false, className: 'viper-leader'}).addTo(lines); };
+    // Merge groups whose labels would touch (a ring may reach a neighbour), until none do.
+    const groups = items.map((_, i) => [i]);
+    for (let merged = true; merged;) {
+      merged = false;
+      search: for (let a = 0; a < groups.length; a++)
+        for (let b = a + 1; b < groups.length; b++)
+          if (centre(groups[a]).distanceTo(centre(groups[b]))
+              < extent(groups[a]) + extent(groups[b])) {
+            groups[a] = groups[a].concat(groups[b]).sort((x, y) => x - y);
+            groups.splice(b, 1);
+            merged = true;
+            break search;
+          }
+    }
+    groups.forEach(g => {
+      const c = centre(g), r = g.length === 1 ? 0 : ring(g);
+      g.forEach((i, k) => {
+        const a = -Math.PI / 2 + 2 * Math.PI * k / g.length;
+        const ll = map.layerPointToLatLng(c.add(L.point(Math.cos(a) * r, Math.sin(a) * r)));
+        items[i].m.setLatLng(ll);
+        leader(items[i].ll, ll);
+      });
+    });
+  }
+  map.on('zoomend viewreset', layout);
+  layout();
+})({{ this._parent.get_name() }}, [{{ this.items }}], {{ this.radius }});""",
+                  items=items, radius=int(radius_px))
+
+
+def _fit_element(bounds: list[list[float]]) -> Any:
+    """A folium element fitting its map to ``bounds`` ([[S, W], [N, E]], padded) whenever
+    the map's frame gets a size after having none (the frame may still be 0 px when its
+    script runs, and a fit then zooms all the way in; a hidden tab shown again is fitted
+    again). ``map.viperFit(bounds)`` changes the bounds; the map is ``window.viperMap``."""
+    return _macro("FitBounds", """(function (map) {
+  window.viperMap = map;
+  let target = {{ this.bounds|tojavascript }}, shown = false;
+  map.viperFit = function (bounds) { target = bounds || target;
+    map.fitBounds(target, {padding: [30, 30], maxZoom: 17}); };
+  const fit = () => { map.invalidateSize();
+    const size = map.getSize(); const visible = size.x > 0 && size.y > 0;
+    if (visible && !shown) map.viperFit();
+    shown = visible; };
+  new ResizeObserver(fit).observe(map.getContainer());
+})({{ this._parent.get_name() }});""", bounds=bounds)
+
+
+def _places_element(groups: list[list[Any]]) -> Any:
+    """A folium element: a box (bottom left) with one button per place of the hits (its
+    ranks and the best hit's source) that zooms there, and one for all of them."""
+    buttons = []
+    for i, group in enumerate(groups):
+        ranks = ", ".join(f"#{int(h.rank)}" for h in group[:6]) + (" …" if len(group) > 6 else "")
+        text = html.escape(f"{ranks} · {group[0].source_name}")
+        buttons.append(f'<button type="button" data-place="{i}" title="{text}">{text}</button>')
+    everything = [h for g in groups for h in g]
+    buttons.append('<button type="button" data-place="all">All hits</button>')
+    box = (f"<b>Hits in {len(groups)} places</b> (the map shows #1's)" + "".join(buttons))
+    bounds = {str(i): _bounds(g) for i, g in enumerate(groups)}
+    bounds["all"] = _bounds(everything)
+    return _macro("Places", """(function (map) {
+  const bounds = {{ this.bounds|tojavascript }};
+  const Box = L.Control.extend({ options: {position: 'bottomleft'},
+    onAdd: function () {
+      const div = L.DomUtil.create('div', 'viper-places');
+      div.innerHTML = {{ this.box|tojavascript }};
+      L.DomEvent.disableClickPropagation(div);
+      L.DomEvent.disableScrollPropagation(div);
+      div.querySelectorAll('button').forEach(b => b.addEventListener('click',
+        () => map.viperFit(bounds[b.dataset.place])));
+      return div; } });
+  new Box().addTo(map);
+})({{ this._parent.get_name() }});""", bounds=bounds, box=box)
 
 
 #: Posts the rank of a callout's chip to the page holding the map.
@@ -436,12 +708,12 @@ _OPEN_SCRIPT = (
 
 
 def map_html(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
-             height: int = MAP_HEIGHT) -> str:
+             height: int = MAP_HEIGHT, imagery: Sequence[Any] = ()) -> str:
     """The map as an ``<iframe srcdoc=...>`` for the app (scripts run inside the frame,
     sandboxed: no access to the app's page)."""
     if not hits:
         return EMPTY_MAP
-    doc = html.escape(map_document(hits, thumbs), quote=True)
+    doc = html.escape(map_document(hits, thumbs, imagery), quote=True)
     return (f'<iframe class="viper-region-map" title="Search results map" '
             f'sandbox="allow-scripts allow-popups" srcdoc="{doc}" '
             f'style="width:100%;height:{int(height)}px;border:0;border-radius:6px"></iframe>')

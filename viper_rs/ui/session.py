@@ -8,25 +8,32 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, ImageError, ViperError
+from viper_rs.errors import ConfigError, ImageError, InputError, ViperError
 from viper_rs.geo import GeoImage
 from viper_rs.lru import LRU
 from viper_rs.overrides import panel_overrides
+from viper_rs.ui.answer_map import map_html
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.evidence import (
+    _points,
     answer_markdown,
     escape_markdown,
+    evidence_geojson,
     overlay,
+    overlay_colours,
     region_rows,
     write_evidence,
 )
@@ -42,6 +49,71 @@ MAX_AGENTS = 2
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Progress = Callable[[float, str], None]
+
+#: The settings panel's labels, by Options field (and "gsd" for the image's GSD input).
+FIELD_LABELS: dict[str, str] = {
+    "detector": "Detector", "planner": "Planner", "llm_base_url": "LLM endpoint (base URL)",
+    "llm_model": "LLM model", "llm_api_key": "API key", "score_threshold": "Score threshold",
+    "min_region_m2": "Smallest region (m2)", "next_to_m": "'next to' distance (m)",
+    "small_max_m2": "small < (m2)", "large_min_m2": "large ≥ (m2)",
+    "sam": "SAM refinement", "gsd": "GSD (m/px)",
+}
+
+#: CLI flags in library texts and what the app calls them.
+APP_NAMES: dict[str, str] = {
+    "--llm-base-url": "Settings › LLM endpoint (base URL)",
+    "--llm-model": "Settings › LLM model",
+    "--clip-checkpoint": "VIPER_RS_CLIP_CHECKPOINT before starting the app (see Settings › "
+                         "weights)",
+    "--graft-checkpoint": "VIPER_RS_GRAFT_CHECKPOINT before starting the app (see Settings › "
+                          "weights)",
+    "--sam-checkpoint": "VIPER_RS_SAM_CHECKPOINT before starting the app",
+    "--small-max-m2": "Settings › small < (m2)",
+    "--large-min-m2": "Settings › large ≥ (m2)",
+    "--threshold": "Settings › Score threshold",
+    "--detector": "Settings › Detector",
+    "--planner": "Settings › Planner",
+    "--no-sam": "Settings › SAM refinement",
+    "--bands": "the file's band descriptions",
+    "--gsd": "the GSD (m/px) field",
+}
+_FLAG = re.compile(r"(?:\b(pass|use) )?(?<![\w-])(" + "|".join(re.escape(f) for f in APP_NAMES)
+                   + r")(?![\w-])(?: (?:PATH|URL|MODEL)\b)?")
+_GSD_HINT = re.compile(r"give its GSD, e\.g\. --gsd ([\d.]+),")
+
+
+#: Detectors whose regions carry no score to threshold (spectral classes are rules; the
+#: oracle is ground truth).
+UNSCORED_DETECTORS: dict[str, str] = {
+    "spectral": "the spectral detector has no score threshold (its classes are rules)",
+    "oracle": "the oracle detector has no score threshold (it is the ground truth)",
+}
+
+
+def app_text(text: str) -> str:
+    """``text`` naming the app's fields instead of CLI flags ("pass --llm-model" reads "set
+    Settings › LLM model"); the CLI keeps its flags."""
+    text = _GSD_HINT.sub(r"enter it in the GSD (m/px) field, e.g. \1,", text)
+    return _FLAG.sub(lambda m: ("set " if m.group(1) else "") + APP_NAMES[m.group(2)], text)
+
+
+def threshold_control(detector: str, settings: Settings) -> tuple[bool, str]:
+    """(usable, info) of the Score threshold field for detector ``detector`` (``auto`` as
+    it resolves with ``settings``)."""
+    name = detector or "auto"
+    if name == "auto":
+        from viper_rs.weights import auto_detector
+
+        try:
+            resolved = auto_detector(settings)
+        except Exception:  # noqa: BLE001 - the field stays usable when this cannot be told
+            resolved = "auto"
+        if resolved in UNSCORED_DETECTORS:
+            return False, f"auto uses spectral: {UNSCORED_DETECTORS[resolved]}"
+        name = resolved
+    if name in UNSCORED_DETECTORS:
+        return False, UNSCORED_DETECTORS[name]
+    return True, "0-1; blank: calibrated per concept"
 
 
 @dataclass(frozen=True)
@@ -68,6 +140,34 @@ class Options:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return base.model_copy(update=panel_overrides(values))
 
+    def problems(self, base: Settings | None = None) -> list[str]:
+        """What is out of range, one sentence per field naming it by its panel label
+        (:data:`FIELD_LABELS`); the size limits are checked against ``base`` when one of
+        them is blank."""
+        out: list[str] = []
+        t = self.score_threshold
+        if t is not None and not (math.isfinite(t) and 0.0 <= t <= 1.0):
+            out.append(f"{FIELD_LABELS['score_threshold']} must be from 0 to 1, got {t:g}")
+        for name in ("min_region_m2", "next_to_m", "small_max_m2", "large_min_m2"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                out.append(f"{FIELD_LABELS[name]} must be 0 or more, got {v:g}")
+        small = self.small_max_m2 if self.small_max_m2 is not None else (
+            base.small_max_m2 if base is not None else None)
+        large = self.large_min_m2 if self.large_min_m2 is not None else (
+            base.large_min_m2 if base is not None else None)
+        if (small is not None and large is not None and small >= 0 and large >= 0
+                and small >= large):
+            out.append(f"{FIELD_LABELS['small_max_m2']} must be less than "
+                       f"{FIELD_LABELS['large_min_m2']}, got {small:g} and {large:g}")
+        return out
+
+    def check(self, base: Settings | None = None) -> None:
+        """InputError naming every out-of-range field (see :meth:`problems`)."""
+        problems = self.problems(base)
+        if problems:
+            raise InputError("; ".join(problems))
+
     def agent_key(self, scene_seed: int | None) -> tuple:
         """What decides which agent (models, planner) answers; tool thresholds do not."""
         return (self.detector, self.planner, self.llm_base_url.strip(), self.llm_model.strip(),
@@ -86,6 +186,12 @@ class Turn:
     files: list[str] = field(default_factory=list)
     program: str = ""
     trace: list[dict] = field(default_factory=list)
+    #: The answer map (``gr.HTML`` value, see :mod:`viper_rs.ui.answer_map`); "" without one.
+    map_html: str = ""
+    #: Overlay colour per annotation label (``gr.AnnotatedImage`` ``color_map``).
+    colours: dict[str, str] = field(default_factory=dict)
+    #: What :meth:`Controller.export_session` writes for this turn (JSON-ready).
+    record: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -108,6 +214,8 @@ class Controller:
         self._agents: LRU[tuple, Any] = LRU(MAX_AGENTS)
         self._lock = threading.RLock()
         self._turns = 0
+        self._exports = 0
+        self._said: set[str] = set()  # detector choice notes already shown in this session
         self._search_ids = itertools.count(1)  # not under _lock: a question may hold it
 
     # ------------------------------------------------------------------ agents
@@ -138,6 +246,15 @@ class Controller:
                 old.close()
             return agent
 
+    def needs_gsd(self, image_key: str | None) -> bool:
+        """Whether image ``image_key`` needs a GSD typed in: it has no ground size of its
+        own (True too when it cannot be opened, so the field stays usable)."""
+        try:
+            image = self.catalog.open(image_key)
+        except Exception:  # noqa: BLE001 - the picker shows why; the field stays usable
+            return True
+        return image.area_unit != "m2"
+
     def warm_up(self, options: Options) -> None:
         """Build the default agent and open the default image ahead of the first question."""
         try:
@@ -167,6 +284,7 @@ class Controller:
                         f"{MAX_QUESTION_CHARS:,}. Ask one short question at a time.")
         image = None
         try:
+            options.check(self.settings)
             step(0.05, "Reading the image")
             image = self.catalog.open(image_key, gsd)
             step(0.15, "Loading the detector and planner")
@@ -175,25 +293,33 @@ class Controller:
             with self._lock:
                 answer = agent.ask(image, question, settings=options.settings(self.settings))
             step(0.9, "Writing the evidence")
-            turn = self.package(image, answer)
+            note = getattr(agent.detector, "choice_note", None)
+            with self._lock:
+                hide = {note} if note and note in self._said else set()
+                if note:
+                    self._said.add(note)
+            turn = self.package(image, answer, hide)
         except ImageError as exc:
             entry = self.catalog.entries.get(image_key or "")
             reason = _hide_path(str(exc), entry.path if entry and entry.kind == "upload" else None)
-            turn = Turn(f"Could not read the image: {escape_markdown(reason)}")
-        except ConfigError as exc:
-            turn = Turn(f"Settings problem: {escape_markdown(str(exc))}")
+            turn = Turn(f"Could not read the image: {escape_markdown(app_text(reason))}")
+        except (ConfigError, InputError) as exc:
+            turn = Turn(f"Settings problem: {escape_markdown(app_text(str(exc)))}")
         except ViperError as exc:
-            turn = Turn(f"Could not answer ({exc.type}): {escape_markdown(str(exc))}")
+            turn = Turn(f"Could not answer ({exc.type}): {escape_markdown(app_text(str(exc)))}")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
             log.exception("unexpected error answering %r", question)
             turn = Turn(f"Internal error ({type(exc).__name__}): {escape_markdown(str(exc))}. "
                         "The app is still running; the details are in its log.")
         if turn.overlay is None and image is not None:
             turn.overlay = overlay(image, None)
+        turn.record = {"question": question, "image": image_key, "message": turn.message,
+                       **turn.record}
         return turn
 
-    def package(self, image: GeoImage, answer: Any) -> Turn:
-        """The Turn for an answer: chat text, overlay, region table, evidence files."""
+    def package(self, image: GeoImage, answer: Any, hide: set[str] | None = None) -> Turn:
+        """The Turn for an answer: chat text (without the notes in ``hide``), overlay,
+        region table, evidence files."""
         with self._lock:
             self._turns += 1
             folder = self.out_dir / f"answer-{self._turns:04d}"
@@ -203,14 +329,23 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - evidence files are extra; the answer stands
             log.exception("could not write evidence")
             answer.notes.append(f"evidence files could not be written: {exc}")
+        shown = overlay(image, answer)
+        try:
+            map_view = map_html(image, answer, shown[0])
+        except Exception:  # noqa: BLE001 - the map is extra; the answer stands
+            log.exception("could not draw the answer map")
+            map_view = ""
         return Turn(
-            message=answer_markdown(answer),
+            message=answer_markdown(answer, app_text, hide or ()),
             answer=answer,
-            overlay=overlay(image, answer),
+            overlay=shown,
             rows=region_rows(image, answer),
             files=files,
             program=answer.program or "",
             trace=answer.trace,
+            map_html=map_view,
+            colours=overlay_colours(shown[1]),
+            record=_answer_record(image, answer, files),
         )
 
     # ------------------------------------------------------------------ region search
@@ -272,6 +407,22 @@ class Controller:
                           f"({type(exc).__name__}); the details are in the app's log.")
         return key, f"Loaded **{escape_markdown(name)}**. {text} Ask a question about it."
 
+    def export_session(self, records: Sequence[dict]) -> Path:
+        """Write one conversation (the :attr:`Turn.record` of each question, in order) as
+        a zip of ``session.json`` (questions, answers, programs, notes, regions) and
+        ``regions.geojson`` (every georeferenced answer's regions, RFC 7946, WGS84);
+        returns the zip's path."""
+        with self._lock:
+            self._exports += 1
+            folder = self.out_dir / f"session-{self._exports:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        session, regions = session_documents(records)
+        path = folder / "viper-rs-session.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("session.json", json.dumps(session, indent=1, allow_nan=False))
+            z.writestr("regions.geojson", json.dumps(regions, allow_nan=False))
+        return path
+
     def close(self) -> None:
         """Stop every agent's sandbox workers and remove the evidence folder (if ours)."""
         with self._lock:
@@ -299,3 +450,59 @@ def describe(image: GeoImage) -> str:
 def _hide_path(text: str, path: Path | None) -> str:
     """``text`` naming an uploaded file as the user knows it, not by its server path."""
     return text if path is None else text.replace(str(path), path.name)
+
+
+def _answer_record(image: GeoImage, answer: Any, files: list[str]) -> dict:
+    """An answer as :meth:`Controller.export_session` keeps it: the answer JSON (regions
+    in the image's own coordinates) and, for a georeferenced image, its regions as WGS84
+    GeoJSON features."""
+    record: dict[str, Any] = {"answer": json.loads(answer.to_json(geometry=True))}
+    if answer.error is None and image.crs is not None:
+        geojson = next((Path(f) for f in files if f.endswith(".geojson")), None)
+        try:
+            fc = (json.loads(geojson.read_text(encoding="utf-8")) if geojson is not None
+                  else evidence_geojson(image, answer))
+            record["features"] = fc["features"]
+        except Exception:  # noqa: BLE001 - the session export then lacks these regions
+            log.exception("could not keep the regions for the session export")
+    return record
+
+
+def session_documents(records: Sequence[dict]) -> tuple[dict, dict]:
+    """(session.json, regions.geojson) of a conversation's turn records: every question
+    with its answer, program and notes, and one FeatureCollection (WGS84) of all the
+    regions of georeferenced images, each feature naming its turn and question."""
+    turns, features = [], []
+    for n, record in enumerate(records, 1):
+        answer = record.get("answer") or {}
+        turn = {
+            "turn": n,
+            "image": record.get("image"),
+            "question": record.get("question"),
+            "reply": record.get("message"),
+            "answer": answer.get("answer"),
+            "value": answer.get("value"),
+            "ok": bool(answer) and answer.get("error") is None,
+            "error": answer.get("error"),
+            "program": answer.get("program"),
+            "notes": answer.get("notes", []),
+            "detector": answer.get("detector"),
+            "planner": answer.get("planner"),
+            "area_unit": answer.get("area_unit"),
+            "regions": answer.get("regions", []),
+            "regions_in": ("regions.geojson (WGS84)" if record.get("features") is not None
+                           else "regions above (image coordinates: the image has no CRS)"),
+        }
+        turns.append(turn)
+        for f in record.get("features") or []:
+            props = {**f.get("properties", {}), "turn": n}
+            features.append({**f, "id": f"{n}-{f.get('id')}", "properties": props})
+    session = {"app": "viper-rs", "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "turns": turns}
+    regions: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    points = [p for f in features if f.get("geometry")
+              for p in _points(f["geometry"]["coordinates"])]
+    if points:
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        regions["bbox"] = [min(xs), min(ys), max(xs), max(ys)]
+    return session, regions

@@ -103,14 +103,19 @@ def _working_gsd(image: GeoImage, general: list[str]) -> float:
 
 
 def _check_bands(image: GeoImage, general: list[str]) -> None:
-    """Raise ImageError unless the image has R,G,B bands (a grey image is noted)."""
+    """Raise ImageError unless the image has R,G,B bands: a raster of fewer than 3 bands
+    (a DSM, a label mask, a grey picture) is refused, whatever its band is called."""
+    n = len(image.band_names)
+    if n < 3:
+        raise ImageError(
+            f"{image.name} has {n} band{'' if n == 1 else 's'}; the spectral detector needs "
+            "red, green and blue bands (R,G,B[,NIR])"
+        )
     if not all(image.has(b) for b in ("R", "G", "B")):
-        if not image.has("GRAY"):
-            raise ImageError(
-                f"{image.name}: the spectral detector needs R,G,B bands "
-                f"(image bands: {','.join(image.band_names)}; set them with --bands)"
-            )
-        general.append("grey image: no colour, so vegetation and water are barely separable")
+        raise ImageError(
+            f"{image.name}: the spectral detector needs R,G,B bands "
+            f"(image bands: {','.join(image.band_names)}; set them with --bands)"
+        )
 
 
 def _valid_pixels(image: GeoImage, general: list[str]) -> np.ndarray:

@@ -46,7 +46,8 @@ LAYERS: dict[str, int] = {
     "viper_rs.planning": 4,
     "viper_rs.datasets": 4,  # dataset access (STAC, RSVQA-HR georeference): geo, errors, config
     "viper_rs.agent": 5,
-    "viper_rs.index": 6,  # region questions (many tiles) sit here too when they land
+    "viper_rs.index": 6,
+    "viper_rs.region": 6,  # region questions (many tiles): grid, chips, stitching, RegionDetector
     "viper_rs.ui": 7,
     "viper_rs.cli": 7,
     "viper_rs.__main__": 7,

@@ -29,7 +29,12 @@ MAX_REGION_MASK_BYTES = 256 * 2**20
 
 @dataclass
 class ToolContext:
-    """Everything tools need for one image; regions get run-wide ids here."""
+    """Everything tools need for one image; regions get run-wide ids here.
+
+    ``image`` is a GeoImage, or a region's virtual image (``viper_rs.region.RegionImage``):
+    tools use only its ``shape``, ``ground_sampling_distance``, ``area_unit`` and
+    ``window_area``, never a full-size array of it.
+    """
 
     image: GeoImage
     detector: Detector

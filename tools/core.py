@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from shapely import STRtree, box
 from viper_rs.tools.context import current, parse_phrase
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
@@ -74,15 +75,43 @@ def area(target: str | list[Region]) -> float:
     regions = resolve_target(target)
     if not regions:
         return 0.0
-    union = np.zeros(ctx.image.shape, dtype=bool)
-    painted: set[int] = set()
-    for r in regions:
-        if id(r) in painted:  # the same region listed again adds nothing
-            continue
-        painted.add(id(r))
+    # a region listed again adds nothing; an empty mask adds nothing
+    unique = list({id(r): r for r in regions if r.crop.size}.values())
+    total = 0.0
+    for cluster in _overlap_clusters(unique):
         budget.check()
-        r.paint(union)
-    return float(ctx.image.mask_area(union & ctx.image.answer_mask))
+        c0 = min(r.bbox[0] for r in cluster)
+        r0 = min(r.bbox[1] for r in cluster)
+        c1 = max(r.bbox[2] for r in cluster)
+        r1 = max(r.bbox[3] for r in cluster)
+        window = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+        for r in cluster:
+            r.paint(window, (r0, c0))
+        total += ctx.image.window_area(window, r0, c0)
+    return float(total)
+
+
+def _overlap_clusters(regions: list[Region]) -> list[list[Region]]:
+    """Groups of regions whose bounding boxes overlap (directly or through others): the
+    union of masks is the sum of the unions of the groups, each painted in its own box."""
+    boxes = [box(c0, r0, c1, r1) for c0, r0, c1, r1 in (r.bbox for r in regions)]
+    parent = list(range(len(regions)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    left, right = STRtree(boxes).query(boxes, predicate="intersects")
+    for i, j in zip(left.tolist(), right.tolist(), strict=True):
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[Region]] = {}
+    for i, r in enumerate(regions):
+        groups.setdefault(root(i), []).append(r)
+    return list(groups.values())
 
 
 @tool

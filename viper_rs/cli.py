@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     from viper_rs.index.cli import add_parser as add_index_parser
 
     add_index_parser(sub, model_args)
+    from viper_rs.region.cli import add_parser as add_region_parser
+
+    add_region_parser(sub, model_args, llm_args)
     return p
 
 
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             from viper_rs.index.cli import run as run_index
 
             return run_index(args, Settings.from_env(**model_settings(args)))
+        if args.command == "region":
+            from viper_rs.region.cli import run as run_region
+
+            return run_region(args, _settings(args))
         return _run_image_command(args)
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)

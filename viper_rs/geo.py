@@ -255,10 +255,7 @@ class GeoImage:
             return np.full(h, a, dtype=np.float64)
         if self.crs.is_geographic:
             return _geodesic_row_areas(self.transform, h, self.crs)
-        factor = linear_unit_factor(self.crs)
-        det = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
-        scale = _areal_scale(self.crs, self.transform, self.width, h)
-        return det * factor * factor / scale
+        return projected_row_areas(self.crs, self.transform, self.width, h)
 
     @property
     def pixel_area_m2(self) -> float | None:
@@ -276,6 +273,13 @@ class GeoImage:
     def mask_area(self, mask: np.ndarray) -> float:
         """Ground area (m2, or pixels when unknown) of a boolean mask on this image."""
         return float(mask.sum(axis=1) @ self.row_pixel_area)
+
+    def window_area(self, mask: np.ndarray, r0: int, c0: int) -> float:
+        """Ground area (m2, or pixels when unknown) of the answer-mask pixels of a boolean
+        mask covering rows ``r0:r0+h`` and columns ``c0:c0+w`` of this image."""
+        h, w = mask.shape
+        inside = mask & self.answer_mask[r0 : r0 + h, c0 : c0 + w]
+        return float(inside.sum(axis=1) @ self.row_pixel_area[r0 : r0 + h])
 
     def describe(self) -> dict:
         """Plain summary for answers and logs."""
@@ -558,6 +562,15 @@ def linear_unit_factor(crs) -> float:
         if units in ("metre", "meter", "m", "metres", "meters"):
             return 1.0
         raise ImageError(f"CRS {crs} has unknown linear units; cannot measure ground area") from None
+
+
+def projected_row_areas(crs: Any, transform: Affine, width: int, height: int) -> np.ndarray:
+    """(height,) true ground area in m2 of one pixel in each row of a grid in a projected
+    CRS (pixel area corrected by the projection's areal scale at each row's centre)."""
+    factor = linear_unit_factor(crs)
+    det = abs(transform.a * transform.e - transform.b * transform.d)
+    scale = _areal_scale(crs, transform, width, height)
+    return det * factor * factor / scale
 
 
 def _areal_scale(crs, transform: Affine, width: int, height: int) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""``python -m viper_rs region SOURCES... -q QUESTION``: one question about a region."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from viper_rs.config import Settings
+from viper_rs.errors import InputError
+from viper_rs.overrides import add_flags
+
+
+def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
+    """Add the ``region`` command to the main parser's subcommands."""
+    from viper_rs.region.api import CHIP_M, HALO_M
+
+    rg = sub.add_parser("region", help="answer a question about a region of many tiles",
+                        description=__doc__)
+    rg.add_argument("sources", nargs="+", help="folders, GeoTIFF/COG files or URLs, or .txt lists")
+    rg.add_argument("-q", "--question", required=True, help="the question")
+    rg.add_argument("--bbox", help="W,S,E,N in degrees (write --bbox=-74.1,40.6,-74.0,40.7 "
+                                   "when W is negative); default: the sources' union")
+    rg.add_argument("--chip-m", type=float, default=CHIP_M,
+                    help=f"chip core side in metres (default {CHIP_M:g})")
+    rg.add_argument("--halo-m", type=float, default=HALO_M,
+                    help=f"context read around each chip, metres (default {HALO_M:g})")
+    rg.add_argument("--pixel-m", type=float, help="working pixel size in metres (default: finest source)")
+    add_flags(rg, ("detector", "planner", "small_max_m2", "large_min_m2", "sandbox_wall_s"))
+    rg.add_argument("--json", action="store_true",
+                    help="print one JSON object: the keys of ask --json plus chips and coverage")
+    rg.add_argument("--geojson", type=Path, metavar="FILE",
+                    help="write the answer's regions as a WGS84 GeoJSON FeatureCollection")
+    llm_args(rg)
+    model_args(rg)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the ``region`` command; returns the exit code (2 on bad input)."""
+    from viper_rs.region.api import ask_region
+
+    if not args.question.strip():
+        raise InputError("give a question with -q")
+    answer, report = ask_region(
+        args.sources, args.question, bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
+        settings=settings, pixel_m=args.pixel_m,
+    )
+    if answer.error is not None and answer.error.get("type") == "planning":
+        raise InputError(f"the question is outside the planner's reach: {answer.error.get('message')}")
+    if args.geojson:
+        args.geojson.parent.mkdir(parents=True, exist_ok=True)
+        args.geojson.write_text(json.dumps(regions_geojson(answer)), encoding="utf-8")
+    if args.json:
+        print(answer.to_json(extra={"chips": report.chips, "coverage": report.coverage}), flush=True)
+    else:
+        cov = report.coverage
+        ok = sum(1 for c in report.chips if c["status"] == "ok")
+        print(answer.answer)
+        print(f"  chips: {ok} ok of {len(report.chips)}; scanned {cov['scanned_m2']:.0f} m2 "
+              f"({100 * cov['share']:.1f}% of the area){'; PARTIAL' if cov['partial'] else ''}")
+        for note in answer.notes:
+            print(f"  note: {note}")
+    if answer.error is not None:
+        print(f"viper-rs: {answer.error.get('type')}: {answer.error.get('message')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def regions_geojson(answer: Any) -> dict[str, Any]:
+    """The answer's regions as an RFC 7946 FeatureCollection (WGS84 lon/lat)."""
+    from pyproj import Transformer
+    from shapely.geometry import mapping
+    from shapely.ops import transform
+
+    crs = (answer.image or {}).get("crs")
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform if crs else None
+    features = []
+    for r in answer.regions:
+        geom = r.polygon
+        if geom is not None and to_ll is not None:
+            geom = transform(to_ll, geom)
+        features.append({"type": "Feature", "geometry": mapping(geom) if geom is not None else None,
+                         "properties": r.summary()})
+    return {"type": "FeatureCollection", "features": features}

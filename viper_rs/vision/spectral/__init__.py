@@ -13,7 +13,9 @@ defined in metres and converted with the image's ground sampling distance.
 Modules: ``thresholds`` (every threshold), ``pixels`` (metres to pixels, mask cleaning,
 block means), ``landcover`` (cover codes and the land-cover rules), ``objects`` (paved
 segments and their shape rules), ``maps`` (:class:`ClassMaps`, :func:`compute_class_maps`),
-``detector`` (:class:`SpectralDetector`). Every name is importable from this package.
+``detector`` (:class:`SpectralDetector`), ``stats`` (:class:`SceneStats`: the image-wide
+statistics, injectable so that the chips of one region share them; :func:`scene_stats`,
+:func:`stats_of`, :func:`context_m`). Every name is importable from this package.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from viper_rs.vision.spectral.pixels import _px as _px
 from viper_rs.vision.spectral.pixels import _smooth as _smooth
 from viper_rs.vision.spectral.pixels import _soft as _soft
 from viper_rs.vision.spectral.pixels import _upsample as _upsample
+from viper_rs.vision.spectral.stats import SceneStats, context_m, scene_stats, stats_of
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
 
 __all__ = [
@@ -68,7 +71,11 @@ __all__ = [
     "TREE",
     "WATER",
     "ClassMaps",
+    "SceneStats",
     "SpectralDetector",
     "SpectralThresholds",
     "compute_class_maps",
+    "context_m",
+    "scene_stats",
+    "stats_of",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from viper_rs.vision.components import regions_from_score_map
 from viper_rs.vision.concepts import resolve_concept
 from viper_rs.vision.spectral.landcover import NODATA
 from viper_rs.vision.spectral.maps import ClassMaps, compute_class_maps
+from viper_rs.vision.spectral.stats import DEFAULT_MAX_PIXELS, SceneStats, scene_stats
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
 
 #: The package's logger (as before the split into modules).
@@ -52,6 +54,9 @@ class SpectralDetector:
     """Closed-vocabulary detector from band indices and shape rules; needs no weights.
 
     Example: ``SpectralDetector().find(GeoImage.open("naip.tif"), "buildings")``.
+
+    ``stats`` (optional) are the image-wide statistics every image is measured with (a
+    region's, see :meth:`for_scene`); by default each image uses its own.
     """
 
     name = "spectral"
@@ -62,12 +67,29 @@ class SpectralDetector:
         settings: Settings | None = None,
         thresholds: SpectralThresholds | None = None,
         cache_size: int = 8,
+        stats: SceneStats | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.thresholds = thresholds or DEFAULT_THRESHOLDS
+        self.stats = stats
         self.computations = 0  # class-map computations (cache misses)
         self._cache: LRU[str, ClassMaps] = LRU(cache_size)
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_scene(
+        cls,
+        images: Sequence[GeoImage],
+        settings: Settings | None = None,
+        thresholds: SpectralThresholds | None = None,
+        cache_size: int = 8,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> SpectralDetector:
+        """A detector that measures every image (chip) with the statistics of ``images``
+        taken together (the chips or tiles of one region)."""
+        t = thresholds or DEFAULT_THRESHOLDS
+        stats = scene_stats(images, t, max_pixels)
+        return cls(settings, t, cache_size=cache_size, stats=stats)
 
     @property
     def cache_size(self) -> int:
@@ -80,11 +102,11 @@ class SpectralDetector:
 
     def class_maps(self, image: GeoImage) -> ClassMaps:
         """The cached class maps of ``image`` (computed on first use)."""
-        key = image.content_hash
+        key = image.content_hash if self.stats is None else f"{image.content_hash}|{self.stats!r}"
         maps = self._cache.get(key)
         if maps is not None:
             return maps
-        maps = compute_class_maps(image, self.thresholds)
+        maps = compute_class_maps(image, self.thresholds, self.stats)
         with self._lock:
             self.computations += 1
             self._cache.put(key, maps)
@@ -95,8 +117,9 @@ class SpectralDetector:
         """The regions of :meth:`find`, with no stages (one cached step per class)."""
         return self.find(image, query), []
 
-    def prepare(self, image: GeoImage) -> dict[str, Any]:
-        """Compute (or fetch) the per-image class maps every query shares."""
+    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
+        """Compute (or fetch) the per-image class maps every query shares (``queries`` is
+        ignored: the maps serve every concept)."""
         t0 = time.perf_counter()
         self.class_maps(image)
         return {"ms": ms_since(t0)}

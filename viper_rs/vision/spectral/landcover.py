@@ -26,6 +26,7 @@ from viper_rs.vision.spectral.pixels import (
     _soft,
     _upsample,
 )
+from viper_rs.vision.spectral.stats import BAND_MEDIANS, _Recorder, _valid_median
 from viper_rs.vision.spectral.thresholds import SpectralThresholds
 
 #: Pixel class codes of the land-cover map (``ClassMaps.cover``).
@@ -79,19 +80,33 @@ def _ndvi_threshold(
 
 def _water_bodies(
     cand: np.ndarray, ndwi: np.ndarray, bright: np.ndarray, valid: np.ndarray,
-    t: SpectralThresholds, gsd: float,
+    t: SpectralThresholds, gsd: float, ref: float | None = None,
 ) -> np.ndarray:
-    """Keep candidate water components that look like water bodies, not pavement or shadow."""
+    """Keep candidate water components that look like water bodies, not pavement or shadow
+    (``ref``: the scene's median brightness; default: the image's)."""
     labels, n = ndi.label(cand)
     idx = np.arange(1, n + 1)
     mean_ndwi = np.asarray(ndi.mean(ndwi, labels, idx))
     mean_b = np.asarray(ndi.mean(bright, labels, idx))
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:] * gsd * gsd
-    ref = float(np.median(bright[valid])) if valid.any() else 0.5
+    if ref is None:
+        ref = _median_brightness(bright, valid)
     dark = mean_b < t.water_shadow_relative_brightness * ref
     keep = (mean_ndwi >= t.ndwi_water_body) & (~dark | (area >= t.water_dark_min_m2))
     lut = np.concatenate([[False], keep])
     return lut[labels]
+
+
+def _median_brightness(bright: np.ndarray, valid: np.ndarray) -> float:
+    """Median brightness of the valid pixels (0.5 when none is valid)."""
+    return float(np.median(bright[valid])) if valid.any() else 0.5
+
+
+def _band(image: GeoImage, role: str, valid: np.ndarray, rec: _Recorder) -> np.ndarray:
+    """A scaled band with nodata filled by the scene's median of that band."""
+    x = image.band(role)
+    fill = rec.get(BAND_MEDIANS[role], lambda: _valid_median(x, valid))
+    return _fill_nodata(x, valid, fill)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -121,11 +136,14 @@ class _Evidence:
     ndwi: np.ndarray | None  # McFeeters NDWI (None without NIR)
 
 
-def _visible_indices(image: GeoImage, valid: np.ndarray, gsd: float) -> _Visible:
+def _visible_indices(
+    image: GeoImage, valid: np.ndarray, gsd: float, rec: _Recorder | None = None
+) -> _Visible:
     """R, G, B with nodata filled, their brightness, smoothed excess green and redness."""
-    R = _fill_nodata(image.band("R"), valid)
-    G = _fill_nodata(image.band("G"), valid)
-    B = _fill_nodata(image.band("B"), valid)
+    rec = _Recorder() if rec is None else rec
+    R = _band(image, "R", valid, rec)
+    G = _band(image, "G", valid, rec)
+    B = _band(image, "B", valid, rec)
     bright = (R + G + B) / 3.0
     chroma_sum = R + G + B + _EPS
     exg = (2.0 * G - R - B) / chroma_sum
@@ -134,18 +152,31 @@ def _visible_indices(image: GeoImage, valid: np.ndarray, gsd: float) -> _Visible
     return _Visible(R=R, G=G, B=B, bright=bright, exg_s=exg_s, redness=redness)
 
 
-def _nir_evidence(
+def _nir_indices(
     image: GeoImage, valid: np.ndarray, v: _Visible, t: SpectralThresholds, gsd: float,
-    notes: list[str],
-) -> _Evidence:
-    """Water and vegetation candidates from NDWI and NDVI (images with a NIR band)."""
-    R, G, exg_s, redness = v.R, v.G, v.exg_s, v.redness
-    N = _fill_nodata(image.band("NIR"), valid)
+    rec: _Recorder,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(NIR with nodata filled, NDVI, McFeeters NDWI, candidate water pixels)."""
+    R, G = v.R, v.G
+    N = _band(image, "NIR", valid, rec)
     ndvi = (N - R) / (N + R + _EPS)
     ndwi = (G - N) / (G + N + _EPS)
     _, nir_std = _local_stats(N, _odd(_px(3.0, gsd, 3)))
     water = (ndwi >= t.ndwi_water) & (nir_std <= t.water_max_nir_std)
-    t_veg, margin, split = _ndvi_threshold(ndvi, exg_s, valid & ~water, t)
+    return N, ndvi, ndwi, water
+
+
+def _nir_evidence(
+    image: GeoImage, valid: np.ndarray, v: _Visible, t: SpectralThresholds, gsd: float,
+    notes: list[str], rec: _Recorder | None = None,
+) -> _Evidence:
+    """Water and vegetation candidates from NDWI and NDVI (images with a NIR band)."""
+    rec = _Recorder() if rec is None else rec
+    exg_s, redness = v.exg_s, v.redness
+    N, ndvi, ndwi, water = _nir_indices(image, valid, v, t, gsd, rec)
+    t_veg, margin, split = rec.get(
+        "ndvi_split", lambda: _ndvi_threshold(ndvi, exg_s, valid & ~water, t)
+    )
     how = "the image's own NDVI split" if split else "fixed: no clear non-green NDVI mode"
     veg = ((ndvi >= t_veg) & (exg_s >= t.exg_min_vegetation)) | (
         (exg_s >= t.exg_support) & (ndvi >= t_veg - margin)
@@ -196,7 +227,7 @@ def _rgb_evidence(v: _Visible, t: SpectralThresholds, gsd: float, notes: list[st
 
 def _water_mask(
     image: GeoImage, ev: _Evidence, bright: np.ndarray, valid: np.ndarray,
-    t: SpectralThresholds, gsd: float,
+    t: SpectralThresholds, gsd: float, rec: _Recorder | None = None,
 ) -> np.ndarray:
     """Water: candidates opened and cleaned by size, then (with NIR) kept as water bodies
     with their shore rim."""
@@ -205,7 +236,9 @@ def _water_mask(
     water = ndi.binary_opening(water, morphology.disk(max(1, int(_px(1.0, gsd)))))
     water = _clean(water, _min_pixels(wmin, gsd), _min_pixels(wmin, gsd))
     if image.has("NIR") and water.any():
-        water = _water_bodies(water, ev.ndwi, bright, valid, t, gsd)
+        rec = _Recorder() if rec is None else rec
+        ref = rec.get("median_brightness", lambda: _median_brightness(bright, valid))
+        water = _water_bodies(water, ev.ndwi, bright, valid, t, gsd, ref)
         # The shore rim is rough (land next to water) but still water by NDWI.
         rim = ndi.binary_dilation(water, morphology.disk(max(1, int(round(_px(1.5, gsd))))))
         water |= rim & valid & (ev.ndwi >= t.ndwi_water)
@@ -303,11 +336,13 @@ def _cover_codes(
 def _fill_shadow(
     image: GeoImage, cover: np.ndarray, rest: np.ndarray, bright: np.ndarray,
     valid: np.ndarray, t: SpectralThresholds, gsd: float, notes: list[str],
+    rec: _Recorder | None = None,
 ) -> None:
     """Give deep shadow in ``cover`` the class of the nearest lit pixel (in place)."""
     # Deep shadow hides what it falls on: unvegetated dark pixels take the class of the
     # nearest lit pixel (a tree's shadow on grass is grass, a building's on a road road).
-    ref_b = float(np.median(bright[valid])) if valid.any() else 0.5
+    rec = _Recorder() if rec is None else rec
+    ref_b = rec.get("median_brightness", lambda: _median_brightness(bright, valid))
     shadow = rest & (bright < t.shadow_relative_brightness * ref_b)
     shadow = _clean(shadow, _min_pixels(1.0, gsd))
     lit = valid & ~shadow
@@ -320,25 +355,34 @@ def _fill_shadow(
         )
 
 
-def _scaled_bands(v: _Visible, valid: np.ndarray) -> list[np.ndarray]:
-    """R, G, B divided by the image's 99th brightness percentile (about 0..1)."""
-    scale = float(np.percentile(v.bright[valid], 99)) if valid.any() else 1.0
+def _scaled_bands(
+    v: _Visible, valid: np.ndarray, rec: _Recorder | None = None
+) -> list[np.ndarray]:
+    """R, G, B divided by the scene's 99th brightness percentile (about 0..1)."""
+    rec = _Recorder() if rec is None else rec
+    scale = rec.get(
+        "bright_p99",
+        lambda: float(np.percentile(v.bright[valid], 99)) if valid.any() else 1.0,
+    )
     scale = max(scale, _EPS)
     return [v.R / scale, v.G / scale, v.B / scale]
 
 
 def _land_cover(
-    image: GeoImage, valid: np.ndarray, t: SpectralThresholds, gsd: float, notes: list[str]
+    image: GeoImage, valid: np.ndarray, t: SpectralThresholds, gsd: float, notes: list[str],
+    rec: _Recorder | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], list[np.ndarray]]:
-    """Land-cover codes, soft evidence per class and the R,G,B bands scaled to ~0..1."""
-    v = _visible_indices(image, valid, gsd)
+    """Land-cover codes, soft evidence per class and the R,G,B bands scaled to ~0..1
+    (scene statistics from ``rec``: given ones, else measured on the image)."""
+    rec = _Recorder() if rec is None else rec
+    v = _visible_indices(image, valid, gsd, rec)
     conf: dict[str, np.ndarray] = {}
     if image.has("NIR"):
-        ev = _nir_evidence(image, valid, v, t, gsd, notes)
+        ev = _nir_evidence(image, valid, v, t, gsd, notes, rec)
     else:
         ev = _rgb_evidence(v, t, gsd, notes)
     conf["water"] = ev.water_conf
-    water = _water_mask(image, ev, v.bright, valid, t, gsd)
+    water = _water_mask(image, ev, v.bright, valid, t, gsd, rec)
     veg = _vegetation_mask(ev, water, valid, t, gsd)
     veg, tree, low, rough_veg = _tree_and_low_vegetation(
         image, ev, veg, water, valid, t, gsd, notes
@@ -348,7 +392,7 @@ def _land_cover(
     bare = _bare_soil(rest, v, t, gsd)
     conf["bare_soil"] = _soft(v.redness, t.bare_redness, 0.04)
     cover = _cover_codes(image.shape, rest & ~bare, bare, low, tree, water, valid)
-    _fill_shadow(image, cover, rest, v.bright, valid, t, gsd, notes)
+    _fill_shadow(image, cover, rest, v.bright, valid, t, gsd, notes, rec)
     conf["vegetation"] = _soft(ev.veg_ev, 0.0, 0.05)
     conf["impervious"] = 1.0 - np.maximum(conf["vegetation"], conf["water"])
-    return cover, conf, _scaled_bands(v, valid)
+    return cover, conf, _scaled_bands(v, valid, rec)

@@ -3,7 +3,7 @@ land) and how queries read them: :func:`compute_class_maps` and :class:`ClassMap
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from viper_rs.vision.spectral.pixels import (
     _smooth,
     _upsample,
 )
+from viper_rs.vision.spectral.stats import SceneStats, _Recorder
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
 
 #: The finest ground pixel (m) the rules work at: their windows are sized in metres, so
@@ -53,6 +54,8 @@ class ClassMaps:
     notes: dict[str, list[str]] = field(default_factory=dict)  # topic -> notes
     #: Regions already built per (class, min area, connectivity), filled by ``find``.
     regions: dict[tuple, list[Region]] = field(default_factory=dict)
+    #: The scene statistics the maps were computed with (given, or the image's own).
+    stats: SceneStats | None = None
 
     def notes_for(self, cls: str) -> list[str]:
         """Notes that explain how ``cls`` was measured (general, land cover, shapes)."""
@@ -84,10 +87,11 @@ _OBJECT_LAYERS: dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------- steps
-def _working_gsd(image: GeoImage, general: list[str]) -> float:
-    """The ground sampling distance the rules use (1 m when unknown), noting when it is
-    unknown or coarse."""
-    gsd = image.ground_sampling_distance
+def _working_gsd(image: GeoImage, general: list[str], rec: _Recorder | None = None) -> float:
+    """The ground sampling distance the rules use (the scene's, else the image's; 1 m
+    when unknown), noting when it is unknown or coarse."""
+    rec = _Recorder() if rec is None else rec
+    gsd = rec.get("gsd", lambda: image.ground_sampling_distance)
     if gsd is None:
         gsd = 1.0
         general.append(
@@ -154,9 +158,15 @@ def _built_up_note(t: SpectralThresholds) -> str:
 
 # ----------------------------------------------------------------------------- maps
 def compute_class_maps(
-    image: GeoImage, thresholds: SpectralThresholds = DEFAULT_THRESHOLDS
+    image: GeoImage,
+    thresholds: SpectralThresholds = DEFAULT_THRESHOLDS,
+    stats: SceneStats | None = None,
 ) -> ClassMaps:
     """All class maps of one image (land cover, objects, built-up density).
+
+    ``stats``: the image-wide statistics to use (e.g. a region's, from
+    :func:`~viper_rs.vision.spectral.stats.scene_stats`); ``None`` measures them on the
+    image. ``ClassMaps.stats`` holds the ones used.
 
     Images with pixels finer than :data:`FINEST_GSD_M` are measured on blocks of pixels
     of about that size; the maps come back at the image's own size.
@@ -165,16 +175,19 @@ def compute_class_maps(
     if gsd is not None and gsd < FINEST_GSD_M:
         f = max(1, min(int(FINEST_GSD_M / gsd + 1e-9), *image.shape))
         if f > 1:
-            return _fine_image_maps(image, f, thresholds)
+            return _fine_image_maps(image, f, thresholds, stats)
+    if stats is not None and stats.white_point != image.white_point:
+        image = replace(image, white_point=stats.white_point)
+    rec = _Recorder(stats)
     t = thresholds
     general: list[str] = []
     cover_notes: list[str] = []
     object_notes: list[str] = []
-    gsd = _working_gsd(image, general)
+    gsd = _working_gsd(image, general, rec)
     _check_bands(image, general)
     valid = _valid_pixels(image, general)
-    cover, conf, bands = _land_cover(image, valid, t, gsd, cover_notes)
-    road, building, parking = _objects(cover, bands, valid, t, gsd, object_notes)
+    cover, conf, bands = _land_cover(image, valid, t, gsd, cover_notes, rec)
+    road, building, parking = _objects(cover, bands, valid, t, gsd, object_notes, rec)
     density, built_up = _built_up(cover, valid, t, gsd)
     conf["built_up"] = density
     return ClassMaps(
@@ -184,22 +197,34 @@ def compute_class_maps(
             "general": general, "cover": cover_notes, "objects": object_notes,
             "built_up": [_built_up_note(t)],
         },
+        stats=rec.stats(float(image.white_point or 1.0)),
     )
 
 
-def _fine_image_maps(image: GeoImage, f: int, thresholds: SpectralThresholds) -> ClassMaps:
-    """Class maps of ``image`` measured on ``f`` x ``f`` pixel blocks, upsampled back."""
+def _coarse_image(image: GeoImage, f: int) -> GeoImage:
+    """``image`` averaged over ``f`` x ``f`` pixel blocks (same white point)."""
     from affine import Affine
 
     data = np.stack([_block_reduce_mean(band, f) for band in image.data])
     valid = _block_reduce_mean(image.valid, f) >= 0.5
-    coarse = GeoImage(
+    roi = None if image.roi is None else _block_reduce_mean(image.roi, f) >= 0.5
+    if roi is not None and not (roi & valid).any():
+        roi = None
+    return GeoImage(
         data=data, band_names=list(image.band_names),
         transform=image.transform @ Affine.scale(f), crs=image.crs,
         valid=valid if valid.any() else None, path=image.path,
-        gsd=image.gsd * f if image.gsd else None, white_point=image.white_point,
+        gsd=image.gsd * f if image.gsd else None, white_point=image.white_point, roi=roi,
     )
-    maps = compute_class_maps(coarse, thresholds)
+
+
+def _fine_image_maps(
+    image: GeoImage, f: int, thresholds: SpectralThresholds, stats: SceneStats | None = None
+) -> ClassMaps:
+    """Class maps of ``image`` measured on ``f`` x ``f`` pixel blocks, upsampled back
+    (``stats``: those of the block-averaged scene)."""
+    coarse = _coarse_image(image, f)
+    maps = compute_class_maps(coarse, thresholds, stats)
     shape, ok = image.shape, image.valid
 
     def up(x: np.ndarray) -> np.ndarray:
@@ -217,4 +242,5 @@ def _fine_image_maps(image: GeoImage, f: int, thresholds: SpectralThresholds) ->
         parking=up(maps.parking) & ok, built_up_density=up(maps.built_up_density),
         built_up=up(maps.built_up) & ok,
         confidence={k: up(v) for k, v in maps.confidence.items()}, notes=notes,
+        stats=maps.stats,
     )

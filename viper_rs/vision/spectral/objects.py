@@ -25,6 +25,7 @@ from viper_rs.vision.spectral.pixels import (
     _px,
     _upsample,
 )
+from viper_rs.vision.spectral.stats import _Recorder
 from viper_rs.vision.spectral.thresholds import SpectralThresholds
 
 
@@ -239,15 +240,23 @@ def _ring_tree_share(
     return float(tree[r0:r1, c0:c1][ring].mean()) if ring.any() else 0.0
 
 
+def _paved_median(grid: _Grid) -> float:
+    """Median brightness of the paved surface on the working grid (0.5 when none)."""
+    return float(np.median(grid.bright[grid.imp])) if grid.imp.any() else 0.5
+
+
 def _classify_segments(
-    seg: np.ndarray, st: _SegmentStats, grid: _Grid, t: SpectralThresholds
+    seg: np.ndarray, st: _SegmentStats, grid: _Grid, t: SpectralThresholds,
+    ref_b: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Road, building and parking masks: each segment large enough is the first of road,
-    parking lot (busy), building, parking lot (dark) whose rules it meets, else plain
-    paved surface."""
+    parking lot (busy), building, parking lot (dark, relative to ``ref_b``: the scene's
+    median paved brightness, default the image's) whose rules it meets, else plain paved
+    surface."""
     imp, wgsd = grid.imp, grid.wgsd
     px_area = wgsd * wgsd
-    ref_b = float(np.median(grid.bright[imp])) if imp.any() else 0.5
+    if ref_b is None:
+        ref_b = _paved_median(grid)
     ring_r = max(1, int(round(_px(2.0, wgsd))))
     ring_fp = morphology.disk(ring_r)
     bmin_px = max(4, _min_pixels(t.building_min_m2, wgsd))
@@ -317,17 +326,19 @@ def _objects_note(wgsd: float, t: SpectralThresholds) -> str:
 
 def _objects(
     cover: np.ndarray, bands: list[np.ndarray], valid: np.ndarray, t: SpectralThresholds,
-    gsd: float, notes: list[str],
+    gsd: float, notes: list[str], rec: _Recorder | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Roads, buildings and parking lots from the paved surface by segment shape rules."""
+    rec = _Recorder() if rec is None else rec
     grid = _working_grid(cover, bands, t, gsd)
+    ref_b = rec.get("paved_median_brightness", lambda: _paved_median(grid))
     # Run evidence: straight paved runs that are long in one direction and narrow across
     # (measured on a grid of at least 1 m: roads are tens of metres long).
     run_road = _run_evidence(grid.imp, grid.wgsd, t)
     seg = _segment_paved(grid.imp, grid.bands, grid.wgsd, t)
     busy = _busy_share(grid.bright, grid.wgsd, t)
     stats = _segment_stats(seg, run_road, grid.bright, busy)
-    road, building, parking = _classify_segments(seg, stats, grid, t)
+    road, building, parking = _classify_segments(seg, stats, grid, t, ref_b)
     road = _clean(road, _min_pixels(t.road_min_m2, grid.wgsd))
     road, building, parking = _full_resolution(road, building, parking, grid.f, cover, valid)
     notes.append(_objects_note(grid.wgsd, t))

@@ -62,12 +62,15 @@ def _soft(x: np.ndarray, threshold: float, scale: float) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-(x - threshold) / scale))).astype(np.float32)
 
 
-def _fill_nodata(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Replace nodata by the valid median so windows at the frame edge are not skewed."""
+def _fill_nodata(x: np.ndarray, valid: np.ndarray, fill: float | None = None) -> np.ndarray:
+    """Replace nodata by ``fill`` (default: the valid median) so windows at the frame edge
+    are not skewed."""
     if valid.all():
         return x
     out = x.copy()
-    out[~valid] = np.median(x[valid]) if valid.any() else 0.0
+    if fill is None:
+        fill = np.median(x[valid]) if valid.any() else 0.0
+    out[~valid] = fill
     return out
 
 

@@ -41,7 +41,7 @@ class StaticDetector:
         self.masks = masks
         self.calls = 0
 
-    def prepare(self, image):
+    def prepare(self, image, queries=()):
         return {}
 
     def find_with_stages(self, image, query):

@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.weights": 1,
     "viper_rs.tools": 2,  # the repository's tools/ folder, installed as viper_rs.tools
     "viper_rs.executor": 3,
+    "viper_rs.places": 3,  # "where" answers: the places a region list names (answer, regions)
     "viper_rs.prompting": 3,
     "viper_rs.synthetic": 3,
     "viper_rs.docs": 3,  # the README tool table, rendered from the registry like the prompt

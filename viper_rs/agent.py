@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import time
 from typing import Any
@@ -13,12 +14,13 @@ from viper_rs.detector import Detector
 from viper_rs.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
 from viper_rs.executor import ToolExecutor
 from viper_rs.geo import GeoImage
+from viper_rs.places import add_places
 from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.sandbox import Limits, Sandbox
 from viper_rs.sandbox.validate import validate_program
 from viper_rs.timing import ms_since
-from viper_rs.tools.context import ToolContext
+from viper_rs.tools.context import ToolContext, parse_phrase
 from viper_rs.tools.registry import REGISTRY
 from viper_rs.vision.factory import build_detector
 
@@ -191,7 +193,9 @@ class Agent:
                 error=err.to_dict(), **base,
             )
         text, value, kind_out = normalise(result.value, hint, image.area_unit)
-        return Answer(answer=text, value=value, kind=kind_out, **base)
+        answer = Answer(answer=text, value=value, kind=kind_out, **base)
+        add_places(answer, result.value, ctx.regions, image)  # "where" programs
+        return answer
 
     def close(self) -> None:
         """Stop the sandbox workers (if this agent created them)."""
@@ -206,9 +210,10 @@ class Agent:
 
     # ------------------------------------------------------------------ helpers
     def _prepare(self, image: GeoImage, program: str) -> float | None:
-        """The detector's per-image work (features, class maps), done before the program
-        starts so that its wall-clock limit covers only what the program causes; cached
-        per image by the detector. Skipped for programs the sandbox will reject.
+        """The detector's per-image work (features, class maps; a region's chip scan for the
+        concepts the program names literally), done before the program starts so that its
+        wall-clock limit covers only what the program causes; cached per image by the
+        detector. Skipped for programs the sandbox will reject.
         Returns the milliseconds spent, or None when the program is rejected."""
         try:
             validate_program(program, REGISTRY.names(),
@@ -217,7 +222,7 @@ class Agent:
             return None
         t0 = time.perf_counter()
         try:
-            self.detector.prepare(image)
+            self.detector.prepare(image, program_queries(program))
         except ViperError as exc:  # the program's first tool call meets it again and reports it
             log.debug("detector preparation failed: %s", exc)
         return ms_since(t0)
@@ -249,6 +254,41 @@ class Agent:
             image=image.describe(),
             area_unit=image.area_unit,
         )
+
+
+#: Tools whose leading string arguments are concept names, and how many of them.
+CONCEPT_ARGS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "find": (1, ("name",)), "exists": (1, ("target",)), "count": (1, ("target",)),
+    "area": (1, ("target",)), "compare": (2, ("a", "b")),
+}
+
+
+def program_queries(program: str) -> list[str]:
+    """The base concepts a program names literally (string constants given to find, exists,
+    count, area and compare), as the keys ``ToolContext.detect`` will look up, each once;
+    concepts computed at run time are not seen."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return []
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in CONCEPT_ARGS):
+            continue
+        n, names = CONCEPT_ARGS[node.func.id]
+        args = list(node.args[:n]) + [kw.value for kw in node.keywords if kw.arg in names]
+        for arg in args:
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                continue
+            try:
+                base, _, _ = parse_phrase(arg.value)
+            except ViperError:
+                continue
+            key = " ".join(base.lower().split())
+            if key not in out:
+                out.append(key)
+    return out
 
 
 def image_info(image: GeoImage) -> dict[str, Any]:

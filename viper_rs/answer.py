@@ -56,6 +56,9 @@ class Answer:
     area_unit: str = "m2"
     stdout: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: Ranked places of a "where" program (one returning regions), see viper_rs.places.
+    places: list[dict[str, Any]] = field(default_factory=list)
+    places_total: int = 0
 
     @property
     def ok(self) -> bool:
@@ -158,6 +161,8 @@ class Answer:
                 for a in attempts
             ],
             "attempts_total": len(self.attempts),
+            "places": json_safe(self.places, max_str=MAX_LABEL_CHARS, max_items=200, budget=200_000),
+            "places_total": int(self.places_total),
         }
 
     def _minimal(self) -> dict[str, Any]:

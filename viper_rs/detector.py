@@ -6,7 +6,7 @@ themselves are in :mod:`viper_rs.vision`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,8 +54,12 @@ class Detector(Protocol):
     name: str
     choice_note: str | None
 
-    def prepare(self, image: GeoImage) -> dict[str, Any]:
-        """Compute the per-image work every query shares (cached); returns its stats."""
+    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
+        """Compute the per-image work every query shares (cached); returns its stats.
+
+        ``queries`` are the base concepts the program names literally (the keys ``find``
+        will be called with); a detector may answer them ahead (a region scans its chips
+        for them) or ignore them."""
         ...
 
     def score_map(self, image: GeoImage, query: str) -> ScoreMap:

@@ -96,10 +96,55 @@ def chip_rows(image: RegionImage, chips: list[Chip]) -> list[dict[str, Any]]:
             "footprint_wgs84": image.grid.lonlat_bounds(*c.core), "status": status,
             "ms": round(c.ms, 3),
         }
+        if c.extra.get("resumed"):
+            row["resumed"] = True
         if c.error or c.status == "pending":
             row["reason"] = c.error or "not read (the program asked for no detection)"
         out.append(row)
     return out
+
+
+def run_recipe(image: RegionImage, question: str, detector: str, chip_m: float,
+               halo_m: float) -> dict[str, Any]:
+    """What a resumed run must share with the stored one: question, detector, grid, chips."""
+    g = image.grid
+    return {
+        "question": question, "detector": detector, "chip_m": float(chip_m),
+        "halo_m": float(halo_m), "crs": str(g.crs),
+        "transform": [float(v) for v in tuple(g.transform)[:6]], "shape": list(g.shape),
+        "sources": sorted(s.uri for s in image.sources),
+    }
+
+
+def _runner(det: Any, settings: Settings, image: RegionImage, workers: int,
+            ray_address: str | None, reader: ChipReader | None) -> tuple[Any, bool]:
+    """The chip backend (None: in-process) and whether this call started Ray."""
+    if ray_address:
+        from viper_rs.index.build import connect_ray
+        from viper_rs.region.scan import RayRunner
+
+        started = connect_ray(ray_address, num_cpus=workers if workers > 1 else None)
+        try:
+            return RayRunner(det, settings, image, workers if workers > 1 else None, reader,
+                             address=ray_address), started
+        except BaseException:
+            _stop(None, started)
+            raise
+    if workers > 1:
+        from viper_rs.region.scan import ProcessRunner
+
+        return ProcessRunner(det, settings, image, workers, reader), False
+    return None, False
+
+
+def _stop(runner: Any, started: bool) -> None:
+    """Stop the chip workers, and Ray when this run started it."""
+    if runner is not None:
+        runner.close()
+    if started:
+        import ray
+
+        ray.shutdown()
 
 
 def ask_region(
@@ -115,10 +160,29 @@ def ask_region(
     crs: Any = None,
     reader: ChipReader | None = None,
     agent: Any = None,
+    index: Any = None,
+    top: int = 10,
+    program: str | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
 ) -> tuple[Answer, ChipReport]:
     """Answer ``question`` about the region of ``sources`` (in ``bbox``), as one image: the
     program runs once; ``find`` is answered chip by chip and stitched. Returns the Answer
-    (notes name missing coverage) and the ChipReport (per chip, and coverage)."""
+    (notes name missing coverage) and the ChipReport (per chip, and coverage).
+
+    ``program`` runs that program instead of planning one. With ``index`` (a chip index
+    path, ChipIndex or Searcher) only the chips meeting the index's best ``top`` chips for
+    the program's concepts, and their neighbours, are analysed (a partial scan, see
+    :mod:`viper_rs.region.funnel`).
+
+    Chips run in this process, on ``workers`` local processes (``workers > 1``) or on Ray
+    actors (``ray_address``: ``local``, ``auto`` or ``HOST:PORT``), one detector per worker
+    (built from the detector name, or the pickled detector object). ``resume`` names a
+    folder where finished chips are stored; a run stopped part-way goes on from there (a
+    folder of another question, detector or grid is refused). ``progress`` shows a chip
+    progress bar on stderr."""
     from viper_rs.agent import Agent
     from viper_rs.vision.factory import build_detector
 
@@ -127,19 +191,64 @@ def ask_region(
     chips = layout(image, chip_m, halo_m)
     det = detector if detector is not None else settings.detector
     inner = build_detector(det, settings) if isinstance(det, str) else det
-    region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader)
+    runner, started = _runner(det, settings, image, workers, ray_address, reader)
+    store = None
+    if resume is not None:
+        from viper_rs.region.resume import ResumeStore
+
+        store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo_m))
+    region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader,
+                                runner=runner, store=store, progress=progress)
     own = agent is None
     agent = agent or Agent(settings=settings, detector=region_det, planner=planner)
-    previous = agent.detector
+    previous, planner_before = agent.detector, agent.planner
     agent.detector = region_det
     try:
-        answer = agent.ask(image, question)  # type: ignore[arg-type]
+        funnel, funnel_notes = _funnel(agent, image, chips, question, program, index, top, settings)
+        if program is not None:
+            answer = agent.run_program(image, program, question=question or None)  # type: ignore[arg-type]
+        else:
+            answer = agent.ask(image, question)  # type: ignore[arg-type]
     finally:
-        agent.detector = previous
+        agent.detector, agent.planner = previous, planner_before
         if own:
             agent.close()
+        _stop(runner, started)
     report = ChipReport(chips=chip_rows(image, chips), coverage=coverage(image, chips))
+    report.coverage.update(backend=region_det.runner.name, computed_chips=region_det.computed,
+                           scan_s=round(region_det.scan_s, 3))
+    if funnel is not None:
+        report.coverage["partial"] = True
+        report.coverage["funnel"] = funnel.to_dict()
+    if answer.places:
+        from viper_rs.region.funnel import place_chips
+
+        place_chips(answer.places, chips)
+    answer.notes.extend(n for n in funnel_notes if n not in answer.notes)
     for note in region_det.coverage_notes():
         if note not in answer.notes:
             answer.notes.append(note)
     return answer, report
+
+
+def _funnel(agent: Any, image: RegionImage, chips: list[Chip], question: str,
+            program: str | None, index: Any, top: int, settings: Settings) -> tuple[Any, list[str]]:
+    """Retrieval first (issue 16.4): with an ``index``, skip the chips it does not point to
+    for the program's concepts (planning the question once, the plan then reused by the
+    agent). Returns the Funnel (or None) and its notes."""
+    if index is None:
+        return None, []
+    from viper_rs.errors import ViperError
+    from viper_rs.region.funnel import PlannedOnce, apply_funnel
+
+    text = program
+    if text is None:
+        try:
+            plan = agent.planner.plan(question)
+        except ViperError:
+            return None, []  # agent.ask plans again and reports the failure
+        agent.planner = PlannedOnce(plan, agent.planner)
+        text = plan.program if plan.error is None else None
+    if not text:
+        return None, []
+    return apply_funnel(image, chips, text, index, top, settings)

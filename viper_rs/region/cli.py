@@ -28,6 +28,22 @@ def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
     rg.add_argument("--halo-m", type=float, default=HALO_M,
                     help=f"context read around each chip, metres (default {HALO_M:g})")
     rg.add_argument("--pixel-m", type=float, help="working pixel size in metres (default: finest source)")
+    rg.add_argument("--index", type=Path, metavar="PATH",
+                    help="chip index (python -m viper_rs index build): analyse only the chips "
+                         "meeting its best --top chips for the question's concepts, and their "
+                         "neighbours (a partial scan)")
+    rg.add_argument("--top", type=int, default=10, metavar="K",
+                    help="with --index: index chips kept per concept (default 10)")
+    rg.add_argument("--workers", type=int, default=1,
+                    help="local worker processes for the chips (default 1: this process); "
+                         "with --ray-address, the number of Ray actors")
+    rg.add_argument("--ray-address", metavar="ADDR",
+                    help="run chips on Ray: local (start one here), auto (the running cluster) "
+                         "or HOST:PORT / ray://HOST:PORT")
+    rg.add_argument("--resume", type=Path, metavar="DIR",
+                    help="store finished chips in DIR; run again with the same arguments to "
+                         "go on after an interruption")
+    rg.add_argument("--no-progress", action="store_true", help="no chip progress bar on stderr")
     add_flags(rg, ("detector", "planner", "small_max_m2", "large_min_m2", "sandbox_wall_s"))
     rg.add_argument("--json", action="store_true",
                     help="print one JSON object: the keys of ask --json plus chips and coverage")
@@ -43,9 +59,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.question.strip():
         raise InputError("give a question with -q")
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     answer, report = ask_region(
         args.sources, args.question, bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
-        settings=settings, pixel_m=args.pixel_m,
+        settings=settings, pixel_m=args.pixel_m, workers=args.workers,
+        ray_address=args.ray_address, resume=args.resume, progress=not args.no_progress,
+        **({"index": str(args.index), "top": args.top} if args.index else {}),
     )
     if answer.error is not None and answer.error.get("type") == "planning":
         raise InputError(f"the question is outside the planner's reach: {answer.error.get('message')}")

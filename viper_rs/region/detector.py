@@ -4,35 +4,38 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from viper_rs import budget
 from viper_rs.config import Settings
 from viper_rs.detector import Detector, ScoreMap, Stages
 from viper_rs.errors import ImageError, ToolError
-from viper_rs.geo import GeoImage
-from viper_rs.region.chips import Chip, core_slice, read_chip
+from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
+from viper_rs.region.resume import ResumeStore
+from viper_rs.region.scan import ChipReader, ChipResult, ChipRunner, InProcessRunner
 from viper_rs.region.stitch import Stitcher, build_regions
 from viper_rs.regions import Region
 from viper_rs.timing import ms_since
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MAX_CHIP_NOTES", "ChipReader", "RegionDetector"]
+
 #: Most distinct per-chip detector notes kept for one query.
 MAX_CHIP_NOTES = 4
-
-#: Reads one chip: (region, chip) -> chip image, or None when it holds no valid pixel.
-ChipReader = Callable[[RegionImage, Chip], GeoImage | None]
 
 
 class RegionDetector:
     """Wraps a per-chip detector: ``find`` on a RegionImage reads every chip (with its halo),
     keeps each chip's core, stitches components across core borders and returns whole
     objects on the working grid. Results are cached per query.
+
+    :meth:`prepare` scans the chips for the program's literal concepts before the program
+    runs (each chip read once for all of them); a concept first asked inside the program is
+    scanned then, under the program's time limit. Chip tasks run on ``runner`` (this
+    process by default; see :mod:`viper_rs.region.scan`); with ``store`` finished chips are
+    kept and not computed again.
 
     A chip that cannot be read is retried once, then marked ``failed`` for the rest of the
     run and reported as missing coverage in :meth:`notes`; it never counts as empty.
@@ -46,23 +49,38 @@ class RegionDetector:
         settings: Settings | None = None,
         reader: ChipReader | None = None,
         min_area_m2: float | None = None,
+        runner: ChipRunner | None = None,
+        store: ResumeStore | None = None,
+        progress: bool = False,
     ) -> None:
         self.inner = inner
         self.image = image
         self.chips = chips
         self.settings = settings or Settings()
-        self.reader: ChipReader = reader or read_chip
+        self.reader = reader
+        self.runner: ChipRunner = runner or InProcessRunner(inner, image, reader)
+        self.store = store
+        self.progress = progress
         inner_min = getattr(inner, "min_area_m2", None)
         self.min_area_m2 = (min_area_m2 if min_area_m2 is not None
                             else inner_min if inner_min is not None else self.settings.min_region_m2)
         self.name = inner.name
         self.choice_note = getattr(inner, "choice_note", None)
         self._cache: dict[str, tuple[list[Region], Stages, list[str]]] = {}
+        #: Chip tasks computed (not resumed) and seconds spent scanning, over the run.
+        self.computed = 0
+        self.scan_s = 0.0
 
     # ------------------------------------------------------------------ protocol
-    def prepare(self, image: Any) -> dict[str, Any]:
-        """Nothing is shared by all queries of a region (chips are read per query)."""
-        return {}
+    def prepare(self, image: Any, queries: Sequence[str] = ()) -> dict[str, Any]:
+        """Scan the chips for ``queries`` not scanned yet (each chip read once for all);
+        unknown concepts are left for the program to meet."""
+        t0 = time.perf_counter()
+        keys = [k for k in dict.fromkeys(" ".join(q.lower().split()) for q in queries)
+                if k and k not in self._cache]
+        if keys:
+            self._scan(keys, strict=False)
+        return {"ms": ms_since(t0), "queries": keys}
 
     def score_map(self, image: Any, query: str) -> ScoreMap:
         """A region has no whole-image score map (it would be full-size); use :meth:`find`."""
@@ -91,70 +109,95 @@ class RegionDetector:
         return [f"missing coverage: {len(failed)} of {len(self.chips)} chips could not be read "
                 f"({ids}); counts and areas cover only the rest of the region"]
 
-    def _read(self, chip: Chip) -> GeoImage | None:
-        """The chip's image, retried once; None (chip marked failed) after two failures."""
-        last = None
-        for _ in range(2):
-            chip.attempts += 1
-            try:
-                return self.reader(self.image, chip)
-            except Exception as exc:  # noqa: BLE001 - GDAL and readers raise many types
-                last = exc
-                log.info("chip %s: read failed (%s)", chip.id, exc)
-        chip.status = "failed"
-        chip.error = f"{type(last).__name__}: {last}"
-        return None
-
     def _detect(self, query: str) -> tuple[list[Region], Stages, list[str]]:
         key = " ".join(query.lower().split())
-        if key in self._cache:
-            return self._cache[key]
+        if key not in self._cache:
+            self._scan([key], strict=True)
+        return self._cache[key]
+
+    def _scan(self, keys: list[str], strict: bool) -> None:
+        """Scan every live chip for ``keys`` and cache each key's stitched regions. An
+        unknown concept raises its ToolError when ``strict``, else is left uncached."""
         t0 = time.perf_counter()
-        global_ids = bool(getattr(self.inner, "instance_ids_global", False))
-        stitcher = Stitcher(self.settings.connectivity, global_instances=global_ids)
-        notes: list[str] = []
-        label = key
-        n_read = 0
-        for chip in self.chips:
-            if chip.status in ("failed", "skipped"):
+        live = [c for c in self.chips if c.status not in ("failed", "skipped")]
+        results: dict[str, ChipResult] = {}
+        tasks: list[tuple[Chip, list[str]]] = []
+        for chip in live:
+            stored = self.store.load(chip.id, keys) if self.store is not None else None
+            missing = keys if stored is None or stored.status != "ok" else \
+                [k for k in keys if k not in stored.queries]
+            if stored is not None and (stored.status == "skipped" or not missing):
+                results[chip.id] = stored
+                chip.extra["resumed"] = True
                 continue
-            budget.check()
-            t1 = time.perf_counter()
-            img = self._read(chip)
-            if img is None:
-                if chip.status != "failed":
-                    chip.status, chip.error = "skipped", "no valid pixel"
-                chip.ms += ms_since(t1)
+            if stored is not None:
+                results[chip.id] = stored
+            tasks.append((chip, list(missing)))
+        unknown: dict[str, str] = {}
+        bar = self._bar(len(tasks))
+        try:
+            for res in self.runner.run(tasks):
+                self.computed += 1
+                if res.unknown and strict:
+                    raise ToolError(next(iter(res.unknown.values())))
+                unknown.update(res.unknown)
+                if self.store is not None:
+                    self.store.save(res)
+                prev = results.get(res.chip_id)
+                if prev is not None and res.status == "ok":
+                    res.queries = {**prev.queries, **res.queries}
+                results[res.chip_id] = res
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.scan_s += time.perf_counter() - t0
+        keys = [k for k in keys if k not in unknown]
+        global_ids = bool(getattr(self.inner, "instance_ids_global", False))
+        stitchers = {k: Stitcher(self.settings.connectivity, global_instances=global_ids) for k in keys}
+        notes: dict[str, list[str]] = {k: [] for k in keys}
+        labels = dict.fromkeys(keys, "")
+        for k in keys:
+            labels[k] = k
+        n_read = 0
+        for chip in live:  # chip order: the same objects and ids on every backend
+            res = results.get(chip.id)
+            if res is None:
+                continue
+            chip.ms += res.ms
+            chip.attempts += res.attempts
+            if res.status != "ok":
+                chip.status, chip.error = res.status, res.error
                 continue
             n_read += 1
-            try:
-                smap = self.inner.score_map(img, key)
-            except ToolError:
-                raise  # an unknown concept is the program's fault, not the chip's
-            except ImageError as exc:
-                chip.status, chip.error = "failed", f"analysis: {exc}"
-                chip.ms += ms_since(t1)
-                continue
-            label = smap.label
-            for n in smap.notes:
-                if n not in notes:
-                    notes.append(n)
-            rs, cs = core_slice(chip)
-            fg = (smap.mask & img.answer_mask)[rs, cs]
-            inst = smap.instances[rs, cs] if smap.instances is not None else None
-            scores = np.asarray(smap.scores, dtype=np.float64)[rs, cs]
-            if chip.status == "pending":
-                chip.valid_m2 = self.image.window_area(img.valid[rs, cs], chip.core[0], chip.core[1])
-            stitcher.add(chip.index, chip.id, chip.core, fg, scores, inst)
+            chip.valid_m2 = res.valid_m2
             chip.status = "ok"
-            chip.ms += ms_since(t1)
-        if len(notes) > MAX_CHIP_NOTES:  # chip-adaptive detectors word each chip's note apart
-            notes = notes[:MAX_CHIP_NOTES] + [
-                f"... and {len(notes) - MAX_CHIP_NOTES} more distinct chip notes for {key!r}"]
-        objects = stitcher.objects()
-        regions = build_regions(objects, self.image, label, key, self.inner.name,
-                                min_area_m2=self.min_area_m2)
-        stages = [{"stage": "chips", "ms": ms_since(t0), "chips": n_read,
-                   "parts": len(stitcher.parts) - 1, "objects": len(regions)}]
-        self._cache[key] = (regions, stages, notes)
-        return self._cache[key]
+            for k in keys:
+                q = res.queries[k]
+                labels[k] = q.label
+                for n in q.notes:
+                    if n not in notes[k]:
+                        notes[k].append(n)
+                fg, scores, inst = q.arrays()
+                stitchers[k].add(chip.index, chip.id, chip.core, fg, scores, inst)
+        ms = ms_since(t0)
+        for k in keys:
+            if len(notes[k]) > MAX_CHIP_NOTES:  # chip-adaptive detectors word each chip's note apart
+                notes[k] = notes[k][:MAX_CHIP_NOTES] + [
+                    f"... and {len(notes[k]) - MAX_CHIP_NOTES} more distinct chip notes for {k!r}"]
+            objects = stitchers[k].objects()
+            regions = build_regions(objects, self.image, labels[k], k, self.inner.name,
+                                    min_area_m2=self.min_area_m2)
+            stages = [{"stage": "chips", "ms": ms, "chips": n_read, "queries": len(keys),
+                       "computed": len(tasks), "parts": len(stitchers[k].parts) - 1,
+                       "objects": len(regions)}]
+            self._cache[k] = (regions, stages, notes[k])
+
+    def _bar(self, total: int) -> Any:
+        """A tqdm bar on stderr (chips done/total, chips/s), when progress is on."""
+        if not self.progress or total == 0:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="chip", desc=f"chips ({self.runner.name})", smoothing=0.1)

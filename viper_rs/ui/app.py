@@ -15,6 +15,14 @@ from typing import Any
 from viper_rs.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
 from viper_rs.errors import InputError
 from viper_rs.ui.answer_map import EMPTY_ANSWER_MAP, FULLSCREEN_LISTENER, HIGHLIGHT_JS
+from viper_rs.ui.area import (
+    AREA_CHIP_M,
+    CHIP_COLUMNS,
+    EMPTY_AREA_MAP,
+    MAX_AREA_CHIPS,
+    VIEW_LISTENER,
+    view_text,
+)
 from viper_rs.ui.catalog import GSD_RANGE_M, IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
 from viper_rs.ui.search import (
@@ -78,7 +86,7 @@ def build_app(controller: Controller, defaults: Options | None = None) -> Any:
             with gr.Tab("Region search", id=REGION_TAB, elem_id="region-search"):
                 region = _region_tab(controller)
         _wire_chat(controller, image, chat, evidence, settings)
-        _wire_region(controller, region, tabs, image.picker, chat.chat)
+        _wire_region(controller, region, tabs, image.picker, chat.chat, settings.options)
     return app
 
 
@@ -342,6 +350,7 @@ def _region_tab(controller: Controller) -> SimpleNamespace:
                 interactive=False, elem_id="region-results", max_height=560)
             ui.geojson = gr.File(label="Results: GeoJSON (RFC 7946, WGS84)",
                                  interactive=False, elem_id="region-geojson")
+    _area_panel(ui)
     with gr.Accordion("Index", open=False, elem_id="region-index-panel"):
         ui.index = gr.Textbox(str(controller.region.path), label="Index folder",
                               interactive=False, elem_id="region-index",
@@ -352,10 +361,73 @@ def _region_tab(controller: Controller) -> SimpleNamespace:
     return ui
 
 
-def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker: Any,
-                 chat: Any) -> None:
-    """Events of the Region search tab: search, build, and opening a result in the chat."""
+def _area_panel(ui: SimpleNamespace) -> None:
+    """*Ask about this area*: a question, the area (typed W,S,E,N or the map's view), the
+    answer, the chips table, the area map and the downloads (added to ``ui``)."""
     import gradio as gr
+
+    gr.Markdown("### Ask about this area\nOne question over all the folders' imagery in an "
+                "area, answered chip by chip (chips of "
+                f"{AREA_CHIP_M:g} m, at most {MAX_AREA_CHIPS} per question). Leave the box "
+                "blank to use the map's current view.", elem_id="area-intro")
+    with gr.Row(equal_height=True):
+        ui.area_question = gr.Textbox(label="Question about the area",
+                                      placeholder="e.g. How many buildings are there?",
+                                      elem_id="area-question", scale=4, max_length=1000)
+        ui.area_ask = gr.Button("Ask about this area", variant="primary",
+                                elem_id="area-button", scale=1)
+    with gr.Row(equal_height=True):
+        ui.area_box = gr.Textbox(label="Area W,S,E,N (degrees)",
+                                 placeholder="blank: the map's current view",
+                                 elem_id="area-bbox", scale=1, max_length=200)
+        ui.view = gr.Textbox(label="Map's current view (W,S,E,N)", interactive=False,
+                             elem_id="area-view", scale=1,
+                             placeholder="search, then move the map (or the area map)")
+    ui.area_status = gr.Markdown("", elem_id="area-status")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            ui.area_map = gr.HTML(EMPTY_AREA_MAP, elem_id="area-map", js_on_load=VIEW_LISTENER,
+                                  min_height=120)
+        with gr.Column(scale=2):
+            ui.area_chips = gr.Dataframe(_chips_frame([]), label="Chips of the area",
+                                         interactive=False, elem_id="area-chips",
+                                         max_height=520)
+            ui.area_files = gr.File(label="Area: GeoJSON (regions and chips, WGS84) and "
+                                    "GeoPackage (regions)", file_count="multiple",
+                                    interactive=False, elem_id="area-files")
+
+
+def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker: Any,
+                 chat: Any, options: list | None = None) -> None:
+    """Events of the Region search tab: search, build, opening a result in the chat, and
+    asking about an area (with the settings panel's ``options``)."""
+    import gradio as gr
+
+    def on_view(evt: gr.EventData) -> Any:
+        text = view_text((evt._data or {}).get("view"))
+        return text or gr.skip()
+
+    def on_area(question: str, box: str, view: str, *values: Any,
+                progress: Any = gr.Progress()) -> tuple:
+        try:
+            chosen = _options(values) if values else Options()
+        except InputError as exc:
+            return (f"Settings problem: {escape_markdown(str(exc))}", EMPTY_AREA_MAP,
+                    _chips_frame([]), None)
+        area = box if (box or "").strip() else view
+        result = controller.ask_area(question, area, chosen,
+                                     progress=lambda f, what: progress(f, desc=what))
+        return (result.message, result.map_html if result.ok else EMPTY_AREA_MAP,
+                _chips_frame(result.rows), result.files or None)
+
+    on_view.__annotations__["evt"] = gr.EventData
+    for source in (ui.map, ui.area_map):
+        source.select(on_view, None, ui.view, show_progress="hidden")
+    area_outputs = [ui.area_status, ui.area_map, ui.area_chips, ui.area_files]
+    for event in (ui.area_question.submit, ui.area_ask.click):
+        event(on_area, [ui.area_question, ui.area_box, ui.view, *(options or [])],
+              area_outputs, concurrency_id="region", concurrency_limit=1,
+              show_progress_on=[ui.area_status])
 
     def on_search(query: str, k: float, progress: Any = gr.Progress()) -> tuple:
         view = controller.search_region(query, int(k or 10),
@@ -403,6 +475,12 @@ def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker:
     opened = [picker, tabs, chat, ui.status]
     ui.results.select(on_select, [ui.hits, chat], opened)
     ui.map.click(on_map, [ui.hits, chat], opened)
+
+
+def _chips_frame(rows: list[list]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=CHIP_COLUMNS)
 
 
 def _results_frame(rows: list[list]) -> Any:

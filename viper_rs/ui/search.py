@@ -26,6 +26,7 @@ from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ViperError
+from viper_rs.ui.area import VIEW_TYPE
 from viper_rs.ui.evidence import escape_markdown
 from viper_rs.ui.leaflet import leaflet_assets  # also used by the answer map
 
@@ -657,7 +658,9 @@ def _fit_element(bounds: list[list[float]]) -> Any:
     """A folium element fitting its map to ``bounds`` ([[S, W], [N, E]], padded) whenever
     the map's frame gets a size after having none (the frame may still be 0 px when its
     script runs, and a fit then zooms all the way in; a hidden tab shown again is fitted
-    again). ``map.viperFit(bounds)`` changes the bounds; the map is ``window.viperMap``."""
+    again). ``map.viperFit(bounds)`` changes the bounds; the map is ``window.viperMap``.
+    Every move posts the map's view (:data:`VIEW_TYPE`, [W, S, E, N]) to the page holding
+    it (the area of *Ask about this area*)."""
     return _macro("FitBounds", """(function (map) {
   window.viperMap = map;
   let target = {{ this.bounds|tojavascript }}, shown = false;
@@ -668,7 +671,11 @@ def _fit_element(bounds: list[list[float]]) -> Any:
     if (visible && !shown) map.viperFit();
     shown = visible; };
   new ResizeObserver(fit).observe(map.getContainer());
-})({{ this._parent.get_name() }});""", bounds=bounds)
+  map.on('moveend', () => { const z = map.getSize(); if (!z.x || !z.y) return;
+    const b = map.getBounds();
+    parent.postMessage({type: {{ this.view_type|tojavascript }}, bounds: [b.getWest(),
+      b.getSouth(), b.getEast(), b.getNorth()]}, '*'); });
+})({{ this._parent.get_name() }});""", bounds=bounds, view_type=VIEW_TYPE)
 
 
 def _places_element(groups: list[list[Any]]) -> Any:
@@ -720,15 +727,17 @@ def map_html(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
 
 
 #: The app's listener for the map's "Ask about this chip" button (gr.HTML js_on_load):
-#: it accepts messages from its own iframe only and fires the component's click event.
+#: it accepts messages from its own iframe only and fires the component's click event; a
+#: posted view fires its select event.
 MAP_LISTENER = (
     "if (!element.__viperListening) {"
     " element.__viperListening = true;"
     " window.addEventListener('message', (event) => {"
     "  const frame = element.querySelector('iframe');"
     "  const data = event.data || {};"
-    f"  if (!frame || event.source !== frame.contentWindow || data.type !== "
-    f"{json.dumps(MESSAGE_TYPE)}) return;"
+    "  if (!frame || event.source !== frame.contentWindow) return;"
+    f"  if (data.type === {json.dumps(VIEW_TYPE)}) trigger('select', {{view: data.bounds}});"
+    f"  if (data.type !== {json.dumps(MESSAGE_TYPE)}) return;"
     "  trigger('click', {rank: Number(data.rank)});"
     " });"
     "}"

@@ -26,6 +26,20 @@ from viper_rs.geo import GeoImage
 from viper_rs.lru import LRU
 from viper_rs.overrides import panel_overrides
 from viper_rs.ui.answer_map import map_html
+from viper_rs.ui.area import (
+    AREA_CHIP_M,
+    MAX_AREA_CHIPS,
+    AreaView,
+    area_geojson,
+    area_imagery,
+    area_map_data,
+    area_map_html,
+    chip_estimate,
+    chip_table,
+    chip_values,
+    parse_area,
+    region_lonlats,
+)
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.evidence import (
     _points,
@@ -368,6 +382,107 @@ class Controller:
             view.message += f"\n- The GeoJSON could not be written: {escape_markdown(str(exc))}"
         return view
 
+    def ask_area(self, question: str, area: str | Sequence[float] | None,
+                 options: Options, progress: Progress | None = None,
+                 chip_m: float = AREA_CHIP_M, max_chips: int = MAX_AREA_CHIPS) -> AreaView:
+        """Answer ``question`` about the folders' imagery inside ``area`` (W,S,E,N degrees,
+        text or numbers), chip by chip: the answer, a chips table, a map of the chips and
+        regions, GeoJSON/GPKG downloads. An area over ``max_chips`` chips, a box that meets
+        no source, a question the planner cannot run: every failure becomes a message."""
+        step = progress or (lambda fraction, what: None)
+        question = _CONTROL.sub(" ", question or "").strip()
+        if not question:
+            return AreaView("Type a question about the area first, e.g. *How many buildings "
+                            "are there?*")
+        if len(question) > MAX_QUESTION_CHARS:
+            return AreaView(f"That question is {len(question):,} characters long; the limit "
+                            f"is {MAX_QUESTION_CHARS:,}.")
+        try:
+            bbox = parse_area(area)
+        except InputError as exc:
+            return AreaView(f"Area problem: {escape_markdown(str(exc))}.")
+        if bbox is None:
+            return AreaView("Give an area: type W,S,E,N in degrees, or search first and move "
+                            "the map to the area (its view is used when the box is blank).")
+        folders = [f for f in self.region.folders if f.exists()]
+        if not folders:
+            return AreaView("No image folders to ask about: start the app with `--folder DIR`.")
+        try:
+            options.check(self.settings)
+            step(0.02, "Finding the sources in the area")
+            from viper_rs.region import ask_region, open_region
+
+            image = open_region(folders, bbox)
+            total = chip_estimate(image, chip_m)
+            if total > max_chips:
+                return AreaView(
+                    f"That area is about **{total:,} chips** of {chip_m:g} m; the app asks "
+                    f"about at most {max_chips:,} at a time. Zoom the map in or type a "
+                    "smaller box (or search the index for the places worth asking about).",
+                    bbox=bbox)
+            step(0.05, "Loading the detector and planner")
+            agent = self.agent(options)
+            step(0.1, f"Reading chips (0/{total})")
+            with self._lock:
+                answer, report = ask_region(
+                    image, question, chip_m=chip_m, detector=agent.detector,
+                    settings=options.settings(self.settings), agent=agent,
+                    reader=_counting_reader(total, step))
+            step(0.95, "Drawing the map and writing the files")
+            return self._area_view(image, answer, report, bbox)
+        except (ConfigError, InputError) as exc:
+            text = re.sub(r"--bbox ([-\d.,e]+) touches no source",
+                          r"the area \1 (W,S,E,N) meets none of the folders' imagery",
+                          app_text(str(exc)))
+            return AreaView(f"Could not ask about this area: {escape_markdown(text)}", bbox=bbox)
+        except ViperError as exc:
+            return AreaView(f"Could not answer ({exc.type}): "
+                            f"{escape_markdown(app_text(str(exc)))}", bbox=bbox)
+        except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
+            log.exception("unexpected error asking %r about %s", question, bbox)
+            return AreaView(f"Internal error ({type(exc).__name__}): "
+                            f"{escape_markdown(str(exc))}. The app is still running; the "
+                            "details are in its log.", bbox=bbox)
+
+    def _area_view(self, image: Any, answer: Any, report: Any, bbox: list[float]) -> AreaView:
+        """The AreaView of an answered area question (files in a new evidence folder)."""
+        chips = list(report)
+        message = answer_markdown(answer, app_text)
+        cov = report.coverage
+        ok = sum(1 for c in chips if c["status"] == "ok")
+        message += (f"\n\n*{ok} of {len(chips)} chips of the area read; "
+                    f"{100 * float(cov.get('share', 0)):.0f} % of it scanned.*")
+        if answer.error is not None:
+            return AreaView(message, answer=answer, report=report, bbox=bbox,
+                            rows=chip_table(chips, [{"objects": 0, "area_m2": 0.0}] * len(chips)))
+        values = chip_values(chips, answer.regions, region_lonlats(image, answer.regions))
+        regions_fc = evidence_geojson(image, answer)
+        geojson = area_geojson(chips, values, regions_fc, answer.question or "",
+                               answer.answer or "")
+        with self._lock:
+            self._turns += 1
+            folder = self.out_dir / f"area-{self._turns:04d}"
+        files: list[str] = []
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "area.geojson"
+            path.write_text(json.dumps(geojson), encoding="utf-8")
+            files = [str(path)] + [str(p) for p in write_evidence(image, answer, folder)
+                                   if p.suffix == ".gpkg"]
+        except Exception as exc:  # noqa: BLE001 - the files are extra; the answer stands
+            log.exception("could not write the area's files")
+            message += f"\n- The files could not be written: {escape_markdown(str(exc))}"
+        by = "objects" if answer.regions and not isinstance(answer.value, float) else "area_m2"
+        try:
+            imagery = area_imagery(self.region.overlays(), bbox) if self.region.exists() else []
+        except Exception:  # noqa: BLE001 - the map works without the pictures
+            log.exception("no map imagery for the area")
+            imagery = []
+        data = area_map_data(chips, values, regions_fc, bbox, by=by)
+        return AreaView(message, answer=answer, report=report, rows=chip_table(chips, values),
+                        map_html=area_map_html(data, imagery), geojson=geojson, files=files,
+                        bbox=bbox)
+
     def build_region(self, progress: Progress | None = None) -> str:
         """Add the folders' new chips to the index; a markdown message either way."""
         try:
@@ -445,6 +560,23 @@ def describe(image: GeoImage) -> str:
         text += " It has no ground size, so areas are in pixels: enter its GSD (m/px)."
     return text
 
+
+
+def _counting_reader(total: int, step: Progress) -> Any:
+    """A chip reader (the region's own) that reports the chips read of ``total``."""
+    from viper_rs.region.chips import read_chip
+
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def read(image: Any, chip: Any) -> Any:
+        with lock:
+            seen.add(chip.id)
+            done = len(seen)
+        step(0.1 + 0.85 * min(done / max(total, 1), 1.0), f"Reading chips ({done}/{total})")
+        return read_chip(image, chip)
+
+    return read
 
 
 def _hide_path(text: str, path: Path | None) -> str:

@@ -10,6 +10,7 @@ Every stage is timed and reported so the answer's trace shows what ran and what 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,9 +65,9 @@ class DenseDetector:
             notes.append("regions are patch-level components (no SAM checkpoint configured)")
         return notes
 
-    def prepare(self, image: GeoImage) -> dict[str, Any]:
+    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
         """Compute (or fetch from the caches) the per-image work every query shares: the
-        patch-embedding grid and, with SAM, the SAM image embedding."""
+        patch-embedding grid and, with SAM, the SAM image embedding (``queries`` is ignored)."""
         t0 = time.perf_counter()
         self.embedder.embed(image)
         stats: dict[str, Any] = {"image_tower": dict(self.embedder.last_stats)}

@@ -10,6 +10,7 @@ question exactly.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,8 @@ class OracleDetector:
         self.settings = settings or Settings()
         self._hash = scene.image.content_hash
 
-    def prepare(self, image: GeoImage) -> dict[str, Any]:
-        """Nothing to compute per image (the masks are the scene's)."""
+    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
+        """Nothing to compute per image (the masks are the scene's); ``queries`` is ignored."""
         return {}
 
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:

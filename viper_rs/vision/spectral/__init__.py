@@ -57,7 +57,8 @@ from viper_rs.vision.spectral.pixels import _px as _px
 from viper_rs.vision.spectral.pixels import _smooth as _smooth
 from viper_rs.vision.spectral.pixels import _soft as _soft
 from viper_rs.vision.spectral.pixels import _upsample as _upsample
-from viper_rs.vision.spectral.stats import SceneStats, context_m, scene_stats, stats_of
+from viper_rs.vision.spectral.scene import context_m, scene_stats, stats_of
+from viper_rs.vision.spectral.stats import SceneStats
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
 
 __all__ = [

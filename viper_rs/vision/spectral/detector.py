@@ -21,7 +21,8 @@ from viper_rs.vision.components import regions_from_score_map
 from viper_rs.vision.concepts import resolve_concept
 from viper_rs.vision.spectral.landcover import NODATA
 from viper_rs.vision.spectral.maps import ClassMaps, compute_class_maps
-from viper_rs.vision.spectral.stats import DEFAULT_MAX_PIXELS, SceneStats, scene_stats
+from viper_rs.vision.spectral.scene import scene_stats
+from viper_rs.vision.spectral.stats import DEFAULT_MAX_PIXELS, SceneStats
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
 
 #: The package's logger (as before the split into modules).

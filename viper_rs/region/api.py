@@ -16,6 +16,7 @@ from viper_rs.region.chips import Chip, layout
 from viper_rs.region.detector import ChipReader, RegionDetector
 from viper_rs.region.grid import build_grid, parse_bbox
 from viper_rs.region.image import RegionImage
+from viper_rs.region.spectral import region_halo_m, with_region_stats
 
 #: Default chip core side and halo (metres).
 CHIP_M = 256.0
@@ -116,6 +117,19 @@ def run_recipe(image: RegionImage, question: str, detector: str, chip_m: float,
     }
 
 
+def _halo(halo_m: float | str | None, det: Any, image: RegionImage) -> float:
+    """The chip halo in metres: the given one, or the detector's default (``None``/``auto``)."""
+    if halo_m is None or (isinstance(halo_m, str) and halo_m.strip().lower() == "auto"):
+        return region_halo_m(det, image, HALO_M)
+    try:
+        value = float(halo_m)
+    except (TypeError, ValueError):
+        raise InputError(f"--halo-m must be a number of metres or 'auto', got {halo_m!r}") from None
+    if not value >= 0:
+        raise InputError(f"--halo-m must be 0 or more, got {halo_m!r}")
+    return value
+
+
 def _runner(det: Any, settings: Settings, image: RegionImage, workers: int,
             ray_address: str | None, reader: ChipReader | None) -> tuple[Any, bool]:
     """The chip backend (None: in-process) and whether this call started Ray."""
@@ -152,7 +166,7 @@ def ask_region(
     question: str,
     bbox: str | Sequence[float] | None = None,
     chip_m: float = CHIP_M,
-    halo_m: float = HALO_M,
+    halo_m: float | str | None = None,
     detector: str | Detector | None = None,
     settings: Settings | None = None,
     planner: Any = None,
@@ -182,21 +196,31 @@ def ask_region(
     (built from the detector name, or the pickled detector object). ``resume`` names a
     folder where finished chips are stored; a run stopped part-way goes on from there (a
     folder of another question, detector or grid is refused). ``progress`` shows a chip
-    progress bar on stderr."""
+    progress bar on stderr.
+
+    ``halo_m`` (``None`` or ``"auto"``: the detector's default) is the context read around
+    each chip: for the spectral detector the reach of its windowed rules, else
+    :data:`HALO_M`. The spectral detector measures every chip with the statistics of the
+    whole region (:mod:`viper_rs.region.spectral`), so its image-wide statistics do not
+    depend on how the region is tiled or chipped."""
     from viper_rs.agent import Agent
     from viper_rs.vision.factory import build_detector
 
     settings = settings or Settings.from_env()
     image = sources if isinstance(sources, RegionImage) else open_region(sources, bbox, pixel_m, crs)
-    chips = layout(image, chip_m, halo_m)
     det = detector if detector is not None else settings.detector
     inner = build_detector(det, settings) if isinstance(det, str) else det
+    halo = _halo(halo_m, inner, image)
+    chips = layout(image, chip_m, halo)
+    region_inner = with_region_stats(inner, image, reader)
+    if region_inner is not inner:  # workers get the detector with the region's statistics
+        inner = det = region_inner
     runner, started = _runner(det, settings, image, workers, ray_address, reader)
     store = None
     if resume is not None:
         from viper_rs.region.resume import ResumeStore
 
-        store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo_m))
+        store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo))
     region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader,
                                 runner=runner, store=store, progress=progress)
     own = agent is None

@@ -20,7 +20,7 @@ MIN_CHIP_PX = 16
 @dataclass
 class Chip:
     """One chip: its ``core`` (r0, c0, r1, c1) on the working grid, the ``read`` window
-    (core plus halo), the sources that intersect it and its status
+    (core plus halo, inside the grid), the sources that intersect it and its status
     (pending | ok | failed | skipped)."""
 
     id: str
@@ -55,7 +55,9 @@ def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
         for j, c0 in enumerate(range(0, w, size)):
             r1, c1 = min(r0 + size, h), min(c0 + size, w)
             core_box = image.grid.window_box(r0, c0, r1, c1)
-            read = (r0 - halo, c0 - halo, r1 + halo, c1 + halo)
+            # The halo stops at the grid's edge: a chip touching it sees the edge as the
+            # whole image would (windowed rules treat an image edge unlike nodata).
+            read = (max(r0 - halo, 0), max(c0 - halo, 0), min(r1 + halo, h), min(c1 + halo, w))
             read_box = image.grid.window_box(*read)
             srcs = [k for k, fp in enumerate(image.grid.footprints) if fp.intersects(read_box)]
             chip = Chip(id=f"r{i}c{j}", index=(i, j), core=(r0, c0, r1, c1), read=read,

@@ -25,8 +25,10 @@ def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
                                    "when W is negative); default: the sources' union")
     rg.add_argument("--chip-m", type=float, default=CHIP_M,
                     help=f"chip core side in metres (default {CHIP_M:g})")
-    rg.add_argument("--halo-m", type=float, default=HALO_M,
-                    help=f"context read around each chip, metres (default {HALO_M:g})")
+    rg.add_argument("--halo-m", default="auto",
+                    help="context read around each chip, metres; auto (default): the reach "
+                         f"of the spectral detector's rules at the working pixel size, {HALO_M:g} "
+                         "for other detectors")
     rg.add_argument("--pixel-m", type=float, help="working pixel size in metres (default: finest source)")
     rg.add_argument("--index", type=Path, metavar="PATH",
                     help="chip index (python -m viper_rs index build): analyse only the chips "

@@ -92,6 +92,20 @@ class SpectralDetector:
         stats = scene_stats(images, t, max_pixels)
         return cls(settings, t, cache_size=cache_size, stats=stats)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Settings, thresholds, statistics and cache size; not the cached maps (a worker
+        process or actor gets a fresh detector measuring with the same statistics)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock")}
+        state["_cache_size"] = self._cache.max_items
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the cache and lock of an unpickled detector."""
+        state = dict(state)
+        self._cache = LRU(state.pop("_cache_size"))
+        self._lock = threading.Lock()
+        self.__dict__.update(state)
+
     @property
     def cache_size(self) -> int:
         """Images whose class maps are kept."""

@@ -1,0 +1,92 @@
+"""The spectral detector over a region: one set of scene statistics for every chip, and
+the halo its windowed rules need, so that answers do not depend on how the region is cut
+(into source tiles or into chips)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from viper_rs.detector import Detector
+from viper_rs.region.chips import layout, read_chip
+from viper_rs.region.image import RegionImage
+from viper_rs.region.scan import ChipReader
+
+log = logging.getLogger(__name__)
+
+#: Core side (px) of the chips the region's statistics are measured on; they are cut
+#: from the working grid, not from the sources or the question's chips.
+STATS_CHIP_PX = 1024
+
+
+def is_spectral(det: Any) -> bool:
+    """Whether ``det`` is the spectral detector (the object, not a name)."""
+    from viper_rs.vision.spectral import SpectralDetector
+
+    return isinstance(det, SpectralDetector)
+
+
+def region_halo_m(det: Any, image: RegionImage, default: float) -> float:
+    """The default chip halo (m): what the spectral rules read around a pixel
+    (:func:`~viper_rs.vision.spectral.context_m` at the working pixel size) for the
+    spectral detector, ``default`` for others."""
+    if not is_spectral(det):
+        return default
+    from viper_rs.vision.spectral import context_m
+
+    return context_m(image.grid.pixel_size, det.thresholds)
+
+
+def region_stats(image: RegionImage, thresholds: Any = None,
+                 reader: ChipReader | None = None) -> Any:
+    """The spectral scene statistics of the whole region (``SceneStats``): measured on the
+    region's working grid (chips of :data:`STATS_CHIP_PX` px with the rules' halo, each
+    counting its core), so a region gives the same statistics however its sources are
+    tiled. ``None`` when no pixel can be read."""
+    from viper_rs.errors import ImageError
+    from viper_rs.vision.spectral import DEFAULT_THRESHOLDS, context_m, scene_stats
+
+    t = thresholds or DEFAULT_THRESHOLDS
+    px = image.grid.pixel_size
+    chips = layout(image, STATS_CHIP_PX * px, context_m(px, t))
+    images = []
+    for chip in chips:
+        if chip.status == "skipped":
+            continue
+        try:
+            img = (reader or read_chip)(image, chip)
+        except Exception as exc:  # noqa: BLE001 - the chip scan reports unreadable chips
+            log.info("region statistics: chip %s unreadable (%s)", chip.id, exc)
+            continue
+        if img is None:
+            continue
+        r0, c0, r1, c1 = chip.core
+        roi = np.zeros(img.shape, dtype=bool)
+        roi[r0 - chip.read[0]:r1 - chip.read[0], c0 - chip.read[1]:c1 - chip.read[1]] = True
+        try:
+            images.append(replace(img, roi=roi))
+        except ImageError:  # no valid pixel in the core
+            continue
+    if not images:
+        return None
+    return scene_stats(images, t)
+
+
+def with_region_stats(det: Detector, image: RegionImage,
+                      reader: ChipReader | None = None) -> Detector:
+    """``det`` measuring every chip with the region's statistics (:func:`region_stats`)
+    when it is a spectral detector without statistics of its own; else ``det``."""
+    if not is_spectral(det) or getattr(det, "stats", None) is not None:
+        return det
+    from viper_rs.vision.spectral import SpectralDetector
+
+    stats = region_stats(image, det.thresholds, reader)  # type: ignore[attr-defined]
+    if stats is None:
+        return det
+    out = SpectralDetector(det.settings, det.thresholds,  # type: ignore[attr-defined]
+                           cache_size=det.cache_size, stats=stats)  # type: ignore[attr-defined]
+    out.choice_note = det.choice_note
+    return out

@@ -64,6 +64,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Progress = Callable[[float, str], None]
 
+
+def _clean_question(question: str | None, about: str) -> tuple[str, str | None]:
+    """The question with control characters as spaces, and the message for an empty or
+    too long one (None when it can be asked)."""
+    question = _CONTROL.sub(" ", question or "").strip()
+    if not question:
+        return question, (f"Type a question about {about} first, e.g. *How many buildings "
+                          "are there?*")
+    if len(question) > MAX_QUESTION_CHARS:
+        return question, (f"That question is {len(question):,} characters long; the limit is "
+                          f"{MAX_QUESTION_CHARS:,}. Ask one short question at a time.")
+    return question, None
+
 #: The settings panel's labels, by Options field (and "gsd" for the image's GSD input).
 FIELD_LABELS: dict[str, str] = {
     "detector": "Detector", "planner": "Planner", "llm_base_url": "LLM endpoint (base URL)",
@@ -289,13 +302,9 @@ class Controller:
     ) -> Turn:
         """Answer ``question`` about image ``image_key``; every failure becomes a message."""
         step = progress or (lambda fraction, what: None)
-        question = _CONTROL.sub(" ", question or "").strip()
-        if not question:
-            return Turn("Type a question about the image first, e.g. *How many buildings "
-                        "are there?*")
-        if len(question) > MAX_QUESTION_CHARS:
-            return Turn(f"That question is {len(question):,} characters long; the limit is "
-                        f"{MAX_QUESTION_CHARS:,}. Ask one short question at a time.")
+        question, problem = _clean_question(question, "the image")
+        if problem:
+            return Turn(problem)
         image = None
         try:
             options.check(self.settings)
@@ -390,13 +399,9 @@ class Controller:
         regions, GeoJSON/GPKG downloads. An area over ``max_chips`` chips, a box that meets
         no source, a question the planner cannot run: every failure becomes a message."""
         step = progress or (lambda fraction, what: None)
-        question = _CONTROL.sub(" ", question or "").strip()
-        if not question:
-            return AreaView("Type a question about the area first, e.g. *How many buildings "
-                            "are there?*")
-        if len(question) > MAX_QUESTION_CHARS:
-            return AreaView(f"That question is {len(question):,} characters long; the limit "
-                            f"is {MAX_QUESTION_CHARS:,}.")
+        question, problem = _clean_question(question, "the area")
+        if problem:
+            return AreaView(problem)
         try:
             bbox = parse_area(area)
         except InputError as exc:

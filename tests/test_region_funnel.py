@@ -14,12 +14,12 @@ import pytest
 
 from tests.test_region import big_scene, cut, region_detector
 from viper_rs.agent import Agent
+from viper_rs.agent import program_queries as program_concepts
 from viper_rs.config import Settings
 from viper_rs.geo import write_geotiff
 from viper_rs.index import ChipGrid, build_index
 from viper_rs.places import MAX_PLACES, rank_places
 from viper_rs.region import ask_region, open_region
-from viper_rs.region.funnel import program_concepts
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.synthetic import WATER
 

@@ -265,16 +265,18 @@ CONCEPT_ARGS: dict[str, tuple[int, tuple[str, ...]]] = {
 
 def program_queries(program: str) -> list[str]:
     """The base concepts a program names literally (string constants given to find, exists,
-    count, area and compare), as the keys ``ToolContext.detect`` will look up, each once;
+    count, area and compare), as the keys ``ToolContext.detect`` will look up, each once in
+    order of first use;
     concepts computed at run time are not seen."""
     try:
         tree = ast.parse(program)
     except SyntaxError:
         return []
     out: list[str] = []
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id in CONCEPT_ARGS):
+    calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)),
+                   key=lambda n: (n.lineno, n.col_offset))  # in order of first use
+    for node in calls:
+        if not (isinstance(node.func, ast.Name) and node.func.id in CONCEPT_ARGS):
             continue
         n, names = CONCEPT_ARGS[node.func.id]
         args = list(node.args[:n]) + [kw.value for kw in node.keywords if kw.arg in names]

@@ -9,19 +9,16 @@ scan and says so.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from viper_rs.agent import program_queries
 from viper_rs.config import Settings
 from viper_rs.errors import ViperError
 from viper_rs.planning.base import Plan
 from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
-
-#: Tools whose literal string arguments name concepts (compare: the first two only).
-CONCEPT_TOOLS = ("find", "count", "exists", "area", "compare")
 
 
 @dataclass
@@ -57,32 +54,6 @@ class Funnel:
         return {"concepts": list(self.concepts), "top": self.top, "hits": dict(self.hits),
                 "top_chips": list(self.top_chips), "selected_chips": len(self.selected),
                 "chips_in_area": self.total, "selected_share": round(self.share, 6)}
-
-
-def program_concepts(program: str) -> list[str]:
-    """Concept names of a program: the literal strings it passes to find, count, exists,
-    area and compare (compare: its first two arguments), size and shape words removed,
-    in order of first use. Empty when the program does not parse."""
-    from viper_rs.vocabulary import split_modifiers
-
-    try:
-        tree = ast.parse(program)
-    except SyntaxError:
-        return []
-    out: list[str] = []
-    calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)),
-                   key=lambda n: (n.lineno, n.col_offset))
-    for node in calls:
-        if not (isinstance(node.func, ast.Name) and node.func.id in CONCEPT_TOOLS):
-            continue
-        args = node.args[:2] if node.func.id == "compare" else node.args[:1]
-        for a in args:
-            if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.strip():
-                phrase = " ".join(a.value.lower().split())
-                base = split_modifiers(phrase)[0] or phrase
-                if base not in out:
-                    out.append(base)
-    return out
 
 
 def select_chips(image: RegionImage, chips: list[Chip], footprints: dict[str, list[Any]],
@@ -151,7 +122,7 @@ def apply_funnel(image: RegionImage, chips: list[Chip], program: str, index: Any
         from viper_rs.errors import InputError
 
         raise InputError(f"--top must be at least 1, got {top}")
-    concepts = program_concepts(program)
+    concepts = program_queries(program)
     if not concepts:
         return None, ["full scan: the program names no concept to search the index for"]
     from viper_rs.index.query import Searcher

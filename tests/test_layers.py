@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.weights": 1,
     "viper_rs.tools": 2,  # the repository's tools/ folder, installed as viper_rs.tools
     "viper_rs.executor": 3,
+    "viper_rs.exports": 3,  # an answer's regions as GeoJSON / GeoPackage files (answer)
     "viper_rs.places": 3,  # "where" answers: the places a region list names (answer, regions)
     "viper_rs.prompting": 3,
     "viper_rs.synthetic": 3,

@@ -276,9 +276,10 @@ def test_cli_json(mosaic, tmp_path, capsys) -> None:
     from viper_rs.cli import main
 
     out = tmp_path / "r.geojson"
+    gpkg = tmp_path / "out" / "r.gpkg"
     code = main(["region", *map(str, mosaic), "-q", "How many buildings are there?",
                  "--detector", "spectral", "--planner", "rules", "--chip-m", "200", "--json",
-                 "--geojson", str(out)])
+                 "--geojson", str(out), "--gpkg", str(gpkg)])
     assert code == 0
     region = json.loads(capsys.readouterr().out)
     code = main(["ask", str(mosaic[0]), "How many buildings are there?", "--detector", "spectral",
@@ -291,6 +292,14 @@ def test_cli_json(mosaic, tmp_path, capsys) -> None:
     assert region["coverage"]["partial"] is False
     fc = json.loads(out.read_text())
     assert fc["type"] == "FeatureCollection"
+    assert len(fc["features"]) == len(region["regions"]) == region["value"] > 0
+    from pyogrio import read_info
+    from pyproj import CRS
+
+    info = read_info(gpkg, layer="regions")
+    assert info["features"] == region["value"]
+    assert CRS.from_user_input(info["crs"]) == CRS.from_user_input(region["image"]["crs"])
+    assert sorted(p.name for p in gpkg.parent.iterdir()) == ["r.gpkg"]  # no temporary left
     if fc["features"]:
         lon, lat = fc["features"][0]["geometry"]["coordinates"][0][0]
         assert -80 < lon < -60 and 30 < lat < 50

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import InputError
+from viper_rs.exports import write_regions_geojson, write_regions_gpkg
 from viper_rs.overrides import add_flags
 
 
@@ -51,6 +51,9 @@ def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
                     help="print one JSON object: the keys of ask --json plus chips and coverage")
     rg.add_argument("--geojson", type=Path, metavar="FILE",
                     help="write the answer's regions as a WGS84 GeoJSON FeatureCollection")
+    rg.add_argument("--gpkg", type=Path, metavar="FILE",
+                    help="write the answer's regions as a GeoPackage (layer 'regions', the "
+                         "working CRS)")
     llm_args(rg)
     model_args(rg)
 
@@ -72,8 +75,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if answer.error is not None and answer.error.get("type") == "planning":
         raise InputError(f"the question is outside the planner's reach: {answer.error.get('message')}")
     if args.geojson:
-        args.geojson.parent.mkdir(parents=True, exist_ok=True)
-        args.geojson.write_text(json.dumps(regions_geojson(answer)), encoding="utf-8")
+        write_regions_geojson(answer, args.geojson)
+    if args.gpkg:
+        write_regions_gpkg(answer, args.gpkg)
     if args.json:
         print(answer.to_json(extra={"chips": report.chips, "coverage": report.coverage}), flush=True)
     else:
@@ -88,21 +92,3 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"viper-rs: {answer.error.get('type')}: {answer.error.get('message')}", file=sys.stderr)
         return 1
     return 0
-
-
-def regions_geojson(answer: Any) -> dict[str, Any]:
-    """The answer's regions as an RFC 7946 FeatureCollection (WGS84 lon/lat)."""
-    from pyproj import Transformer
-    from shapely.geometry import mapping
-    from shapely.ops import transform
-
-    crs = (answer.image or {}).get("crs")
-    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform if crs else None
-    features = []
-    for r in answer.regions:
-        geom = r.polygon
-        if geom is not None and to_ll is not None:
-            geom = transform(to_ll, geom)
-        features.append({"type": "Feature", "geometry": mapping(geom) if geom is not None else None,
-                         "properties": r.summary()})
-    return {"type": "FeatureCollection", "features": features}

@@ -11,7 +11,6 @@ import html
 import json
 import math
 import re
-import warnings
 from collections import Counter
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from viper_rs.answer import Answer, answer_parts
 from viper_rs.errors import InputError
+from viper_rs.exports import GPKG_FIELDS, GPKG_LAYER, polygonal, write_regions_gpkg  # noqa: F401
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
 
@@ -31,10 +31,6 @@ OVERLAY_MAX_SIDE = 1024
 REGION_COLUMNS: list[str] = ["id", "query", "label", "area", "unit", "score", "lon", "lat",
                              "col", "row"]
 
-#: Fields of the GeoPackage layer written by :func:`write_evidence`.
-GPKG_FIELDS: list[str] = ["id", "query", "label", "area", "unit", "score", "centroid_col",
-                          "centroid_row", "question", "answer"]
-GPKG_LAYER = "regions"
 
 #: Colour of pixels without valid data in the overlay.
 NODATA_RGB = (64, 64, 64)
@@ -222,11 +218,11 @@ def evidence_geojson(image: GeoImage, answer: Answer) -> dict:
 
     features = []
     for region in answer.regions:
-        poly = _polygonal(region.polygon)
+        poly = polygonal(region.polygon)
         if poly is None:
             continue
         geom = shape(transform_geom(image.crs, "EPSG:4326", mapping(poly)))
-        geom = _polygonal(geom)
+        geom = polygonal(geom)
         if geom is None:
             continue
         if geom.geom_type == "MultiPolygon":
@@ -272,61 +268,12 @@ def write_evidence(image: GeoImage, answer: Answer, out_dir: Path) -> list[Path]
         path.write_text(json.dumps(evidence_geojson(image, answer), indent=1), encoding="utf-8")
         written.append(path)
     if answer.error is None:
-        written.append(_write_gpkg(image, answer, out_dir / "evidence.gpkg"))
+        crs = image.crs.to_wkt() if image.crs is not None else None
+        written.append(write_regions_gpkg(answer, out_dir / "evidence.gpkg", crs))
     path = out_dir / "answer.json"
     path.write_text(answer.to_json(geometry=True, indent=2), encoding="utf-8")
     written.append(path)
     return written
-
-
-def _write_gpkg(image: GeoImage, answer: Answer, path: Path) -> Path:
-    import shapely
-    from pyogrio.raw import write
-    from shapely.geometry import MultiPolygon
-
-    geoms, rows = [], []
-    for region in answer.regions:
-        poly = _polygonal(region.polygon)
-        if poly is None:
-            continue
-        multi = poly if poly.geom_type == "MultiPolygon" else MultiPolygon([poly])
-        geoms.append(shapely.to_wkb(multi))
-        col, row = region.centroid
-        rows.append((int(region.id), str(region.query), str(region.label),
-                     float(region.area_m2), str(region.area_unit), float(region.score),
-                     float(col), float(row), answer.question or "", answer.answer or ""))
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(GPKG_FIELDS)
-    kinds = [np.int64, object, object, np.float64, object, np.float64, np.float64,
-             np.float64, object, object]
-    field_data = [np.array(c, dtype=k) for c, k in zip(columns, kinds, strict=True)]
-    geometry = np.empty(len(geoms), dtype=object)
-    geometry[:] = geoms
-    if path.exists():
-        path.unlink()
-    crs = image.crs.to_wkt() if image.crs is not None else None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
-        write(str(path), geometry, field_data, GPKG_FIELDS, crs=crs, driver="GPKG",
-              layer=GPKG_LAYER, geometry_type="MultiPolygon")
-    return path
-
-
-def _polygonal(geom: Any) -> Any:
-    """The polygonal part of a geometry (Polygon or MultiPolygon), ``None`` if empty."""
-    if geom is None or geom.is_empty:
-        return None
-    if geom.geom_type in ("Polygon", "MultiPolygon"):
-        return geom
-    if geom.geom_type == "GeometryCollection":
-        from shapely.geometry import MultiPolygon
-
-        parts = []
-        for g in geom.geoms:
-            p = _polygonal(g)
-            if p is not None:
-                parts.extend(p.geoms if p.geom_type == "MultiPolygon" else [p])
-        return MultiPolygon(parts) if parts else None
-    return None
 
 
 def _rounded(obj: Any, ndigits: int = 7) -> Any:

@@ -73,18 +73,22 @@ def within(question: str, got: float, want: float) -> bool:
     return math.isclose(got, want, rel_tol=0.03, abs_tol=1.0)
 
 
-#: (tile, chip_m, question) still off by more than the tolerance (measured: napa 48 m
-#: buildings -4.4%, roads +3.4%; ms1 48 m buildings -3.9%; ms1 144 m buildings -3.9%, roads
-#: +3.4%): the building/road split of a whole paved component sees the component cut at
-#: the chip's read window when core plus halo covers less of it than the whole tile does.
-#: Open work (issue 16): grow a chip's halo until its core stops changing.
-KNOWN_OFF = {
-    ("napa", 48.0, "What is the area covered by buildings?"),
-    ("napa", 48.0, "What is the area covered by roads?"),
-    ("ms1", 48.0, "What is the area covered by buildings?"),
-    ("ms1", 144.0, "What is the area covered by buildings?"),
-    ("ms1", 144.0, "What is the area covered by roads?"),
-}
+#: Still off by more than the tolerance: ms1 at 256 m chips, buildings -8% (58 of 720 m2:
+#: one building). The chip below the first row of chips reads the tile from its 4th row
+#: down, and a paved segment running the tile's height, cut by those 4 rows, changes class
+#: with its shape. Rules over whole segments reach as far as their segment; no fixed halo
+#: bounds that (open: grow a chip's halo while a paved segment meets its cut edge).
+KNOWN_OFF = {("ms1", 256.0, "What is the area covered by buildings?")}
+
+#: A larger tile (5 m NAIP, 3.6 x 4.7 km): there the halo is a small part of the tile, so a
+#: chip really sees less than the whole image does. Paved-object questions only (land cover
+#: matches exactly at every size, above), two chip sizes.
+LARGE = ("naip", "north_dakota", "m_4709963_se_14_1_20140720.tif")
+LARGE_QUESTIONS = (
+    "What is the area covered by buildings?",
+    "What is the area covered by roads?",
+    "How many buildings are there?",
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +98,8 @@ def quarters(tmp_path_factory) -> dict[str, list[Path]]:
     if not DATA.is_dir():
         pytest.skip(f"real data folder {DATA} is absent")
     folder = tmp_path_factory.mktemp("quarters")
-    return {t: cut_2x2(DATA.joinpath(*TILES[t]), folder / t) for t in TILES}
+    return {t: cut_2x2(DATA.joinpath(*path), folder / t)
+            for t, path in {**TILES, "large": LARGE}.items()}
 
 
 @pytest.mark.data
@@ -104,8 +109,8 @@ def quarters(tmp_path_factory) -> dict[str, list[Path]]:
 def test_cut_tile_answers_like_the_whole(shared_data, quarters, tile, chip_m, question,
                                          request) -> None:
     if (tile, chip_m, question) in KNOWN_OFF:
-        request.applymarker(pytest.mark.xfail(reason="paved component cut by the read window",
-                                              strict=True))
+        request.applymarker(pytest.mark.xfail(reason="a tile-long paved segment cut by the "
+                                              "read window changes class", strict=True))
     want = float(whole_answers(shared_data.joinpath(*TILES[tile]))[question])
     answer, report = ask_region(quarters[tile], question, chip_m=chip_m, settings=settings(),
                                 planner="rules", progress=False)
@@ -113,6 +118,21 @@ def test_cut_tile_answers_like_the_whole(shared_data, quarters, tile, chip_m, qu
     assert not report.coverage["partial"]
     got = float(answer.value)
     print(f"{tile} chip {chip_m:g} m  {question!r}: whole {want:.6g} region {got:.6g} "
+          f"({100 * (got - want) / max(abs(want), 1e-9):+.2f}%)")
+    assert within(question, got, want), f"whole {want} region {got}"
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("question", LARGE_QUESTIONS)
+@pytest.mark.parametrize("chip_m", (320.0, 1000.0))
+def test_cut_large_tile_answers_like_the_whole(shared_data, quarters, chip_m, question) -> None:
+    want = float(whole_answers(shared_data.joinpath(*LARGE))[question])
+    answer, report = ask_region(quarters["large"], question, chip_m=chip_m, settings=settings(),
+                                planner="rules", progress=False)
+    assert answer.error is None, answer.error
+    assert len(report.chips) > 16  # many chips, each seeing much less than the tile
+    got = float(answer.value)
+    print(f"large chip {chip_m:g} m  {question!r}: whole {want:.6g} region {got:.6g} "
           f"({100 * (got - want) / max(abs(want), 1e-9):+.2f}%)")
     assert within(question, got, want), f"whole {want} region {got}"
 

@@ -26,7 +26,7 @@ def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
     rg.add_argument("--chip-m", type=float, default=CHIP_M,
                     help=f"chip core side in metres (default {CHIP_M:g})")
     rg.add_argument("--halo-m", default="auto",
-                    help="context read around each chip, metres; auto (default): the reach "
+                    help="context read around each chip, metres; auto (default): twice the reach "
                          f"of the spectral detector's rules at the working pixel size, {HALO_M:g} "
                          "for other detectors")
     rg.add_argument("--pixel-m", type=float, help="working pixel size in metres (default: finest source)")

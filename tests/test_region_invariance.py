@@ -75,14 +75,16 @@ def within(question: str, got: float, want: float) -> bool:
 
 #: Still off by more than the tolerance: ms1 at 256 m chips, buildings -8% (58 of 720 m2:
 #: one building). The chip below the first row of chips reads the tile from its 4th row
-#: down, and a paved segment running the tile's height, cut by those 4 rows, changes class
-#: with its shape. Rules over whole segments reach as far as their segment; no fixed halo
-#: bounds that (open: grow a chip's halo while a paved segment meets its cut edge).
+#: down; a rule over a whole paved component (hole filling or speck removal on the paved
+#: surface, before segments exist) sees that component cut by those 4 rows. Chips grow
+#: their halo for cut paved *segments* (run_chip, ContextSensitive), not for cut
+#: components: a road network is one component that meets nearly every chip's edge.
 KNOWN_OFF = {("ms1", 256.0, "What is the area covered by buildings?")}
 
 #: A larger tile (5 m NAIP, 3.6 x 4.7 km): there the halo is a small part of the tile, so a
 #: chip really sees less than the whole image does. Paved-object questions only (land cover
-#: matches exactly at every size, above), two chip sizes.
+#: matches exactly at every size, above). 256 and 1024 m chips were 8-9% off on buildings
+#: before chips grew their halo for paved segments cut by the read window.
 LARGE = ("naip", "north_dakota", "m_4709963_se_14_1_20140720.tif")
 LARGE_QUESTIONS = (
     "What is the area covered by buildings?",
@@ -124,7 +126,7 @@ def test_cut_tile_answers_like_the_whole(shared_data, quarters, tile, chip_m, qu
 
 @pytest.mark.data
 @pytest.mark.parametrize("question", LARGE_QUESTIONS)
-@pytest.mark.parametrize("chip_m", (320.0, 1000.0))
+@pytest.mark.parametrize("chip_m", (256.0, 1024.0))
 def test_cut_large_tile_answers_like_the_whole(shared_data, quarters, chip_m, question) -> None:
     want = float(whole_answers(shared_data.joinpath(*LARGE))[question])
     answer, report = ask_region(quarters["large"], question, chip_m=chip_m, settings=settings(),

@@ -217,3 +217,40 @@ def test_chip_results_are_compact() -> None:
     fg2, s2, i2 = q.arrays()
     assert np.array_equal(fg2, fg) and np.array_equal(i2, inst)
     assert np.array_equal(s2[fg], scores[fg].astype(np.float64)) and not s2[~fg].any()
+
+
+class CutAware(MosaicOracle):
+    """The mosaic oracle that says an object is cut by the read window until the window
+    reaches ``wide`` pixels above the core (a detector with whole-object rules)."""
+
+    def __init__(self, scene, wide: int) -> None:
+        super().__init__(scene)
+        self.wide, self.windows = wide, []
+
+    def open_objects(self, image, core, cut):
+        self.windows.append(image.shape)
+        return int(core[0] < self.wide and cut[0])
+
+
+def test_a_chip_with_cut_objects_reads_a_wider_window(mosaic) -> None:
+    """ContextSensitive detectors: the halo doubles (at most MAX_HALO_GROWTH times) while
+    the detector sees objects cut by the read window; the answer is unchanged here (the
+    oracle is exact) and the core's result comes from the widest read."""
+    from viper_rs.detector import ContextSensitive
+    from viper_rs.region.scan import MAX_HALO_GROWTH, run_chip
+
+    image = open_region(mosaic)
+    chips = layout(image, 200.0, 10.0)
+    chip = next(c for c in chips if c.read[0] > 0 and c.status != "skipped")
+    det = CutAware(big_scene(), wide=25)
+    assert isinstance(det, ContextSensitive)
+    res = run_chip(det, image, chip, ["building"])
+    assert res.status == "ok" and res.grown == 2  # 10 px halo -> 20 -> 40 >= 25
+    heights = [s[0] for s in det.windows]
+    assert len(heights) == 3 and heights[0] < heights[1] < heights[2], heights
+    plain = run_chip(MosaicOracle(big_scene()), image, chip, ["building"])
+    assert plain.grown == 0
+    np.testing.assert_array_equal(res.queries["building"].arrays()[0],
+                                  plain.queries["building"].arrays()[0])
+    det = CutAware(big_scene(), wide=10 ** 6)  # never satisfied: stops after the cap
+    assert run_chip(det, image, chip, ["building"]).grown == MAX_HALO_GROWTH

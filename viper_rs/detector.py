@@ -79,6 +79,18 @@ class Detector(Protocol):
         ...
 
 
+@runtime_checkable
+class ContextSensitive(Protocol):
+    """A detector some of whose rules read whole objects (not a bounded window): a region's
+    chip reads a wider window while :meth:`open_objects` finds objects cut by its edge."""
+
+    def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
+                     cut: tuple[bool, bool, bool, bool]) -> int:
+        """How many objects decided as a whole reach from ``core`` (r0, c0, r1, c1 pixels
+        of ``image``) to an edge of ``image`` marked as a cut (top, bottom, left, right)."""
+        ...
+
+
 class PatchFeatures(Protocol):
     """Patch embeddings of one image: ``features`` (rows, cols, D), unit vectors."""
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from viper_rs import budget
 from viper_rs.config import Settings
-from viper_rs.detector import Detector
+from viper_rs.detector import ContextSensitive, Detector
 from viper_rs.errors import ImageError, ToolError
 from viper_rs.geo import GeoImage
 from viper_rs.region.chips import Chip, core_slice, read_chip
@@ -45,6 +45,10 @@ DetectorSpec = str | Detector
 
 #: Times a chip is given to a worker before a worker death marks it failed.
 MAX_WORKER_TRIES = 2
+
+#: Most times a chip's halo is doubled while objects decided as a whole are cut by its
+#: read window (:class:`~viper_rs.detector.ContextSensitive` detectors).
+MAX_HALO_GROWTH = 2
 
 
 @dataclass
@@ -93,12 +97,58 @@ class ChipResult:
     attempts: int = 0
     ms: float = 0.0
     resumed: bool = False
+    #: Objects cut by the read window that reach the core (ContextSensitive detectors).
+    extra_open: int = 0
+    #: Times the read window's halo was doubled for such objects.
+    grown: int = 0
 
 
 def run_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str],
              reader: ChipReader | None = None) -> ChipResult:
-    """Read ``chip`` once (retried once) and score it for every query of ``keys``."""
+    """Read ``chip`` once (retried once) and score it for every query of ``keys``.
+
+    A detector whose rules read whole objects (:class:`ContextSensitive`) may see objects
+    cut by the read window's edge inside the grid; the window then grows (the halo doubled,
+    at most :data:`MAX_HALO_GROWTH` times) until none reaches the core."""
     t0 = time.perf_counter()
+    res = _score_chip(inner, image, chip, keys, reader)
+    grown = 0
+    while (res.status == "ok" and grown < MAX_HALO_GROWTH
+           and isinstance(inner, ContextSensitive)):
+        wider = _grown(chip, image.shape, 2 ** (grown + 1))
+        if wider is None or not res.extra_open:
+            break
+        grown += 1
+        log.debug("chip %s: %d objects cut by the read window; halo x%d", chip.id,
+                  res.extra_open, 2 ** grown)
+        attempts = res.attempts
+        res = _score_chip(inner, image, wider, keys, reader)
+        res.attempts += attempts
+    res.grown = grown
+    res.ms = ms_since(t0)
+    return res
+
+
+def _grown(chip: Chip, shape: tuple[int, int], factor: int) -> Chip | None:
+    """``chip`` with its halo ``factor`` times as wide (inside the grid), or None when the
+    read window cannot grow (it already reaches the grid's edge on every side)."""
+    from dataclasses import replace
+
+    h, w = shape
+    r0, c0, r1, c1 = chip.core
+    q0, p0, q1, p1 = chip.read
+    halo = max(r0 - q0, c0 - p0, q1 - r1, p1 - c1, 1)
+    read = (max(r0 - factor * halo, 0), max(c0 - factor * halo, 0),
+            min(r1 + factor * halo, h), min(c1 + factor * halo, w))
+    if read == chip.read:
+        return None
+    return replace(chip, read=read, extra=dict(chip.extra))
+
+
+def _score_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str],
+                reader: ChipReader | None) -> ChipResult:
+    """One read of ``chip``'s window and its scores for ``keys`` (``extra_open``: objects
+    cut by the window's edge that reach the core, for :class:`ContextSensitive` detectors)."""
     reader = reader or read_chip
     res = ChipResult(chip_id=chip.id, status="ok")
     img = None
@@ -133,7 +183,12 @@ def run_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str
             inst = smap.instances[rs, cs] if smap.instances is not None else None
             res.queries[key] = QueryResult.of(smap.label, smap.notes, fg,
                                               np.asarray(smap.scores)[rs, cs], inst)
-    res.ms = ms_since(t0)
+        if res.status == "ok" and res.queries and isinstance(inner, ContextSensitive):
+            h, w = image.shape
+            q0, p0, q1, p1 = chip.read
+            cut = (q0 > 0, q1 < h, p0 > 0, p1 < w)
+            core = (rs.start, cs.start, rs.stop, cs.stop)
+            res.extra_open = inner.open_objects(img, core, cut)
     return res
 
 

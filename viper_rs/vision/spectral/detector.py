@@ -128,6 +128,18 @@ class SpectralDetector:
         log.debug("spectral class maps computed for %s", image.name)
         return maps
 
+    def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
+                     cut: tuple[bool, bool, bool, bool]) -> int:
+        """How many paved segments small enough to be buildings reach from ``core`` (r0, c0,
+        r1, c1 image pixels) to an edge of ``image`` that ``cut`` marks as a cut (top,
+        bottom, left, right): their class may change with more context (a region's chip
+        then reads a wider window)."""
+        maps = self.class_maps(image)
+        gsd = image.ground_sampling_distance or 1.0
+        cell = gsd * maps.segment_scale
+        max_px = int(self.thresholds.building_max_m2 / (cell * cell))
+        return maps.open_segments(core, cut, max_px)
+
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
         """The regions of :meth:`find`, with no stages (one cached step per class)."""
         return self.find(image, query), []

@@ -56,6 +56,31 @@ class ClassMaps:
     regions: dict[tuple, list[Region]] = field(default_factory=dict)
     #: The scene statistics the maps were computed with (given, or the image's own).
     stats: SceneStats | None = None
+    #: The paved segments the object classes were decided on (int labels on a grid of
+    #: ``segment_scale`` x ``segment_scale`` image pixels), for :meth:`open_segments`.
+    segments: np.ndarray | None = None
+    segment_scale: int = 1
+
+    def open_segments(self, core: tuple[int, int, int, int],
+                      cut: tuple[bool, bool, bool, bool], max_px: int) -> int:
+        """How many paved segments of at most ``max_px`` working pixels (those the object
+        rules could call a building) meet both the ``core`` window (r0, c0, r1, c1 in image
+        pixels) and an image edge that ``cut`` marks as a cut (top, bottom, left, right):
+        segments the image sees only in part, whose class may change with more context."""
+        seg = self.segments
+        if seg is None or not any(cut) or seg.size == 0:
+            return 0
+        k = self.segment_scale
+        r0, c0, r1, c1 = core
+        inner = seg[r0 // k:-(-r1 // k), c0 // k:-(-c1 // k)]
+        edges = [e for e, on in zip((seg[0], seg[-1], seg[:, 0], seg[:, -1]), cut, strict=True)
+                 if on]
+        both = np.intersect1d(np.unique(inner), np.unique(np.concatenate(edges)))
+        both = both[both > 0]
+        if both.size == 0:
+            return 0
+        sizes = np.bincount(seg.ravel(), minlength=int(both.max()) + 1)[both]
+        return int((sizes <= max_px).sum())
 
     def notes_for(self, cls: str) -> list[str]:
         """Notes that explain how ``cls`` was measured (general, land cover, shapes)."""
@@ -187,7 +212,8 @@ def compute_class_maps(
     _check_bands(image, general)
     valid = _valid_pixels(image, general)
     cover, conf, bands = _land_cover(image, valid, t, gsd, cover_notes, rec)
-    road, building, parking = _objects(cover, bands, valid, t, gsd, object_notes, rec)
+    road, building, parking, segments, seg_scale = _objects(cover, bands, valid, t, gsd,
+                                                            object_notes, rec)
     density, built_up = _built_up(cover, valid, t, gsd)
     conf["built_up"] = density
     return ClassMaps(
@@ -198,6 +224,7 @@ def compute_class_maps(
             "built_up": [_built_up_note(t)],
         },
         stats=rec.stats(float(image.white_point or 1.0)),
+        segments=segments, segment_scale=seg_scale,
     )
 
 
@@ -242,5 +269,5 @@ def _fine_image_maps(
         parking=up(maps.parking) & ok, built_up_density=up(maps.built_up_density),
         built_up=up(maps.built_up) & ok,
         confidence={k: up(v) for k, v in maps.confidence.items()}, notes=notes,
-        stats=maps.stats,
+        stats=maps.stats, segments=maps.segments, segment_scale=maps.segment_scale * f,
     )

@@ -327,8 +327,10 @@ def _objects_note(wgsd: float, t: SpectralThresholds) -> str:
 def _objects(
     cover: np.ndarray, bands: list[np.ndarray], valid: np.ndarray, t: SpectralThresholds,
     gsd: float, notes: list[str], rec: _Recorder | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Roads, buildings and parking lots from the paved surface by segment shape rules."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Roads, buildings and parking lots from the paved surface by segment shape rules,
+    and the paved segments they were classified from (labels on the working grid, and
+    the image pixels per working pixel)."""
     rec = _Recorder() if rec is None else rec
     grid = _working_grid(cover, bands, t, gsd)
     ref_b = rec.get("paved_median_brightness", lambda: _paved_median(grid))
@@ -342,5 +344,5 @@ def _objects(
     road = _clean(road, _min_pixels(t.road_min_m2, grid.wgsd))
     road, building, parking = _full_resolution(road, building, parking, grid.f, cover, valid)
     notes.append(_objects_note(grid.wgsd, t))
-    return road, building, parking
+    return road, building, parking, seg, grid.f
 

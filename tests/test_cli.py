@@ -32,7 +32,7 @@ def test_ask_napa_water_area_json(shared_data):
     assert isinstance(out["value"], float) and out["answer"].endswith("m2")
     assert out["trace"] and out["trace"][0]["tool"] in ("find", "area")
     assert all("ms" in e for e in out["trace"])
-    assert out["detector"] == "spectral"
+    assert out["detector"] == "buildingnet+spectral"  # auto: buildings by the learned model
 
 
 def test_questions_file_batch_keeps_going(tmp_path, shared_data):
@@ -110,7 +110,7 @@ def test_unknown_concept_is_an_error_not_no(shared_data):
 def test_demo_runs():
     p = run("demo", "--n", "3", "--out", "out/test_demo")
     assert p.returncode == 0, p.stderr
-    assert "right with the spectral detector" in p.stdout
+    assert "right with the buildingnet+spectral detector" in p.stdout
 
 
 def test_tools_table():

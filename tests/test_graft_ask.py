@@ -97,7 +97,7 @@ def test_auto_without_weights_answers_with_spectral_and_says_so(shared_data, tmp
                 cache_dir=tmp_path / "empty-cache")
     assert p.returncode == 0, p.stderr
     a = json.loads(p.stdout)
-    assert a["detector"] == "spectral" and a["answer"] in ("yes", "no")
+    assert a["detector"] == "buildingnet+spectral" and a["answer"] in ("yes", "no")
     assert any("auto -> spectral" in n and "no CLIP weights" in n for n in a["notes"])
 
 

@@ -330,3 +330,34 @@ def test_cli_unreadable_source_and_unknown_question(mosaic, tmp_path, capsys) ->
                  "--planner", "rules"])
     err = capsys.readouterr().err
     assert code == 2 and "planner" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
+    """``auto`` (buildings by the learned model, the rest by spectral) over a region: the
+    spectral part gets the region's statistics and halo, the building model is shared, and
+    non-building answers equal the spectral detector's."""
+    import torch
+
+    from viper_rs.region.spectral import region_halo_m, with_region_stats
+    from viper_rs.vision.buildings.detector import BuildingDetector
+    from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
+    from viper_rs.vision.routed import RoutedDetector
+    from viper_rs.vision.spectral import SpectralDetector
+
+    torch.manual_seed(0)
+    tiny = BuildingNet(BuildingNetConfig(widths=(4, 8)))
+    det = RoutedDetector(SpectralDetector(), BuildingDetector(model=tiny))
+    image = open_region(mosaic)
+    assert region_halo_m(det, image, 64.0) == region_halo_m(SpectralDetector(), image, 64.0)
+    routed = with_region_stats(det, image)
+    assert isinstance(routed, RoutedDetector) and routed.buildings is det.buildings
+    assert routed.primary.stats is not None and det.primary.stats is None
+    q = "What is the area covered by trees?"
+    a1, _ = ask_region(mosaic, q, chip_m=300.0, detector=det, planner="rules", progress=False)
+    a2, _ = ask_region(mosaic, q, chip_m=300.0, detector="spectral", planner="rules",
+                       progress=False)
+    assert a1.error is None and a1.value == a2.value
+    a3, report = ask_region(mosaic, "How many buildings are there?", chip_m=300.0,
+                            detector=det, planner="rules", progress=False)
+    assert a3.error is None and not report.coverage["partial"]
+    assert {r.detector for r in a3.regions} <= {"buildingnet"}

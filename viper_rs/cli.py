@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from viper_rs.region.cli import add_parser as add_region_parser
 
     add_region_parser(sub, model_args, llm_args)
+    from viper_rs.vision.buildings.train import add_parser as add_train_buildings_parser
+
+    add_train_buildings_parser(sub)
     return p
 
 
@@ -150,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             from viper_rs.region.cli import run as run_region
 
             return run_region(args, _settings(args))
+        if args.command == "train-buildings":
+            from viper_rs.vision.buildings.train import run as run_train_buildings
+
+            return run_train_buildings(args)
         return _run_image_command(args)
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)

@@ -44,6 +44,12 @@ class Settings(BaseModel):
     graft_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None
     sam_checkpoint: Path | None = None
+    # The learned building detector (BuildingNet): ``auto`` answers building concepts with
+    # it when its weights load and it covers the image's resolution. building_checkpoint
+    # None = the shipped weights (viper_rs/vision/buildings/weights/buildingnet.pt);
+    # building_model False turns the model off.
+    building_checkpoint: Path | None = None
+    building_model: bool = True
     # open_clip architecture and, online only, a pretrained tag (e.g. "openai").
     clip_model: str = "ViT-B-16"
     clip_pretrained: str | None = None

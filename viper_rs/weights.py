@@ -49,6 +49,15 @@ GRAFT_CACHE_NAME = "graft.ckpt"
 
 CHUNK = 1 << 20
 
+#: The learned building model's shipped weights: the same file as
+#: ``viper_rs.vision.buildings.checkpoint.DEFAULT_WEIGHTS`` (named here because this module
+#: sits below ``vision``; a test checks the two agree).
+SHIPPED_BUILDING_WEIGHTS = (
+    Path(__file__).resolve().parent / "vision" / "buildings" / "weights" / "buildingnet.pt"
+)
+#: How notes and ``auto`` reasons name the learned building model.
+BUILDING_MODEL_TITLE = "the learned building model (viper_rs BuildingNet)"
+
 
 @dataclass(frozen=True)
 class Download:
@@ -247,22 +256,49 @@ def auto_detector(settings: Settings) -> str:
     return "clip"
 
 
-def auto_reason(settings: Settings) -> str:
-    """One sentence saying which detector ``auto`` picks and why (for notes and the CLI)."""
+def building_weights(settings: Settings) -> tuple[Path | None, str]:
+    """``(file, "")`` when ``auto`` may use the learned building model (it is on and its
+    weights file exists), else ``(None, why not)``. Whether the file loads is only known
+    when the detector is built (:func:`viper_rs.vision.factory.build_detector`)."""
+    if not settings.building_model:
+        return None, "the learned building model is turned off (building_model = false)"
+    configured = settings.building_checkpoint
+    path = Path(configured).expanduser() if configured is not None else SHIPPED_BUILDING_WEIGHTS
+    if not path.is_file():
+        what = "the configured" if configured is not None else "the shipped"
+        return None, f"{what} building model weights {path} are missing"
+    return path, ""
+
+
+def auto_reason(settings: Settings, building_error: str | None = None) -> str:
+    """One sentence saying which detector ``auto`` picks and why (for notes and the CLI),
+    and who answers building concepts. ``building_error`` is why the building weights could
+    not be loaded (when the caller tried)."""
     found = find_weights(settings)
     choice = auto_detector(settings)
     broken = [f"{MODELS[n].flag} {e['configured']} does not point at a file"
               for n, e in found.items() if e["status"] == STATUS_BROKEN]
     tail = f" (note: {'; '.join(broken)})" if broken else ""
+    path, why = building_weights(settings)
+    if building_error:
+        path, why = None, building_error
+    if path is not None:
+        head = f"auto -> {choice}, buildings by {BUILDING_MODEL_TITLE}"
+        tail += (f"; the building model answers building concepts (building, house, roof, "
+                 f"residential/commercial building) wherever it covers the image (R,G,B at a "
+                 f"ground resolution it was validated for), {choice} elsewhere")
+    else:
+        head = f"auto -> {choice}"
+        tail += f"; buildings by {choice} too: {why}"
     if choice == "graft":
-        return "auto -> graft: GRAFT image tower and CLIP text tower weights are present" + tail
+        return head + ": GRAFT image tower and CLIP text tower weights are present" + tail
     if choice == "clip" and found["graft"]["available"]:
-        return (f"auto -> clip: a GRAFT checkpoint is present but clip_model is "
+        return (f"{head}: a GRAFT checkpoint is present but clip_model is "
                 f"{settings.clip_model}, not GRAFT's text tower {CLIP_ARCH}" + tail)
     if choice == "clip":
-        return ("auto -> clip: CLIP weights are present but no GRAFT checkpoint "
+        return (f"{head}: CLIP weights are present but no GRAFT checkpoint "
                 "(see the README section 'Model weights')" + tail)
-    return ("auto -> spectral: no CLIP weights (needed by the graft and clip detectors); "
+    return (f"{head}: no CLIP weights (needed by the graft and clip detectors); "
             "run `python -m viper_rs weights --download clip` or pass --clip-checkpoint" + tail)
 
 

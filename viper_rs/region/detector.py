@@ -157,9 +157,8 @@ class RegionDetector:
         global_ids = bool(getattr(self.inner, "instance_ids_global", False))
         stitchers = {k: Stitcher(self.settings.connectivity, global_instances=global_ids) for k in keys}
         notes: dict[str, list[str]] = {k: [] for k in keys}
-        labels = dict.fromkeys(keys, "")
-        for k in keys:
-            labels[k] = k
+        labels = {k: k for k in keys}
+        names = dict.fromkeys(keys, self.inner.name)  # who answered (a routing detector's part)
         n_read = 0
         for chip in live:  # chip order: the same objects and ids on every backend
             res = results.get(chip.id)
@@ -176,6 +175,7 @@ class RegionDetector:
             for k in keys:
                 q = res.queries[k]
                 labels[k] = q.label
+                names[k] = q.detector or names[k]
                 for n in q.notes:
                     if n not in notes[k]:
                         notes[k].append(n)
@@ -187,7 +187,7 @@ class RegionDetector:
                 notes[k] = notes[k][:MAX_CHIP_NOTES] + [
                     f"... and {len(notes[k]) - MAX_CHIP_NOTES} more distinct chip notes for {k!r}"]
             objects = stitchers[k].objects()
-            regions = build_regions(objects, self.image, labels[k], k, self.inner.name,
+            regions = build_regions(objects, self.image, labels[k], k, names[k],
                                     min_area_m2=self.min_area_m2)
             stages = [{"stage": "chips", "ms": ms, "chips": n_read, "queries": len(keys),
                        "computed": len(tasks), "parts": len(stitchers[k].parts) - 1,

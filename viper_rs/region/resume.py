@@ -65,6 +65,7 @@ class ResumeStore:
                     inst = z["instances"] if "instances" in z.files else None
                     res.queries[key] = QueryResult(
                         label=meta["label"], notes=meta["notes"], shape=tuple(meta["shape"]),
+                        detector=meta.get("detector", ""),
                         packed=z["packed"], scores=z["scores"], instances=inst)
                     res.valid_m2 = float(meta["valid_m2"])
             except (OSError, ValueError, KeyError):
@@ -80,6 +81,7 @@ class ResumeStore:
             return
         for key, q in result.queries.items():
             meta = {"key": key, "label": q.label, "notes": q.notes, "shape": list(q.shape),
+                    "detector": q.detector,
                     "valid_m2": result.valid_m2}
             arrays = {"meta": np.array(json.dumps(meta)), "packed": q.packed, "scores": q.scores}
             if q.instances is not None:

@@ -61,14 +61,17 @@ class QueryResult:
     packed: np.ndarray
     scores: np.ndarray
     instances: np.ndarray | None = None
+    #: The detector that answered (a routing detector's part), "" when not known.
+    detector: str = ""
 
     @classmethod
     def of(cls, label: str, notes: list[str], fg: np.ndarray, scores: np.ndarray,
-           instances: np.ndarray | None) -> QueryResult:
+           instances: np.ndarray | None, detector: str = "") -> QueryResult:
         """Compact form of a core's foreground ``fg`` with full-size ``scores``/``instances``."""
         return cls(label=label, notes=list(notes), shape=(int(fg.shape[0]), int(fg.shape[1])),
                    packed=np.packbits(fg, axis=None), scores=np.ascontiguousarray(scores[fg]),
-                   instances=None if instances is None else np.ascontiguousarray(instances[fg]))
+                   instances=None if instances is None else np.ascontiguousarray(instances[fg]),
+                   detector=detector)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(foreground, float64 scores, instance ids or None), core-sized."""
@@ -182,7 +185,8 @@ def _score_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[
             fg = (smap.mask & img.answer_mask)[rs, cs]
             inst = smap.instances[rs, cs] if smap.instances is not None else None
             res.queries[key] = QueryResult.of(smap.label, smap.notes, fg,
-                                              np.asarray(smap.scores)[rs, cs], inst)
+                                              np.asarray(smap.scores)[rs, cs], inst,
+                                              smap.detector)
         if res.status == "ok" and res.queries and isinstance(inner, ContextSensitive):
             h, w = image.shape
             q0, p0, q1, p1 = chip.read

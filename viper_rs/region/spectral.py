@@ -29,22 +29,35 @@ STATS_CHIP_PX = 1024
 OBJECT_REACH = 2.0
 
 
-def is_spectral(det: Any) -> bool:
-    """Whether ``det`` is the spectral detector (the object, not a name)."""
+def spectral_part(det: Any) -> Any:
+    """The spectral detector that answers (part of) ``det``'s concepts: ``det`` itself, the
+    primary of a routing detector (buildings by the learned model, the rest by spectral),
+    or None."""
+    from viper_rs.vision.routed import RoutedDetector
     from viper_rs.vision.spectral import SpectralDetector
 
-    return isinstance(det, SpectralDetector)
+    if isinstance(det, RoutedDetector):
+        det = det.primary
+    return det if isinstance(det, SpectralDetector) else None
+
+
+def is_spectral(det: Any) -> bool:
+    """Whether ``det`` is, or routes concepts to, the spectral detector (the object)."""
+    return spectral_part(det) is not None
 
 
 def region_halo_m(det: Any, image: RegionImage, default: float) -> float:
-    """The default chip halo (m): for the spectral detector, :data:`OBJECT_REACH` times what
-    its windowed rules read around a pixel (:func:`~viper_rs.vision.spectral.context_m` at
-    the working pixel size); ``default`` for others."""
-    if not is_spectral(det):
+    """The default chip halo (m): when the spectral detector answers, :data:`OBJECT_REACH`
+    times what its windowed rules read around a pixel
+    (:func:`~viper_rs.vision.spectral.context_m` at the working pixel size), at least
+    and at least ``default`` for a routing detector; ``default`` for others."""
+    spectral = spectral_part(det)
+    if spectral is None:
         return default
     from viper_rs.vision.spectral import context_m
 
-    return OBJECT_REACH * context_m(image.grid.pixel_size, det.thresholds)
+    halo = OBJECT_REACH * context_m(image.grid.pixel_size, spectral.thresholds)
+    return halo if spectral is det else max(halo, default)
 
 
 def region_stats(image: RegionImage, thresholds: Any = None,
@@ -85,7 +98,13 @@ def region_stats(image: RegionImage, thresholds: Any = None,
 def with_region_stats(det: Detector, image: RegionImage,
                       reader: ChipReader | None = None) -> Detector:
     """``det`` measuring every chip with the region's statistics (:func:`region_stats`)
-    when it is a spectral detector without statistics of its own; else ``det``."""
+    when it is (or routes concepts to) a spectral detector without statistics of its own;
+    else ``det``."""
+    from viper_rs.vision.routed import RoutedDetector
+
+    if isinstance(det, RoutedDetector):
+        primary = with_region_stats(det.primary, image, reader)
+        return det if primary is det.primary else det.with_primary(primary)
     if not is_spectral(det) or getattr(det, "stats", None) is not None:
         return det
     from viper_rs.vision.spectral import SpectralDetector

@@ -10,6 +10,7 @@ from viper_rs.detector import Detector
 from viper_rs.errors import ConfigError
 
 if TYPE_CHECKING:
+    from viper_rs.vision.buildings.detector import BuildingDetector
     from viper_rs.vision.dense import DenseDetector
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,10 @@ NAMED_DETECTORS: tuple[str, ...] = tuple(n for n in DETECTOR_NAMES if n != ORACL
 
 def build_detector(name: str, settings: Settings | None = None) -> Detector:
     """Create a detector. ``auto`` picks GRAFT, then CLIP, when their weights are configured
-    or downloaded, else the weight-free spectral detector; the result's ``choice_note``
-    says why."""
+    or downloaded, else the weight-free spectral detector, and answers building concepts
+    with the learned building model (a :class:`~viper_rs.vision.routed.RoutedDetector`)
+    when its weights load; the result's ``choice_note`` says why. Named detectors
+    (``spectral``, ``graft``, ``clip``) answer every concept themselves."""
     from viper_rs.weights import auto_detector, auto_reason, resolve_settings
 
     name = (name or "auto").lower()
@@ -29,9 +32,11 @@ def build_detector(name: str, settings: Settings | None = None) -> Detector:
     if name in ("auto", "graft", "clip"):
         settings = resolve_settings(settings)  # fill unset checkpoints from the cache dir
     note = None
+    buildings = None
     if name == "auto":
         name = auto_detector(settings)
-        note = f"detector {auto_reason(settings)}"
+        buildings, error = build_auto_buildings(settings)
+        note = f"detector {auto_reason(settings, building_error=error)}"
     if name == "spectral":
         from viper_rs.vision.spectral import SpectralDetector
 
@@ -42,8 +47,48 @@ def build_detector(name: str, settings: Settings | None = None) -> Detector:
         raise ConfigError("the oracle detector needs a synthetic scene; build OracleDetector(scene)")
     else:
         raise ConfigError(f"unknown detector {name!r}; choose one of {', '.join(NAMED_DETECTORS)}")
+    if buildings is not None:
+        from viper_rs.vision.routed import RoutedDetector
+
+        det = RoutedDetector(det, buildings)
     det.choice_note = note
     return det
+
+
+def build_building_detector(settings: Settings) -> BuildingDetector:
+    """The learned building detector with its weights loaded now (``building_checkpoint``,
+    else the shipped file); CheckpointError when they are missing, truncated or of
+    another architecture."""
+    from viper_rs.vision.build import resolve_device
+    from viper_rs.vision.buildings.detector import BuildingDetector
+
+    det = BuildingDetector(settings, device=str(resolve_device(settings.device)))
+    det.load()
+    return det
+
+
+def build_auto_buildings(settings: Settings) -> tuple[BuildingDetector | None, str | None]:
+    """``(detector, None)`` when ``auto`` answers buildings with the learned model, else
+    ``(None, why not)``. Turned off, or shipped weights missing: ``(None, None)``
+    (:func:`~viper_rs.weights.auto_reason` says why itself); shipped weights that do not
+    load: ``(None, the loader's message)``, since the model is optional for ``auto``. A
+    configured ``building_checkpoint`` is what the user asked for: when it is missing,
+    truncated or of another architecture, CheckpointError is raised."""
+    from viper_rs.weights import building_weights
+
+    if not settings.building_model:
+        return None, None
+    if settings.building_checkpoint is not None:
+        return build_building_detector(settings), None
+    path, _ = building_weights(settings)
+    if path is None:
+        return None, None
+    try:
+        det = build_building_detector(settings.model_copy(update={"building_checkpoint": path}))
+    except ConfigError as exc:  # CheckpointError, or a device that cannot be used
+        log.warning("auto: the learned building model is not used: %s", exc)
+        return None, f"the shipped building model weights do not load ({exc})"
+    return det, None
 
 
 def build_dense_detector(name: str, settings: Settings) -> DenseDetector:

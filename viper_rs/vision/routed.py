@@ -1,0 +1,124 @@
+"""RoutedDetector: one detector that answers building concepts with the learned building
+model and everything else with a primary detector (spectral, or GRAFT/CLIP).
+
+A query goes to the building detector when it resolves to the canonical ``building``
+concept (building, house, roof, residential / commercial building...) and the building
+model covers the image (R, G, B bands, a ground resolution in its validated range);
+otherwise to the primary, and a building query that fell back carries the reason in its
+notes. Every region names the detector that found it (``Region.detector``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from viper_rs.detector import ContextSensitive, Detector
+from viper_rs.errors import ImageError
+from viper_rs.geo import GeoImage
+from viper_rs.regions import Region
+from viper_rs.timing import ms_since
+from viper_rs.vision.base import ScoreMap, Stages
+from viper_rs.vision.buildings.detector import BuildingDetector, is_building_query
+
+
+class RoutedDetector:
+    """Building concepts -> ``buildings`` where it covers the image; the rest -> ``primary``.
+
+    ``name`` defaults to ``"<buildings>+<primary>"`` (e.g. ``buildingnet+spectral``).
+    Example: ``RoutedDetector(SpectralDetector(), BuildingDetector()).find(img, "houses")``.
+    """
+
+    choice_note: str | None = None
+
+    def __init__(self, primary: Detector, buildings: BuildingDetector,
+                 name: str | None = None) -> None:
+        self.primary = primary
+        self.buildings = buildings
+        self.name = name or f"{buildings.name}+{primary.name}"
+
+    @property
+    def settings(self) -> Any:
+        """The primary detector's settings."""
+        return getattr(self.primary, "settings", None)
+
+    def with_primary(self, primary: Detector) -> RoutedDetector:
+        """The same routing with another primary (e.g. a spectral detector measuring with a
+        region's statistics); the building detector and its caches are shared."""
+        out = RoutedDetector(primary, self.buildings, self.name)
+        out.choice_note = self.choice_note
+        return out
+
+    def route(self, image: GeoImage, query: str) -> tuple[Detector, str | None]:
+        """The detector that answers ``query`` on ``image``, and why a building query
+        fell back to the primary (None when it did not)."""
+        if not is_building_query(query):
+            return self.primary, None
+        reason = self.buildings.covers(image)
+        if reason is None:
+            return self.buildings, None
+        return self.primary, f"buildings answered by the {self.primary.name} detector: {reason}"
+
+    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
+        """Prepare each sub-detector for the queries it answers. The primary is prepared
+        when it answers one of ``queries`` or when they are not known (empty)."""
+        t0 = time.perf_counter()
+        mine = [q for q in queries if self.route(image, q)[0] is self.buildings]
+        rest = [q for q in queries if q not in mine]
+        stats: dict[str, Any] = {}
+        if rest or not queries:
+            stats[self.primary.name] = self.primary.prepare(image, rest)
+        if mine:
+            stats[self.buildings.name] = self.buildings.prepare(image, mine)
+        return {"ms": ms_since(t0), **stats}
+
+    def notes(self, image: GeoImage, query: str) -> list[str]:
+        """The answering detector's notes, after the fallback reason when there is one."""
+        det, why = self.route(image, query)
+        with _saying(why):
+            notes = det.notes(image, query)
+        return [why, *notes] if why else notes
+
+    def score_map(self, image: GeoImage, query: str) -> ScoreMap:
+        """The answering detector's score map (with the fallback reason in its notes)."""
+        det, why = self.route(image, query)
+        with _saying(why):
+            smap = det.score_map(image, query)
+        if why and why not in smap.notes:
+            smap.notes = [why, *smap.notes]
+        return smap
+
+    def find(self, image: GeoImage, query: str) -> list[Region]:
+        """The answering detector's regions (each names its detector)."""
+        det, why = self.route(image, query)
+        with _saying(why):
+            return det.find(image, query)
+
+    def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
+                     cut: tuple[bool, bool, bool, bool]) -> int:
+        """The primary's objects cut by ``image``'s edge (0 when it has no whole-object
+        rules): see :class:`~viper_rs.detector.ContextSensitive`."""
+        if isinstance(self.primary, ContextSensitive):
+            return self.primary.open_objects(image, core, cut)
+        return 0
+
+    def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
+        """The answering detector's regions and stages."""
+        det, why = self.route(image, query)
+        with _saying(why):
+            return det.find_with_stages(image, query)
+
+
+@contextmanager
+def _saying(why: str | None) -> Iterator[None]:
+    """When a building query fell back and the fallback cannot read the image either (a
+    single-band raster for the spectral detector), its ImageError also says why the
+    building model did not answer."""
+    try:
+        yield
+    except ImageError as exc:
+        if why is None:
+            raise
+        raise ImageError(f"{exc} ({why})") from exc

@@ -377,11 +377,21 @@ def save_graft_checkpoint(model: GraftPixelModel, path: Path) -> Path:
         "hyper_parameters": {"written_by": "viper_rs.save_graft_checkpoint",
                              "model_id": model.model_id},
     }
+    return save_atomically(ckpt, path)
+
+
+def save_atomically(obj: Any, path: Path) -> Path:
+    """``torch.save(obj)`` to ``path`` whole or not at all (a temporary file in the same
+    folder, readable as the umask allows, renamed into place); returns the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
+            torch.save(obj, fh)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

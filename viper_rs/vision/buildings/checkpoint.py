@@ -10,9 +10,7 @@ is a :class:`~viper_rs.vision.build.CheckpointError` with a one-line reason and 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 
 from viper_rs.errors import first_line
 from viper_rs.files import require_file
-from viper_rs.vision.build import CheckpointError, resolve_device
+from viper_rs.vision.build import CheckpointError, resolve_device, save_atomically
 from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
 
 #: The weights that ship with the package.
@@ -50,16 +48,7 @@ def save_building_model(model: BuildingNet, path: Path, meta: dict) -> Path:
         "state_dict": state,
         "meta": _jsonable(meta),
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_atomically(payload, path)
 
 
 def _jsonable(meta: dict) -> dict:
@@ -69,12 +58,6 @@ def _jsonable(meta: dict) -> dict:
         return json.loads(json.dumps(meta, default=str))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint meta is not JSON-able ({exc})") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _show(items: list[str]) -> str:

@@ -111,8 +111,8 @@ def quarters(tmp_path_factory) -> dict[str, list[Path]]:
 def test_cut_tile_answers_like_the_whole(shared_data, quarters, tile, chip_m, question,
                                          request) -> None:
     if (tile, chip_m, question) in KNOWN_OFF:
-        request.applymarker(pytest.mark.xfail(reason="a tile-long paved segment cut by the "
-                                              "read window changes class", strict=True))
+        request.applymarker(pytest.mark.xfail(reason="a paved component cut by the "
+                                              "read window changes a segment's class", strict=True))
     want = float(whole_answers(shared_data.joinpath(*TILES[tile]))[question])
     answer, report = ask_region(quarters[tile], question, chip_m=chip_m, settings=settings(),
                                 planner="rules", progress=False)

@@ -209,7 +209,7 @@ def _show(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
-def _check_keys(
+def check_state_keys(
     path: Path | str,
     what: str,
     state: Mapping[str, Any],
@@ -316,7 +316,7 @@ def load_graft_state(
     hint = ""
     if any(k.startswith(("visual.", "transformer.resblocks")) for k in state):
         hint = " (this looks like an open_clip CLIP checkpoint: pass it as --clip-checkpoint)"
-    _check_keys(source, "GRAFT", state, expected,
+    check_state_keys(source, "GRAFT", state, expected,
                 ignored=tuple(vision + k for k in IGNORED_HF_KEYS),
                 scalar_ok=("logit_scale",), hint=hint)
     nonfinite = [k for k in expected if state[k].is_floating_point()
@@ -330,7 +330,7 @@ def load_graft_state(
     visual_hf = {k[len(vision):]: v for k, v in state.items()
                  if k.startswith(vision) and k != VISUAL_PROJECTION}
     visual, leftover = hf_to_open_clip(visual_hf)
-    if leftover:  # pragma: no cover - _check_keys already rejected these
+    if leftover:  # pragma: no cover - check_state_keys already rejected these
         raise CheckpointError(f"{source}: cannot map {_show(leftover)}")
     tensors = {"visual." + k: f32(v) for k, v in visual.items()}
     if cfg.visual_projection:
@@ -457,7 +457,7 @@ def _clip_from_state_dict(model_name: str, path: Path) -> torch.nn.Module:
     hint = ""
     if any(k.startswith(BACKBONE) for k in state):
         hint = " (this looks like a GRAFT checkpoint: pass it as --graft-checkpoint)"
-    _check_keys(path, f"{model_name} CLIP", state, expected,
+    check_state_keys(path, f"{model_name} CLIP", state, expected,
                 scalar_ok=("logit_scale", "logit_bias"), hint=hint)
     for k in ("logit_scale", "logit_bias"):
         if k in state and k in expected:

@@ -18,7 +18,7 @@ import torch
 
 from viper_rs.errors import first_line
 from viper_rs.files import require_file
-from viper_rs.vision.build import CheckpointError, resolve_device, save_atomically
+from viper_rs.vision.build import CheckpointError, check_state_keys, resolve_device, save_atomically
 from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
 
 #: The weights that ship with the package.
@@ -112,24 +112,9 @@ def load_building_model(
         raise CheckpointError(
             f"{path}: {what} config does not fit this version ({first_line(exc)[:200]})" + _HINT
         ) from None
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [str(k) for k in state if k not in expected]
-    wrong = [
-        f"{k} (file {tuple(state[k].shape)}, model {tuple(v.shape)})"
-        if isinstance(state[k], torch.Tensor) else f"{k} (not a tensor)"
-        for k, v in expected.items()
-        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_show(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_show(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} wrong shape(s): {_show(wrong)}")
-        raise CheckpointError(f"{path}: not a matching {what} checkpoint: " + "; ".join(parts) + _HINT)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_keys(path, f"matching {what}", {str(k): v for k, v in state.items()}, expected,
+                hint=_HINT)
     state32 = {
         k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in state.items()
     }

@@ -227,7 +227,7 @@ class CutAware(MosaicOracle):
         super().__init__(scene)
         self.wide, self.windows = wide, []
 
-    def open_objects(self, image, core, cut):
+    def open_objects(self, image, core, cut, queries):
         self.windows.append(image.shape)
         return int(core[0] < self.wide and cut[0])
 
@@ -254,3 +254,30 @@ def test_a_chip_with_cut_objects_reads_a_wider_window(mosaic) -> None:
                                   plain.queries["building"].arrays()[0])
     det = CutAware(big_scene(), wide=10 ** 6)  # never satisfied: stops after the cap
     assert run_chip(det, image, chip, ["building"]).grown == MAX_HALO_GROWTH
+
+
+def test_only_segment_rule_queries_make_a_chip_grow(mosaic) -> None:
+    """Land-cover queries read bounded windows: they never ask for a wider read, and a
+    routing detector asks its spectral part only about the queries it answers (a chip
+    scanned for buildings alone computes no spectral maps)."""
+    import torch
+
+    from viper_rs.vision.buildings.detector import BuildingDetector
+    from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
+    from viper_rs.vision.routed import RoutedDetector
+    from viper_rs.vision.spectral import SpectralDetector
+
+    image = open_region(mosaic)
+    chip = next(c for c in layout(image, 200.0, 10.0) if c.read[0] > 0 and c.status != "skipped")
+    img = read_chip(image, chip)
+    core, cut = (10, 10, 60, 60), (True, True, True, True)
+    spectral = SpectralDetector()
+    assert spectral.open_objects(img, core, cut, ["trees", "water area"]) == 0
+    assert spectral.computations == 0
+    spectral.open_objects(img, core, cut, ["road"])
+    assert spectral.computations == 1
+    torch.manual_seed(0)
+    routed = RoutedDetector(SpectralDetector(),
+                            BuildingDetector(model=BuildingNet(BuildingNetConfig(widths=(4, 8)))))
+    assert routed.open_objects(img, core, cut, ["building"]) == 0
+    assert routed.primary.computations == 0

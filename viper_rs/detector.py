@@ -85,9 +85,10 @@ class ContextSensitive(Protocol):
     chip reads a wider window while :meth:`open_objects` finds objects cut by its edge."""
 
     def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
-                     cut: tuple[bool, bool, bool, bool]) -> int:
-        """How many objects decided as a whole reach from ``core`` (r0, c0, r1, c1 pixels
-        of ``image``) to an edge of ``image`` marked as a cut (top, bottom, left, right)."""
+                     cut: tuple[bool, bool, bool, bool], queries: Sequence[str]) -> int:
+        """How many objects decided as a whole, for any of ``queries``, reach from ``core``
+        (r0, c0, r1, c1 pixels of ``image``) to an edge of ``image`` marked as a cut (top,
+        bottom, left, right); 0 when no query is answered by such rules."""
         ...
 
 

@@ -118,8 +118,10 @@ def run_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str
     grown = 0
     while (res.status == "ok" and grown < MAX_HALO_GROWTH
            and isinstance(inner, ContextSensitive)):
+        if not res.extra_open:
+            break
         wider = _grown(chip, image.shape, 2 ** (grown + 1))
-        if wider is None or not res.extra_open:
+        if wider is None:
             break
         grown += 1
         log.debug("chip %s: %d objects cut by the read window; halo x%d", chip.id,
@@ -192,7 +194,7 @@ def _score_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[
             q0, p0, q1, p1 = chip.read
             cut = (q0 > 0, q1 < h, p0 > 0, p1 < w)
             core = (rs.start, cs.start, rs.stop, cs.stop)
-            res.extra_open = inner.open_objects(img, core, cut)
+            res.extra_open = inner.open_objects(img, core, cut, list(res.queries))
     return res
 
 

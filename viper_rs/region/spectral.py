@@ -49,8 +49,8 @@ def is_spectral(det: Any) -> bool:
 def region_halo_m(det: Any, image: RegionImage, default: float) -> float:
     """The default chip halo (m): when the spectral detector answers, :data:`OBJECT_REACH`
     times what its windowed rules read around a pixel
-    (:func:`~viper_rs.vision.spectral.context_m` at the working pixel size), at least
-    and at least ``default`` for a routing detector; ``default`` for others."""
+    (:func:`~viper_rs.vision.spectral.context_m` at the working pixel size), and at least
+    ``default`` for a routing detector; ``default`` for others."""
     spectral = spectral_part(det)
     if spectral is None:
         return default

@@ -250,6 +250,15 @@ def _note(phrase: str, cls: str, reason: str) -> str:
     return f"'{phrase}' approximated as '{cls}': {reason}"
 
 
+def concept_class(query: str) -> str | None:
+    """The canonical class :func:`resolve_concept` maps ``query`` to, None for concepts
+    outside the vocabulary."""
+    try:
+        return resolve_concept(query)[0]
+    except UnknownConceptError:
+        return None
+
+
 def resolve_concept(query: str) -> tuple[str, list[str]]:
     """Map a concept phrase to ``(canonical class, notes)``.
 

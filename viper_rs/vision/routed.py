@@ -97,11 +97,12 @@ class RoutedDetector:
             return det.find(image, query)
 
     def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
-                     cut: tuple[bool, bool, bool, bool]) -> int:
-        """The primary's objects cut by ``image``'s edge (0 when it has no whole-object
-        rules): see :class:`~viper_rs.detector.ContextSensitive`."""
-        if isinstance(self.primary, ContextSensitive):
-            return self.primary.open_objects(image, core, cut)
+                     cut: tuple[bool, bool, bool, bool], queries: Sequence[str]) -> int:
+        """The primary's objects cut by ``image``'s edge for the queries it answers (0 when
+        it has no whole-object rules): see :class:`~viper_rs.detector.ContextSensitive`."""
+        theirs = [q for q in queries if self.route(image, q)[0] is self.primary]
+        if theirs and isinstance(self.primary, ContextSensitive):
+            return self.primary.open_objects(image, core, cut, theirs)
         return 0
 
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:

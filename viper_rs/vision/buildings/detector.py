@@ -32,7 +32,7 @@ from viper_rs.regions import Region
 from viper_rs.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-from viper_rs.vision.concepts import resolve_concept
+from viper_rs.vision.concepts import concept_class, resolve_concept
 
 if TYPE_CHECKING:
     from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
@@ -55,10 +55,7 @@ _RTOL = 1e-6
 def is_building_query(query: str) -> bool:
     """Whether ``query`` resolves to the canonical ``building`` concept (False for
     concepts outside the vocabulary)."""
-    try:
-        return resolve_concept(query)[0] == BUILDING
-    except UnknownConceptError:
-        return False
+    return concept_class(query) == BUILDING
 
 
 def axis_gsd(image: GeoImage) -> tuple[float, float] | None:

@@ -18,7 +18,7 @@ from viper_rs.regions import Region
 from viper_rs.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-from viper_rs.vision.concepts import resolve_concept
+from viper_rs.vision.concepts import OBJECT_CLASSES, concept_class, resolve_concept
 from viper_rs.vision.spectral.landcover import NODATA
 from viper_rs.vision.spectral.maps import ClassMaps, compute_class_maps
 from viper_rs.vision.spectral.scene import scene_stats
@@ -129,11 +129,14 @@ class SpectralDetector:
         return maps
 
     def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
-                     cut: tuple[bool, bool, bool, bool]) -> int:
+                     cut: tuple[bool, bool, bool, bool], queries: Sequence[str]) -> int:
         """How many paved segments small enough to be buildings reach from ``core`` (r0, c0,
         r1, c1 image pixels) to an edge of ``image`` that ``cut`` marks as a cut (top,
         bottom, left, right): their class may change with more context (a region's chip
-        then reads a wider window)."""
+        then reads a wider window). 0 unless a query names a class the segment rules
+        decide (building, road, parking); land cover reads bounded windows only."""
+        if not any(concept_class(q) in OBJECT_CLASSES for q in queries):
+            return 0
         maps = self.class_maps(image)
         gsd = image.ground_sampling_distance or 1.0
         cell = gsd * maps.segment_scale

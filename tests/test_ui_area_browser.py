@@ -57,7 +57,7 @@ def _ask(page, question: str, box: str, expect: str) -> str:
            return t !== before && t.trim() !== ''
                   && !document.querySelector('#area-status .progress-text')
                   && !document.querySelector('#area-status .eta-bar'); }""",
-        arg=[before], timeout=180_000)
+        arg=[before], timeout=180_000, polling=250)
     text = status.inner_text()
     assert expect in text, text
     return text
@@ -72,7 +72,9 @@ def test_ask_about_the_map_view(area_page):
     page.locator("#region-status").get_by_text("best of").first.wait_for(timeout=180_000)
     # The map posts its view on every move: wait for the view fitted to the hits (a first
     # post may come from the map's initial, whole-world view; asking about that one is "too
-    # many chips", which is what a fresh-clone CI run once met).
+    # many chips", which is what a fresh-clone CI run once met). Poll on a timer: a
+    # requestAnimationFrame poll (the default) was not re-run in a fresh-clone CI run, so a
+    # view that arrived after the first check was never seen.
     w, s, e, n = mosaic_bbox()
     page.wait_for_function(
         """([w, s, e, n]) => { const t = document.querySelector('#area-view textarea');
@@ -80,7 +82,7 @@ def test_ask_about_the_map_view(area_page):
            const v = t.value.split(',').map(Number);
            return v.length === 4 && v[0] < e && v[2] > w && v[1] < n && v[3] > s
                   && (v[2] - v[0]) < 20 * (e - w) && (v[3] - v[1]) < 20 * (n - s); }""",
-        arg=[w, s, e, n], timeout=60_000)
+        arg=[w, s, e, n], timeout=60_000, polling=250)
     view = [float(v) for v in page.locator("#area-view textarea").input_value().split(",")]
     assert view[0] < e and view[2] > w and view[1] < n and view[3] > s, view
     text = _ask(page, "How many buildings are there?", "", "chips of the area read")
@@ -105,7 +107,7 @@ def test_ask_about_the_map_view(area_page):
     frame.evaluate("() => window.viperMap.setZoom(window.viperMap.getZoom() + 1, "
                    "{animate: false})")
     page.wait_for_function("([b]) => document.querySelector('#area-view textarea').value !== b",
-                           arg=[before])
+                           arg=[before], polling=250)
 
 
 def test_a_typed_box_and_a_box_beside_the_imagery(area_page):

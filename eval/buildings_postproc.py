@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from eval.buildings import DEFAULT_CACHE, DEFAULT_DATA, Tile, find_tiles, shipped_recipe, train_fold
+from eval.buildings import (
+    DEFAULT_CACHE,
+    DEFAULT_DATA,
+    Tile,
+    _open,
+    find_tiles,
+    shipped_recipe,
+    train_fold,
+    truth_mask,
+)
 
 #: The candidates: extent thresholds on p_interior + p_boundary (None: the mask itself).
 EXTENT_THRESHOLDS: tuple[float | None, ...] = (None, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
@@ -50,8 +58,7 @@ class OutOfFold:
 
 def out_of_fold(root: Path, cache: Path, quiet: bool = False) -> list[OutOfFold]:
     """Every RGB tile's probabilities from the fold model that never saw its place."""
-    from viper_rs.geo import GeoImage
-    from viper_rs.vision.buildings.detector import axis_gsd, resize, rgb01
+    from viper_rs.vision.buildings.detector import model_input, resize
     from viper_rs.vision.buildings.instances import predict_probs
 
     tiles = find_tiles(root, pan=False)
@@ -61,17 +68,11 @@ def out_of_fold(root: Path, cache: Path, quiet: bool = False) -> list[OutOfFold]
         model, _ = train_fold(root, place, None, None, cache, progress=not quiet, recipe=recipe)
         for tile in tqdm([t for t in tiles if t.place == place], desc=place, disable=quiet,
                          leave=False):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                image = GeoImage.open(tile.image)
-                mask = GeoImage.open(tile.mask).data[0] > 0
-            gsd = axis_gsd(image)
-            if gsd is None:
+            mask = truth_mask(tile)
+            if mask is None:
                 continue
-            g = model.config.gsd_m
-            size = (max(1, round(image.height * gsd[0] / g)), max(1, round(image.width * gsd[1] / g)))
-            rgb, _ = rgb01(image)
-            x = np.clip(np.moveaxis(resize(np.moveaxis(rgb, -1, 0), size), 0, -1), 0.0, 1.0)
+            x, _ = model_input(_open(tile.image), model.config)
+            size = (x.shape[0], x.shape[1])
             probs = predict_probs(model, x)
             truth = resize(mask.astype(np.float32), size) >= 0.5
             area = float(tile.truth.get("tile_area_m2") or 0.0) / (size[0] * size[1])

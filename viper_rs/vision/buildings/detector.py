@@ -134,6 +134,36 @@ def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return y.numpy()
 
 
+def model_size(image: GeoImage, gsd: tuple[float, float], model_gsd_m: float) -> tuple[int, int]:
+    """(rows, columns) of ``image`` resampled to ``model_gsd_m`` metres per pixel, given its
+    per-axis ground resolution ``gsd`` (:func:`axis_gsd`)."""
+    return (max(1, round(image.height * gsd[0] / model_gsd_m)),
+            max(1, round(image.width * gsd[1] / model_gsd_m)))
+
+
+def model_input(
+    image: GeoImage, config: BuildingNetConfig, stretch: float | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """What BuildingNet reads for ``image``: (h, w, 3) float32 R, G, B in [0, 1] resampled
+    to ``config.gsd_m`` (nodata pixels set to the training mean), and notes on what was done
+    (NIR ignored, deeper data stretched). UnknownConceptError without a ground resolution."""
+    gsd = axis_gsd(image)
+    if gsd is None:  # covers() says so first; kept for direct callers
+        raise UnknownConceptError("the building model needs an image with a ground resolution")
+    notes: list[str] = []
+    if "NIR" in image.band_names:
+        notes.append("the building model uses R, G, B only; the NIR band is ignored")
+    rgb, stretched = rgb01(image, stretch)
+    if stretched:
+        notes.append(stretched)
+    valid = image.valid
+    if not valid.all():  # nodata looks like the training mean, not like black roofs
+        rgb = np.where(valid[..., None], rgb, np.asarray(config.mean, dtype=np.float32))
+    budget.check()
+    x = resize(np.moveaxis(rgb, -1, 0), model_size(image, gsd, config.gsd_m))
+    return np.clip(np.moveaxis(x, 0, -1), 0.0, 1.0).astype(np.float32), notes
+
+
 @dataclass
 class BuildingResult:
     """The model's answer for one image, on the image grid: ``scores`` (H, W) float32,
@@ -245,8 +275,7 @@ class BuildingDetector:
         return None
 
     def _model_size(self, image: GeoImage, gsd: tuple[float, float]) -> tuple[int, int]:
-        g = self.config.gsd_m
-        return (max(1, round(image.height * gsd[0] / g)), max(1, round(image.width * gsd[1] / g)))
+        return model_size(image, gsd, self.config.gsd_m)
 
     def _check(self, image: GeoImage, query: str) -> None:
         cls, _ = resolve_concept(query)
@@ -283,22 +312,10 @@ class BuildingDetector:
         t0 = time.perf_counter()
         model = self.load()
         cfg = model.config
-        gsd = axis_gsd(image)
-        if gsd is None:  # covers() said so; kept for direct callers
-            raise UnknownConceptError("the building model needs an image with a ground resolution")
-        notes: list[str] = []
-        if "NIR" in image.band_names:
-            notes.append("the building model uses R, G, B only; the NIR band is ignored")
-        rgb, stretched = rgb01(image, self.stretch)
-        if stretched:
-            notes.append(stretched)
+        x, notes = model_input(image, cfg, self.stretch)
+        size = (x.shape[0], x.shape[1])
+        gsd = axis_gsd(image) or (0.0, 0.0)
         valid = image.valid
-        if not valid.all():  # nodata looks like the training mean, not like black roofs
-            rgb = np.where(valid[..., None], rgb, np.asarray(cfg.mean, dtype=np.float32))
-        budget.check()
-        size = self._model_size(image, gsd)
-        x = resize(np.moveaxis(rgb, -1, 0), size)
-        x = np.clip(np.moveaxis(x, 0, -1), 0.0, 1.0).astype(np.float32)
         t1 = time.perf_counter()
         budget.check()
         probs = predict_probs(model, x, device=self.device, tile_px=self.tile_px)

@@ -296,7 +296,19 @@ def test_settings_panel_oracle_detector_gives_the_exact_count(page):
 
 @pytest.mark.data
 def test_real_naip_from_the_image_list(page, shared_data):
-    _choose(page, "image-picker", "data/naip/napa_naip_1m.tif")
+    from viper_rs.ui.catalog import Catalog
+
+    # The open list shows every image without typing (with the real data there are more
+    # than the 100 entries Gradio shows by default), and the NAIP tile is picked from it.
+    keys = Catalog([shared_data.resolve()]).keys
+    assert len(keys) > 100, f"the real data should list more than 100 images, got {len(keys)}"
+    field = page.locator("#image-picker input")
+    field.click()
+    listbox = page.get_by_role("listbox")
+    listbox.wait_for()
+    assert listbox.get_by_role("option").count() == len(keys)
+    listbox.get_by_role("option", name="data/naip/napa_naip_1m.tif", exact=True).click()
+    assert field.input_value() == "data/naip/napa_naip_1m.tif"
     info = page.locator("#image-info")
     info.get_by_text("EPSG:26910").wait_for()
     text = _ask(page, "What is the area covered by trees?").inner_text()

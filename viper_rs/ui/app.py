@@ -59,6 +59,10 @@ PLANNERS = list(PLANNER_NAMES)
 #: Ids of the app's tabs.
 CHAT_TAB, REGION_TAB = "chat-tab", "region-tab"
 REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
+#: Entries the open image list shows before one scrolls: every one (Gradio's default shows
+#: 100 and loads more only on scrolling to the end; its "all" value, None, does not reach the
+#: browser). The catalog lists at most ``max_images`` images per folder.
+PICKER_SHOWN = 100_000
 #: Info line of the GSD field: (when the image needs one, when it does not).
 GSD_INFO = {True: "for images without georeference", False: "georeferenced: not needed"}
 CSS = """
@@ -101,7 +105,8 @@ def _image_panel(controller: Controller) -> SimpleNamespace:
     with gr.Column(scale=5):
         with gr.Row():
             ui.picker = gr.Dropdown(catalog.keys, value=first, label="Image",
-                                    scale=4, elem_id="image-picker")
+                                    scale=4, elem_id="image-picker",
+                                    num_choices_shown=PICKER_SHOWN)
             needed = controller.needs_gsd(first)
             ui.gsd = gr.Number(None, label=FIELD_LABELS["gsd"], scale=1, elem_id="gsd",
                                placeholder="e.g. 0.3", interactive=needed,

@@ -358,3 +358,21 @@ def test_notes_are_one_details_block_with_code_spans():
     assert "<code>python -m viper_rs weights --download clip</code>" in md
     assert "`" not in md and "&#96;" not in md
     assert note_markdown("a `<b>` and *c*") == "a <code>&lt;b&gt;</code> and \\*c\\*"
+
+
+@pytest.mark.parametrize("text", [
+    "auto -> spectral", "a `pool` <b>near</b> the *road* & a_b", r"back\slash [x](y) ~z~ |t|",
+    "&amp; &#96; &lt;", "**bold** _it_ `code`"])
+def test_plain_text_undoes_the_chat_markup(text):
+    from viper_rs.ui.evidence import escape_markdown, plain_text
+
+    assert plain_text(escape_markdown(text)) == text
+    if "`" not in text:
+        assert plain_text(note_markdown(f"run `{text}` now")) == f"run {text} now"
+    ans = Answer(question="q", answer="yes", value=True, kind="presence", detector=text,
+                 notes=[text, "`python -m viper_rs weights --download clip`"])
+    plain = plain_text(answer_markdown(ans))
+    assert plain.startswith("yes\n") and f"detector {text}" in plain
+    # In notes, `code` spans are markup: their text stays, the backticks go.
+    assert f"- {text if '`' not in text else text.replace('`', '')}\n" in plain
+    assert "- python -m viper_rs weights --download clip" in plain

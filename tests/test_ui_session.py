@@ -444,3 +444,25 @@ def test_export_session_writes_the_conversation_and_every_region(controller: Con
     # An empty conversation is a valid, empty export.
     with zipfile.ZipFile(controller.export_session([])) as z:
         assert json.loads(z.read("regions.geojson"))["features"] == []
+
+
+# ---------------------------------------------------------------------- issue 22
+def test_session_export_stores_plain_text_not_markup(controller: Controller):
+    """session.json keeps what the chat said as plain text: "auto -> spectral", not the
+    chat's HTML-escaped "auto -&gt; spectral" (escaping belongs to rendering only)."""
+    from viper_rs.ui.session import session_documents
+
+    key = controller.catalog.default_key
+    turn = controller.ask(key, "How many buildings are there?",
+                          Options(detector="auto", planner="rules"))
+    if "auto -&gt;" not in turn.message:
+        pytest.skip("weights found: auto picked a model without a choice note")
+    hostile = controller.ask(key, "Is there a `pool` <b>near</b> the *road* & a_b?", RULES)
+    session, _ = session_documents([turn.record, hostile.record])
+    first, second = (t["reply"] for t in session["turns"])
+    assert "detector auto -> spectral" in first and "python -m viper_rs weights" in first
+    for reply in (first, second):
+        for markup in ("&gt;", "&lt;", "&amp;", "&#96;", "\\", "<details>", "<summary>",
+                       "<code>", "**"):
+            assert markup not in reply, (markup, reply)
+    assert f"'{session['turns'][1]['question']}'" in second  # quoted exactly as typed

@@ -412,6 +412,30 @@ def _truncate(text: str, limit: int) -> str:
 
 
 _MD_SPECIAL = re.compile(r"([\\*_\[\]~|])")
+#: What :func:`plain_text` reads in a chat message, in order of precedence: an HTML code
+#: element, a Markdown code span, a backslash escape, a details/summary tag, an emphasis
+#: marker.
+_MARKUP = re.compile(r"<code>(?P<html_code>.*?)</code>|`(?P<md_code>[^`]*)`"
+                     r"|\\(?P<escaped>[!-/:-@\[-`{-~])|</?(?:details|summary)>|\*\*?")
+
+
+def plain_text(markdown: str) -> str:
+    """The text a reader sees in a chat message of the app (:func:`answer_markdown`,
+    :func:`escape_markdown` and the app's templates): code spans keep their text, escapes
+    and HTML entities are undone, emphasis markers and the notes block's tags are dropped.
+    For files such as the session export, where the text is not rendered."""
+    out, end = [], 0
+    for m in _MARKUP.finditer(markdown):
+        out.append(html.unescape(markdown[end:m.start()]))
+        if m.group("html_code") is not None:
+            out.append(html.unescape(m.group("html_code")))
+        else:
+            out.append(m.group("md_code") or m.group("escaped") or "")
+        end = m.end()
+    out.append(html.unescape(markdown[end:]))
+    # Spaces collapse as the chat shows them.
+    return "\n".join(" ".join(line.split())
+                     for line in "".join(out).split("\n"))
 
 
 def escape_markdown(text: Any) -> str:

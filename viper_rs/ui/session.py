@@ -48,6 +48,7 @@ from viper_rs.ui.evidence import (
     evidence_geojson,
     overlay,
     overlay_colours,
+    plain_text,
     region_rows,
     write_evidence,
 )
@@ -616,7 +617,7 @@ def session_documents(records: Sequence[dict]) -> tuple[dict, dict]:
             "turn": n,
             "image": record.get("image"),
             "question": record.get("question"),
-            "reply": record.get("message"),
+            "reply": plain_text(str(record.get("message") or "")),
             "answer": answer.get("answer"),
             "value": answer.get("value"),
             "ok": bool(answer) and answer.get("error") is None,

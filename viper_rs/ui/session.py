@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
+from viper_rs.config import Settings, env_var
 from viper_rs.errors import ConfigError, ImageError, InputError, ViperError
 from viper_rs.geo import GeoImage
 from viper_rs.lru import LRU
-from viper_rs.overrides import panel_overrides
+from viper_rs.overrides import OVERRIDES, panel_overrides
 from viper_rs.ui.answer_map import map_html
 from viper_rs.ui.area import (
     AREA_CHIP_M,
@@ -87,15 +87,11 @@ FIELD_LABELS: dict[str, str] = {
     "sam": "SAM refinement", "gsd": "GSD (m/px)",
 }
 
-#: CLI flags in library texts and what the app calls them.
+#: CLI flags in library texts and what the app calls them: its fields. The other flags of
+#: :data:`~viper_rs.overrides.OVERRIDES` read as their ``VIPER_RS_*`` variables.
 APP_NAMES: dict[str, str] = {
     "--llm-base-url": "Settings › LLM endpoint (base URL)",
     "--llm-model": "Settings › LLM model",
-    "--clip-checkpoint": "VIPER_RS_CLIP_CHECKPOINT before starting the app (see Settings › "
-                         "weights)",
-    "--graft-checkpoint": "VIPER_RS_GRAFT_CHECKPOINT before starting the app (see Settings › "
-                          "weights)",
-    "--sam-checkpoint": "VIPER_RS_SAM_CHECKPOINT before starting the app",
     "--small-max-m2": "Settings › small < (m2)",
     "--large-min-m2": "Settings › large ≥ (m2)",
     "--threshold": "Settings › Score threshold",
@@ -105,9 +101,38 @@ APP_NAMES: dict[str, str] = {
     "--bands": "the file's band descriptions",
     "--gsd": "the GSD (m/px) field",
 }
-_FLAG = re.compile(r"(?:\b(pass|use) )?(?<![\w-])(" + "|".join(re.escape(f) for f in APP_NAMES)
-                   + r")(?![\w-])(?: (?:PATH|URL|MODEL)\b)?")
+#: The variable of each other flag (e.g. ``--graft-checkpoint``: VIPER_RS_GRAFT_CHECKPOINT).
+_FLAG_VARIABLES: dict[str, str] = {
+    o.flag: env_var(o.field) for o in OVERRIDES.values() if o.flag and o.flag not in APP_NAMES}
+_FLAGS = "|".join(re.escape(f) for f in sorted([*APP_NAMES, *_FLAG_VARIABLES], key=len,
+                                               reverse=True))
+#: "pass --flag VALUE", with the verb and the value optional.
+_FLAG_TEXT = (r"(?:\b(?P<verb>pass|use) )?(?<![\w-])(?P<flag>" + _FLAGS
+              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR)\b)?")
+_FLAG = re.compile(_FLAG_TEXT)
+#: A flag and its variable side by side ("pass --x PATH or set VIPER_RS_X=PATH", "set by
+#: --x or VIPER_RS_X"): the app names the variable once.
+_FLAG_AND_VARIABLE = re.compile(_FLAG_TEXT + r"(?: or |, | / )(?:set )?(?P<env>VIPER_RS_\w+?)"
+                                r"(?:=(?P<env_value>[A-Z]+|\d+))?\b")
 _GSD_HINT = re.compile(r"give its GSD, e\.g\. --gsd ([\d.]+),")
+
+
+def _app_name(m: re.Match) -> str:
+    """What the app calls the flag of a :data:`_FLAG` match."""
+    flag, verb, value = m.group("flag"), m.group("verb"), m.group("value")
+    if flag in APP_NAMES:
+        return ("set " if verb else "") + APP_NAMES[flag]
+    env = _FLAG_VARIABLES[flag]
+    if not verb:
+        return env
+    return f"set {env}{'=' + value if value else ''} before starting the app"
+
+
+def _app_pair(m: re.Match) -> str:
+    """A flag named with its own variable, as the app says it (other pairs unchanged)."""
+    if _FLAG_VARIABLES.get(m.group("flag")) != m.group("env"):
+        return m.group(0)
+    return _app_name(m)
 
 
 #: Detectors whose regions carry no score to threshold (spectral classes are rules; the
@@ -122,7 +147,7 @@ def app_text(text: str) -> str:
     """``text`` naming the app's fields instead of CLI flags ("pass --llm-model" reads "set
     Settings › LLM model"); the CLI keeps its flags."""
     text = _GSD_HINT.sub(r"enter it in the GSD (m/px) field, e.g. \1,", text)
-    return _FLAG.sub(lambda m: ("set " if m.group(1) else "") + APP_NAMES[m.group(2)], text)
+    return _FLAG.sub(_app_name, _FLAG_AND_VARIABLE.sub(_app_pair, text))
 
 
 def threshold_control(detector: str, settings: Settings) -> tuple[bool, str]:

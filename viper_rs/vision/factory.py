@@ -79,7 +79,17 @@ def build_auto_buildings(settings: Settings) -> tuple[BuildingDetector | None, s
     if not settings.building_model:
         return None, None
     if settings.building_checkpoint is not None:
-        return build_building_detector(settings), None
+        from viper_rs.overrides import setting_hint, setting_source
+        from viper_rs.vision.build import CheckpointError
+
+        try:
+            return build_building_detector(settings), None
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc} (the building model weights, set by "
+                f"{setting_source('building_checkpoint')}: fix the path, unset it to use the "
+                f"shipped weights, or {setting_hint('building_model', '0')} to turn the model "
+                "off)") from None
     path, _ = building_weights(settings)
     if path is None:
         return None, None
@@ -104,9 +114,12 @@ def build_dense_detector(name: str, settings: Settings) -> DenseDetector:
     from viper_rs.vision.dense import DenseDetector
     from viper_rs.vision.embedder import Embedder
     from viper_rs.vision.text import TextEncoder
+    from viper_rs.weights import check_configured
 
     if name == "graft":
         graft_checkpoint(settings)  # fail before loading anything without one
+    # A configured path that is not a file: say which setting, before loading anything.
+    check_configured(settings, [name] * (name != "clip") + ["clip"] + ["sam"] * settings.sam)
     calibration = Calibration.load(settings.calibration_file)
     device = resolve_device(settings.device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None

@@ -119,6 +119,13 @@ def test_weights_table_says_found_or_missing(tmp_path: Path):
     settings = Settings(cache_dir=tmp_path)
     text = ui.weights_markdown(settings)
     assert text.count("**missing**") == 3 and "auto -> spectral" in text
+    # Short cells (a long text squeezed the status column to "mis/sin/g"): how to get each
+    # missing model is a list under the table.
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [c.strip() for row in rows for c in row.strip("|").split("|")]
+    assert max(map(len, cells)) <= 40, max(cells, key=len)
+    assert "- GRAFT ViT-B/16 (NAIP, pixel-level): GRAFT weights are released" in text
+    assert "- SAM ViT-B: get it with `python -m viper_rs weights --download sam`" in text
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "ViT-B-16.pt").write_bytes(b"x")

@@ -287,6 +287,22 @@ def test_settings_panel_oracle_detector_gives_the_exact_count(page):
     truth = len(make_scene(0, size=384, gsd=1.0).objects_of(*BUILDING_CLASSES))
     page.locator("#settings").get_by_text("Settings", exact=True).click()
     assert "auto -> spectral" in page.locator("#weights").inner_text()
+    # The weights table is readable: no word of its model, role and status columns is
+    # broken over two lines ("mis/sin/g" before issue 22).
+    page.locator("#weights td").first.wait_for()
+    broken = page.evaluate("""() => { const out = [];
+        for (const td of document.querySelectorAll('#weights td:not(:nth-child(4))')) {
+            const walk = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+            for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+                for (const m of node.data.matchAll(/\\S+/g)) {
+                    const range = document.createRange();
+                    range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+                    if (range.getClientRects().length > 1) out.push(m[0]);
+                } } }
+        return out; }""")
+    assert not broken, broken
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#weights").screenshot(path=str(ARTIFACTS / "weights_table.png"))
     _choose(page, "detector", "oracle")
     text = _ask(page, "How many buildings are there?").inner_text()
     assert f"Evidence: {truth} regions" in text, text

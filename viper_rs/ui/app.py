@@ -68,6 +68,9 @@ GSD_INFO = {True: "for images without georeference", False: "georeferenced: not 
 CSS = """
 #answer-overlay img { object-fit: contain; }
 footer { display: none !important; }
+#weights td, #weights th { overflow-wrap: normal; word-break: normal; }
+#weights td:nth-child(3) { white-space: nowrap; }
+#weights td:nth-child(4) { overflow-wrap: anywhere; }
 """
 
 
@@ -589,18 +592,26 @@ def _show(controller: Controller, key: str | None, gsd_value: Any) -> tuple[Any,
 
 
 def weights_markdown(settings: Settings) -> str:
-    """A table of the model weights: found (where) or missing (how to get them)."""
+    """The model weights: a table (model, role, found or missing, the file used) and, below
+    it, how to get each missing one (long texts stay out of the table's cells)."""
     from viper_rs.weights import auto_reason, find_weights
 
-    lines = ["| model | role | status | where / how |", "|---|---|---|---|"]
+    lines = ["| model | role | status | file |", "|---|---|---|---|"]
+    how: list[str] = []
     for entry in find_weights(settings).values():
         status = "found" if entry["available"] else entry["status"]
-        where = entry["path"] or app_text(str(entry["note"] or ""))
-        where = str(where).replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
-        lines.append(f"| {entry['model']} | {entry['role']} | **{status}** | {where} |")
-    lines.append("")
-    lines.append(f"Detector `auto`: {app_text(auto_reason(settings))}.")
+        where = entry["path"] or ("see below" if entry["note"] else "-")
+        lines.append(f"| {_cell(entry['model'])} | {_cell(entry['role'])} | **{status}** | "
+                     f"{_cell(where)} |")
+        if entry["note"]:
+            how.append(f"- {_cell(entry['model'])}: {_cell(app_text(str(entry['note'])))}")
+    lines += ["", *how, "", f"Detector `auto`: {app_text(auto_reason(settings))}."]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell (no column break, no HTML)."""
+    return str(text).replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -166,6 +166,12 @@ def test_page_loads_with_demo_image(page):
     picker = page.locator("#image-picker input")
     assert picker.input_value().startswith("demo: synthetic scene 0")
     assert "px" in page.locator("#image-info").inner_text()
+    # A georeferenced image needs no GSD: the field is read-only and blank (not a
+    # misleading "0"), showing the image's own in grey (demo scene 0: 1 m).
+    gsd = page.locator("#gsd textarea, #gsd input").first
+    assert gsd.input_value() == "" and gsd.is_disabled()
+    assert gsd.get_attribute("placeholder") == "1 (the image's)"
+    assert "georeferenced: not needed" in page.locator("#gsd").inner_text()
     # The demo image is shown before any question.
     page.locator("#answer-overlay img").first.wait_for()
 

@@ -65,6 +65,7 @@ REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
 PICKER_SHOWN = 100_000
 #: Info line of the GSD field: (when the image needs one, when it does not).
 GSD_INFO = {True: "for images without georeference", False: "georeferenced: not needed"}
+GSD_EXAMPLE = "e.g. 0.3"
 CSS = """
 #answer-overlay img { object-fit: contain; }
 footer { display: none !important; }
@@ -110,10 +111,9 @@ def _image_panel(controller: Controller) -> SimpleNamespace:
             ui.picker = gr.Dropdown(catalog.keys, value=first, label="Image",
                                     scale=4, elem_id="image-picker",
                                     num_choices_shown=PICKER_SHOWN)
-            needed = controller.needs_gsd(first)
-            ui.gsd = gr.Number(None, label=FIELD_LABELS["gsd"], scale=1, elem_id="gsd",
-                               placeholder="e.g. 0.3", interactive=needed,
-                               info=GSD_INFO[needed])
+            # A text field: a blank Number shows "0", which read as the image's GSD.
+            ui.gsd = gr.Textbox("", label=FIELD_LABELS["gsd"], scale=1, elem_id="gsd",
+                                max_length=40, **_gsd_field(controller, first))
         first_view, first_info, _ = _show(controller, first, None)
         ui.info = gr.Markdown(first_info, elem_id="image-info")
         ui.shown = gr.AnnotatedImage(first_view, label="Regions",
@@ -124,14 +124,25 @@ def _image_panel(controller: Controller) -> SimpleNamespace:
                             height=110)
 
     def gsd_for(key: str | None) -> Any:
-        needed = controller.needs_gsd(key)
-        update: dict[str, Any] = {"interactive": needed, "info": GSD_INFO[needed]}
-        if not needed:
-            update["value"] = None
-        return gr.update(**update)
+        field = _gsd_field(controller, key)
+        return gr.update(**field, **({} if field["interactive"] else {"value": ""}))
 
     ui.picker.change(gsd_for, ui.picker, ui.gsd, queue=False, show_progress="hidden")
     return ui
+
+
+def _gsd_field(controller: Controller, key: str | None) -> dict[str, Any]:
+    """``interactive``, ``info`` and ``placeholder`` of the GSD field for image ``key``:
+    usable when the image has no ground size; else read-only and blank, showing the
+    image's own GSD in grey."""
+    if controller.needs_gsd(key):
+        return {"interactive": True, "info": GSD_INFO[True], "placeholder": GSD_EXAMPLE}
+    try:
+        own = controller.catalog.open(key).ground_sampling_distance
+    except Exception:  # noqa: BLE001 - the picker says why it cannot be opened
+        own = None
+    return {"interactive": False, "info": GSD_INFO[False],
+            "placeholder": f"{own:.3g} (the image's)" if own else ""}
 
 
 def _chat_panel(catalog: Catalog) -> SimpleNamespace:
@@ -254,7 +265,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         view, info, error = _show(controller, key, gsd_value)
         return view, info, _frame([]), None, _say(history, error) if error else history
 
-    def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
+    def on_upload(path: str | None, gsd_value: str | None, history: list) -> tuple:
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), history, None
         try:
@@ -270,7 +281,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
 
     def on_ask(question: str, history: list, records: list, key: str,
-               gsd_value: float | None, *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+               gsd_value: str | None, *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
         question = (question or "").strip()
         history = list(history or [])
         if question:

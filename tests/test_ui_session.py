@@ -304,7 +304,7 @@ def test_choice_note_once_per_session(controller: Controller):
     note = first.answer.notes[0]
     if not note.startswith("detector auto"):
         pytest.skip("weights found: auto picked a model without a choice note")
-    assert first.message.count("<details>") == 1
+    assert first.message.count("<summary>Notes (") == 1
     assert "no CLIP weights" in first.message and "--clip-checkpoint" not in first.message
     assert "`" not in first.message and "<code>" in first.message
     second = controller.ask(key, "Is there a building?", auto)

@@ -269,6 +269,25 @@ def test_corrupt_upload_is_a_chat_message(page, tmp_path):
     assert "Could not" not in _ask(page, "Is there a road?").inner_text()
 
 
+def test_one_band_upload_says_at_once_that_it_cannot_be_answered(page, tmp_path):
+    """Issue 22: a one-band raster was "Loaded" and refused only when asked."""
+    import numpy as np
+    import rasterio
+
+    dsm = tmp_path / "dsm_1band.tif"
+    with rasterio.open(dsm, "w", driver="GTiff", width=32, height=32, count=1,
+                       dtype="float32") as ds:
+        ds.write(np.ones((1, 32, 32), dtype=np.float32))
+    page.locator("#upload input[type=file]").set_input_files(str(dsm))
+    message = page.locator("#chat .message").filter(has_text="Loaded dsm_1band.tif")
+    message.first.wait_for(timeout=60_000)
+    text = message.first.inner_text()
+    assert "The current detector cannot answer questions about it" in text, text
+    assert "dsm_1band.tif has 1 band; the spectral detector needs red, green and blue" in text
+    assert "Ask a question about it" not in text
+    _choose(page, "image-picker", "demo: synthetic scene 0 (384 px, 1 m)")
+
+
 def _choose(page, elem_id: str, option: str) -> None:
     """Pick ``option`` in the dropdown ``elem_id`` (typing filters the list)."""
     field = page.locator(f"#{elem_id} input")

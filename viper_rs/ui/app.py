@@ -265,7 +265,8 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         view, info, error = _show(controller, key, gsd_value)
         return view, info, _frame([]), None, _say(history, error) if error else history
 
-    def on_upload(path: str | None, gsd_value: str | None, history: list) -> tuple:
+    def on_upload(path: str | None, gsd_value: str | None, history: list,
+                  detector: str | None) -> tuple:
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), history, None
         try:
@@ -273,7 +274,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         except InputError as exc:
             history = _say(history, escape_markdown(str(exc)))
             return gr.skip(), gr.skip(), gr.skip(), history, None
-        key, message = controller.load_upload(path, gsd_m)
+        key, message = controller.load_upload(path, gsd_m, detector or "auto")
         history = _say(history, message)
         if key is None:
             return gr.skip(), gr.skip(), gr.skip(), history, None
@@ -322,7 +323,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
     picker.change(on_pick, [picker, gsd, chat.chat], picked)
     gsd.submit(on_pick, [picker, gsd, chat.chat], picked)
     gsd.blur(on_pick, [picker, gsd, chat.chat], picked)
-    upload.upload(on_upload, [upload, gsd, chat.chat],
+    upload.upload(on_upload, [upload, gsd, chat.chat, settings.options[0]],
                   [picker, shown, image.info, chat.chat, upload])
     # A new image: the previous answer's map no longer applies.
     picker.change(lambda: EMPTY_ANSWER_MAP, None, evidence.map, queue=False,
@@ -586,7 +587,7 @@ def _welcome(catalog: Catalog) -> list[dict]:
             "they rest on (overlay and table), the program that computed them, and "
             "downloadable evidence.")
     if catalog.notes:
-        text += "\n\n" + "\n".join(f"- {n}" for n in catalog.notes)
+        text += "\n\n" + "\n".join(f"- {escape_markdown(n)}" for n in catalog.notes)
     return [{"role": "assistant", "content": text}]
 
 

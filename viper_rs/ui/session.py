@@ -537,12 +537,18 @@ class Controller:
                      f"**{escape_markdown(hit.source_name)}** from the region search. "
                      f"{describe(image)} Ask a question about it.")
 
-    def load_upload(self, path: str | Path, gsd: float | None = None) -> tuple[str | None, str]:
-        """List an uploaded file; returns (its key or None, a chat message)."""
+    def load_upload(self, path: str | Path, gsd: float | None = None,
+                    detector: str = "auto") -> tuple[str | None, str]:
+        """List an uploaded file; returns (its key or None, a chat message). The message
+        says when ``detector`` cannot answer questions about it (its bands), as asking
+        would (the image stays listed: another detector may)."""
+        from viper_rs.vision.factory import image_problem
+
         name = Path(path).name
         try:
             key, image = self.catalog.add_upload(path, gsd)
             text = describe(image)
+            problem = image_problem(image, detector, self.settings)
         except ImageError as exc:
             reason = _hide_path(str(exc), Path(path))
             return None, (f"Could not use the upload **{escape_markdown(name)}**: "
@@ -551,6 +557,11 @@ class Controller:
             log.exception("unexpected error loading %s", path)
             return None, (f"Could not use the upload **{escape_markdown(name)}**: internal error "
                           f"({type(exc).__name__}); the details are in the app's log.")
+        if problem:
+            return key, (f"Loaded **{escape_markdown(name)}**. {text} **The current detector "
+                         "cannot answer questions about it**: "
+                         f"{escape_markdown(app_text(problem))}. Upload an image with red, "
+                         "green and blue bands, or pick one from the list.")
         return key, f"Loaded **{escape_markdown(name)}**. {text} Ask a question about it."
 
     def export_session(self, records: Sequence[dict]) -> Path:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from viper_rs.config import DETECTOR_NAMES, ORACLE_DETECTOR, Settings
 from viper_rs.detector import Detector
 from viper_rs.errors import ConfigError
+from viper_rs.geo import GeoImage
 
 if TYPE_CHECKING:
     from viper_rs.vision.buildings.detector import BuildingDetector
@@ -53,6 +54,26 @@ def build_detector(name: str, settings: Settings | None = None) -> Detector:
         det = RoutedDetector(det, buildings)
     det.choice_note = note
     return det
+
+
+def image_problem(image: GeoImage, detector: str, settings: Settings) -> str | None:
+    """Why detector ``detector`` (``auto`` as it resolves with ``settings``) cannot answer
+    questions about ``image`` because of its bands, None when it can: checked when the
+    image is opened, before any question."""
+    name = detector or "auto"
+    resolved = name
+    if name == "auto":
+        from viper_rs.weights import auto_detector
+
+        resolved = auto_detector(settings)
+    if resolved == "spectral":
+        from viper_rs.vision.spectral.maps import band_problem
+    elif resolved in ("graft", "clip"):
+        from viper_rs.vision.embedder import band_problem
+    else:
+        return None
+    problem = band_problem(image)
+    return f"{problem} (detector auto -> {resolved})" if problem and name == "auto" else problem
 
 
 def build_building_detector(settings: Settings) -> BuildingDetector:

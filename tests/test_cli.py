@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -144,8 +145,17 @@ def test_single_band_raster_is_refused(tmp_path):
     with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=1,
                        dtype="float32") as ds:
         ds.write(np.ones((1, 16, 16), dtype=np.float32))
-    r = run("ask", str(path), "How many buildings are there?", "--detector", "spectral",
-            "--gsd", "1")
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "dsm.tif has 1 band; the spectral detector needs red, green and blue bands" in r.stdout
-    assert "error (image)" in r.stdout
+    # Bands the detector cannot read are bad input, refused before any question like an
+    # unreadable file: exit 2 and one line naming the file and the problem (issue 22).
+    # (An empty cache: no CLIP weights, so auto is spectral.)
+    env = {**os.environ, "VIPER_RS_CACHE_DIR": str(tmp_path / "cache")}
+    for detector in ("spectral", "auto"):
+        r = subprocess.run([sys.executable, "-m", "viper_rs", "ask", str(path),
+                            "How many buildings are there?", "--detector", detector],
+                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+        assert r.returncode == 2, r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and not r.stdout, r.stdout + r.stderr
+        assert ("dsm.tif has 1 band; the spectral detector needs red, green and blue bands"
+                in lines[0])
+    assert lines[0].endswith("(detector auto -> spectral)"), lines

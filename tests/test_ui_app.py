@@ -119,6 +119,13 @@ def test_weights_table_says_found_or_missing(tmp_path: Path):
     settings = Settings(cache_dir=tmp_path)
     text = ui.weights_markdown(settings)
     assert text.count("**missing**") == 3 and "auto -> spectral" in text
+    # Short cells (a long text squeezed the status column to "mis/sin/g"): how to get each
+    # missing model is a list under the table.
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [c.strip() for row in rows for c in row.strip("|").split("|")]
+    assert max(map(len, cells)) <= 40, max(cells, key=len)
+    assert "- GRAFT ViT-B/16 (NAIP, pixel-level): GRAFT weights are released" in text
+    assert "- SAM ViT-B: get it with `python -m viper_rs weights --download sam`" in text
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "ViT-B-16.pt").write_bytes(b"x")
@@ -156,3 +163,55 @@ def test_chat_messages_of_a_turn(controller: Controller):
     assert reply == {"role": "assistant", "content": turn.message}
     assert ui._messages(Turn("Type a question")) == [
         {"role": "assistant", "content": "Type a question"}]
+
+
+# ---------------------------------------------------------------------- issue 22: weights texts
+#: A variable named twice in one clause ("set VIPER_RS_X … or set VIPER_RS_X").
+_TWICE = re.compile(r"(VIPER_RS_\w+)\b[^;]*?(?: or |, | / )(?:set )?\1\b")
+#: Model settings and the flag the CLI names them by.
+_WEIGHT_FLAGS = {"VIPER_RS_GRAFT_CHECKPOINT": "--graft-checkpoint",
+                 "VIPER_RS_CLIP_CHECKPOINT": "--clip-checkpoint",
+                 "VIPER_RS_CLIP_PRETRAINED": "--clip-pretrained",
+                 "VIPER_RS_SAM_CHECKPOINT": "--sam-checkpoint"}
+_WEIGHT_SCENARIOS = {
+    "nothing": {}, "graft path broken": {"graft_checkpoint": "/nope/g.ckpt"},
+    "clip path broken": {"clip_checkpoint": "/nope/c.pt"},
+    "sam path broken": {"sam_checkpoint": "/nope/s.pth"},
+    "building path broken": {"building_checkpoint": "/nope/b.pt"},
+    "other clip model": {"clip_model": "ViT-L-14"},
+}
+
+
+def _weights_texts(settings: Settings) -> list[str]:
+    """Every weights message of the CLI for ``settings`` (notes, auto's reason, the GRAFT,
+    CLIP and building model errors)."""
+    from viper_rs import weights as wts
+    from viper_rs.errors import ConfigError
+    from viper_rs.vision.build import NO_GRAFT_CHECKPOINT, WEIGHTS_HINT
+
+    texts = [e["note"] for e in wts.find_weights(settings).values() if e["note"]]
+    texts += [wts.auto_reason(settings), WEIGHTS_HINT, NO_GRAFT_CHECKPOINT,
+              wts.building_weights(settings)[1]]
+    with pytest.raises(ConfigError) as graft:
+        wts.download("graft", settings.cache_dir)
+    return [*texts, str(graft.value)]
+
+
+@pytest.mark.parametrize("scenario", list(_WEIGHT_SCENARIOS))
+def test_weights_texts_name_each_setting_once_as_the_app_calls_it(tmp_path: Path, scenario: str):
+    """Issue 22: the GRAFT text said "set VIPER_RS_GRAFT_CHECKPOINT … or set
+    VIPER_RS_GRAFT_CHECKPOINT" in the app, the CLIP one named --clip-pretrained. CLI texts
+    name the flags, app texts the variables (once) or fields, never a flag outside a
+    command to run."""
+    settings = Settings(cache_dir=tmp_path, **_WEIGHT_SCENARIOS[scenario])
+    cli = [t for t in _weights_texts(settings) if t]
+    for text in cli:
+        assert not _TWICE.search(text), text
+        for env in set(re.findall(r"VIPER_RS_\w+", text)) & set(_WEIGHT_FLAGS):
+            assert _WEIGHT_FLAGS[env] in text, (env, text)  # the CLI names its flag
+    for text in [*map(app_text, cli), ui.weights_markdown(settings)]:
+        outside_code = re.sub(r"`[^`]*`", "", text)
+        assert not re.search(r"(?<![\w-])--[a-z]", outside_code), text
+        assert not _TWICE.search(text), text
+    hints = [app_text(t) for t in cli if "PATH or set" in t]
+    assert hints and all("before starting the app" in t for t in hints), hints

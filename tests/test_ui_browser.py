@@ -166,6 +166,12 @@ def test_page_loads_with_demo_image(page):
     picker = page.locator("#image-picker input")
     assert picker.input_value().startswith("demo: synthetic scene 0")
     assert "px" in page.locator("#image-info").inner_text()
+    # A georeferenced image needs no GSD: the field is read-only and blank (not a
+    # misleading "0"), showing the image's own in grey (demo scene 0: 1 m).
+    gsd = page.locator("#gsd textarea, #gsd input").first
+    assert gsd.input_value() == "" and gsd.is_disabled()
+    assert gsd.get_attribute("placeholder") == "1 (the image's)"
+    assert "georeferenced: not needed" in page.locator("#gsd").inner_text()
     # The demo image is shown before any question.
     page.locator("#answer-overlay img").first.wait_for()
 
@@ -263,6 +269,25 @@ def test_corrupt_upload_is_a_chat_message(page, tmp_path):
     assert "Could not" not in _ask(page, "Is there a road?").inner_text()
 
 
+def test_one_band_upload_says_at_once_that_it_cannot_be_answered(page, tmp_path):
+    """Issue 22: a one-band raster was "Loaded" and refused only when asked."""
+    import numpy as np
+    import rasterio
+
+    dsm = tmp_path / "dsm_1band.tif"
+    with rasterio.open(dsm, "w", driver="GTiff", width=32, height=32, count=1,
+                       dtype="float32") as ds:
+        ds.write(np.ones((1, 32, 32), dtype=np.float32))
+    page.locator("#upload input[type=file]").set_input_files(str(dsm))
+    message = page.locator("#chat .message").filter(has_text="Loaded dsm_1band.tif")
+    message.first.wait_for(timeout=60_000)
+    text = message.first.inner_text()
+    assert "The current detector cannot answer questions about it" in text, text
+    assert "dsm_1band.tif has 1 band; the spectral detector needs red, green and blue" in text
+    assert "Ask a question about it" not in text
+    _choose(page, "image-picker", "demo: synthetic scene 0 (384 px, 1 m)")
+
+
 def _choose(page, elem_id: str, option: str) -> None:
     """Pick ``option`` in the dropdown ``elem_id`` (typing filters the list)."""
     field = page.locator(f"#{elem_id} input")
@@ -287,6 +312,22 @@ def test_settings_panel_oracle_detector_gives_the_exact_count(page):
     truth = len(make_scene(0, size=384, gsd=1.0).objects_of(*BUILDING_CLASSES))
     page.locator("#settings").get_by_text("Settings", exact=True).click()
     assert "auto -> spectral" in page.locator("#weights").inner_text()
+    # The weights table is readable: no word of its model, role and status columns is
+    # broken over two lines ("mis/sin/g" before issue 22).
+    page.locator("#weights td").first.wait_for()
+    broken = page.evaluate("""() => { const out = [];
+        for (const td of document.querySelectorAll('#weights td:not(:nth-child(4))')) {
+            const walk = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+            for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+                for (const m of node.data.matchAll(/\\S+/g)) {
+                    const range = document.createRange();
+                    range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+                    if (range.getClientRects().length > 1) out.push(m[0]);
+                } } }
+        return out; }""")
+    assert not broken, broken
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#weights").screenshot(path=str(ARTIFACTS / "weights_table.png"))
     _choose(page, "detector", "oracle")
     text = _ask(page, "How many buildings are there?").inner_text()
     assert f"Evidence: {truth} regions" in text, text
@@ -296,7 +337,21 @@ def test_settings_panel_oracle_detector_gives_the_exact_count(page):
 
 @pytest.mark.data
 def test_real_naip_from_the_image_list(page, shared_data):
-    _choose(page, "image-picker", "data/naip/napa_naip_1m.tif")
+    from viper_rs.ui.catalog import Catalog
+
+    # The open list shows every image without typing (with the real data there are more
+    # than the 100 entries Gradio shows by default), and the NAIP tile is picked from it.
+    keys = Catalog([shared_data.resolve()]).keys
+    assert len(keys) > 100, f"the real data should list more than 100 images, got {len(keys)}"
+    field = page.locator("#image-picker input")
+    field.click()
+    listbox = page.get_by_role("listbox")
+    listbox.wait_for()
+    shown = listbox.get_by_role("option").evaluate_all(
+        "os => os.map(o => o.innerText.replace(/^\u2713\\s*/, '').trim())")  # selected: a tick
+    assert not set(keys) - set(shown), f"{len(shown)} shown, {len(set(keys) - set(shown))} missing"
+    listbox.get_by_role("option", name="data/naip/napa_naip_1m.tif", exact=True).click()
+    assert field.input_value() == "data/naip/napa_naip_1m.tif"
     info = page.locator("#image-info")
     info.get_by_text("EPSG:26910").wait_for()
     text = _ask(page, "What is the area covered by trees?").inner_text()

@@ -286,8 +286,8 @@ def test_answer_markdown_ok(oracle_answers):
     md = answer_markdown(area)
     assert md.startswith("**1234.5 m2**") and "0 regions" in md
     bullets = [line for line in md.splitlines() if line.startswith("- ")]
-    assert len(bullets) == 6 and "3 more" in bullets[-1] and "Notes (8)" in md
-    assert all(len(b) < 340 for b in bullets)
+    assert len(bullets) == 8 and "… and 3 more</summary>" in md and "Notes (8)" in md
+    assert all("x" * 500 in b for b in bullets)  # every note whole (issue 22)
 
 
 def test_answer_markdown_errors(oracle_answers):
@@ -358,3 +358,45 @@ def test_notes_are_one_details_block_with_code_spans():
     assert "<code>python -m viper_rs weights --download clip</code>" in md
     assert "`" not in md and "&#96;" not in md
     assert note_markdown("a `<b>` and *c*") == "a <code>&lt;b&gt;</code> and \\*c\\*"
+
+
+@pytest.mark.parametrize("text", [
+    "auto -> spectral", "a `pool` <b>near</b> the *road* & a_b", r"back\slash [x](y) ~z~ |t|",
+    "&amp; &#96; &lt;", "**bold** _it_ `code`"])
+def test_plain_text_undoes_the_chat_markup(text):
+    from viper_rs.ui.evidence import escape_markdown, plain_text
+
+    assert plain_text(escape_markdown(text)) == text
+    if "`" not in text:
+        assert plain_text(note_markdown(f"run `{text}` now")) == f"run {text} now"
+    ans = Answer(question="q", answer="yes", value=True, kind="presence", detector=text,
+                 notes=[text, "`python -m viper_rs weights --download clip`"])
+    plain = plain_text(answer_markdown(ans))
+    assert plain.startswith("yes\n") and f"detector {text}" in plain
+    # In notes, `code` spans are markup: their text stays, the backticks go.
+    assert f"- {text if '`' not in text else text.replace('`', '')}\n" in plain
+    assert "- python -m viper_rs weights --download clip" in plain
+
+
+def test_every_note_is_reachable_in_a_nested_block():
+    from viper_rs.answer import MAX_NOTES
+    from viper_rs.ui.evidence import plain_text
+
+    notes = [f"note {i} `code {i}`" for i in range(8)]
+    md = answer_markdown(Answer(question="q", answer="yes", value=True, kind="presence",
+                                notes=notes))
+    # One collapsed block with the first five; the other three one click further.
+    assert md.count("<details>") == 2 and md.count("</details>") == 2
+    assert "<summary>Notes (8)</summary>" in md and "<summary>… and 3 more</summary>" in md
+    assert md.index("note 4 ") < md.index("… and 3 more") < md.index("note 5 ")
+    plain = plain_text(md)
+    assert all(f"- note {i} code {i}" in plain for i in range(8)), plain
+    # A long note is not cut at a few hundred characters (auto's reason is ~500).
+    long = "detector auto -> spectral " + "x" * 600
+    assert "x" * 600 in answer_markdown(Answer(question="q", answer="yes", value=True,
+                                               kind="presence", notes=[long]))
+    # Past what an answer lists, the chat says how many are left out.
+    many = answer_markdown(Answer(question="q", answer="yes", value=True, kind="presence",
+                                  notes=[f"n{i}" for i in range(MAX_NOTES + 7)]))
+    assert f"- n{MAX_NOTES - 1}\n" in many and f"- n{MAX_NOTES}\n" not in many
+    assert f"7 more notes are not listed (an answer lists its first {MAX_NOTES})" in many

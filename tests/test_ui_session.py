@@ -73,6 +73,10 @@ def test_folder_scan_lists_imagery_and_skips_the_rest(tmp_path: Path):
     cat = Catalog([root, tmp_path / "missing"], demo=())
     assert cat.keys == ["imgs/a.png", "imgs/sub/b.JPG"]
     assert any("missing" in n for n in cat.notes)
+    # The one-band raster is left out with the reason (issue 22).
+    assert ("imgs: 1 raster with fewer than 3 bands (label masks, elevation models) not "
+            "listed: the detectors need red, green and blue bands (e.g. labels.tif)"
+            in cat.notes)
     plain = cat.open("imgs/a.png")
     assert plain.area_unit == "px"
     assert cat.open("imgs/a.png", gsd=0.5).area_unit == "m2"
@@ -304,7 +308,7 @@ def test_choice_note_once_per_session(controller: Controller):
     note = first.answer.notes[0]
     if not note.startswith("detector auto"):
         pytest.skip("weights found: auto picked a model without a choice note")
-    assert first.message.count("<details>") == 1
+    assert first.message.count("<summary>Notes (") == 1
     assert "no CLIP weights" in first.message and "--clip-checkpoint" not in first.message
     assert "`" not in first.message and "<code>" in first.message
     second = controller.ask(key, "Is there a building?", auto)
@@ -339,8 +343,17 @@ def test_out_of_range_settings_are_chat_messages(controller: Controller, options
 
 def test_single_band_raster_is_refused(controller: Controller, tmp_path: Path):
     path = _one_band_tif(tmp_path / "dsm.tif")
+    # Said when it is loaded (issue 22: it read "Loaded" and was refused only when asked),
+    # as the CLI refuses it when it opens it; it stays listed (another detector may read
+    # it).
+    for detector in ("spectral", "auto"):
+        key, message = controller.load_upload(path, 1.0, detector)
+        assert key is not None and "Ask a question about it" not in message, message
+        assert "**The current detector cannot answer questions about it**: dsm.tif has 1 " \
+               "band; the spectral detector needs red, green and blue bands" in message
+    key, message = controller.load_upload(_rgb_png(tmp_path / "rgb.png"), 1.0, "spectral")
+    assert "cannot answer" not in message and "Ask a question about it" in message
     key, _ = controller.load_upload(path, 1.0)
-    assert key is not None
     turn = controller.ask(key, "How many buildings are there?", RULES, 1.0)
     assert turn.answer is not None and turn.answer.error["type"] == "image"
     assert "dsm.tif has 1 band; the spectral detector needs red, green and blue" in turn.message
@@ -444,3 +457,25 @@ def test_export_session_writes_the_conversation_and_every_region(controller: Con
     # An empty conversation is a valid, empty export.
     with zipfile.ZipFile(controller.export_session([])) as z:
         assert json.loads(z.read("regions.geojson"))["features"] == []
+
+
+# ---------------------------------------------------------------------- issue 22
+def test_session_export_stores_plain_text_not_markup(controller: Controller):
+    """session.json keeps what the chat said as plain text: "auto -> spectral", not the
+    chat's HTML-escaped "auto -&gt; spectral" (escaping belongs to rendering only)."""
+    from viper_rs.ui.session import session_documents
+
+    key = controller.catalog.default_key
+    turn = controller.ask(key, "How many buildings are there?",
+                          Options(detector="auto", planner="rules"))
+    if "auto -&gt;" not in turn.message:
+        pytest.skip("weights found: auto picked a model without a choice note")
+    hostile = controller.ask(key, "Is there a `pool` <b>near</b> the *road* & a_b?", RULES)
+    session, _ = session_documents([turn.record, hostile.record])
+    first, second = (t["reply"] for t in session["turns"])
+    assert "detector auto -> spectral" in first and "python -m viper_rs weights" in first
+    for reply in (first, second):
+        for markup in ("&gt;", "&lt;", "&amp;", "&#96;", "\\", "<details>", "<summary>",
+                       "<code>", "**"):
+            assert markup not in reply, (markup, reply)
+    assert f"'{session['turns'][1]['question']}'" in second  # quoted exactly as typed

@@ -313,3 +313,42 @@ def test_cli_download_failure_exits_2(tmp_path, capsys, monkeypatch):
     assert "No internet?" in err and "--clip-checkpoint" in err
     assert main(["weights", "--download", "graft", "--cache-dir", str(tmp_path)]) == 2
     assert "ethics agreement" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- issue 22
+@pytest.mark.parametrize("model, detector", [("clip", "clip"), ("graft", "graft"),
+                                             ("sam", "clip")])
+def test_a_configured_checkpoint_that_is_not_a_file_names_its_setting(tmp_path: Path,
+                                                                      model: str, detector: str):
+    """Before loading anything: which checkpoint, which setting and the way out, in the
+    CLI's words (flag or variable) and in the app's (the variable alone)."""
+    from viper_rs.ui.session import app_text
+    from viper_rs.vision.factory import build_detector
+
+    info = W.MODELS[model]
+    missing = tmp_path / "nope.pt"
+    settings = Settings(cache_dir=tmp_path, **{info.setting: missing})
+    with pytest.raises(ConfigError) as err:
+        build_detector(detector, settings)
+    text = str(err.value)
+    assert f"{missing} does not exist (set by {info.flag} or {info.env})" in text, text
+    assert info.title in text and "fix the path or unset it" in text
+    assert ("--no-sam" in text) == (model == "sam")
+    app = app_text(text)
+    assert f"(set by {info.env})" in app and info.flag not in app and "--no-sam" not in app
+    folder = Settings(cache_dir=tmp_path, **{info.setting: tmp_path})
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        build_detector(detector, folder)
+
+
+def test_a_configured_building_checkpoint_that_is_missing_names_its_setting(tmp_path: Path):
+    from viper_rs.vision.build import CheckpointError
+    from viper_rs.vision.factory import build_auto_buildings
+
+    settings = Settings(cache_dir=tmp_path, building_checkpoint=tmp_path / "b.pt")
+    with pytest.raises(CheckpointError) as err:
+        build_auto_buildings(settings)
+    text = str(err.value)
+    assert "no such file" in text and "set by VIPER_RS_BUILDING_CHECKPOINT" in text
+    assert "VIPER_RS_BUILDING_MODEL=0 to turn the model off" in text
+    assert "(set by VIPER_RS_BUILDING_CHECKPOINT)" in W.building_weights(settings)[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
-from viper_rs.errors import InputError, ViperError
+from viper_rs.errors import ImageError, InputError, ViperError
 from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
 from viper_rs.textsafe import cut, safe_text
 
@@ -270,6 +270,7 @@ def _embed(args: argparse.Namespace) -> int:
 def _run_image_command(args: argparse.Namespace) -> int:
     from viper_rs.agent import Agent
     from viper_rs.geo import GeoImage
+    from viper_rs.vision.factory import image_problem
 
     if args.command == "ask":
         if args.question is None and args.questions_file is None:
@@ -279,6 +280,10 @@ def _run_image_command(args: argparse.Namespace) -> int:
         programs = [(p, _read_text(p, "program")) for p in args.programs]
     settings = _settings(args)
     image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
+    # Bands the detector cannot read are bad input, like an unreadable file (exit 2).
+    problem = image_problem(image, settings.detector, settings)
+    if problem:
+        raise ImageError(problem)
     failed = 0
     with Agent(settings) as agent:
         if args.command == "ask":

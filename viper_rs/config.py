@@ -96,8 +96,13 @@ class Settings(BaseModel):
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name in cls.model_fields:
-            key = f"VIPER_RS_{name.upper()}"
+            key = env_var(name)
             if key in env and env[key] != "":
                 values[name] = env[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def env_var(name: str) -> str:
+    """The environment variable of Settings field ``name`` (``VIPER_RS_<NAME>``)."""
+    return f"VIPER_RS_{name.upper()}"

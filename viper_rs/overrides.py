@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
+from viper_rs.config import Settings, env_var
 
 #: argparse ``type`` of each kind with a typed CLI value.
 _CLI_TYPES: dict[str, type] = {"float": float, "int": int, "path": Path}
@@ -157,3 +157,21 @@ def panel_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
     out."""
     out = {name: OVERRIDES[name].from_panel(value) for name, value in values.items()}
     return {name: value for name, value in out.items() if value is not None}
+
+
+def setting_hint(name: str, value: str = "PATH") -> str:
+    """How to set Settings field ``name`` to ``value``: "pass --flag VALUE or set
+    VIPER_RS_NAME=VALUE" ("set VIPER_RS_NAME=VALUE" for a field without a flag). The app
+    reads the pair as the variable alone (``viper_rs.ui.session.app_text``)."""
+    override = OVERRIDES.get(name)
+    env = f"{env_var(name)}={value}"
+    return f"pass {override.flag} {value} or set {env}" if override and override.flag else (
+        f"set {env}")
+
+
+def setting_source(name: str) -> str:
+    """Where Settings field ``name`` comes from: "--flag or VIPER_RS_NAME" (the variable
+    alone for a field without a flag)."""
+    override = OVERRIDES.get(name)
+    flag = override.flag if override and override.flag else None
+    return f"{flag} or {env_var(name)}" if flag else env_var(name)

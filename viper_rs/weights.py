@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError
+from viper_rs.overrides import OVERRIDES, setting_hint, setting_source
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _graft_howto() -> str:
     return (
         f"GRAFT weights are released by the authors on request under an ethics agreement: "
         f"see {GRAFT_PROJECT_URL} ({GRAFT_PAPER}). Get the NAIP pixel-level checkpoint, then "
-        f"pass --graft-checkpoint PATH, set VIPER_RS_GRAFT_CHECKPOINT=PATH, or copy it to "
+        f"{setting_hint('graft_checkpoint')}, or copy it to "
         f"<cache_dir>/weights/{GRAFT_CACHE_NAME}."
     )
 
@@ -174,7 +175,8 @@ def find_weights(settings: Settings) -> dict[str, dict[str, Any]]:
     (the configured path or None), ``path`` (the file that would be used or None),
     ``source`` (``"configured"``, ``"cache"``, ``"pretrained"`` or None), ``status``
     (``"found"``, ``"missing"`` or ``"configured but file missing"``), ``available``,
-    ``size`` (bytes or None), ``cache_path``, ``download`` (URL or None) and ``note``.
+    ``size`` (bytes or None), ``cache_path``, ``download`` (URL or None), ``problem`` (what
+    is wrong with a configured path, else None) and ``note``.
     """
     wdir = weights_dir(settings)
     out: dict[str, dict[str, Any]] = {}
@@ -196,6 +198,7 @@ def find_weights(settings: Settings) -> dict[str, dict[str, Any]]:
             "size": None,
             "cache_path": str(cache_path),
             "download": DOWNLOADS[info.download].url if info.download else None,
+            "problem": None,
             "note": "",
         }
         # The downloadable CLIP file is ViT-B/16; it is not used for another architecture.
@@ -207,7 +210,8 @@ def find_weights(settings: Settings) -> dict[str, dict[str, Any]]:
             else:
                 entry["status"] = STATUS_BROKEN
                 what = "is a folder, not a file" if configured.is_dir() else "does not exist"
-                entry["note"] = f"{configured} {what} (set by {info.flag} / {info.env})"
+                entry["problem"] = entry["note"] = (
+                    f"{configured} {what} (set by {setting_source(info.setting)})")
         elif cache_usable and cache_path.is_file():
             entry.update(path=str(cache_path), source="cache", status=STATUS_FOUND,
                          available=True, size=cache_path.stat().st_size)
@@ -220,11 +224,24 @@ def find_weights(settings: Settings) -> dict[str, dict[str, Any]]:
         elif name == "clip" and not cache_usable and configured is None:
             entry["note"] = (entry["note"] or
                              f"clip_model is {settings.clip_model}: the downloadable "
-                             f"{CLIP_ARCH} file is not used; pass --clip-checkpoint")
+                             f"{CLIP_ARCH} file is not used; "
+                             f"{setting_hint('clip_checkpoint')}")
         elif not entry["available"] and entry["status"] == STATUS_MISSING:
             entry["note"] = f"get it with `python -m viper_rs weights --download {name}`"
         out[name] = entry
     return out
+
+
+def check_configured(settings: Settings, names: list[str]) -> None:
+    """ConfigError when a checkpoint of ``names`` (``graft``, ``clip``, ``sam``) is
+    configured but is not a file, naming the setting and the way out."""
+    found = find_weights(settings)
+    problems = [f"the {MODELS[n].title} checkpoint {found[n]['problem']}" for n in names
+                if found[n]["problem"]]
+    if problems:
+        off = (f", or turn SAM refinement off with {OVERRIDES['sam'].flag}"
+               if found["sam"]["problem"] and "sam" in names else "")
+        raise ConfigError("; ".join(problems) + f": fix the path or unset it{off}")
 
 
 def resolve_settings(settings: Settings) -> Settings:
@@ -265,8 +282,10 @@ def building_weights(settings: Settings) -> tuple[Path | None, str]:
     configured = settings.building_checkpoint
     path = Path(configured).expanduser() if configured is not None else SHIPPED_BUILDING_WEIGHTS
     if not path.is_file():
-        what = "the configured" if configured is not None else "the shipped"
-        return None, f"{what} building model weights {path} are missing"
+        if configured is not None:
+            return None, (f"the configured building model weights {path} are missing (set by "
+                          f"{setting_source('building_checkpoint')})")
+        return None, f"the shipped building model weights {path} are missing"
     return path, ""
 
 
@@ -276,9 +295,8 @@ def auto_reason(settings: Settings, building_error: str | None = None) -> str:
     not be loaded (when the caller tried)."""
     found = find_weights(settings)
     choice = auto_detector(settings)
-    broken = [f"{MODELS[n].flag} {e['configured']} does not point at a file"
-              for n, e in found.items() if e["status"] == STATUS_BROKEN]
-    tail = f" (note: {'; '.join(broken)})" if broken else ""
+    broken = [e["problem"] for e in found.values() if e["problem"]]
+    tail = f"; note: {'; '.join(broken)}" if broken else ""
     path, why = building_weights(settings)
     if building_error:
         path, why = None, building_error
@@ -299,7 +317,8 @@ def auto_reason(settings: Settings, building_error: str | None = None) -> str:
         return (f"{head}: CLIP weights are present but no GRAFT checkpoint "
                 "(see the README section 'Model weights')" + tail)
     return (f"{head}: no CLIP weights (needed by the graft and clip detectors); "
-            "run `python -m viper_rs weights --download clip` or pass --clip-checkpoint" + tail)
+            f"run `python -m viper_rs weights --download clip`, or "
+            f"{setting_hint('clip_checkpoint')}" + tail)
 
 
 def _matches(digest: str, expected: str) -> bool:
@@ -385,9 +404,9 @@ def _fetch(name: str, src: str, part: Path, have: int, spec: Download, progress:
            timeout: float) -> str:
     """Stream ``src`` into ``part``, continuing after byte ``have`` when the server allows;
     returns the sha256 of the whole file."""
-    flag = MODELS[name].flag
-    by_hand = (f"No internet? Download {spec.filename} by hand from {spec.url} and pass "
-               f"{flag} PATH (or put it in the weights folder {part.parent})")
+    by_hand = (f"No internet? Download {spec.filename} by hand from {spec.url} and "
+               f"{setting_hint(MODELS[name].setting)} (or put it in the weights folder "
+               f"{part.parent})")
     headers = {"User-Agent": "viper-rs"}
     if have:
         headers["Range"] = f"bytes={have}-"

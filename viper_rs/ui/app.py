@@ -59,11 +59,19 @@ PLANNERS = list(PLANNER_NAMES)
 #: Ids of the app's tabs.
 CHAT_TAB, REGION_TAB = "chat-tab", "region-tab"
 REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
+#: Entries the open image list shows before one scrolls: every one (Gradio's default shows
+#: 100 and loads more only on scrolling to the end; its "all" value, None, does not reach the
+#: browser). The catalog lists at most ``max_images`` images per folder.
+PICKER_SHOWN = 100_000
 #: Info line of the GSD field: (when the image needs one, when it does not).
 GSD_INFO = {True: "for images without georeference", False: "georeferenced: not needed"}
+GSD_EXAMPLE = "e.g. 0.3"
 CSS = """
 #answer-overlay img { object-fit: contain; }
 footer { display: none !important; }
+#weights td, #weights th { overflow-wrap: normal; word-break: normal; }
+#weights td:nth-child(3) { white-space: nowrap; }
+#weights td:nth-child(4) { overflow-wrap: anywhere; }
 """
 
 
@@ -101,11 +109,11 @@ def _image_panel(controller: Controller) -> SimpleNamespace:
     with gr.Column(scale=5):
         with gr.Row():
             ui.picker = gr.Dropdown(catalog.keys, value=first, label="Image",
-                                    scale=4, elem_id="image-picker")
-            needed = controller.needs_gsd(first)
-            ui.gsd = gr.Number(None, label=FIELD_LABELS["gsd"], scale=1, elem_id="gsd",
-                               placeholder="e.g. 0.3", interactive=needed,
-                               info=GSD_INFO[needed])
+                                    scale=4, elem_id="image-picker",
+                                    num_choices_shown=PICKER_SHOWN)
+            # A text field: a blank Number shows "0", which read as the image's GSD.
+            ui.gsd = gr.Textbox("", label=FIELD_LABELS["gsd"], scale=1, elem_id="gsd",
+                                max_length=40, **_gsd_field(controller, first))
         first_view, first_info, _ = _show(controller, first, None)
         ui.info = gr.Markdown(first_info, elem_id="image-info")
         ui.shown = gr.AnnotatedImage(first_view, label="Regions",
@@ -116,14 +124,25 @@ def _image_panel(controller: Controller) -> SimpleNamespace:
                             height=110)
 
     def gsd_for(key: str | None) -> Any:
-        needed = controller.needs_gsd(key)
-        update: dict[str, Any] = {"interactive": needed, "info": GSD_INFO[needed]}
-        if not needed:
-            update["value"] = None
-        return gr.update(**update)
+        field = _gsd_field(controller, key)
+        return gr.update(**field, **({} if field["interactive"] else {"value": ""}))
 
     ui.picker.change(gsd_for, ui.picker, ui.gsd, queue=False, show_progress="hidden")
     return ui
+
+
+def _gsd_field(controller: Controller, key: str | None) -> dict[str, Any]:
+    """``interactive``, ``info`` and ``placeholder`` of the GSD field for image ``key``:
+    usable when the image has no ground size; else read-only and blank, showing the
+    image's own GSD in grey."""
+    if controller.needs_gsd(key):
+        return {"interactive": True, "info": GSD_INFO[True], "placeholder": GSD_EXAMPLE}
+    try:
+        own = controller.catalog.open(key).ground_sampling_distance
+    except Exception:  # noqa: BLE001 - the picker says why it cannot be opened
+        own = None
+    return {"interactive": False, "info": GSD_INFO[False],
+            "placeholder": f"{own:.3g} (the image's)" if own else ""}
 
 
 def _chat_panel(catalog: Catalog) -> SimpleNamespace:
@@ -246,7 +265,8 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         view, info, error = _show(controller, key, gsd_value)
         return view, info, _frame([]), None, _say(history, error) if error else history
 
-    def on_upload(path: str | None, gsd_value: float | None, history: list) -> tuple:
+    def on_upload(path: str | None, gsd_value: str | None, history: list,
+                  detector: str | None) -> tuple:
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), history, None
         try:
@@ -254,7 +274,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         except InputError as exc:
             history = _say(history, escape_markdown(str(exc)))
             return gr.skip(), gr.skip(), gr.skip(), history, None
-        key, message = controller.load_upload(path, gsd_m)
+        key, message = controller.load_upload(path, gsd_m, detector or "auto")
         history = _say(history, message)
         if key is None:
             return gr.skip(), gr.skip(), gr.skip(), history, None
@@ -262,7 +282,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
 
     def on_ask(question: str, history: list, records: list, key: str,
-               gsd_value: float | None, *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+               gsd_value: str | None, *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
         question = (question or "").strip()
         history = list(history or [])
         if question:
@@ -303,7 +323,7 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
     picker.change(on_pick, [picker, gsd, chat.chat], picked)
     gsd.submit(on_pick, [picker, gsd, chat.chat], picked)
     gsd.blur(on_pick, [picker, gsd, chat.chat], picked)
-    upload.upload(on_upload, [upload, gsd, chat.chat],
+    upload.upload(on_upload, [upload, gsd, chat.chat, settings.options[0]],
                   [picker, shown, image.info, chat.chat, upload])
     # A new image: the previous answer's map no longer applies.
     picker.change(lambda: EMPTY_ANSWER_MAP, None, evidence.map, queue=False,
@@ -567,7 +587,7 @@ def _welcome(catalog: Catalog) -> list[dict]:
             "they rest on (overlay and table), the program that computed them, and "
             "downloadable evidence.")
     if catalog.notes:
-        text += "\n\n" + "\n".join(f"- {n}" for n in catalog.notes)
+        text += "\n\n" + "\n".join(f"- {escape_markdown(n)}" for n in catalog.notes)
     return [{"role": "assistant", "content": text}]
 
 
@@ -584,18 +604,26 @@ def _show(controller: Controller, key: str | None, gsd_value: Any) -> tuple[Any,
 
 
 def weights_markdown(settings: Settings) -> str:
-    """A table of the model weights: found (where) or missing (how to get them)."""
+    """The model weights: a table (model, role, found or missing, the file used) and, below
+    it, how to get each missing one (long texts stay out of the table's cells)."""
     from viper_rs.weights import auto_reason, find_weights
 
-    lines = ["| model | role | status | where / how |", "|---|---|---|---|"]
+    lines = ["| model | role | status | file |", "|---|---|---|---|"]
+    how: list[str] = []
     for entry in find_weights(settings).values():
         status = "found" if entry["available"] else entry["status"]
-        where = entry["path"] or app_text(str(entry["note"] or ""))
-        where = str(where).replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
-        lines.append(f"| {entry['model']} | {entry['role']} | **{status}** | {where} |")
-    lines.append("")
-    lines.append(f"Detector `auto`: {app_text(auto_reason(settings))}.")
+        where = entry["path"] or ("see below" if entry["note"] else "-")
+        lines.append(f"| {_cell(entry['model'])} | {_cell(entry['role'])} | **{status}** | "
+                     f"{_cell(where)} |")
+        if entry["note"]:
+            how.append(f"- {_cell(entry['model'])}: {_cell(app_text(str(entry['note'])))}")
+    lines += ["", *how, "", f"Detector `auto`: {app_text(auto_reason(settings))}."]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell (no column break, no HTML)."""
+    return str(text).replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _interrupt(signum: int, frame: Any) -> None:

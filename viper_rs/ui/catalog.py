@@ -61,7 +61,7 @@ class Catalog:
     region search; opened images are cached (a few, keyed by image and GSD).
 
     Folder images with fewer than three bands (label rasters, elevation models) are not
-    listed; they can still be uploaded. RSVQA-HR tiles (``images/{id}.png`` or
+    listed (a note says how many); they can still be uploaded. RSVQA-HR tiles (``images/{id}.png`` or
     ``Data/{id}.tif`` beside a ``USGS_split_*_images.json``) get their EPSG:3857
     georeference from the image record.
     """
@@ -108,11 +108,14 @@ class Catalog:
         )
         listed = 0
         rsvqa: dict[Path, dict[int, dict]] = {}
+        few: list[str] = []  # rasters of fewer than 3 bands
         for path in files:
             if listed >= max_images:
                 self.notes.append(f"{folder}: listed the first {max_images} images only")
                 break
             bands = _band_count(path)
+            if bands is not None and bands < 3:
+                few.append(path.relative_to(folder).as_posix())
             if bands is None or bands < 3:
                 continue
             key = f"{folder.name}/{path.relative_to(folder).as_posix()}"
@@ -122,6 +125,11 @@ class Catalog:
                 entry.crs, entry.transform = RSVQA_CRS, tile_transform(record)
             self.entries[key] = entry
             listed += 1
+        if few:
+            self.notes.append(
+                f"{folder.name}: {len(few)} raster{'s' if len(few) > 1 else ''} with fewer "
+                "than 3 bands (label masks, elevation models) not listed: the detectors need "
+                f"red, green and blue bands (e.g. {', '.join(few[:2])})")
 
     def add_upload(self, path: str | Path, gsd: float | None = None) -> tuple[str, GeoImage]:
         """Open an uploaded file (ImageError when it is not a usable image) and list it."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.answer import Answer, answer_parts
+from viper_rs.answer import MAX_NOTES, Answer, answer_parts
 from viper_rs.errors import InputError
 from viper_rs.exports import GPKG_FIELDS, GPKG_LAYER, polygonal, write_regions_gpkg  # noqa: F401
 from viper_rs.geo import GeoImage
@@ -38,8 +38,8 @@ NODATA_RGB = (64, 64, 64)
 ROI_RGB = (255, 120, 0)
 
 _STRIPE_ROWS = 512  # input rows per stripe when building the overlay picture
-_MAX_NOTES = 5
-_MAX_NOTE_CHARS = 320
+_NOTES_SHOWN = 5
+_MAX_NOTE_CHARS = 1_000  # in a collapsed block: the longest (auto's reason) are ~500
 _MAX_ERROR_CHARS = 600
 _QUESTION_FORMS = (
     "Is there a …?",
@@ -318,8 +318,10 @@ def answer_markdown(answer: Answer, translate: Callable[[str], str] | None = Non
 
     A successful answer gives the answer text in bold with what it counted, measured or
     compared (:func:`viper_rs.answer.answer_parts`), a line naming the evidence (region
-    counts per query, detector and planner) and its notes, up to five, in one collapsed
-    ``<details>`` block (``Notes (n)``); notes in ``hide`` are left out. A failed one
+    counts per query, detector and planner) and its notes in one collapsed ``<details>``
+    block (``Notes (n)``): the first five, then the rest (up to the answer's
+    :data:`~viper_rs.answer.MAX_NOTES`) in a nested collapsed block; notes in ``hide`` are
+    left out. A failed one
     starts with ``"Could not answer:"`` and adds a hint for planning and tool errors.
     ``translate`` rewrites notes and error messages for the reader (e.g. CLI flags as the
     app's field names). Text from the user or from programs is escaped so it cannot add
@@ -334,11 +336,19 @@ def answer_markdown(answer: Answer, translate: Callable[[str], str] | None = Non
     lines = [head, "", _evidence_line(answer)]
     notes = [str(n) for n in answer.notes if str(n).strip() and str(n) not in hide]
     if notes:
+        def item(note: str) -> str:
+            return f"- {note_markdown(_truncate(tr(note), _MAX_NOTE_CHARS))}"
+
         lines += ["", f"<details><summary>Notes ({len(notes)})</summary>", ""]
-        for note in notes[:_MAX_NOTES]:
-            lines.append(f"- {note_markdown(_truncate(tr(note), _MAX_NOTE_CHARS))}")
-        if len(notes) > _MAX_NOTES:
-            lines.append(f"- … and {len(notes) - _MAX_NOTES} more")
+        lines += [item(note) for note in notes[:_NOTES_SHOWN]]
+        more = notes[_NOTES_SHOWN:MAX_NOTES]
+        if more:  # the rest, one click further: reachable, without a long first list
+            lines += ["", f"<details><summary>… and {len(more)} more</summary>", ""]
+            lines += [item(note) for note in more]
+            lines += ["", "</details>"]
+        if len(notes) > MAX_NOTES:
+            lines += ["", f"{len(notes) - MAX_NOTES:,} more notes are not listed (an answer "
+                      f"lists its first {MAX_NOTES})."]
         lines += ["", "</details>"]
     return "\n".join(lines)
 
@@ -412,6 +422,30 @@ def _truncate(text: str, limit: int) -> str:
 
 
 _MD_SPECIAL = re.compile(r"([\\*_\[\]~|])")
+#: What :func:`plain_text` reads in a chat message, in order of precedence: an HTML code
+#: element, a Markdown code span, a backslash escape, a details/summary tag, an emphasis
+#: marker.
+_MARKUP = re.compile(r"<code>(?P<html_code>.*?)</code>|`(?P<md_code>[^`]*)`"
+                     r"|\\(?P<escaped>[!-/:-@\[-`{-~])|</?(?:details|summary)>|\*\*?")
+
+
+def plain_text(markdown: str) -> str:
+    """The text a reader sees in a chat message of the app (:func:`answer_markdown`,
+    :func:`escape_markdown` and the app's templates): code spans keep their text, escapes
+    and HTML entities are undone, emphasis markers and the notes block's tags are dropped.
+    For files such as the session export, where the text is not rendered."""
+    out, end = [], 0
+    for m in _MARKUP.finditer(markdown):
+        out.append(html.unescape(markdown[end:m.start()]))
+        if m.group("html_code") is not None:
+            out.append(html.unescape(m.group("html_code")))
+        else:
+            out.append(m.group("md_code") or m.group("escaped") or "")
+        end = m.end()
+    out.append(html.unescape(markdown[end:]))
+    # Spaces collapse as the chat shows them.
+    return "\n".join(" ".join(line.split())
+                     for line in "".join(out).split("\n"))
 
 
 def escape_markdown(text: Any) -> str:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
+from viper_rs.config import Settings, env_var
 from viper_rs.errors import ConfigError, ImageError, InputError, ViperError
 from viper_rs.geo import GeoImage
 from viper_rs.lru import LRU
-from viper_rs.overrides import panel_overrides
+from viper_rs.overrides import OVERRIDES, panel_overrides
 from viper_rs.ui.answer_map import map_html
 from viper_rs.ui.area import (
     AREA_CHIP_M,
@@ -48,6 +48,7 @@ from viper_rs.ui.evidence import (
     evidence_geojson,
     overlay,
     overlay_colours,
+    plain_text,
     region_rows,
     write_evidence,
 )
@@ -86,15 +87,11 @@ FIELD_LABELS: dict[str, str] = {
     "sam": "SAM refinement", "gsd": "GSD (m/px)",
 }
 
-#: CLI flags in library texts and what the app calls them.
+#: CLI flags in library texts and what the app calls them: its fields. The other flags of
+#: :data:`~viper_rs.overrides.OVERRIDES` read as their ``VIPER_RS_*`` variables.
 APP_NAMES: dict[str, str] = {
     "--llm-base-url": "Settings › LLM endpoint (base URL)",
     "--llm-model": "Settings › LLM model",
-    "--clip-checkpoint": "VIPER_RS_CLIP_CHECKPOINT before starting the app (see Settings › "
-                         "weights)",
-    "--graft-checkpoint": "VIPER_RS_GRAFT_CHECKPOINT before starting the app (see Settings › "
-                          "weights)",
-    "--sam-checkpoint": "VIPER_RS_SAM_CHECKPOINT before starting the app",
     "--small-max-m2": "Settings › small < (m2)",
     "--large-min-m2": "Settings › large ≥ (m2)",
     "--threshold": "Settings › Score threshold",
@@ -104,9 +101,38 @@ APP_NAMES: dict[str, str] = {
     "--bands": "the file's band descriptions",
     "--gsd": "the GSD (m/px) field",
 }
-_FLAG = re.compile(r"(?:\b(pass|use) )?(?<![\w-])(" + "|".join(re.escape(f) for f in APP_NAMES)
-                   + r")(?![\w-])(?: (?:PATH|URL|MODEL)\b)?")
+#: The variable of each other flag (e.g. ``--graft-checkpoint``: VIPER_RS_GRAFT_CHECKPOINT).
+_FLAG_VARIABLES: dict[str, str] = {
+    o.flag: env_var(o.field) for o in OVERRIDES.values() if o.flag and o.flag not in APP_NAMES}
+_FLAGS = "|".join(re.escape(f) for f in sorted([*APP_NAMES, *_FLAG_VARIABLES], key=len,
+                                               reverse=True))
+#: "pass --flag VALUE", with the verb and the value optional.
+_FLAG_TEXT = (r"(?:\b(?P<verb>pass|use) )?(?<![\w-])(?P<flag>" + _FLAGS
+              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR)\b)?")
+_FLAG = re.compile(_FLAG_TEXT)
+#: A flag and its variable side by side ("pass --x PATH or set VIPER_RS_X=PATH", "set by
+#: --x or VIPER_RS_X"): the app names the variable once.
+_FLAG_AND_VARIABLE = re.compile(_FLAG_TEXT + r"(?: or |, | / )(?:set )?(?P<env>VIPER_RS_\w+?)"
+                                r"(?:=(?P<env_value>[A-Z]+|\d+))?\b")
 _GSD_HINT = re.compile(r"give its GSD, e\.g\. --gsd ([\d.]+),")
+
+
+def _app_name(m: re.Match) -> str:
+    """What the app calls the flag of a :data:`_FLAG` match."""
+    flag, verb, value = m.group("flag"), m.group("verb"), m.group("value")
+    if flag in APP_NAMES:
+        return ("set " if verb else "") + APP_NAMES[flag]
+    env = _FLAG_VARIABLES[flag]
+    if not verb:
+        return env
+    return f"set {env}{'=' + value if value else ''} before starting the app"
+
+
+def _app_pair(m: re.Match) -> str:
+    """A flag named with its own variable, as the app says it (other pairs unchanged)."""
+    if _FLAG_VARIABLES.get(m.group("flag")) != m.group("env"):
+        return m.group(0)
+    return _app_name(m)
 
 
 #: Detectors whose regions carry no score to threshold (spectral classes are rules; the
@@ -121,7 +147,7 @@ def app_text(text: str) -> str:
     """``text`` naming the app's fields instead of CLI flags ("pass --llm-model" reads "set
     Settings › LLM model"); the CLI keeps its flags."""
     text = _GSD_HINT.sub(r"enter it in the GSD (m/px) field, e.g. \1,", text)
-    return _FLAG.sub(lambda m: ("set " if m.group(1) else "") + APP_NAMES[m.group(2)], text)
+    return _FLAG.sub(_app_name, _FLAG_AND_VARIABLE.sub(_app_pair, text))
 
 
 def threshold_control(detector: str, settings: Settings) -> tuple[bool, str]:
@@ -511,12 +537,18 @@ class Controller:
                      f"**{escape_markdown(hit.source_name)}** from the region search. "
                      f"{describe(image)} Ask a question about it.")
 
-    def load_upload(self, path: str | Path, gsd: float | None = None) -> tuple[str | None, str]:
-        """List an uploaded file; returns (its key or None, a chat message)."""
+    def load_upload(self, path: str | Path, gsd: float | None = None,
+                    detector: str = "auto") -> tuple[str | None, str]:
+        """List an uploaded file; returns (its key or None, a chat message). The message
+        says when ``detector`` cannot answer questions about it (its bands), as asking
+        would (the image stays listed: another detector may)."""
+        from viper_rs.vision.factory import image_problem
+
         name = Path(path).name
         try:
             key, image = self.catalog.add_upload(path, gsd)
             text = describe(image)
+            problem = image_problem(image, detector, self.settings)
         except ImageError as exc:
             reason = _hide_path(str(exc), Path(path))
             return None, (f"Could not use the upload **{escape_markdown(name)}**: "
@@ -525,6 +557,11 @@ class Controller:
             log.exception("unexpected error loading %s", path)
             return None, (f"Could not use the upload **{escape_markdown(name)}**: internal error "
                           f"({type(exc).__name__}); the details are in the app's log.")
+        if problem:
+            return key, (f"Loaded **{escape_markdown(name)}**. {text} **The current detector "
+                         "cannot answer questions about it**: "
+                         f"{escape_markdown(app_text(problem))}. Upload an image with red, "
+                         "green and blue bands, or pick one from the list.")
         return key, f"Loaded **{escape_markdown(name)}**. {text} Ask a question about it."
 
     def export_session(self, records: Sequence[dict]) -> Path:
@@ -616,7 +653,7 @@ def session_documents(records: Sequence[dict]) -> tuple[dict, dict]:
             "turn": n,
             "image": record.get("image"),
             "question": record.get("question"),
-            "reply": record.get("message"),
+            "reply": plain_text(str(record.get("message") or "")),
             "answer": answer.get("answer"),
             "value": answer.get("value"),
             "ok": bool(answer) and answer.get("error") is None,

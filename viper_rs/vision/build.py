@@ -38,6 +38,7 @@ import torch
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, first_line
 from viper_rs.files import require_file
+from viper_rs.overrides import setting_hint, setting_source
 from viper_rs.vision.modeling.graft import GraftConfig, GraftPixelModel
 from viper_rs.vision.modeling.keymap import IGNORED_HF_KEYS, hf_to_open_clip, open_clip_to_hf
 
@@ -50,9 +51,9 @@ VISUAL_PROJECTION = BACKBONE + "visual_projection.weight"
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 _SHOW = 5
 WEIGHTS_HINT = (
-    "run `python -m viper_rs weights --download` or pass --clip-checkpoint PATH "
-    "(an open_clip state dict or OpenAI's ViT-B-16.pt); online, --clip-pretrained TAG "
-    "(VIPER_RS_CLIP_PRETRAINED, e.g. openai) downloads through open_clip"
+    f"run `python -m viper_rs weights --download clip`, or {setting_hint('clip_checkpoint')} "
+    f"(an open_clip state dict or OpenAI's ViT-B-16.pt); online, "
+    f"{setting_hint('clip_pretrained', 'TAG')} (e.g. openai) to download it through open_clip"
 )
 
 
@@ -315,7 +316,8 @@ def load_graft_state(
     expected = {k: tuple(v.shape) for k, v in _graft_checkpoint_tensors(skeleton, vision).items()}
     hint = ""
     if any(k.startswith(("visual.", "transformer.resblocks")) for k in state):
-        hint = " (this looks like an open_clip CLIP checkpoint: pass it as --clip-checkpoint)"
+        hint = (" (this looks like an open_clip CLIP checkpoint: give it as "
+                f"{setting_source('clip_checkpoint')})")
     check_state_keys(source, "GRAFT", state, expected,
                 ignored=tuple(vision + k for k in IGNORED_HF_KEYS),
                 scalar_ok=("logit_scale",), hint=hint)
@@ -456,7 +458,7 @@ def _clip_from_state_dict(model_name: str, path: Path) -> torch.nn.Module:
     expected = {k: tuple(v.shape) for k, v in create("meta").state_dict().items()}
     hint = ""
     if any(k.startswith(BACKBONE) for k in state):
-        hint = " (this looks like a GRAFT checkpoint: pass it as --graft-checkpoint)"
+        hint = f" (this looks like a GRAFT checkpoint: give it as {setting_source('graft_checkpoint')})"
     check_state_keys(path, f"{model_name} CLIP", state, expected,
                 scalar_ok=("logit_scale", "logit_bias"), hint=hint)
     for k in ("logit_scale", "logit_bias"):
@@ -522,8 +524,8 @@ IMAGE_TOWERS = ("graft", "clip")
 #: What :func:`load_clip` returns: the model, its tokenizer and its model id.
 ClipModel = tuple[torch.nn.Module, Any, str]
 NO_GRAFT_CHECKPOINT = (
-    "the graft image tower needs a GRAFT checkpoint: pass --graft-checkpoint PATH or set "
-    "VIPER_RS_GRAFT_CHECKPOINT (README 'Model weights' says where to get it)"
+    f"the graft image tower needs a GRAFT checkpoint: {setting_hint('graft_checkpoint')} "
+    "(README 'Model weights' says where to get it)"
 )
 
 

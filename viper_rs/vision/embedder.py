@@ -333,3 +333,12 @@ def _progress(total: int, name: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=f"embedding {name}", unit="window", leave=False)
+
+
+def band_problem(image: GeoImage) -> str | None:
+    """Why an image tower (GRAFT, CLIP) cannot read ``image``, None when it can: it needs
+    R, G and B bands, or one grey band (repeated)."""
+    if all(image.has(b) for b in ("R", "G", "B")) or image.has("GRAY"):
+        return None
+    return (f"{image.name}: the image tower needs R, G and B bands or one grey band (image "
+            f"bands: {','.join(image.band_names)}; set them with --bands)")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from viper_rs.config import DETECTOR_NAMES, ORACLE_DETECTOR, Settings
 from viper_rs.detector import Detector
 from viper_rs.errors import ConfigError
+from viper_rs.geo import GeoImage
 
 if TYPE_CHECKING:
     from viper_rs.vision.buildings.detector import BuildingDetector
@@ -55,6 +56,26 @@ def build_detector(name: str, settings: Settings | None = None) -> Detector:
     return det
 
 
+def image_problem(image: GeoImage, detector: str, settings: Settings) -> str | None:
+    """Why detector ``detector`` (``auto`` as it resolves with ``settings``) cannot answer
+    questions about ``image`` because of its bands, None when it can: checked when the
+    image is opened, before any question."""
+    name = detector or "auto"
+    resolved = name
+    if name == "auto":
+        from viper_rs.weights import auto_detector
+
+        resolved = auto_detector(settings)
+    if resolved == "spectral":
+        from viper_rs.vision.spectral.maps import band_problem
+    elif resolved in ("graft", "clip"):
+        from viper_rs.vision.embedder import band_problem
+    else:
+        return None
+    problem = band_problem(image)
+    return f"{problem} (detector auto -> {resolved})" if problem and name == "auto" else problem
+
+
 def build_building_detector(settings: Settings) -> BuildingDetector:
     """The learned building detector with its weights loaded now (``building_checkpoint``,
     else the shipped file); CheckpointError when they are missing, truncated or of
@@ -79,7 +100,17 @@ def build_auto_buildings(settings: Settings) -> tuple[BuildingDetector | None, s
     if not settings.building_model:
         return None, None
     if settings.building_checkpoint is not None:
-        return build_building_detector(settings), None
+        from viper_rs.overrides import setting_hint, setting_source
+        from viper_rs.vision.build import CheckpointError
+
+        try:
+            return build_building_detector(settings), None
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc} (the building model weights, set by "
+                f"{setting_source('building_checkpoint')}: fix the path, unset it to use the "
+                f"shipped weights, or {setting_hint('building_model', '0')} to turn the model "
+                "off)") from None
     path, _ = building_weights(settings)
     if path is None:
         return None, None
@@ -104,9 +135,12 @@ def build_dense_detector(name: str, settings: Settings) -> DenseDetector:
     from viper_rs.vision.dense import DenseDetector
     from viper_rs.vision.embedder import Embedder
     from viper_rs.vision.text import TextEncoder
+    from viper_rs.weights import check_configured
 
     if name == "graft":
         graft_checkpoint(settings)  # fail before loading anything without one
+    # A configured path that is not a file: say which setting, before loading anything.
+    check_configured(settings, [name] * (name != "clip") + ["clip"] + ["sam"] * settings.sam)
     calibration = Calibration.load(settings.calibration_file)
     device = resolve_device(settings.device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None

@@ -131,20 +131,25 @@ def _working_gsd(image: GeoImage, general: list[str], rec: _Recorder | None = No
     return gsd
 
 
-def _check_bands(image: GeoImage, general: list[str]) -> None:
-    """Raise ImageError unless the image has R,G,B bands: a raster of fewer than 3 bands
-    (a DSM, a label mask, a grey picture) is refused, whatever its band is called."""
+def band_problem(image: GeoImage) -> str | None:
+    """Why the spectral detector cannot read ``image``, None when it can: it needs R,G,B
+    bands, so a raster of fewer than 3 bands (a DSM, a label mask, a grey picture) is
+    refused whatever its band is called."""
     n = len(image.band_names)
     if n < 3:
-        raise ImageError(
-            f"{image.name} has {n} band{'' if n == 1 else 's'}; the spectral detector needs "
-            "red, green and blue bands (R,G,B[,NIR])"
-        )
+        return (f"{image.name} has {n} band{'' if n == 1 else 's'}; the spectral detector "
+                "needs red, green and blue bands (R,G,B[,NIR])")
     if not all(image.has(b) for b in ("R", "G", "B")):
-        raise ImageError(
-            f"{image.name}: the spectral detector needs R,G,B bands "
-            f"(image bands: {','.join(image.band_names)}; set them with --bands)"
-        )
+        return (f"{image.name}: the spectral detector needs R,G,B bands "
+                f"(image bands: {','.join(image.band_names)}; set them with --bands)")
+    return None
+
+
+def _check_bands(image: GeoImage, general: list[str]) -> None:
+    """Raise ImageError unless the image has R,G,B bands (:func:`band_problem`)."""
+    problem = band_problem(image)
+    if problem:
+        raise ImageError(problem)
 
 
 def _valid_pixels(image: GeoImage, general: list[str]) -> np.ndarray:

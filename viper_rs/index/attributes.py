@@ -47,15 +47,16 @@ class Attribute:
     concept: str
     kind: str
     label: str
+    noun: str
 
 
 #: Every attribute a chip carries (one place: schema, build, search, UI read it from here).
 ATTRIBUTES: tuple[Attribute, ...] = (
-    Attribute("building_share", "building", SHARE, "building cover"),
-    Attribute("building_count", "building", COUNT, "buildings"),
-    Attribute("road_share", "road", SHARE, "road cover"),
-    Attribute("water_share", "water", SHARE, "water cover"),
-    Attribute("vegetation_share", "vegetation", SHARE, "vegetation cover"),
+    Attribute("building_share", "building", SHARE, "building cover", "buildings"),
+    Attribute("building_count", "building", COUNT, "buildings", "buildings"),
+    Attribute("road_share", "road", SHARE, "road cover", "roads"),
+    Attribute("water_share", "water", SHARE, "water cover", "water"),
+    Attribute("vegetation_share", "vegetation", SHARE, "vegetation cover", "vegetation"),
 )
 ATTRIBUTE_COLUMNS: tuple[str, ...] = tuple(a.column for a in ATTRIBUTES)
 #: The concepts measured, in order.
@@ -274,6 +275,19 @@ def describe(values: Mapping[str, Any], by: Mapping[str, str], unknown: Mapping[
         n = values.get(c.column)
         if n is not None:
             text += f", {int(n)} {c.label}"
+    return text
+
+
+def cell(values: Mapping[str, Any], unknown: Mapping[str, str], attr: Attribute) -> str:
+    """A table cell: ``82.2% buildings (68)``, ``45.0% water``, ``buildings unknown``."""
+    value = values.get(attr.column)
+    if value is None:
+        return f"{attr.noun} {'unknown' if attr.concept in unknown else 'not measured'}"
+    text = f"{_share(float(value))} {attr.noun}"
+    for c in (a for a in ATTRIBUTES if a.concept == attr.concept and a.kind == COUNT):
+        n = values.get(c.column)
+        if n is not None:
+            text += f" ({int(n)})"
     return text
 
 

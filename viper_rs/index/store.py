@@ -418,7 +418,8 @@ class ChipIndex:
         counts.absent = int(self.table.count_rows(_and(box, f"{column} <= 0")))
         hits: list[Hit] = []
         if vals.size:
-            cut = float(np.partition(vals, vals.size - min(k, vals.size))[vals.size - min(k, vals.size)])
+            nth = vals.size - min(k, vals.size)  # the k-th largest value is the cut
+            cut = float(np.partition(vals, nth)[nth])
             above = int((vals > cut).sum())
             if above:
                 hits += self.search(vector, above, True, bbox=bbox, where=f"{column} > {cut!r}")

@@ -410,12 +410,13 @@ class ChipIndex:
             raise InputError(f"the index has no attribute column {column!r}")
         k = max(1, int(k))
         box = bbox_filter(bbox) if bbox is not None else None
-        present = f"{column} > 0"
-        values = _scan(self.table, [column], where=_and(box, present)).read_all()[column]
-        vals = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-        counts = RankCounts(column=column, present=int(vals.size))
-        counts.unknown = int(self.table.count_rows(_and(box, f"{column} IS NULL")))
-        counts.absent = int(self.table.count_rows(_and(box, f"{column} <= 0")))
+        column_values = _scan(self.table, [column], where=box).read_all()[column]
+        known = column_values.drop_null().to_numpy(zero_copy_only=False)
+        vals = np.asarray(known, dtype=np.float64)
+        vals = vals[vals > 0]
+        counts = RankCounts(column=column, present=int(vals.size),
+                            unknown=int(column_values.null_count),
+                            absent=int(len(known) - vals.size))
         hits: list[Hit] = []
         if vals.size:
             nth = vals.size - min(k, vals.size)  # the k-th largest value is the cut

@@ -1,8 +1,10 @@
 """``python -m eval.bench_index``: indexing throughput and search latency of the chip index.
 
 1. Indexing: writes ``--scenes`` synthetic 1024 x 1024 px, 1 m scenes as GeoTIFFs and
-   indexes them with the spectral embedder (128 m chips, 25% overlap) in this process,
-   in 2 local processes and on a local Ray cluster (2 actors), each into a fresh index:
+   indexes them with the spectral embedder (128 m chips, 25% overlap) and the chip
+   attributes (BuildingNet on every chip: 1 m is in its range), in this process (and once
+   more without attributes, as before they existed), in 2 local processes and on a local
+   Ray cluster (2 actors), each into a fresh index:
    once as ``--ray-address local`` does it (Ray started and stopped by the build) and
    once on a cluster started beforehand (``ray.init`` timed apart). Prints each build's
    total time, and chips/s of the embedding phase (the start of worker processes and
@@ -16,12 +18,24 @@
    exact search, and ANN search (``ChipIndex.search``, refine factor 10, each
    ``--nprobes``) on each ``--ann`` index: ``build_ann`` is ``ChipIndex.build_ann``,
    the others (``IVF_PQ``, the index it built before, by default) are built with the
-   same partitions and metric and another quantisation, for comparison.
+   same partitions and metric and another quantisation, for comparison. Also timed:
+   the top 20 by a measured attribute (``ChipIndex.search_ranked``, exact, on a
+   synthetic building cover: a share on 3 chips in 4, else unknown or 0).
    Recall@20 is the share of the exact top 20 an ANN search finds and ``score`` the
    mean score of its hits over the exact top 20's, averaged over the queries. Within
    a cluster the neighbours' scores are nearly tied (rank 20 and rank 100 differ by
    ~0.01), which makes recall@20 a hard test; ``score`` near 1 says the misses were
    as good as the chips they replace.
+3. Search quality (``--data``, default ``../shared/data`` when present): indexes the whole
+   folder as the app does (spectral embedder, 256 m chips, 25% overlap, chip attributes
+   measured: buildings by BuildingNet where it covers the chip) and asks ``buildings``
+   for the best 10 and 50 chips, ranked by the embedding alone (as before chip
+   attributes) and by the measured building cover (``rank="auto"``). A hit is a true
+   building chip when it lies in a labelled tile (``labeled/**/<tile>_truth.json``) whose
+   human building footprints (``<tile>_buildings.tif``) cover at least
+   :data:`BUILDING_MIN_SHARE` of the chip's window; labelled chips below it are misses,
+   and chips of sources without labels (North Dakota prairie with its farmsteads, Napa,
+   Rotterdam) are unjudged and count as misses too, so precision@k is a lower bound.
 """
 
 from __future__ import annotations
@@ -51,7 +65,15 @@ ADD_CHUNK = 50_000
 CLUSTER_NOISE = 0.04
 #: Spread of a query around the database vector it was made from.
 QUERY_NOISE = 0.02
-BACKENDS = ("in-process", "2 processes", "ray local", "ray running")
+BACKENDS = ("in-process", "in-process, no attributes", "2 processes", "ray local",
+            "ray running")
+#: A labelled chip holds buildings when human footprints cover at least this share of it
+#: (1% of a 76 m tile is 58 m2: one small house).
+BUILDING_MIN_SHARE = 0.01
+#: The query of the search-quality benchmark and the result depths it scores.
+QUALITY_QUERY = "buildings"
+QUALITY_K = (10, 50)
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZES = (10_000, 100_000, 1_000_000)
 NPROBES = (32, 8)
 #: ANN indexes timed: what ``ChipIndex.build_ann`` builds, then alternatives: IVF with
@@ -100,24 +122,27 @@ def bench_build(folder: Path, work: Path, backends: tuple[str, ...] = BACKENDS,
 
     warm_up()
     grid = ChipGrid(chip_m=chip_m, overlap=0.25)
-    params = {"in-process": (1, None), "2 processes": (2, None), "ray local": (2, "local"),
-              "ray running": (2, "local")}
+    params = {"in-process": (1, None), "in-process, no attributes": (1, None),
+              "2 processes": (2, None), "ray local": (2, "local"), "ray running": (2, "local")}
     runs = []
     for i, backend in enumerate(backends):
         workers, address = params[backend]
+        attributes = "no attributes" not in backend
         _say(f"indexing: {backend}")
         init_s = _start_ray(workers) if backend == "ray running" else None
         try:
             t0 = time.perf_counter()
             r = build_index([folder], work / f"index_{i}", embedder="spectral", grid=grid,
-                            workers=workers, ray_address=address, progress=False)
+                            workers=workers, ray_address=address, progress=False,
+                            attributes=attributes)
             seconds = time.perf_counter() - t0
         finally:
             if init_s is not None:
                 import ray
 
                 ray.shutdown()
-        runs.append({"backend": backend, "workers": workers, "chips": r.chips,
+        runs.append({"backend": backend, "workers": workers, "attributes": attributes,
+                     "chips": r.chips,
                      "indexed": r.indexed, "empty": r.empty, "failed": len(r.failed),
                      "seconds": round(seconds, 2), "embed_seconds": round(r.embed_seconds, 2),
                      "chips_per_s": round(r.chips_per_s, 1), "ray_init_s": init_s})
@@ -125,6 +150,90 @@ def bench_build(folder: Path, work: Path, backends: tuple[str, ...] = BACKENDS,
     for r in runs:
         r["vs_in_process"] = round(r["chips_per_s"] / base, 2) if base else None
     return {"chip_m": chip_m, "overlap": 0.25, "embedder": "spectral", "runs": runs}
+
+
+# ---------------------------------------------------------------------------- search quality
+def labelled_masks(data: Path) -> dict[str, Path]:
+    """Resolved image path -> building footprint mask of every labelled tile under
+    ``data`` (``<tile>_truth.json`` beside ``<tile>.tif`` and ``<tile>_buildings.tif``)."""
+    out = {}
+    for truth in sorted(data.rglob("*_truth.json")):
+        tile = truth.name[: -len("_truth.json")]
+        image, mask = truth.with_name(f"{tile}.tif"), truth.with_name(f"{tile}_buildings.tif")
+        if image.is_file() and mask.is_file():
+            out[str(image.resolve())] = mask
+    return out
+
+
+def footprint_share(mask: Path, window: tuple[int, int, int, int]) -> float:
+    """Share of ``window`` (col, row, width, height of the image grid) that the labelled
+    footprints cover."""
+    import rasterio
+    from rasterio.windows import Window
+
+    col, row, w, h = window
+    with rasterio.open(mask) as ds:
+        data = ds.read(1, window=Window(col, row, w, h), boundless=True, fill_value=0)
+    return float((data > 0).mean()) if data.size else 0.0
+
+
+def judge(hits: list[Any], masks: dict[str, Path]) -> list[dict[str, Any]]:
+    """Per hit: source, the footprint share of a labelled chip (None: unlabelled), whether
+    it is a true building chip, and the measured building cover."""
+    out = []
+    for h in hits:
+        mask = masks.get(str(Path(h.source).resolve()))
+        share = footprint_share(mask, h.window) if mask is not None else None
+        out.append({"rank": h.rank, "source": h.source_name, "truth_share": share,
+                    "true": share is not None and share >= BUILDING_MIN_SHARE,
+                    "building_share": h.attributes.get("building_share")})
+    return out
+
+
+def precision(judged: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """Precision@k (unjudged hits count as misses), and how many of the k were judged."""
+    top = judged[:k]
+    return {"k": k, "precision": round(sum(j["true"] for j in top) / k, 3),
+            "true": sum(j["true"] for j in top),
+            "unjudged": sum(j["truth_share"] is None for j in top)}
+
+
+def run_quality(data: Path, work: Path | None = None, ks: tuple[int, ...] = QUALITY_K,
+                chip_m: float = 256.0) -> dict[str, Any]:
+    """Index ``data`` as the app does and score ``buildings`` before (embedding) and after
+    (measured building cover) against the labelled tiles."""
+    from viper_rs.index import ChipGrid, Searcher, build_index
+
+    masks = labelled_masks(data)
+    out: dict[str, Any] = {"data": str(data), "query": QUALITY_QUERY, "labelled_tiles": len(masks),
+                           "min_share": BUILDING_MIN_SHARE}
+    with tempfile.TemporaryDirectory(prefix="bench_index_q_", dir=work) as tmp:
+        _say(f"search quality: indexing {data}")
+        t0 = time.perf_counter()
+        r = build_index([data], Path(tmp) / "index", embedder="spectral",
+                        grid=ChipGrid(chip_m, 0.25), progress=False, overlays=False)
+        out["build"] = {"chips": r.total_rows, "seconds": round(time.perf_counter() - t0, 1),
+                        "chips_per_s": round(r.chips_per_s, 1), "unknown": r.unknown}
+        searcher = Searcher(Path(tmp) / "index")
+        out["labelled_chips"] = {"holding": 0, "free": 0}
+        indexed = set()
+        for batch, _ in searcher.index.footprints_and_vectors():
+            for src, c, rw, w, h in zip(*(batch.column(n).to_pylist() for n in
+                                          ("source", "col", "row", "width", "height")),
+                                        strict=True):
+                mask = masks.get(str(Path(src).resolve()))
+                if mask is not None:
+                    indexed.add(src)
+                    true = footprint_share(mask, (c, rw, w, h)) >= BUILDING_MIN_SHARE
+                    out["labelled_chips"]["holding" if true else "free"] += 1
+        out["labelled_indexed"] = len(indexed)
+        for rank in ("embedding", "auto"):
+            res = searcher.search(QUALITY_QUERY, k=max(ks), rank=rank)
+            judged = judge(res.hits, masks)
+            out[rank] = {"ranked_by": res.ranked_by or "embedding",
+                         "precision": [precision(judged, k) for k in ks],
+                         "top10": [f"{j['source']}" for j in judged[:10]], "hits": judged}
+    return out
 
 
 def _start_ray(cpus: int) -> float:
@@ -198,7 +307,11 @@ def _dummy_rows(start: int, n: int) -> list[dict[str, Any]]:
         base[k] = known.get(k, "x" if pa.types.is_string(t) else
                             0.0 if pa.types.is_floating(t) else 0 if pa.types.is_integer(t)
                             else None)
-    return [{**base, "id": str(i)} for i in range(start, start + n)]
+    # measured building cover: a share for 3 chips in 4, unknown (None) or 0 for the rest
+    shares = [None if i % 8 == 3 else 0.0 if i % 8 == 7 else ((i * 2654435761) % 1000) / 1000
+              for i in range(start, start + n)]
+    return [{**base, "id": str(i), "building_share": share, "attr_recipe": "bench"}
+            for i, share in zip(range(start, start + n), shares, strict=True)]
 
 
 def fill_index(path: Path, vectors: np.ndarray, chunk: int = ADD_CHUNK) -> tuple[Any, dict]:
@@ -306,6 +419,9 @@ def bench_size(n: int, dim: int = 512, queries: int = 50,
         truth, out["numpy"] = _timed(lambda q: numpy_top_k(vectors, q), qs)
         best = [float(np.mean(vectors[t] @ q)) for t, q in zip(truth, qs, strict=True)]
         exact, out["lance_exact"] = _timed(lambda q: index.search(q, K, exact=True), qs)
+        # a query naming a measured attribute: top 20 by building cover, ties by the vector
+        _, out["lance_ranked"] = _timed(
+            lambda q: index.search_ranked("building_share", q, K, exact=True)[0], qs)
         out["lance_exact"].update(_quality(exact, truth, best))  # sanity check: 1.0
         _prune(index)  # delete the fragments compaction replaced
         out["table_mb"] = round(_mb(Path(tmp)), 1)
@@ -392,28 +508,47 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"\nindexing: {ix['scenes']} scenes of {ix['scene_px']} px at 1 m, "
               f"{ix['embedder']} embedder, {ix['chip_m']:g} m chips, "
               f"{ix['overlap']:.0%} overlap")
-        print(f"{'backend':<13} {'chips':>6} {'total s':>8} {'embed s':>8} {'chips/s':>8} "
+        print(f"{'backend':<26} {'chips':>6} {'total s':>8} {'embed s':>8} {'chips/s':>8} "
               f"{'x in-proc':>9}")
         for run in ix["runs"]:
             extra = (f"  (+ {run['ray_init_s']} s ray.init before)" if run.get("ray_init_s")
                      else "  (total: Ray start + stop included)" if run["backend"] == "ray local"
                      else "")
-            print(f"{run['backend']:<13} {run['chips']:>6} {run['seconds']:>8} "
+            print(f"{run['backend']:<26} {run['chips']:>6} {run['seconds']:>8} "
                   f"{run['embed_seconds']:>8} {run['chips_per_s']:>8} "
                   f"{run['vs_in_process']:>9}{extra}")
+    q = r.get("quality")
+    if q:
+        b = q["build"]
+        print(f"\nsearch quality: {q['query']!r} on {q['data']} ({b['chips']} chips, built in "
+              f"{b['seconds']} s = {b['chips_per_s']} chips/s with attributes); labelled: "
+              f"{q['labelled_tiles']} tiles, {q.get('labelled_indexed', '?')} of them indexed "
+              f"(3+ bands and a CRS), {q['labelled_chips']['holding']} chips holding "
+              f"buildings (footprints >= {q['min_share']:.0%} of the chip), "
+              f"{q['labelled_chips']['free']} without")
+        for why, n in sorted(b["unknown"].items(), key=lambda kv: -kv[1])[:3]:
+            print(f"  building cover unknown on {n} chips: {why}")
+        print(f"{'ranked by':<26} " + " ".join(f"{'P@' + str(p['k']):>6} {'unjudged':>8}"
+                                               for p in q["auto"]["precision"]))
+        for key, title in (("embedding", "embedding (before)"), ("auto", "measured cover (after)")):
+            row = q[key]
+            cells = " ".join(f"{p['precision']:>6} {p['unjudged']:>8}" for p in row["precision"])
+            print(f"{title:<26} {cells}   top 10: {_places(row['top10'])}")
     rows = r.get("search")
     if rows:
         s0 = rows[0]
         print(f"\nsearch: top {K} by dot product, dim {s0['dim']}, {s0['queries']} queries, "
               f"{CLUSTERS} Zipf-sized clusters; latency p50 / p95 ms")
         print(f"{'vectors':>9} {'add s':>7} {'rows/s':>8} {'compact s':>9} {'MB':>6} "
-              f"{'numpy brute force':>17} {'LanceDB exact':>15} {'x numpy':>7}")
+              f"{'numpy brute force':>17} {'LanceDB exact':>15} {'x numpy':>7} "
+              f"{'by building cover':>17}")
         for s in rows:
             f = s["fill"]
+            ranked = _pair(s["lance_ranked"]) if "lance_ranked" in s else "-"
             print(f"{s['n']:>9,} {f['add_s']:>7} {f['add_rows_per_s'] or '-':>8} "
                   f"{f['compact_s']:>9} {s['table_mb']:>6.0f} {_pair(s['numpy']):>17} "
                   f"{_pair(s['lance_exact']):>15} "
-                  f"{_ratio(s['lance_exact'], s['numpy']) or '-':>7}")
+                  f"{_ratio(s['lance_exact'], s['numpy']) or '-':>7} {ranked:>17}")
         print("\nANN (ChipIndex.search, refine 10; partitions = sqrt(n)); 'score' = mean score "
               "of the hits / the exact top 20's; 'x' = speed-up of the p50")
         print(f"{'vectors':>9} {'index':<15} {'build s':>7} {'MB':>5} {'nprobes':>7} "
@@ -424,6 +559,23 @@ def print_report(r: dict[str, Any]) -> None:
                 print(f"{s['n']:>9,} {a['kind']:<15} {a['build_s']:>7} {mb:>5} "
                       f"{a['nprobes']:>7} {_pair(a):>15} {a['recall']:>9} {a['score']:>6} "
                       f"{a['speedup_vs_numpy'] or '-':>7} {a['speedup_vs_exact'] or '-':>7}")
+
+
+def _place(name: str) -> str:
+    """A source file's name without its extension and trailing numbers (tile indices,
+    dates): ``kampala_ug_309606_261636.tif`` -> ``kampala_ug``."""
+    import re
+
+    stem = name.rsplit(".", 1)[0]
+    return re.sub(r"(_\d+)+$", "", stem) or stem
+
+
+def _places(names: list[str]) -> str:
+    """``kampala_ug x3, nairobi_ke x6``: the places of a result list, in order of first hit."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[_place(n)] = counts.get(_place(n), 0) + 1
+    return ", ".join(f"{p} x{c}" for p, c in counts.items())
 
 
 def _pair(lat: dict[str, float]) -> str:
@@ -462,12 +614,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--skip-indexing", action="store_true")
     p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--data", type=Path, default=DATA,
+                   help="folder for the search-quality benchmark (default ../shared/data)")
+    p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     backends = tuple(b for b in BACKENDS if not (args.skip_ray and b.startswith("ray")))
     r: dict[str, Any] = {"machine": machine()}
     if not args.skip_indexing:
         r["indexing"] = run_indexing(args.scenes, backends=backends)
+    if not args.skip_quality:
+        if args.data.is_dir():
+            r["quality"] = run_quality(args.data)
+        else:
+            _say(f"search quality skipped: {args.data} is absent")
     if not args.skip_search:
         r["search"] = run_search(args.sizes, args.dim, args.queries, args.nprobes, args.ann)
     r["machine"]["load_after"] = [round(v, 2) for v in os.getloadavg()]

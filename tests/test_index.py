@@ -15,9 +15,11 @@ import rasterio
 
 from tests.conftest import REPO
 from tests.geojson_check import check_rfc7946
+from viper_rs.config import Settings
 from viper_rs.errors import InputError, UnknownConceptError
 from viper_rs.geo import write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
+from viper_rs.index.attributes import ATTRIBUTE_COLUMNS
 from viper_rs.index.chips import plan, starts
 from viper_rs.index.embedders import SPECTRAL_CLASSES
 from viper_rs.index.sources import describe, expand, scan
@@ -25,6 +27,10 @@ from viper_rs.index.store import IndexMeta
 from viper_rs.synthetic import make_scene
 
 GRID = ChipGrid(chip_m=128, overlap=0.25)
+#: Builds that test chipping, files and backends measure chip attributes with the spectral
+#: detector only (quick); the building model's attributes: the `built` index, the
+#: processes/Ray comparison and tests/test_index_attributes.py.
+QUICK = Settings(building_model=False)
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +182,14 @@ def test_changed_files_are_reindexed_and_new_files_added(scenes, tmp_path):
     src.mkdir()
     (src / "a.tif").write_bytes((folder / "scene0.tif").read_bytes())
     out = tmp_path / "ix"
-    build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    build_index([src], out, embedder="spectral", grid=GRID, progress=False, settings=QUICK)
     (src / "b.tif").write_bytes((folder / "scene1.tif").read_bytes())
-    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False,
+                    settings=QUICK)
     assert (r.existing, r.indexed, r.total_rows) == (16, 16, 32)
     os.utime(src / "a.tif", ns=(1, 1))  # a new version of a.tif
-    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False,
+                    settings=QUICK)
     assert (r.stale, r.existing, r.indexed, r.total_rows) == (16, 16, 16, 32)
 
 
@@ -196,7 +204,8 @@ def test_map_imagery_is_built_with_the_index_and_updated_like_it(scenes, tmp_pat
     src.mkdir()
     (src / "a.tif").write_bytes((folder / "scene0.tif").read_bytes())
     out = tmp_path / "ix"
-    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False,
+                    settings=QUICK)
     assert (r.overlays.built, r.overlays.kept, r.overlays.skipped) == (1, 0, [])
     assert "map imagery: 1 sources drawn" in r.summary()
     pictures = load_overlays(out)
@@ -211,15 +220,19 @@ def test_map_imagery_is_built_with_the_index_and_updated_like_it(scenes, tmp_pat
         expected = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
     assert np.allclose(a.bounds, expected, atol=2e-5), (a.bounds, expected)
     # again: nothing drawn; a new file: drawn; a changed file: drawn again
-    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False,
+                    settings=QUICK)
     assert (r.overlays.built, r.overlays.kept) == (0, 1)
     (src / "b.tif").write_bytes((folder / "scene1.tif").read_bytes())
-    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False,
+                    settings=QUICK)
     assert (r.overlays.built, r.overlays.kept) == (1, 1) and len(load_overlays(out)) == 2
     os.utime(src / "a.tif", ns=(1, 1))
-    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False)
+    r = build_index([src], out, embedder="spectral", grid=GRID, progress=False,
+                    settings=QUICK)
     assert (r.overlays.built, r.overlays.kept) == (1, 1)
     off = build_index([src], tmp_path / "ix2", embedder="spectral", grid=GRID, progress=False,
+                      settings=QUICK,
                       overlays=False)
     assert off.overlays is None and not (tmp_path / "ix2" / OVERLAY_DIR).exists()
 
@@ -361,6 +374,12 @@ def test_processes_and_ray_give_the_same_index_as_in_process(built, scenes, tmp_
     assert ref.keys() == other.keys()
     for k in ref:
         np.testing.assert_allclose(ref[k], other[k], atol=1e-6)
+    # the chip attributes (the building model in every worker) are the same too
+    cols = ["id", *ATTRIBUTE_COLUMNS, "attr_recipe"]
+    ours = {r["id"]: r for r in ChipIndex.open(out).table.to_arrow().select(cols).to_pylist()}
+    theirs = ChipIndex.open(built[0]).table.to_arrow().select(cols).to_pylist()
+    assert {r["id"]: r for r in theirs} == ours
+    assert all(r["building_share"] is not None for r in theirs)
 
 
 def test_cli_build_on_a_running_ray_cluster_by_address(scenes, tmp_path):
@@ -527,6 +546,7 @@ def test_density_raster_is_georeferenced_and_follows_the_scores(built, tmp_path)
 # ---------------------------------------------------------------------------- CLI
 def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIPER_RS_")}
+    env["VIPER_RS_BUILDING_MODEL"] = "false"  # see QUICK
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "viper_rs", "index", *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)

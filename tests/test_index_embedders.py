@@ -76,12 +76,17 @@ def test_clip_index_stores_unit_image_embeddings_and_scores_by_cosine(weights, t
     chip = GeoImage.open(row["source"], window=(row["col"], row["row"], row["width"],
                                                 row["height"]))
     np.testing.assert_allclose(emb.embed([chip])[0], v[0], atol=1e-5)
-    res = Searcher(out, s).search("a pond", k=4)
+    res = Searcher(out, s).search("a pond", k=4, rank="embedding")
     text, _ = emb.embed_text("a pond")
     np.testing.assert_allclose(np.linalg.norm(text), 1.0, atol=1e-5)
     for h in res.hits:
         assert -1.0 <= h.score <= 1.0
     assert res.hits[0].score == pytest.approx(float((vecs @ text).max()), abs=1e-5)
+    # by default a concept with a measured attribute ranks by it, the cosine breaking ties
+    ranked = Searcher(out, s).search("a pond", k=4)
+    assert ranked.ranked_by == "water_share"
+    shares = [h.attributes["water_share"] for h in ranked.hits]
+    assert None not in shares and shares == sorted(shares, reverse=True)
 
 
 def test_search_with_other_weights_is_refused(weights, tiles, tmp_path):

@@ -36,7 +36,7 @@ def mosaic(tmp_path_factory):
 def index(mosaic, tmp_path_factory):
     out = tmp_path_factory.mktemp("fix") / "index"
     build_index([mosaic[0].parent], out, embedder="spectral", grid=ChipGrid(chip_m=96, overlap=0.25),
-                progress=False, overlays=False)
+                progress=False, overlays=False, settings=Settings(building_model=False))
     return out
 
 

@@ -48,7 +48,7 @@ def ctl(tmp_path_factory: pytest.TempPathFactory, scenes: Path):
     embedder and 128 m chips."""
     root = tmp_path_factory.mktemp("region")
     settings = Settings.from_env(cache_dir=root / "cache", sandbox_workers=1,
-                                 detector="spectral")
+                                 detector="spectral", building_model=False)
     region = rs.RegionSearch.for_folders([scenes], settings, chip_m=CHIP_M)
     c = Controller(Catalog([scenes], demo=()), settings, out_dir=root / "out", region=region)
     yield c
@@ -153,7 +153,7 @@ def test_callouts_escape_source_names():
 
 def test_results_table_rows():
     rows = rs.result_rows([_hit(1, lon=-99.15684, lat=47.017), _hit(2)])
-    assert rows[0] == [1, 1.0, "47.02200, -99.15184", "a.tif", "2020-08-31"]
+    assert rows[0] == [1, 1.0, "", "47.02200, -99.15184", "a.tif", "2020-08-31"]
     assert rows[1][:2] == [2, 0.5]
     assert len(rs.RESULT_COLUMNS) == len(rows[0])
     assert list(ui._results_frame(rows).columns) == rs.RESULT_COLUMNS

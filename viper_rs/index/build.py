@@ -1,4 +1,5 @@
-"""Building an index: chip the sources, skip chips already indexed, embed the rest, store.
+"""Building an index: chip the sources, skip chips already indexed, embed and measure the
+rest (the chip attributes of :mod:`viper_rs.index.attributes`), store.
 
 Chip reading and embedding run in batches on one of three backends:
 
@@ -9,7 +10,9 @@ Chip reading and embedding run in batches on one of three backends:
   builds the embedder once and takes batches from a :class:`ray.util.ActorPool`.
 
 Only this process writes to LanceDB, as batches come back, so an interrupted build keeps
-every chip finished so far and the next run goes on from there.
+every chip finished so far and the next run goes on from there. Chips already indexed whose
+attributes are missing (an index of an older format, or one built with ``attributes=False``)
+or were measured by other models are read again and only measured.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ import numpy as np
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ImageError, InputError, first_line
+from viper_rs.geo import GeoImage
+from viper_rs.index.attributes import (
+    INFO_COLUMN,
+    AttributeSpec,
+    ChipAttributer,
+    ChipMeasures,
+    parse_info,
+)
 from viper_rs.index.chips import DEFAULT_MIN_VALID, Chip, ChipGrid, plan
 from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_name
 from viper_rs.index.overlays import OverlayReport, update_overlays
@@ -48,6 +59,8 @@ class BatchResult:
     vectors: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # mostly nodata
     failed: list[tuple[str, str]] = field(default_factory=list)  # read/embed errors
+    #: Attributes of chips already indexed (``id`` + attribute columns), re-measured.
+    measured: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -73,12 +86,26 @@ class BuildReport:
     embed_seconds: float = 0.0
     #: The map imagery drawn for the sources (None when not asked for).
     overlays: OverlayReport | None = None
+    #: What measured the chip attributes ("" when the build did not measure them).
+    attributes: str = ""
+    #: Chips indexed before whose attributes this run measured (older format or models).
+    remeasured: int = 0
+    #: Chips still without this recipe's attributes (their sources were not in this run).
+    unmeasured: int = 0
+    #: Why attributes are unknown ("concept: reason") and on how many chips measured here.
+    unknown: dict[str, int] = field(default_factory=dict)
 
     @property
     def chips_per_s(self) -> float:
-        """Chips read and embedded per second of the embedding phase."""
-        done = self.indexed + self.empty + len(self.failed)
+        """Chips read, embedded and measured per second of the embedding phase."""
+        done = self.indexed + self.remeasured + self.empty + len(self.failed)
         return done / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    def count_unknown(self, info: str | None) -> None:
+        """Count the unknown attributes of one chip (its info JSON)."""
+        for concept, why in parse_info(info)[1].items():
+            key = f"{concept}: {why}"
+            self.unknown[key] = self.unknown.get(key, 0) + 1
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -91,6 +118,19 @@ class BuildReport:
             f"nodata, {len(self.failed)} failed; {self.seconds:.1f} s "
             f"({self.chips_per_s:.1f} chips/s, {self.backend})",
         ]
+        if self.attributes:
+            lines.append("  chip attributes (building, road, water, vegetation cover; "
+                         "building count) measured"
+                         + (f"; {self.remeasured} indexed chips measured again (older index "
+                            "or other models)" if self.remeasured else ""))
+            for why, n in sorted(self.unknown.items(), key=lambda kv: -kv[1])[:5]:
+                lines.append(f"    unknown on {n} chips: {why}")
+            if self.unmeasured:
+                lines.append(f"  {self.unmeasured} indexed chips of sources not in this run "
+                             "still lack attributes")
+        else:
+            lines.append("  chip attributes not measured (--no-attributes): searches rank "
+                         "new chips by their embeddings only")
         if self.ann:
             lines.append("  ANN index (IVF-SQ) built")
         if self.overlays is not None:
@@ -117,8 +157,11 @@ def _reason_counts(items: list[tuple[str, str]]) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------------------- workers
-def embed_batch(embedder: Any, chips: Sequence[Chip], min_valid: float) -> BatchResult:
-    """Read and embed one batch of chips (runs in a worker)."""
+def embed_batch(embedder: Any, chips: Sequence[Chip], min_valid: float,
+                attributer: ChipAttributer | None = None, embed: bool = True) -> BatchResult:
+    """Read, embed and measure one batch of chips (runs in a worker). With ``embed``
+    False the chips are already indexed: only their attributes are measured
+    (``BatchResult.measured``)."""
     result = BatchResult()
     images, kept = [], []
     for chip in chips:
@@ -136,27 +179,63 @@ def embed_batch(embedder: Any, chips: Sequence[Chip], min_valid: float) -> Batch
             continue
         images.append(image)
         kept.append((chip, frac, image.white_point))
-    vectors = np.zeros((0, int(embedder.dim)), np.float32)
-    if images:
-        try:
-            vectors = embedder.embed(images)
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not end the build
-            if len(images) == 1:
-                result.failed.append((kept[0][0].id, f"embedding failed: {exc}"))
-                kept = []
-            else:  # find the bad chip(s): embed one by one
-                good, vecs = [], []
-                for (chip, frac, wp), image in zip(kept, images, strict=True):
-                    try:
-                        vecs.append(embedder.embed([image])[0])
-                        good.append((chip, frac, wp))
-                    except Exception as one:  # noqa: BLE001
-                        result.failed.append((chip.id, f"embedding failed: {one}"))
-                kept = good
-                vectors = np.stack(vecs) if vecs else vectors
-    result.rows = [_row(chip, frac, wp) for chip, frac, wp in kept]
-    result.vectors = np.asarray(vectors, np.float32).reshape(len(kept), int(embedder.dim))
+    if not embed:
+        if attributer is not None:
+            result.measured = [{"id": chip.id, **_measure(attributer, image).columns(
+                attributer.recipe)} for (chip, _, _), image in zip(kept, images, strict=True)]
+        return result
+    # An embedder whose per-chip work the attributer reuses (the spectral class maps, in
+    # a small cache) runs chip by chip, each chip measured right after it is embedded.
+    step = 1 if attributer is not None and getattr(embedder, "detector", None) is not None \
+        else max(1, len(images))
+    vectors, good, attrs = [], [], []
+    for i in range(0, len(images), step):
+        part = images[i:i + step]
+        vecs, ok = _embed(embedder, part, [c.id for c, _, _ in kept[i:i + step]], result)
+        for j in ok:
+            vectors.append(vecs[j])
+            good.append(kept[i + j])
+            if attributer is not None:
+                attrs.append(_measure(attributer, part[j]).columns(attributer.recipe))
+    result.rows = [_row(chip, frac, wp) for chip, frac, wp in good]
+    for row, columns in zip(result.rows, attrs, strict=False):
+        row.update(columns)
+    dim = int(embedder.dim)
+    result.vectors = (np.stack(vectors).astype(np.float32) if vectors
+                      else np.zeros((0, dim), np.float32)).reshape(len(good), dim)
     return result
+
+
+def _embed(embedder: Any, images: list[GeoImage], ids: list[str],
+           result: BatchResult) -> tuple[np.ndarray, list[int]]:
+    """Vectors of ``images`` and the positions that embedded; a failing batch is retried
+    image by image and the bad ones recorded in ``result.failed``."""
+    if not images:
+        return np.zeros((0, int(embedder.dim)), np.float32), []
+    try:
+        return np.asarray(embedder.embed(images), np.float32), list(range(len(images)))
+    except Exception as exc:  # noqa: BLE001 - one bad batch must not end the build
+        if len(images) == 1:
+            result.failed.append((ids[0], f"embedding failed: {exc}"))
+            return np.zeros((1, int(embedder.dim)), np.float32), []
+    vecs = np.zeros((len(images), int(embedder.dim)), np.float32)
+    ok = []
+    for j, image in enumerate(images):  # find the bad chip(s): embed one by one
+        try:
+            vecs[j] = embedder.embed([image])[0]
+            ok.append(j)
+        except Exception as one:  # noqa: BLE001
+            result.failed.append((ids[j], f"embedding failed: {one}"))
+    return vecs, ok
+
+
+def _measure(attributer: ChipAttributer, image: GeoImage) -> ChipMeasures:
+    """The chip's attributes; a chip the attributer fails on has them all unknown."""
+    try:
+        return attributer.measure(image)
+    except Exception as exc:  # noqa: BLE001 - one bad chip must not end the build
+        log.warning("attributes of %s not measured: %s", image.name, first_line(exc))
+        return ChipMeasures.all_unknown(f"not measured: {first_line(exc)}")
 
 
 def _row(chip: Chip, valid: float, white_point: float) -> dict[str, Any]:
@@ -171,52 +250,68 @@ def _row(chip: Chip, valid: float, white_point: float) -> dict[str, Any]:
     }
 
 
-_WORKER_EMBEDDER: Any = None
+_WORKER: tuple[Any, ChipAttributer | None] | None = None
 
 
-def _init_process(spec: EmbedderSpec) -> None:
-    global _WORKER_EMBEDDER
-    if spec.name != "spectral":  # one thread per worker process (torch only when needed)
+def _build_worker(spec: EmbedderSpec, attributes: AttributeSpec | None
+                  ) -> tuple[Any, ChipAttributer | None]:
+    """A worker's embedder and attributer (sharing the spectral detector when there is one)."""
+    embedder = spec.build()
+    attributer = attributes.build(getattr(embedder, "detector", None)) if attributes else None
+    return embedder, attributer
+
+
+def _init_process(spec: EmbedderSpec, attributes: AttributeSpec | None = None) -> None:
+    global _WORKER
+    if spec.name != "spectral" or attributes is not None:  # torch only when it is used
         import torch
 
         torch.set_num_threads(1)
-    _WORKER_EMBEDDER = spec.build()
+    _WORKER = _build_worker(spec, attributes)
 
 
-def _process_batch(chips: list[Chip], min_valid: float) -> BatchResult:
-    return embed_batch(_WORKER_EMBEDDER, chips, min_valid)
+def _process_batch(chips: list[Chip], min_valid: float, embed: bool = True) -> BatchResult:
+    assert _WORKER is not None
+    return embed_batch(_WORKER[0], chips, min_valid, _WORKER[1], embed)
 
 
 class RayChipWorker:
-    """A Ray actor body: builds the embedder once, then embeds batches."""
+    """A Ray actor body: builds the embedder and attributer once, then handles batches."""
 
-    def __init__(self, spec: EmbedderSpec, min_valid: float) -> None:
-        self.embedder = spec.build()
+    def __init__(self, spec: EmbedderSpec, min_valid: float,
+                 attributes: AttributeSpec | None = None) -> None:
+        self.embedder, self.attributer = _build_worker(spec, attributes)
         self.min_valid = min_valid
 
-    def run(self, chips: list[Chip]) -> BatchResult:
-        """Read and embed one batch."""
-        return embed_batch(self.embedder, chips, self.min_valid)
+    def run(self, task: tuple[list[Chip], bool]) -> BatchResult:
+        """Read, embed (when the task says so) and measure one batch."""
+        chips, embed = task
+        return embed_batch(self.embedder, chips, self.min_valid, self.attributer, embed)
 
 
 # ---------------------------------------------------------------------------- backends
-def _batches(chips: Sequence[Chip], size: int) -> list[list[Chip]]:
-    return [list(chips[i:i + size]) for i in range(0, len(chips), size)]
+#: One unit of work: chips and whether to embed them (False: measure attributes only).
+Task = tuple[list[Chip], bool]
 
 
-def run_local(embedder: Any, spec: EmbedderSpec, batches: list[list[Chip]], workers: int,
+def _batches(chips: Sequence[Chip], size: int, embed: bool = True) -> list[Task]:
+    return [(list(chips[i:i + size]), embed) for i in range(0, len(chips), size)]
+
+
+def run_local(embedder: Any, attributer: ChipAttributer | None, spec: EmbedderSpec,
+              attributes: AttributeSpec | None, tasks: list[Task], workers: int,
               min_valid: float) -> Iterator[BatchResult]:
-    """Results of every batch from this process or a local process pool."""
+    """Results of every task from this process or a local process pool."""
     if workers <= 1:
-        for batch in batches:
-            yield embed_batch(embedder, batch, min_valid)
+        for chips, embed in tasks:
+            yield embed_batch(embedder, chips, min_valid, attributer, embed)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_process, initargs=(spec,)) as pool:
-        futures = [pool.submit(_process_batch, b, min_valid) for b in batches]
+                             initializer=_init_process, initargs=(spec, attributes)) as pool:
+        futures = [pool.submit(_process_batch, chips, min_valid, embed) for chips, embed in tasks]
         try:
             for fut in as_completed(futures):
                 yield fut.result()
@@ -273,20 +368,20 @@ def _check_reachable(address: str, timeout_s: float) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({exc})") from None
 
 
-def run_ray(spec: EmbedderSpec, batches: list[list[Chip]], workers: int | None,
-            min_valid: float) -> Iterator[BatchResult]:
-    """Results of every batch from a pool of Ray actors (one per CPU unless ``workers``),
+def run_ray(spec: EmbedderSpec, attributes: AttributeSpec | None, tasks: list[Task],
+            workers: int | None, min_valid: float) -> Iterator[BatchResult]:
+    """Results of every task from a pool of Ray actors (one per CPU unless ``workers``),
     on the cluster :func:`connect_ray` joined."""
     import ray
     from ray.util import ActorPool
 
-    if not batches:
+    if not tasks:
         return
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    n = max(1, min(workers or cpus, len(batches)))
+    n = max(1, min(workers or cpus, len(tasks)))
     actor = ray.remote(num_cpus=1)(RayChipWorker)
-    pool = ActorPool([actor.remote(spec, min_valid) for _ in range(n)])
-    yield from pool.map_unordered(lambda a, b: a.run.remote(b), batches)
+    pool = ActorPool([actor.remote(spec, min_valid, attributes) for _ in range(n)])
+    yield from pool.map_unordered(lambda a, t: a.run.remote(t), tasks)
 
 
 # ---------------------------------------------------------------------------- build
@@ -306,6 +401,7 @@ def build_index(
     progress: bool = True,
     on_progress: Any = None,
     overlays: bool = True,
+    attributes: bool = True,
 ) -> BuildReport:
     """Index ``inputs`` (folders, files, list files, URLs) into the LanceDB index ``out``.
 
@@ -313,7 +409,10 @@ def build_index(
     once the table has :data:`ANN_MIN_ROWS` chips, ``always``/``never`` force it.
     ``on_progress(done, total)`` is called after every batch (the UI's progress bar).
     ``overlays`` also draws (or updates) each source's low-resolution map picture
-    (:mod:`viper_rs.index.overlays`).
+    (:mod:`viper_rs.index.overlays`). ``attributes`` measures every chip's attributes
+    (:mod:`viper_rs.index.attributes`: building, road, water, vegetation cover, building
+    count), also on chips indexed before without them or with other models (an index of an
+    older format is upgraded in place); False indexes new chips without them.
     """
     t0 = time.perf_counter()
     settings = settings or Settings()
@@ -323,7 +422,8 @@ def build_index(
     if ann not in ("auto", "always", "never"):
         raise InputError(f"ann must be auto, always or never, got {ann!r}")
     opts = BuildOptions(embedder, settings, grid, min_valid, workers, ray_address,
-                        max(1, int(batch_chips)), ann, progress, on_progress, overlays)
+                        max(1, int(batch_chips)), ann, progress, on_progress, overlays,
+                        bool(attributes))
     started = connect_ray(ray_address, num_cpus=workers if workers > 1 else None) \
         if ray_address else False
     try:
@@ -350,6 +450,7 @@ class BuildOptions:
     progress: bool
     on_progress: Any
     overlays: bool = True
+    attributes: bool = True
 
     @property
     def backend(self) -> str:
@@ -364,6 +465,8 @@ def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequenc
     name, settings = resolve_name(o.embedder, o.settings)
     spec = EmbedderSpec.of(name, settings)
     model = build_chip_embedder(name, settings)
+    attr_spec = AttributeSpec.of(settings) if o.attributes else None
+    attributer = attr_spec.build(getattr(model, "detector", None)) if attr_spec else None
     meta = IndexMeta(embedder=name, model_id=model.model_id, dim=int(model.dim),
                      chip_m=float(o.grid.chip_m), overlap=float(o.grid.overlap),
                      min_valid=float(o.min_valid),
@@ -377,23 +480,31 @@ def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequenc
     index = ChipIndex.create(out, meta)
     report = BuildReport(index=str(out), embedder=name, model_id=meta.model_id,
                          backend=o.backend, sources=len(found.sources),
-                         skipped_sources=found.skipped)
+                         skipped_sources=found.skipped,
+                         attributes=attributer.recipe if attributer else "")
     chips = [c for s in found.sources for c in plan(s, o.grid)]
     report.stale = sum(index.forget_stale(s.key, s.fingerprint) for s in found.sources)
     known = index.known_ids()
     todo = [c for c in chips if c.id not in known]
     report.chips, report.existing = len(chips), len(chips) - len(todo)
-    batches = _batches(todo, o.batch_chips)
+    pending = index.unmeasured_ids(attributer.recipe) if attributer else set()
+    again = [c for c in chips if c.id in pending]
+    if pending:
+        log.info("%s: measuring the attributes of %d chips indexed without them (or with "
+                 "other models)", out, len(again))
+    report.unmeasured = len(pending) - len(again)  # chips of sources not in this run
+    tasks = _batches(todo, o.batch_chips) + _batches(again, o.batch_chips, embed=False)
     if o.ray_address:
-        results = run_ray(spec, batches, o.workers if o.workers > 1 else None, o.min_valid)
+        results = run_ray(spec, attr_spec, tasks, o.workers if o.workers > 1 else None,
+                          o.min_valid)
     else:
-        results = run_local(model, spec, batches, o.workers, o.min_valid)
+        results = run_local(model, attributer, spec, attr_spec, tasks, o.workers, o.min_valid)
     t_embed = time.perf_counter()
     try:
-        _store(index, results, report, len(todo), o)
+        _store(index, results, report, len(todo) + len(again), o)
     finally:
         report.embed_seconds = time.perf_counter() - t_embed
-    if report.indexed:
+    if report.indexed or report.remeasured:
         index.compact()
     report.total_rows = len(index)
     if o.ann == "always" or (o.ann == "auto" and report.total_rows >= ANN_MIN_ROWS
@@ -417,6 +528,7 @@ def _store(index: ChipIndex, results: Iterator[BatchResult], report: BuildReport
     bar = _bar(total, o.progress)
     rows: list[dict[str, Any]] = []
     vecs: list[np.ndarray] = []
+    measured: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     done = 0
 
@@ -425,6 +537,9 @@ def _store(index: ChipIndex, results: Iterator[BatchResult], report: BuildReport
             index.add(rows, np.concatenate(vecs))
             rows.clear()
             vecs.clear()
+        if measured:
+            index.set_attributes(measured)
+            measured.clear()
         index.add_skipped(skipped)
         skipped.clear()
 
@@ -433,17 +548,21 @@ def _store(index: ChipIndex, results: Iterator[BatchResult], report: BuildReport
             rows.extend(res.rows)
             if res.vectors is not None and len(res.rows):
                 vecs.append(res.vectors)
+            measured.extend(res.measured)
             skipped.extend(res.skipped)
             report.indexed += len(res.rows)
+            report.remeasured += len(res.measured)
             report.empty += len(res.skipped)
             report.failed.extend(res.failed)
-            n = len(res.rows) + len(res.skipped) + len(res.failed)
+            for r in (*res.rows, *res.measured):
+                report.count_unknown(r.get(INFO_COLUMN))
+            n = len(res.rows) + len(res.measured) + len(res.skipped) + len(res.failed)
             done += n
             if bar is not None:
                 bar.update(n)
             if o.on_progress is not None:
                 o.on_progress(done, total)
-            if len(rows) >= WRITE_ROWS:
+            if len(rows) + len(measured) >= WRITE_ROWS:
                 flush()
     finally:
         flush()

@@ -45,6 +45,9 @@ def add_parser(sub: Any, model_args: Any) -> None:
     g.add_argument("--asset", help="asset key (default: image, visual or data)")
     b.add_argument("--no-overlays", action="store_true",
                    help="do not draw the sources' low-resolution map imagery (overlays/)")
+    b.add_argument("--no-attributes", action="store_true",
+                   help="do not measure the chips' building/road/water/vegetation cover "
+                        "and building count (faster; such searches rank by embedding only)")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     model_args(b)
@@ -58,6 +61,9 @@ def add_parser(sub: Any, model_args: Any) -> None:
     fmt.add_argument("--geojson", action="store_true",
                      help="print an RFC 7946 FeatureCollection of the hits' footprints")
     s.add_argument("--exact", action="store_true", help="brute force even when an ANN index exists")
+    s.add_argument("--rank", default="auto", choices=["auto", "embedding"],
+                   help="auto: by the measured cover a query names (buildings, roads, water, "
+                        "vegetation), else by embedding; embedding: always by embedding")
     s.add_argument("--bbox", help="only chips intersecting W,S,E,N (degrees)")
     model_args(s)
 
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     searcher = Searcher(args.index, settings)
     if cmd == "search":
         result = searcher.search(args.query, k=args.k, exact=True if args.exact else None,
-                                 bbox=_bbox(args.bbox) if args.bbox else None)
+                                 bbox=_bbox(args.bbox) if args.bbox else None, rank=args.rank)
         if args.geojson:
             print(json.dumps(result.geojson()))
         elif args.json:
@@ -135,7 +141,7 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         grid=ChipGrid(args.chip_m, args.overlap), min_valid=args.min_valid,
         workers=args.workers, ray_address=args.ray_address, batch_chips=args.batch,
         extra_sources=extra, ann=args.ann, progress=not args.quiet and not args.json,
-        overlays=not args.no_overlays,
+        overlays=not args.no_overlays, attributes=not args.no_attributes,
     )
     report.skipped_sources = skipped + report.skipped_sources
     if args.json:
@@ -160,13 +166,18 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
 
 
 def _print_hits(result: Any) -> None:
+    from viper_rs.index.attributes import BY_COLUMN, describe
+
     out = sys.stdout
     out.write(f"{len(result.hits)} best of {result.total} chips for {result.query!r} "
               f"({result.embedder}, {result.ms:.0f} ms)\n")
     for note in result.notes:
         out.write(f"note: {note}\n")
+    attr = BY_COLUMN.get(result.ranked_by or "")
     for h in result.hits:
         lon, lat = h.center
         c, r, w, hh = h.window
+        measured = ("  " + describe(h.attributes, h.measured_by, h.unknown, attr)) if attr else ""
         out.write(f"{h.rank:3d}. {h.score:7.4f}  {lat:.5f},{lon:.5f}  {h.source_name} "
-                  f"[{c},{r} {w}x{hh}]" + (f"  {h.datetime}" if h.datetime else "") + "\n")
+                  f"[{c},{r} {w}x{hh}]" + (f"  {h.datetime}" if h.datetime else "")
+                  + measured + "\n")

@@ -81,20 +81,29 @@ def build_chip_embedder(name: str = "auto", settings: Settings | None = None) ->
 
 
 class SpectralChipEmbedder:
-    """Class fractions from the weight-free spectral detector's class maps."""
+    """Class fractions from the weight-free spectral detector's class maps.
+
+    ``detector`` (a :class:`~viper_rs.vision.spectral.SpectralDetector` with default
+    thresholds, made when not given) computes and caches the maps, so the chip attributes
+    (:mod:`viper_rs.index.attributes`) measured with the same detector reuse them."""
 
     name = "spectral"
     model_id = f"spectral-fractions-v{_SPECTRAL_VERSION}"
     dim = len(SPECTRAL_CLASSES)
     dimensions: tuple[str, ...] | None = SPECTRAL_CLASSES
 
+    def __init__(self, detector: Any = None) -> None:
+        from viper_rs.vision.spectral import SpectralDetector
+
+        self.detector = detector if detector is not None else SpectralDetector()
+
     def embed(self, images: list[GeoImage]) -> np.ndarray:
         """(N, 9) class fractions of each image's valid pixels."""
-        from viper_rs.vision.spectral import NODATA, compute_class_maps
+        from viper_rs.vision.spectral import NODATA
 
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for i, image in enumerate(images):
-            maps = compute_class_maps(image)
+            maps = self.detector.class_maps(image)
             valid = maps.cover != NODATA
             n = max(int(valid.sum()), 1)
             for j, cls in enumerate(SPECTRAL_CLASSES):

@@ -3,7 +3,10 @@
 The query goes through the embedder that built the index (:class:`Searcher` refuses an
 index whose model differs from the configured one). Scores are dot products: cosine
 similarity for CLIP/GRAFT indexes, the fraction of the chip covered by the concept for
-the spectral index.
+the spectral index. A query naming a concept the chips carry a measured attribute of
+(buildings, roads, water, vegetation: :mod:`viper_rs.index.attributes`) is ranked by that
+attribute, the score breaking ties; chips where it is unknown come after the chips that
+hold some of it, and chips measured without it last.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import numpy as np
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, InputError
+from viper_rs.index.attributes import BY_COLUMN, rank_attribute
 from viper_rs.index.store import ChipIndex, Hit
 
 log = logging.getLogger(__name__)
 
 #: Density rasters larger than this many pixels get a coarser resolution.
 MAX_DENSITY_PIXELS = 25_000_000
+#: How a search ranks: by the measured attribute the query names, else by the embedding
+#: (``auto``), or by the embedding always.
+RANK_MODES = ("auto", "embedding")
 
 
 @dataclass
@@ -37,17 +44,20 @@ class SearchResult:
     model_id: str = ""
     total: int = 0
     ms: float = 0.0
+    #: The attribute column the hits are ranked by (None: by the embedding score).
+    ranked_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"query": self.query, "embedder": self.embedder, "model_id": self.model_id,
                 "chips_in_index": self.total, "ms": round(self.ms, 2), "notes": self.notes,
-                "hits": [h.to_dict() for h in self.hits]}
+                "ranked_by": self.ranked_by, "hits": [h.to_dict() for h in self.hits]}
 
     def geojson(self) -> dict[str, Any]:
         """The hits as an RFC 7946 FeatureCollection of footprint polygons (WGS84)."""
         return hits_geojson(self.hits, {"query": self.query, "embedder": self.embedder,
-                                        "model_id": self.model_id, "notes": self.notes})
+                                        "model_id": self.model_id, "notes": self.notes,
+                                        "ranked_by": self.ranked_by})
 
 
 class Searcher:
@@ -74,18 +84,41 @@ class Searcher:
         return self.embedder.embed_text(query)
 
     def search(self, query: str, k: int = 20, exact: bool | None = None,
-               bbox: tuple[float, float, float, float] | None = None) -> SearchResult:
-        """The ``k`` best chips for ``query`` (within ``bbox``, W,S,E,N degrees, if given)."""
+               bbox: tuple[float, float, float, float] | None = None,
+               rank: str = "auto") -> SearchResult:
+        """The ``k`` best chips for ``query`` (within ``bbox``, W,S,E,N degrees, if given).
+
+        ``rank="auto"`` ranks by the measured attribute the query names, when the index has
+        it (see the module docstring), else by the embedding; ``"embedding"`` always by
+        the embedding."""
         import time
 
         t0 = time.perf_counter()
         if not 1 <= int(k) <= 10_000:
             raise InputError(f"k must be between 1 and 10000, got {k}")
+        if rank not in RANK_MODES:
+            raise InputError(f"rank must be one of {', '.join(RANK_MODES)}, got {rank!r}")
         v, notes = self.vector(query)
-        hits = self.index.search(v, k=int(k), exact=exact, bbox=bbox)
-        return SearchResult(query=query, hits=hits, notes=notes, embedder=self.index.meta.embedder,
-                            model_id=self.index.meta.model_id, total=len(self.index),
-                            ms=(time.perf_counter() - t0) * 1000)
+        meta = self.index.meta
+        attr, why = rank_attribute(query, meta.embedder) if rank == "auto" else (None, [])
+        notes = [*notes, *why]
+        ranked_by = None
+        if attr is not None and self.index.has_attributes:
+            hits, counts = self.index.search_ranked(attr.column, v, k=int(k), exact=exact,
+                                                    bbox=bbox)
+            ranked_by = attr.column
+            notes.append(f"ranked by the {attr.label} measured on each chip "
+                         f"({_measured_by(hits, attr.concept)}); the {meta.embedder} "
+                         "embedding's score breaks ties")
+            notes.extend(_unknown_notes(hits, counts, attr.label, attr.concept, meta.embedder))
+        else:
+            if attr is not None:
+                notes.append(self.index.outdated() or "")
+            hits = self.index.search(v, k=int(k), exact=exact, bbox=bbox)
+        return SearchResult(query=query, hits=hits, notes=[n for n in notes if n],
+                            embedder=meta.embedder, model_id=meta.model_id,
+                            total=len(self.index), ms=(time.perf_counter() - t0) * 1000,
+                            ranked_by=ranked_by)
 
     def density(self, query: str, out: str | Path, resolution_m: float | None = None,
                 png: bool = True, bbox: tuple[float, float, float, float] | None = None
@@ -93,6 +126,43 @@ class Searcher:
         """Write the concept's score raster over the indexed region (GeoTIFF + PNG)."""
         v, notes = self.vector(query)
         return write_density(self.index, v, Path(out), query, resolution_m, png, notes, bbox)
+
+
+def _measured_by(hits: list[Hit], concept: str) -> str:
+    """Who measured ``concept`` on the hits: ``by buildingnet`` (several joined by "or")."""
+    names = sorted({h.measured_by[concept] for h in hits if concept in h.measured_by})
+    return ("by " + " or ".join(names)) if names else "where it could be measured"
+
+
+def _unknown_notes(hits: list[Hit], counts: Any, label: str, concept: str,
+                   embedder: str) -> list[str]:
+    """Notes on the chips whose attribute is unknown: how many, why, where they rank."""
+    if not counts.unknown:
+        return []
+    reasons: dict[str, int] = {}
+    for h in hits:
+        why = h.unknown.get(concept)
+        if why:
+            reasons[why] = reasons.get(why, 0) + 1
+    listed = [h for h in hits if h.attributes.get(counts.column) is None]
+    if counts.present or counts.absent:
+        text = (f"{label} is unknown on {counts.unknown:,} of the chips searched; they rank "
+                f"after the {counts.present:,} chips where it was measured above 0, by the "
+                f"{embedder} embedding" + (f" ({len(listed)} of these hits)" if listed else ""))
+    else:
+        text = (f"{label} is unknown on every chip searched ({counts.unknown:,}): they are "
+                f"ranked by the {embedder} embedding")
+    if reasons:
+        why = max(reasons, key=lambda r: reasons[r])
+        text += f"; e.g. {why}"
+    elif any(h.attributes.get(counts.column) is None and not h.unknown for h in hits):
+        text += "; their chips were indexed without attributes (build the index again)"
+    return [text]
+
+
+def attribute_label(column: str | None) -> str:
+    """What people call an attribute column ("" for None)."""
+    return BY_COLUMN[column].label if column in BY_COLUMN else ""
 
 
 # ---------------------------------------------------------------------------- GeoJSON

@@ -47,7 +47,7 @@ MAX_QUERY_CHARS = 200
 #: Control characters (NUL, escape...), replaced by spaces in queries.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Columns of the results table.
-RESULT_COLUMNS = ["#", "score", "place (lat, lon)", "source", "date"]
+RESULT_COLUMNS = ["#", "score", "measured", "place (lat, lon)", "source", "date"]
 #: What the map's "Ask about this chip" button posts to the page holding the map.
 MESSAGE_TYPE = "viper-rs-open-chip"
 #: Shown in the map's place before the first search.
@@ -159,9 +159,11 @@ class RegionSearch:
             index = ChipIndex.open(self.path)
             meta = index.meta
             pictures = len(load_overlays(self.path))
+            old = (" Built before chips carried measured cover (buildings, roads, water, "
+                   "vegetation): the next search updates it." if index.outdated() else "")
             return (f"Index: **{len(index):,} chips** of {meta.chip_m:g} m "
                     f"({meta.embedder}, {meta.model_id}); map imagery of {pictures:,} "
-                    f"source{'s' if pictures != 1 else ''}.")
+                    f"source{'s' if pictures != 1 else ''}.{old}")
         except Exception as exc:  # noqa: BLE001 - a status line must not break the page
             return f"Index {_code(self.path)} cannot be read: {escape_markdown(str(exc))}"
 
@@ -232,6 +234,18 @@ class RegionSearch:
             report = update_overlays(self.path, sources, budget_s=OVERLAY_BUDGET_S)
             log.info("%s: %s", self.path, report.summary())
 
+    def outdated(self) -> bool:
+        """Whether the index predates chip attributes and its folders can update it (a
+        search then updates it first, as it builds a missing one)."""
+        from viper_rs.index import ChipIndex
+
+        if not self.folders or not any(f.exists() for f in self.folders):
+            return False
+        try:
+            return ChipIndex.open(self.path).outdated() is not None
+        except ViperError:
+            return False
+
     def searcher(self) -> Any:
         """The index's Searcher (opened once, again after a build)."""
         from viper_rs.index import Searcher
@@ -258,7 +272,7 @@ class RegionSearch:
         step = progress or (lambda fraction, what: None)
         built = ""
         try:
-            if not self.exists():
+            if not self.exists() or self.outdated():
                 built = self.build(lambda f, what: step(0.8 * f, what)) + "\n\n"
             step(0.85, "Searching")
             result = self.searcher().search(query, k=k)
@@ -275,7 +289,8 @@ class RegionSearch:
         return SearchView(
             message=built + _result_message(result), hits=list(result.hits),
             map_html=map_html(result.hits, thumbs, imagery=imagery),
-            rows=result_rows(result.hits), geojson=public_geojson(result.geojson()),
+            rows=result_rows(result.hits, result.ranked_by),
+            geojson=public_geojson(result.geojson()),
         )
 
 
@@ -305,9 +320,11 @@ def _file_name(uri: str) -> str:
 
 
 def _build_message(report: Any) -> str:
+    measured = getattr(report, "remeasured", 0)
     text = (f"Indexed: **{report.total_rows:,} chips** in the index ({report.indexed:,} added, "
-            f"{report.existing:,} already there) from {report.sources} sources in "
-            f"{report.seconds:.1f} s.")
+            f"{report.existing:,} already there"
+            + (f", {measured:,} of them measured for cover" if measured else "")
+            + f") from {report.sources} sources in {report.seconds:.1f} s.")
     if report.skipped_sources:
         text += (f" {len(report.skipped_sources)} files were not indexed (e.g. no CRS or "
                  "fewer than 3 bands).")
@@ -329,7 +346,9 @@ def _code(path: str | Path) -> str:
 def _result_message(result: Any) -> str:
     text = (f"**{len(result.hits)}** best of {result.total:,} chips for "
             f"*{escape_markdown(result.query)}* ({result.embedder}, {result.ms:.0f} ms).")
-    if result.embedder == "spectral":
+    if result.ranked_by:
+        text += " Ranked by the cover the detectors measured on each chip (*measured*)."
+    elif result.embedder == "spectral":
         text += " Score: the fraction of the chip the concept covers."
     notes = [f"- {escape_markdown(n)}" for n in result.notes]
     if result.hits:
@@ -349,12 +368,20 @@ def _error_message(exc: ViperError) -> str:
 
 
 # ---------------------------------------------------------------------------- table
-def result_rows(hits: Sequence[Any]) -> list[list]:
-    """One table row per hit: rank, score, centre (lat, lon), source file name, date."""
+def result_rows(hits: Sequence[Any], ranked_by: str | None = None) -> list[list]:
+    """One table row per hit: rank, score, the measured attribute the hits are ranked by
+    (``ranked_by``, e.g. "23.4% buildings (14)"; empty when ranked by score), centre
+    (lat, lon), source file name, date."""
+    from viper_rs.index.attributes import BY_COLUMN, cell
+
+    attr = BY_COLUMN.get(ranked_by or "")
     rows = []
     for h in hits:
         lon, lat = h.center
-        rows.append([h.rank, round(float(h.score), 4), f"{lat:.5f}, {lon:.5f}",
+        measured = ""
+        if attr is not None:
+            measured = cell(getattr(h, "attributes", {}), getattr(h, "unknown", {}), attr)
+        rows.append([h.rank, round(float(h.score), 4), measured, f"{lat:.5f}, {lon:.5f}",
                      h.source_name, h.datetime or ""])
     return rows
 

@@ -61,6 +61,11 @@ class RoutedDetector:
             return self.buildings, None
         return self.primary, f"buildings answered by the {self.primary.name} detector: {reason}"
 
+    def uncovered(self, image: GeoImage, query: str) -> str | None:
+        """Why the specialist for ``query`` (the building model for building concepts)
+        cannot answer ``image``; None when it can or when ``query`` has no specialist."""
+        return self.buildings.covers(image) if is_building_query(query) else None
+
     def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
         """Prepare each sub-detector for the queries it answers. The primary is prepared
         when it answers one of ``queries`` or when they are not known (empty)."""

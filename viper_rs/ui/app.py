@@ -63,10 +63,6 @@ PLANNERS = list(PLANNER_NAMES)
 #: Ids of the app's tabs.
 CHAT_TAB, REGION_TAB = "chat-tab", "region-tab"
 REGION_EXAMPLES = ["water", "trees", "buildings", "road", "parking"]
-#: Browser sessions whose maps' view the app keeps (the least recent are forgotten).
-MAX_SESSIONS = 1000
-#: Seconds the app may take to stop after SIGTERM/SIGINT before it exits regardless.
-STOP_GRACE_S = 8.0
 #: Info line of the GSD field: (when the image needs one, when it does not).
 GSD_INFO = {True: "for images without georeference", False: "georeferenced: not needed"}
 CSS = """
@@ -413,6 +409,10 @@ def _area_panel(ui: SimpleNamespace) -> None:
                                     interactive=False, elem_id="area-files")
 
 
+#: Browser sessions whose maps' view the app keeps (the least recent are forgotten).
+MAX_SESSIONS = 1000
+
+
 def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker: Any,
                  chat: Any, options: list | None = None) -> None:
     """Events of the Region search tab: search, build, opening a result in the chat, the
@@ -652,6 +652,14 @@ def weights_markdown(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+#: Seconds the app may take to stop after SIGTERM/SIGINT before it exits regardless.
+STOP_GRACE_S = 8.0
+
+
 class _Stopper:
     """SIGTERM and SIGINT stop the app within seconds, whatever is running: the first kills
     the area workers and the sandboxes at once and closes the server (as Ctrl-C does); if
@@ -679,7 +687,7 @@ class _Stopper:
         server = getattr(self.app, "server", None)
         if server is not None:  # do not wait for open connections (event streams) to end
             server.force_exit = True
-        raise KeyboardInterrupt
+        _interrupt(signum, frame)
 
     def _force(self) -> None:
         log.error("the app did not stop within %g s: exiting regardless", STOP_GRACE_S)

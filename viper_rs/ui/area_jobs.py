@@ -26,6 +26,7 @@ Nothing here imports gradio.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -196,8 +197,6 @@ def area_view(image: Any, answer: Any, report: Any, bbox: list[float], folder: P
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "area.geojson"
-        import json
-
         path.write_text(json.dumps(geojson), encoding="utf-8")
         files = [str(path)] + [str(p) for p in write_evidence(image, answer, folder)
                                if p.suffix == ".gpkg"]

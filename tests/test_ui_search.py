@@ -384,3 +384,11 @@ def test_the_map_keeps_hits_clear_of_its_controls_and_callouts_inside():
     assert rs.thumb_size(_hit(1, window=(0, 0, 100, 120))) == (100, 120)
     callout = rs.callout_html(_hit(1, window=(0, 0, 512, 256)), "data:image/png;base64,AA")
     assert 'width="160" height="80"' in callout
+
+
+def test_each_map_has_an_id_its_views_carry():
+    first, second = rs.map_html([_hit(1)]), rs.map_html([_hit(1)])
+    a, b = rs.SearchView("", map_html=first).map_id, rs.SearchView("", map_html=second).map_id
+    assert a and b and a != b
+    assert f'viperWatchView(map, "{a}")' in html.unescape(first)
+    assert rs.SearchView("").map_id == "" and rs.map_html([]) == rs.EMPTY_MAP

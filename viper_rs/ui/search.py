@@ -63,6 +63,8 @@ MAX_MAP_IMAGERY_BYTES = 6_000_000
 PLACE_KM = 25.0
 #: Seconds an index built before map imagery existed may spend drawing it on a search.
 OVERLAY_BUDGET_S = 30.0
+#: The map id in the results map's frame (see :func:`map_html`).
+_MAP_ID = re.compile(r'<iframe class="viper-region-map"[^>]* data-map-id="([^"]+)"')
 #: Layer names in the map's layer control.
 OSM_LAYER, IMAGERY_LAYER = "OpenStreetMap", "Imagery (offline)"
 
@@ -80,13 +82,17 @@ class SearchView:
     rows: list[list] = field(default_factory=list)
     geojson: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
-    #: The id the map tags its posted views with ("" without a map).
-    map_id: str = ""
 
     @property
     def ok(self) -> bool:
         """True when the search ran (it may still have found nothing)."""
         return self.geojson is not None
+
+    @property
+    def map_id(self) -> str:
+        """The id the map tags its posted views with ("" without a map)."""
+        found = _MAP_ID.search(self.map_html)
+        return found.group(1) if found else ""
 
 
 # ---------------------------------------------------------------------------- the index
@@ -274,12 +280,10 @@ class RegionSearch:
             return SearchView(f"{built}Internal error ({type(exc).__name__}): "
                               f"{escape_markdown(str(exc))}. The app is still running; the "
                               "details are in its log.")
-        map_id = new_map_id() if result.hits else ""
         return SearchView(
             message=built + _result_message(result), hits=list(result.hits),
-            map_html=map_html(result.hits, thumbs, imagery=imagery, map_id=map_id),
+            map_html=map_html(result.hits, thumbs, imagery=imagery),
             rows=result_rows(result.hits), geojson=public_geojson(result.geojson()),
-            map_id=map_id,
         )
 
 
@@ -773,11 +777,14 @@ _OPEN_SCRIPT = (
 def map_html(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
              height: int = MAP_HEIGHT, imagery: Sequence[Any] = (), map_id: str = "") -> str:
     """The map as an ``<iframe srcdoc=...>`` for the app (scripts run inside the frame,
-    sandboxed: no access to the app's page)."""
+    sandboxed: no access to the app's page). Its views are posted tagged ``map_id`` (a new
+    id when blank), which the frame carries as ``data-map-id`` (:attr:`SearchView.map_id`)."""
     if not hits:
         return EMPTY_MAP
+    map_id = map_id or new_map_id()
     doc = html.escape(map_document(hits, thumbs, imagery, map_id), quote=True)
     return (f'<iframe class="viper-region-map" title="Search results map" '
+            f'data-map-id="{html.escape(map_id)}" '
             f'sandbox="allow-scripts allow-popups" srcdoc="{doc}" '
             f'style="width:100%;height:{int(height)}px;border:0;border-radius:6px"></iframe>')
 

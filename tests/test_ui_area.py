@@ -150,7 +150,7 @@ def test_part_of_the_mosaic(ctl: Controller):
 
 @pytest.mark.parametrize(("question", "area", "expected"), [
     ("", "1,2,3,4", "Type a question"),
-    ("How many buildings are there?", "", "Give an area"),
+    ("How many buildings are there?", "", "No area to ask about"),
     ("How many buildings are there?", "1,2,3", "Area problem"),
     ("How many buildings are there?", "10,10,10.01,10.01", "meets none of the folders' imagery"),
 ])
@@ -167,7 +167,8 @@ def test_a_question_outside_the_planner_is_a_message(ctl: Controller):
 
 def test_a_large_area_is_refused(ctl: Controller):
     view = ctl.ask_area("How many buildings are there?", mosaic_bbox(), OPTIONS, max_chips=3)
-    assert not view.ok and "about **4 chips**" in view.message and "smaller" in view.message
+    assert not view.ok and "Not asked" in view.message and "about 4 chips" in view.message
+    assert "smaller box" in view.message and "coarser resolution" in view.message
 
 
 def test_no_folders_is_a_message(tmp_path: Path):
@@ -184,3 +185,39 @@ def test_oracle_is_refused_as_a_message(ctl: Controller):
     view = ctl.ask_area("How many buildings are there?", mosaic_bbox(),
                         Options(detector="oracle"))
     assert not view.ok and "oracle" in view.message
+
+
+def test_view_tracker_shows_the_last_view_of_a_shown_map():
+    views = ar.ViewTracker()
+    world, fitted, panned = [-122.34, -69.66, 122.34, 69.66], [1, 2, 3, 4], [1.5, 2, 3.5, 4]
+    assert views.show("search", "m1") == "" and views.text == ""
+    # Posts handled out of order: the older one (a lower number) is ignored.
+    assert views.post("m1", 2, fitted) == ar.view_text(fitted)
+    assert views.post("m1", 1, world) is None
+    assert views.text == ar.view_text(fitted)
+    assert views.post("m1", 3, panned) == ar.view_text(panned)
+    # A post of a map no longer shown, or not a box, is ignored.
+    assert views.post("old", 9, world) is None and views.post("m1", 4, [1, 2]) is None
+    assert views.post("m1", "x", fitted) is None and views.post(None, 5, fitted) is None
+    # The area map is shown and moved: the field follows it; cleared, it is the search map's.
+    assert views.show("area", "a1") == ar.view_text(panned)
+    assert views.post("a1", 1, fitted) == ar.view_text(fitted)
+    assert views.show("area", None) == ar.view_text(panned)
+    # A failed search clears the search map: no map shown, no view.
+    assert views.show("search", None) == "" and views.text == ""
+    # A new search map: its views only (the old map's late posts are ignored).
+    assert views.show("search", "m2") == ""
+    assert views.post("m1", 10, world) is None
+    assert views.post("m2", 1, fitted) == ar.view_text(fitted)
+
+
+def test_the_maps_post_their_view_from_the_first_fit_on():
+    js = ar.view_post_js()
+    assert "if (!started) return;" in js and "seq: ++seq" in js and "map: id" in js
+    doc = ar.area_map_document(ar.area_map_data([], [], {"features": []}, [0, 0, 1, 1]),
+                               map_id="abc123")
+    assert 'viperWatchView(map, "abc123")' in doc
+    start, fit = doc.index("view.start();"), doc.index("map.fitBounds(d.bounds, {padding")
+    assert start < fit  # the visible fit is the first view posted
+    assert "trigger('select', {view: data.bounds, map: data.map, seq: data.seq})" in \
+        ar.VIEW_LISTENER

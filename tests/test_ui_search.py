@@ -369,3 +369,26 @@ def test_real_tiles_water_comes_from_ponds_and_harbour(shared_data: Path, tmp_pa
     assert all(n.startswith("m_4709963_") or n == "ms2.tif" for n in names), names
     assert view.hits[0].score > 0.5
     assert html.unescape(view.map_html).count("L.circleMarker(") == 5
+
+
+def test_the_map_keeps_hits_clear_of_its_controls_and_callouts_inside():
+    hits = [_hit(1), _hit(2, lon=100.0, lat=10.0)]
+    body = rs.map_document(hits, {1: "data:image/png;base64,AAAA"}, map_id="m42").split(
+        "</head>", 1)[1]
+    assert "viperFitPadding(map, L.latLngBounds(target), 30)" in body
+    assert "paddingTopLeft: pad[0], paddingBottomRight: pad[1]" in body
+    assert 'viperWatchView(map, "m42")' in body and "e.popup.update()" in body
+    assert "autoPanPadding" in body
+    # The thumbnail's size is known before it loads (the callout is laid out once).
+    assert rs.thumb_size(_hit(1, window=(0, 0, 512, 256))) == (160, 80)
+    assert rs.thumb_size(_hit(1, window=(0, 0, 100, 120))) == (100, 120)
+    callout = rs.callout_html(_hit(1, window=(0, 0, 512, 256)), "data:image/png;base64,AA")
+    assert 'width="160" height="80"' in callout
+
+
+def test_each_map_has_an_id_its_views_carry():
+    first, second = rs.map_html([_hit(1)]), rs.map_html([_hit(1)])
+    a, b = rs.SearchView("", map_html=first).map_id, rs.SearchView("", map_html=second).map_id
+    assert a and b and a != b
+    assert f'viperWatchView(map, "{a}")' in html.unescape(first)
+    assert rs.SearchView("").map_id == "" and rs.map_html([]) == rs.EMPTY_MAP

@@ -204,3 +204,112 @@ def test_a_result_opens_as_its_tile_with_the_chip_outlined(region):
     orange = int((np.abs(rgb - np.array(ROI_RGB)) <= 40).all(axis=-1).sum())
     assert 100 < orange < 0.2 * rgb.shape[0] * rgb.shape[1], orange  # an outline, not a fill
     page.screenshot(path=str(ARTIFACTS / "region_chip_in_tile.png"), full_page=True)
+
+
+# ---------------------------------------------------------------------------- the map alone
+def _grid_hits(n: int = 3, far: bool = True) -> list:
+    """Hits on an n x n grid (#1 at its south-west corner, the corner the places box sits
+    in) and, with ``far``, one more hit 13,000 km away (a second place)."""
+    from viper_rs.index.store import Hit
+
+    def hit(rank: int, lon: float, lat: float, d: float = 0.0012) -> Hit:
+        corners = (lon - d, lat + d, lon + d, lat + d, lon + d, lat - d, lon - d, lat - d)
+        return Hit(rank=rank, score=1 - rank / 100, id=f"c{rank}", source=f"/x/s{rank}.tif",
+                   source_name=f"s{rank}.tif", datetime="2020-08-31", crs="EPSG:4326",
+                   window=(0, 0, 256, 256), bbox=(lon - d, lat - d, lon + d, lat + d),
+                   corners=corners, white_point=255.0, valid=1.0)
+
+    points = sorted(((-100.0 + 0.03 * i, 47.0 + 0.02 * j) for j in range(n) for i in range(n)),
+                    key=lambda p: p[0] + p[1])
+    hits = [hit(k + 1, *p) for k, p in enumerate(points)]
+    if far:
+        hits.append(hit(len(hits) + 1, 30.0, 0.0))
+    return hits
+
+
+def _thumb() -> str:
+    import base64
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (160, 160), (40, 120, 60)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _map_page(browser, hits, width: int, height: int, thumbs: dict | None = None):  # noqa: F811
+    """A page holding the results map of ``hits`` alone, fitted."""
+    from viper_rs.ui.search import map_document
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_content(map_document(hits, thumbs or {}, map_id="test"))
+    page.wait_for_function(f"() => {_MAP} && document.querySelectorAll('.viper-rank').length"
+                           f" === {len(hits)}")
+    page.wait_for_timeout(300)  # the fit runs on the frame's first resize callback
+    return page
+
+
+def _overlaps(page, selector: str) -> list[dict]:
+    """Rank labels and hit dots that ``selector`` (a map control) covers, with the
+    labels and dots that lie inside the map at all (nothing covered must be vacuous)."""
+    return page.evaluate("""(selector) => {
+        const box = document.querySelector(selector).getBoundingClientRect();
+        const map = document.querySelector('.leaflet-container').getBoundingClientRect();
+        const hit = r => r.left < box.right && r.right > box.left && r.top < box.bottom
+                         && r.bottom > box.top;
+        const inside = r => r.left >= map.left && r.right <= map.right
+                            && r.top >= map.top && r.bottom <= map.bottom;
+        const marks = [...document.querySelectorAll('.viper-rank'),
+                       ...document.querySelectorAll('path.leaflet-interactive')];
+        const shown = marks.map(e => ({e: e, r: e.getBoundingClientRect()}))
+                           .filter(m => m.r.width > 0 && inside(m.r));
+        return {shown: shown.length, covered: shown.filter(m => hit(m.r)).map(m =>
+                (m.e.innerText || m.e.getAttribute('class') || '').trim())};
+    }""", selector)
+
+
+@pytest.mark.parametrize(("width", "height"), [(760, 560), (560, 560), (1000, 420)])
+def test_the_places_box_covers_no_hit(browser, width: int, height: int):  # noqa: F811
+    """Issue 22: the places box hid hit #3. Fitted to #1's place (and to all hits), no
+    rank label or hit outline lies under the box or the layer list."""
+    _require_browser()
+    hits = _grid_hits()
+    page = _map_page(browser, hits, width, height)
+    try:
+        assert page.locator(".viper-places").count() == 1
+        found = _overlaps(page, ".viper-places")
+        assert found["shown"] >= 18 and not found["covered"], found  # 9 labels, 9+ outlines
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"region_places_{width}x{height}.png"))
+        page.get_by_role("button", name="All hits").click()
+        page.wait_for_timeout(300)
+        found = _overlaps(page, ".viper-places")
+        assert found["shown"] >= 2 and not found["covered"], found
+    finally:
+        page.close()
+
+
+def test_a_callout_near_the_top_stays_inside_the_map(browser):  # noqa: F811
+    """Issue 22: the callout of a hit near the top edge was cut off (its picture, loaded
+    after the callout opened, made it taller than the room the map had panned for)."""
+    _require_browser()
+    hits = _grid_hits(far=False)
+    page = _map_page(browser, hits, 760, 560, thumbs={h.rank: _thumb() for h in hits})
+    try:
+        top = max(hits, key=lambda h: (h.center[1], -h.center[0]))
+        page.locator(".viper-rank", has_text=str(top.rank)).first.click()
+        page.locator(".viper-callout img").wait_for()
+        page.wait_for_function("() => getComputedStyle(document.querySelector("
+                               "'.leaflet-popup')).opacity === '1'")
+        page.wait_for_timeout(500)  # the picture loaded, the map panned
+        inside = page.evaluate("""() => {
+            const p = document.querySelector('.leaflet-popup').getBoundingClientRect();
+            const m = document.querySelector('.leaflet-container').getBoundingClientRect();
+            return {popup: [p.left, p.top, p.right, p.bottom],
+                    map: [m.left, m.top, m.right, m.bottom]}; }""")
+        p, m = inside["popup"], inside["map"]
+        page.screenshot(path=str(ARTIFACTS / "region_callout_top.png"))
+        assert p[0] >= m[0] and p[1] >= m[1] and p[2] <= m[2] and p[3] <= m[3], inside
+        assert f"#{top.rank}" in page.locator(".viper-callout").inner_text()
+    finally:
+        page.close()

@@ -8,12 +8,15 @@ import logging
 import math
 import os
 import signal
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from viper_rs.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
 from viper_rs.errors import InputError
+from viper_rs.lru import LRU
 from viper_rs.ui.answer_map import EMPTY_ANSWER_MAP, FULLSCREEN_LISTENER, HIGHLIGHT_JS
 from viper_rs.ui.area import (
     AREA_CHIP_M,
@@ -21,8 +24,9 @@ from viper_rs.ui.area import (
     EMPTY_AREA_MAP,
     MAX_AREA_CHIPS,
     VIEW_LISTENER,
-    view_text,
+    ViewTracker,
 )
+from viper_rs.ui.area_jobs import AREA_MEMORY_BYTES, AREA_TIME_S, GIB
 from viper_rs.ui.catalog import GSD_RANGE_M, IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
 from viper_rs.ui.search import (
@@ -383,26 +387,34 @@ def _region_tab(controller: Controller) -> SimpleNamespace:
 
 def _area_panel(ui: SimpleNamespace) -> None:
     """*Ask about this area*: a question, the area (typed W,S,E,N or the map's view), the
-    answer, the chips table, the area map and the downloads (added to ``ui``)."""
+    resolution, Ask and Cancel, the answer, the chips table, the area map and the downloads
+    (added to ``ui``)."""
     import gradio as gr
 
     gr.Markdown("### Ask about this area\nOne question over all the folders' imagery in an "
                 "area, answered chip by chip (chips of "
-                f"{AREA_CHIP_M:g} m, at most {MAX_AREA_CHIPS} per question). Leave the box "
-                "blank to use the map's current view.", elem_id="area-intro")
+                f"{AREA_CHIP_M:g} m, at most {MAX_AREA_CHIPS} per question) in a worker with "
+                f"a memory limit ({AREA_MEMORY_BYTES / GIB:g} GB) and a time limit "
+                f"({AREA_TIME_S / 60:g} min); an area too large for them is refused before it "
+                "starts. Leave the box blank to use the map's current view.",
+                elem_id="area-intro")
     with gr.Row(equal_height=True):
         ui.area_question = gr.Textbox(label="Question about the area",
                                       placeholder="e.g. How many buildings are there?",
                                       elem_id="area-question", scale=4, max_length=1000)
         ui.area_ask = gr.Button("Ask about this area", variant="primary",
                                 elem_id="area-button", scale=1)
+        ui.area_cancel = gr.Button("Cancel", variant="stop", elem_id="area-cancel", scale=0,
+                                   min_width=90)
     with gr.Row(equal_height=True):
         ui.area_box = gr.Textbox(label="Area W,S,E,N (degrees)",
                                  placeholder="blank: the map's current view",
-                                 elem_id="area-bbox", scale=1, max_length=200)
+                                 elem_id="area-bbox", scale=2, max_length=200)
         ui.view = gr.Textbox(label="Map's current view (W,S,E,N)", interactive=False,
-                             elem_id="area-view", scale=1,
-                             placeholder="search, then move the map (or the area map)")
+                             elem_id="area-view", scale=2,
+                             placeholder="no map shown: search, then move the map")
+        ui.area_gsd = gr.Number(None, label="Resolution (m/px)", elem_id="area-gsd", scale=1,
+                                placeholder="blank: the sources'", min_width=120)
     ui.area_status = gr.Markdown("", elem_id="area-status")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -417,45 +429,87 @@ def _area_panel(ui: SimpleNamespace) -> None:
                                     interactive=False, elem_id="area-files")
 
 
+#: Browser sessions whose maps' view the app keeps (the least recent are forgotten).
+MAX_SESSIONS = 1000
+
+
 def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker: Any,
                  chat: Any, options: list | None = None) -> None:
-    """Events of the Region search tab: search, build, opening a result in the chat, and
-    asking about an area (with the settings panel's ``options``)."""
+    """Events of the Region search tab: search, build, opening a result in the chat, the
+    maps' view, and asking about an area (with the settings panel's ``options``) or
+    cancelling that."""
     import gradio as gr
 
-    def on_view(evt: gr.EventData) -> Any:
-        text = view_text((evt._data or {}).get("view"))
-        return text or gr.skip()
+    views: LRU[str, ViewTracker] = LRU(MAX_SESSIONS)
+    views_lock = threading.Lock()
 
-    def on_area(question: str, box: str, view: str, *values: Any,
-                progress: Any = gr.Progress()) -> tuple:
+    def tracker(request: Any) -> ViewTracker:
+        """This browser session's view of the maps."""
+        key = getattr(request, "session_hash", None) or ""
+        with views_lock:
+            found = views.get(key)
+            if found is None:
+                found = ViewTracker()
+                views.put(key, found)
+            return found
+
+    def on_view(evt: gr.EventData, request: gr.Request) -> Any:
+        data = evt._data or {}
+        text = tracker(request).post(data.get("map"), data.get("seq"), data.get("view"))
+        return gr.skip() if text is None else text
+
+    # Gradio hands the request and progress only to parameters before ``*values``.
+    def on_area(question: str, box: str, gsd: Any, request: gr.Request,
+                progress: Any = gr.Progress(), *values: Any) -> tuple:
+        maps = tracker(request)
         try:
             chosen = _options(values) if values else Options()
+            pixel_m = _number(gsd, "Resolution (m/px)")
         except InputError as exc:
             return (f"Settings problem: {escape_markdown(str(exc))}", EMPTY_AREA_MAP,
-                    _chips_frame([]), None)
-        area = box if (box or "").strip() else view
-        result = controller.ask_area(question, area, chosen,
+                    _chips_frame([]), None, maps.show("area", None))
+        typed = bool((box or "").strip())
+        area = box if typed else (maps.text or None)  # exactly the view the field shows
+        result = controller.ask_area(question, area, chosen, pixel_m=pixel_m,
+                                     job=getattr(request, "session_hash", None) or "",
                                      progress=lambda f, what: progress(f, desc=what))
-        return (result.message, result.map_html if result.ok else EMPTY_AREA_MAP,
-                _chips_frame(result.rows), result.files or None)
+        message = result.message
+        if not typed and area:
+            message = f"*Asked about the map's current view {area} (W,S,E,N).*\n\n{message}"
+        shown = result.map_id if result.ok else None
+        return (message, result.map_html if result.ok else EMPTY_AREA_MAP,
+                _chips_frame(result.rows), result.files or None, maps.show("area", shown))
 
-    on_view.__annotations__["evt"] = gr.EventData
+    def on_cancel(request: gr.Request) -> None:
+        if not controller.cancel_area(getattr(request, "session_hash", None) or ""):
+            gr.Info("No area question is running.")
+
+    on_view.__annotations__.update(evt=gr.EventData, request=gr.Request)
+    on_area.__annotations__["request"] = gr.Request
+    on_cancel.__annotations__["request"] = gr.Request
     for source in (ui.map, ui.area_map):
-        source.select(on_view, None, ui.view, show_progress="hidden")
-    area_outputs = [ui.area_status, ui.area_map, ui.area_chips, ui.area_files]
+        # Every post counts ("multiple": the default drops a post made while the previous
+        # one is handled, e.g. the fitted view after the first); the tracker orders them.
+        source.select(on_view, None, ui.view, show_progress="hidden", trigger_mode="multiple")
+    area_outputs = [ui.area_status, ui.area_map, ui.area_chips, ui.area_files, ui.view]
     for event in (ui.area_question.submit, ui.area_ask.click):
-        event(on_area, [ui.area_question, ui.area_box, ui.view, *(options or [])],
+        event(on_area, [ui.area_question, ui.area_box, ui.area_gsd, *(options or [])],
               area_outputs, concurrency_id="region", concurrency_limit=1,
               show_progress_on=[ui.area_status])
+    ui.area_cancel.click(on_cancel, None, None, queue=False, show_progress="hidden")
 
-    def on_search(query: str, k: float, progress: Any = gr.Progress()) -> tuple:
+    def on_search(query: str, k: float, request: gr.Request = None,
+                  progress: Any = gr.Progress()) -> tuple:
         view = controller.search_region(query, int(k or 10),
                                         progress=lambda f, what: progress(f, desc=what))
+        # The map is replaced (or cleared): the view field follows it.
+        shown = tracker(request).show("search", view.map_id if view.ok else None)
         if not view.ok:  # the previous results must not pass for this query's
-            return view.message, EMPTY_MAP, _results_frame([]), None, []
+            return view.message, EMPTY_MAP, _results_frame([]), None, [], shown
         return (view.message, view.map_html, _results_frame(view.rows), view.files or None,
-                view.hits)
+                view.hits, shown)
+
+    on_search.__annotations__["request"] = gr.Request
 
     def on_build(progress: Any = gr.Progress()) -> str:
         message = controller.build_region(progress=lambda f, what: progress(f, desc=what))
@@ -487,7 +541,7 @@ def _wire_region(controller: Controller, ui: SimpleNamespace, tabs: Any, picker:
     on_select.__annotations__["evt"] = gr.SelectData
     on_map.__annotations__["evt"] = gr.EventData
 
-    outputs = [ui.status, ui.map, ui.results, ui.geojson, ui.hits]
+    outputs = [ui.status, ui.map, ui.results, ui.geojson, ui.hits, ui.view]
     for event in (ui.query.submit, ui.search.click):
         event(on_search, [ui.query, ui.k], outputs, concurrency_id="region",
               concurrency_limit=1, show_progress_on=[ui.status])
@@ -630,6 +684,45 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+#: Seconds the app may take to stop after SIGTERM/SIGINT before it exits regardless.
+STOP_GRACE_S = 8.0
+
+
+class _Stopper:
+    """SIGTERM and SIGINT stop the app within seconds, whatever is running: the first kills
+    the area workers and the sandboxes at once and closes the server (as Ctrl-C does); if
+    the app has not exited :data:`STOP_GRACE_S` seconds later, or on a second signal, it
+    exits at once (code 1)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.signum: int | None = None
+        self.app: Any = None  # the Blocks, once launched
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second signal: no more waiting
+            os._exit(1)
+        self.signum = signum
+        log.info("%s: stopping the app", signal.Signals(signum).name)
+        timer = threading.Timer(STOP_GRACE_S, self._force)
+        timer.daemon = True
+        timer.start()
+        self.controller.jobs.stop_all()  # running area questions end now
+        server = getattr(self.app, "server", None)
+        if server is not None:  # do not wait for open connections (event streams) to end
+            server.force_exit = True
+        _interrupt(signum, frame)
+
+    def _force(self) -> None:
+        log.error("the app did not stop within %g s: exiting regardless", STOP_GRACE_S)
+        logging.shutdown()
+        os._exit(1)
+
+
 def default_folders(repo: Path | None = None) -> list[Path]:
     """``VIPER_RS_IMAGE_FOLDER`` (``:``-separated), else ``../shared/data`` when present."""
     env = os.environ.get("VIPER_RS_IMAGE_FOLDER")
@@ -674,16 +767,31 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
     region = RegionSearch.for_folders(folders, settings, args.index, args.index_chip_m)
     controller = Controller(catalog, settings, region=region)
     atexit.register(controller.close)
+    stopper = _Stopper(controller)
+    stopper.install()  # close like Ctrl-C: workers, evidence folder
     defaults = Options(detector=settings.detector, planner=settings.planner, sam=settings.sam,
                        score_threshold=settings.score_threshold)
-    if not args.no_warmup:
-        controller.warm_up(defaults)
-    signal.signal(signal.SIGTERM, _interrupt)  # close like Ctrl-C: workers, evidence folder
-    app = build_app(controller, defaults)
-    log.info("%d images listed (%s)", len(catalog.keys),
-             ", ".join(str(f) for f in folders) or "demo scenes only")
-    log.info("region search index: %s", region.path)
-    app.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, css=CSS,
-        allowed_paths=[str(controller.out_dir)], footer_links=[], max_file_size=MAX_UPLOAD,
-    )
+    try:
+        if not args.no_warmup:
+            controller.warm_up(defaults)
+        app = stopper.app = build_app(controller, defaults)
+        log.info("%d images listed (%s)", len(catalog.keys),
+                 ", ".join(str(f) for f in folders) or "demo scenes only")
+        log.info("region search index: %s", region.path)
+        app.queue(default_concurrency_limit=1).launch(
+            server_name=args.host, server_port=args.port, css=CSS,
+            allowed_paths=[str(controller.out_dir)], footer_links=[], max_file_size=MAX_UPLOAD,
+        )
+    except KeyboardInterrupt:
+        if stopper.signum is None:
+            raise
+    finally:
+        controller.close()
+    if stopper.signum is not None:
+        # Everything is closed; the interpreter's own teardown (native libraries' threads)
+        # can take seconds more, which a stop request does not wait for.
+        log.info("stopped (%s)", signal.Signals(stopper.signum).name)
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)

@@ -12,6 +12,8 @@ import html
 import json
 import math
 import re
+import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,10 @@ class AreaView:
     geojson: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
     bbox: list[float] | None = None
+    #: What the area map draws (:func:`area_map_data`); None without a map.
+    map_data: dict[str, Any] | None = None
+    #: The id the area map tags its posted views with ("" without a map).
+    map_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -204,14 +210,16 @@ def area_map_data(chips: Sequence[dict], values: Sequence[dict], regions_fc: dic
             "classes": classes}
 
 
-def area_map_document(data: dict[str, Any], imagery: Sequence[Any] = ()) -> str:
+def area_map_document(data: dict[str, Any], imagery: Sequence[Any] = (),
+                      map_id: str = "") -> str:
     """A self-contained Leaflet page (no CDN) of ``data`` (:func:`area_map_data`) over the
-    sources' pictures (``imagery``) and an OpenStreetMap background; it posts its view to
-    the page holding it whenever it moves."""
+    sources' pictures (``imagery``) and an OpenStreetMap background; from its first fit on
+    it posts its view (tagged ``map_id``) to the page holding it whenever it moves."""
     js, css = leaflet_assets()
     pictures = [{"u": ov.data_uri(), "b": [[ov.bounds[1], ov.bounds[0]],
                                              [ov.bounds[3], ov.bounds[2]]]} for ov in imagery]
     payload = json.dumps({**data, "pictures": pictures}).replace("</", "<\\/")
+    script = view_post_js().replace("</", "<\\/")
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8">
 <style>{css}</style><script>{js}</script>
 <style>html,body,#map{{height:100%;margin:0}}
@@ -219,7 +227,7 @@ def area_map_document(data: dict[str, Any], imagery: Sequence[Any] = ()) -> str:
 font:12px sans-serif;box-shadow:0 1px 5px rgba(0,0,0,.4)}}
 .viper-legend i{{display:inline-block;width:12px;height:12px;margin-right:4px;
 vertical-align:middle;border:1px solid #555}}</style></head>
-<body><div id="map"></div><script>
+<body><div id="map"></div><script>{script}
 (function () {{
   const d = {payload};
   const map = L.map('map', {{preferCanvas: false}});
@@ -245,15 +253,12 @@ vertical-align:middle;border:1px solid #555}}</style></head>
         '<i style="background:' + c + '"></i>' + esc(k)).join('<br>');
       div.innerHTML = h; return div; }} }});
   new Legend().addTo(map);
-  const post = () => {{ const z = map.getSize(); if (!z.x || !z.y) return;
-    const b = map.getBounds();
-    parent.postMessage({{type: {json.dumps(VIEW_TYPE)}, bounds: [b.getWest(), b.getSouth(),
-      b.getEast(), b.getNorth()]}}, '*'); }};
-  map.on('moveend', post);
+  const view = viperWatchView(map, {json.dumps(map_id)});
   let shown = false;
   const fit = () => {{ map.invalidateSize(); const s = map.getSize();
     const visible = s.x > 0 && s.y > 0;
-    if (visible && !shown) map.fitBounds(d.bounds, {{padding: [20, 20], maxZoom: 18}});
+    if (visible && !shown) {{ view.start();
+      map.fitBounds(d.bounds, {{padding: [20, 20], maxZoom: 18, animate: false}}); }}
     shown = visible; }};
   map.fitBounds(d.bounds);
   fit();
@@ -265,9 +270,9 @@ vertical-align:middle;border:1px solid #555}}</style></head>
 
 
 def area_map_html(data: dict[str, Any], imagery: Sequence[Any] = (),
-                  height: int = AREA_MAP_HEIGHT) -> str:
+                  height: int = AREA_MAP_HEIGHT, map_id: str = "") -> str:
     """The area map as a sandboxed ``<iframe srcdoc=...>`` for the app."""
-    doc = html.escape(area_map_document(data, imagery), quote=True)
+    doc = html.escape(area_map_document(data, imagery, map_id), quote=True)
     return (f'<iframe class="viper-area-map" title="Area answer map" sandbox="allow-scripts" '
             f'srcdoc="{doc}" style="width:100%;height:{int(height)}px;border:0;'
             'border-radius:6px"></iframe>')
@@ -288,8 +293,31 @@ def area_imagery(overlays: dict[str, Any], bbox: Sequence[float],
     return chosen
 
 
-#: The app's listener for the maps' view (gr.HTML js_on_load): a view posted by its own
-#: iframe fires the component's select event with the bounds.
+def new_map_id() -> str:
+    """A fresh id for a map the app shows (its posted views carry it)."""
+    return secrets.token_hex(8)
+
+
+def view_post_js() -> str:
+    """JavaScript defining ``viperWatchView(map, id)``: once its ``start()`` has been called
+    (just before the map's first fit), every move of ``map`` posts the view to the page
+    holding the map, as ``{type: VIEW_TYPE, map: id, seq, bounds: [W, S, E, N]}`` with
+    ``seq`` counting the map's posts: the views before the fit (the initial whole-world
+    one) are never posted, and the page can tell a late post from a newer one."""
+    return ("function viperWatchView(map, id) {\n"
+            "  let seq = 0, started = false;\n"
+            "  const post = () => { if (!started) return; const z = map.getSize();\n"
+            "    if (!z.x || !z.y) return; const b = map.getBounds();\n"
+            f"    parent.postMessage({{type: {json.dumps(VIEW_TYPE)}, map: id, seq: ++seq,\n"
+            "      bounds: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]}, '*'); };\n"
+            "  map.on('moveend', post);\n"
+            "  return {start: () => { started = true; }, post: post};\n"
+            "}\n")
+
+
+#: The app's listener for the area map's view (gr.HTML js_on_load): a view posted by its
+#: own iframe fires the component's select event with the bounds, the map's id and the
+#: post's number.
 VIEW_LISTENER = (
     "if (!element.__viperView) {"
     " element.__viperView = true;"
@@ -298,10 +326,65 @@ VIEW_LISTENER = (
     "  const data = event.data || {};"
     f"  if (!frame || event.source !== frame.contentWindow || data.type !== "
     f"{json.dumps(VIEW_TYPE)}) return;"
-    "  trigger('select', {view: data.bounds});"
+    "  trigger('select', {view: data.bounds, map: data.map, seq: data.seq});"
     " });"
     "}"
 )
+
+
+class ViewTracker:
+    """What the *Map's current view* field shows in one browser session: the last view
+    posted by a map that is still shown (the Region search map or the area map), or ""
+    when no shown map has posted one. A post from a map no longer shown, or older than one
+    already seen from the same map (posts may be handled out of order), is ignored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shown: dict[str, str] = {}  # slot ("search", "area") -> id of the map shown
+        self._views: dict[str, tuple[int, str]] = {}  # map id -> (post number, view text)
+
+    def show(self, slot: str, map_id: str | None) -> str:
+        """Map ``map_id`` (None or "": no map) now fills ``slot``; the field's new text."""
+        with self._lock:
+            old = self._shown.pop(slot, None)
+            if old is not None and old != map_id:
+                self._views.pop(old, None)
+            if map_id:
+                self._shown[slot] = map_id
+            return self._text()
+
+    def post(self, map_id: Any, seq: Any, bounds: Any) -> str | None:
+        """A view posted by map ``map_id`` (its ``seq``-th post): the field's new text, or
+        None when the post is to be ignored (stale, from a map not shown, not a box)."""
+        text = view_text(bounds)
+        if not text or not isinstance(map_id, str):
+            return None
+        try:
+            number = int(seq)
+        except (TypeError, ValueError):
+            return None
+        with self._lock:
+            if map_id not in self._shown.values():
+                return None
+            last = self._views.get(map_id)
+            if last is not None and last[0] >= number:
+                return None
+            self._views.pop(map_id, None)
+            self._views[map_id] = (number, text)  # the newest post is the last entry
+            return self._text()
+
+    @property
+    def text(self) -> str:
+        """The view the field shows ("" when no shown map has posted one)."""
+        with self._lock:
+            return self._text()
+
+    def _text(self) -> str:
+        shown = set(self._shown.values())
+        for map_id in reversed(list(self._views)):
+            if map_id in shown:
+                return self._views[map_id][1]
+        return ""
 
 
 def view_text(bounds: Any) -> str:

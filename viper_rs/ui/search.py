@@ -26,7 +26,7 @@ from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ViperError
-from viper_rs.ui.area import VIEW_TYPE
+from viper_rs.ui.area import VIEW_TYPE, new_map_id, view_post_js
 from viper_rs.ui.evidence import escape_markdown
 from viper_rs.ui.leaflet import leaflet_assets  # also used by the answer map
 
@@ -63,6 +63,8 @@ MAX_MAP_IMAGERY_BYTES = 6_000_000
 PLACE_KM = 25.0
 #: Seconds an index built before map imagery existed may spend drawing it on a search.
 OVERLAY_BUDGET_S = 30.0
+#: The map id in the results map's frame (see :func:`map_html`).
+_MAP_ID = re.compile(r'<iframe class="viper-region-map"[^>]* data-map-id="([^"]+)"')
 #: Layer names in the map's layer control.
 OSM_LAYER, IMAGERY_LAYER = "OpenStreetMap", "Imagery (offline)"
 
@@ -85,6 +87,12 @@ class SearchView:
     def ok(self) -> bool:
         """True when the search ran (it may still have found nothing)."""
         return self.geojson is not None
+
+    @property
+    def map_id(self) -> str:
+        """The id the map tags its posted views with ("" without a map)."""
+        found = _MAP_ID.search(self.map_html)
+        return found.group(1) if found else ""
 
 
 # ---------------------------------------------------------------------------- the index
@@ -501,6 +509,14 @@ def map_imagery(hits: Sequence[Any], overlays: dict[str, Any],
     return chosen[::-1]
 
 
+def thumb_size(hit: Any, side: int = THUMB_SIDE) -> tuple[int, int]:
+    """(width, height) px of a hit's thumbnail (:func:`thumbnail`): its chip window, the
+    longest side at most ``side``."""
+    width, height = (max(int(v), 1) for v in hit.window[2:4])
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def callout_html(hit: Any, thumb: str | None = None) -> str:
     """The popup of one hit: rank, score, source, date, thumbnail and an 'ask' button."""
     lon, lat = hit.center
@@ -510,8 +526,10 @@ def callout_html(hit: Any, thumb: str | None = None) -> str:
         parts.append(html.escape(str(hit.datetime)))
     parts.append(f"{lat:.5f}, {lon:.5f}")
     text = "<br>".join(parts)
+    width, height = thumb_size(hit)
     image = (f'<img class="viper-thumb" src="{thumb}" alt="chip #{int(hit.rank)}" '
-             'style="display:block;margin-top:4px;max-width:160px;max-height:160px">'
+             f'width="{width}" height="{height}" style="display:block;margin-top:4px;'
+             f'width:{width}px;height:{height}px;object-fit:contain">'
              if thumb else "")
     button = (f'<button class="viper-open" type="button" data-rank="{int(hit.rank)}" '
               'style="margin-top:6px;cursor:pointer" onclick="viperOpen(this)">'
@@ -542,7 +560,7 @@ def _callout_element(text: str, tooltip: str | None, picture: str | None = None)
     return _macro(
         "Callout",
         "{{ this._parent.get_name() }}.bindPopup({{ this.popup|tojavascript }}, "
-        "{maxWidth: 240});\n"
+        "{maxWidth: 240, autoPanPadding: [12, 12]});\n"
         "{% if this.tooltip %}{{ this._parent.get_name() }}.bindTooltip("
         "{{ this.tooltip|tojavascript }});{% endif %}\n"
         "{% if this.picture %}{{ this._parent.get_name() }}.on('click', function () { "
@@ -552,13 +570,14 @@ def _callout_element(text: str, tooltip: str | None, picture: str | None = None)
 
 
 def map_document(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
-                 imagery: Sequence[Any] = ()) -> str:
+                 imagery: Sequence[Any] = (), map_id: str = "") -> str:
     """A self-contained HTML page (Leaflet inlined, no CDN): the sources' pictures
     (``imagery``, :class:`viper_rs.index.overlays.Overlay`, bottom to top) over an
     OpenStreetMap background, then each hit's footprint, a dot at its centre and a rank
     label with a callout. Labels that would overlap at the current zoom are spread around
     their centre with leader lines. The map fits the place of the best hit; when the hits
-    are in several places a box offers each place and all of them."""
+    are in several places a box offers each place and all of them. Its views are posted
+    tagged ``map_id`` (see :class:`viper_rs.ui.area.ViewTracker`)."""
     import folium
     from branca.element import Element
     from folium.map import CustomPane
@@ -609,7 +628,7 @@ def map_document(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
     if hits:
         fmap.add_child(_spread_element(labels))
         groups = places(hits)
-        fmap.add_child(_fit_element(_bounds(groups[0])))
+        fmap.add_child(_fit_element(_bounds(groups[0]), map_id))
         if len(groups) > 1:
             fmap.add_child(_places_element(groups))
     return root.render()
@@ -681,28 +700,69 @@ def _spread_element(labels: list[tuple[str, float, float]], radius_px: int = 26)
                   items=items, radius=int(radius_px))
 
 
-def _fit_element(bounds: list[list[float]]) -> Any:
+def _fit_element(bounds: list[list[float]], map_id: str) -> Any:
     """A folium element fitting its map to ``bounds`` ([[S, W], [N, E]], padded) whenever
     the map's frame gets a size after having none (the frame may still be 0 px when its
     script runs, and a fit then zooms all the way in; a hidden tab shown again is fitted
-    again). ``map.viperFit(bounds)`` changes the bounds; the map is ``window.viperMap``.
-    Every move posts the map's view (:data:`VIEW_TYPE`, [W, S, E, N]) to the page holding
-    it (the area of *Ask about this area*)."""
-    return _macro("FitBounds", """(function (map) {
+    again). The fit keeps the hits clear of the map's controls (the places box, the layer
+    list: :data:`FIT_PADDING_JS`). ``map.viperFit(bounds)`` changes the bounds; the map is
+    ``window.viperMap``. From the first fit on, every move posts the map's view to the page
+    holding it (:func:`viper_rs.ui.area.view_post_js`, tagged ``map_id``): the area of *Ask
+    about this area*. A callout whose picture loads after it opened is laid out and kept
+    inside the map again."""
+    return _macro("FitBounds", FIT_PADDING_JS + view_post_js() + """(function (map) {
   window.viperMap = map;
+  const view = viperWatchView(map, {{ this.map_id|tojavascript }});
   let target = {{ this.bounds|tojavascript }}, shown = false;
   map.viperFit = function (bounds) { target = bounds || target;
-    map.fitBounds(target, {padding: [30, 30], maxZoom: 17}); };
+    const pad = viperFitPadding(map, L.latLngBounds(target), 30);
+    view.start();
+    map.fitBounds(target, {paddingTopLeft: pad[0], paddingBottomRight: pad[1], maxZoom: 17,
+                           animate: false}); };
   const fit = () => { map.invalidateSize();
     const size = map.getSize(); const visible = size.x > 0 && size.y > 0;
     if (visible && !shown) map.viperFit();
     shown = visible; };
   new ResizeObserver(fit).observe(map.getContainer());
-  map.on('moveend', () => { const z = map.getSize(); if (!z.x || !z.y) return;
-    const b = map.getBounds();
-    parent.postMessage({type: {{ this.view_type|tojavascript }}, bounds: [b.getWest(),
-      b.getSouth(), b.getEast(), b.getNorth()]}, '*'); });
-})({{ this._parent.get_name() }});""", bounds=bounds, view_type=VIEW_TYPE)
+  map.on('popupopen', (e) => {
+    e.popup.getElement().querySelectorAll('img').forEach(img => { if (!img.complete)
+      img.addEventListener('load', () => { if (e.popup.isOpen()) e.popup.update(); }); }); });
+})({{ this._parent.get_name() }});""", bounds=bounds, map_id=map_id)
+
+
+#: ``viperFitPadding(map, bounds, base)``: the [top-left, bottom-right] padding (px) of a fit
+#: that keeps ``bounds`` clear of every control in the map's corners. Each corner's controls
+#: are cleared either above/below them or beside them; of those choices the one giving the
+#: closest zoom (then the least padding) wins. ``base`` pads every side.
+FIT_PADDING_JS = """function viperFitPadding(map, bounds, base) {
+  const box = map.getContainer().getBoundingClientRect(), gap = 16;
+  const corners = [];
+  [['top', 'left'], ['top', 'right'], ['bottom', 'left'], ['bottom', 'right']].forEach(c => {
+    const el = map.getContainer().querySelector('.leaflet-' + c[0] + '.leaflet-' + c[1]);
+    if (!el) return;
+    let x = 0, y = 0;
+    el.querySelectorAll(':scope > .leaflet-control').forEach(k => {
+      const r = k.getBoundingClientRect(); if (!r.width || !r.height) return;
+      x = Math.max(x, c[1] === 'left' ? r.right - box.left : box.right - r.left);
+      y = Math.max(y, c[0] === 'top' ? r.bottom - box.top : box.bottom - r.top); });
+    if (x > 0 && y > 0) corners.push({v: c[0], h: c[1], x: x + gap, y: y + gap}); });
+  let best = null;
+  for (let k = 0; k < (1 << corners.length); k++) {
+    const p = {top: base, bottom: base, left: base, right: base};
+    corners.forEach((c, i) => { if (k & (1 << i)) p[c.h] = Math.max(p[c.h], c.x);
+                                else p[c.v] = Math.max(p[c.v], c.y); });
+    const free = L.point(box.width - p.left - p.right, box.height - p.top - p.bottom);
+    if (free.x < 60 || free.y < 60) continue;
+    const zoom = map.getBoundsZoom(bounds, false, L.point(p.left + p.right,
+                                                          p.top + p.bottom));
+    const cost = (p.left + p.right) * box.height + (p.top + p.bottom) * box.width;
+    if (!best || zoom > best.zoom || (zoom === best.zoom && cost < best.cost))
+      best = {zoom: zoom, cost: cost, p: p};
+  }
+  const p = best ? best.p : {top: base, bottom: base, left: base, right: base};
+  return [[p.left, p.top], [p.right, p.bottom]];
+}
+"""
 
 
 def _places_element(groups: list[list[Any]]) -> Any:
@@ -742,20 +802,23 @@ _OPEN_SCRIPT = (
 
 
 def map_html(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
-             height: int = MAP_HEIGHT, imagery: Sequence[Any] = ()) -> str:
+             height: int = MAP_HEIGHT, imagery: Sequence[Any] = (), map_id: str = "") -> str:
     """The map as an ``<iframe srcdoc=...>`` for the app (scripts run inside the frame,
-    sandboxed: no access to the app's page)."""
+    sandboxed: no access to the app's page). Its views are posted tagged ``map_id`` (a new
+    id when blank), which the frame carries as ``data-map-id`` (:attr:`SearchView.map_id`)."""
     if not hits:
         return EMPTY_MAP
-    doc = html.escape(map_document(hits, thumbs, imagery), quote=True)
+    map_id = map_id or new_map_id()
+    doc = html.escape(map_document(hits, thumbs, imagery, map_id), quote=True)
     return (f'<iframe class="viper-region-map" title="Search results map" '
+            f'data-map-id="{html.escape(map_id)}" '
             f'sandbox="allow-scripts allow-popups" srcdoc="{doc}" '
             f'style="width:100%;height:{int(height)}px;border:0;border-radius:6px"></iframe>')
 
 
 #: The app's listener for the map's "Ask about this chip" button (gr.HTML js_on_load):
 #: it accepts messages from its own iframe only and fires the component's click event; a
-#: posted view fires its select event.
+#: posted view fires its select event (with the map's id and the post's number).
 MAP_LISTENER = (
     "if (!element.__viperListening) {"
     " element.__viperListening = true;"
@@ -763,7 +826,8 @@ MAP_LISTENER = (
     "  const frame = element.querySelector('iframe');"
     "  const data = event.data || {};"
     "  if (!frame || event.source !== frame.contentWindow) return;"
-    f"  if (data.type === {json.dumps(VIEW_TYPE)}) trigger('select', {{view: data.bounds}});"
+    f"  if (data.type === {json.dumps(VIEW_TYPE)}) trigger('select', "
+    "{view: data.bounds, map: data.map, seq: data.seq});"
     f"  if (data.type !== {json.dumps(MESSAGE_TYPE)}) return;"
     "  trigger('click', {rank: Number(data.rank)});"
     " });"

@@ -30,15 +30,20 @@ from viper_rs.ui.area import (
     AREA_CHIP_M,
     MAX_AREA_CHIPS,
     AreaView,
-    area_geojson,
     area_imagery,
-    area_map_data,
     area_map_html,
-    chip_estimate,
-    chip_table,
-    chip_values,
+    new_map_id,
     parse_area,
-    region_lonlats,
+)
+from viper_rs.ui.area_jobs import (
+    MAX_PIXEL_M,
+    MIN_PIXEL_M,
+    AreaBudget,
+    AreaBudgetError,
+    AreaJobs,
+    AreaRequest,
+    outcome_problem,
+    plan_area,
 )
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.evidence import (
@@ -56,6 +61,10 @@ from viper_rs.ui.search import RegionSearch, SearchView
 
 log = logging.getLogger(__name__)
 
+#: What an area question without an area says (a blank box and no map shown).
+NO_AREA = ("No area to ask about: the box is blank and no map shows a view (a failed search "
+           "clears the map). Search first, the map then shows the hits, and move it to the "
+           "area; or type the area as W,S,E,N in degrees.")
 #: Longest question the app accepts (characters).
 MAX_QUESTION_CHARS = 1000
 #: Agents kept alive (each holds models and sandbox workers).
@@ -270,6 +279,7 @@ class Controller:
         self._exports = 0
         self._said: set[str] = set()  # detector choice notes already shown in this session
         self._search_ids = itertools.count(1)  # not under _lock: a question may hold it
+        self.jobs = AreaJobs()  # the running area questions' workers
 
     # ------------------------------------------------------------------ agents
     def agent(self, options: Options, image_key: str | None = None) -> Any:
@@ -419,11 +429,18 @@ class Controller:
 
     def ask_area(self, question: str, area: str | Sequence[float] | None,
                  options: Options, progress: Progress | None = None,
-                 chip_m: float = AREA_CHIP_M, max_chips: int = MAX_AREA_CHIPS) -> AreaView:
+                 chip_m: float = AREA_CHIP_M, max_chips: int = MAX_AREA_CHIPS,
+                 job: str = "", budget: AreaBudget | None = None,
+                 pixel_m: float | None = None) -> AreaView:
         """Answer ``question`` about the folders' imagery inside ``area`` (W,S,E,N degrees,
-        text or numbers), chip by chip: the answer, a chips table, a map of the chips and
-        regions, GeoJSON/GPKG downloads. An area over ``max_chips`` chips, a box that meets
-        no source, a question the planner cannot run: every failure becomes a message."""
+        text or numbers), chip by chip, in a worker process (:mod:`viper_rs.ui.area_jobs`):
+        the answer, a chips table, a map of the chips and regions, GeoJSON/GPKG downloads.
+        The area is read at ``pixel_m`` metres per pixel (None: the sources'). Its cost is
+        checked against ``budget`` (by default the app's, with ``max_chips``) before the
+        worker starts; ``job`` names the browser session (its
+        question can be cancelled with :meth:`cancel_area`). An area past the budget, a box
+        that meets no source, a question the planner cannot run, a worker past its memory
+        or time limit, cancelled or dead: every failure becomes a message."""
         step = progress or (lambda fraction, what: None)
         question, problem = _clean_question(question, "the area")
         if problem:
@@ -433,34 +450,46 @@ class Controller:
         except InputError as exc:
             return AreaView(f"Area problem: {escape_markdown(str(exc))}.")
         if bbox is None:
-            return AreaView("Give an area: type W,S,E,N in degrees, or search first and move "
-                            "the map to the area (its view is used when the box is blank).")
+            return AreaView(NO_AREA)
         folders = [f for f in self.region.folders if f.exists()]
         if not folders:
             return AreaView("No image folders to ask about: start the app with `--folder DIR`.")
+        budget = budget or AreaBudget(max_chips=max_chips)
         try:
             options.check(self.settings)
-            step(0.02, "Finding the sources in the area")
-            from viper_rs.region import ask_region, open_region
-
-            image = open_region(folders, bbox)
-            total = chip_estimate(image, chip_m)
-            if total > max_chips:
-                return AreaView(
-                    f"That area is about **{total:,} chips** of {chip_m:g} m; the app asks "
-                    f"about at most {max_chips:,} at a time. Zoom the map in or type a "
-                    "smaller box (or search the index for the places worth asking about).",
-                    bbox=bbox)
-            step(0.05, "Loading the detector and planner")
-            agent = self.agent(options)
-            step(0.1, f"Reading chips (0/{total})")
+            if options.detector == "oracle":
+                raise ConfigError("the oracle detector answers from a demo scene's ground "
+                                  "truth, not about an area; pick another detector")
+            step(0.02, "Finding the sources in the area and estimating the cost")
+            if pixel_m is not None and not (math.isfinite(pixel_m)
+                                            and MIN_PIXEL_M <= pixel_m <= MAX_PIXEL_M):
+                raise InputError(f"the resolution must be from {MIN_PIXEL_M:g} to "
+                                 f"{MAX_PIXEL_M:g} m/px, got {pixel_m:g}")
+            plan = plan_area(folders, bbox, self.settings, chip_m, budget, pixel_m)
             with self._lock:
-                answer, report = ask_region(
-                    image, question, chip_m=chip_m, detector=agent.detector,
-                    settings=options.settings(self.settings), agent=agent,
-                    reader=_counting_reader(total, step))
-            step(0.95, "Drawing the map and writing the files")
-            return self._area_view(image, answer, report, bbox)
+                self._turns += 1
+                folder = self.out_dir / f"area-{self._turns:04d}"
+            request = AreaRequest(question=question, image=plan.image, bbox=bbox,
+                                  settings=options.settings(self.settings), chip_m=chip_m,
+                                  folder=folder, memory_bytes=plan.memory_bytes,
+                                  app_text=app_text)
+            log.info("area question %r over %s: %s", question[:80], bbox, plan.estimate)
+            outcome = self.jobs.run(job, request, plan.time_s, step)
+            said = outcome_problem(outcome, request, plan.time_s)
+            if said is not None:
+                return AreaView(said, bbox=bbox)
+            if outcome.error is not None:
+                raise outcome.error
+            view = outcome.view
+            assert view is not None
+            if view.map_data is not None:
+                step(0.97, "Drawing the map")
+                view.map_id = new_map_id()
+                view.map_html = area_map_html(view.map_data, self._area_imagery(bbox),
+                                              map_id=view.map_id)
+            return view
+        except AreaBudgetError as exc:
+            return AreaView(f"**Not asked:** {escape_markdown(str(exc))}.", bbox=bbox)
         except (ConfigError, InputError) as exc:
             text = re.sub(r"--bbox ([-\d.,e]+) touches no source",
                           r"the area \1 (W,S,E,N) meets none of the folders' imagery",
@@ -475,44 +504,18 @@ class Controller:
                             f"{escape_markdown(str(exc))}. The app is still running; the "
                             "details are in its log.", bbox=bbox)
 
-    def _area_view(self, image: Any, answer: Any, report: Any, bbox: list[float]) -> AreaView:
-        """The AreaView of an answered area question (files in a new evidence folder)."""
-        chips = list(report)
-        message = answer_markdown(answer, app_text)
-        cov = report.coverage
-        ok = sum(1 for c in chips if c["status"] == "ok")
-        message += (f"\n\n*{ok} of {len(chips)} chips of the area read; "
-                    f"{100 * float(cov.get('share', 0)):.0f} % of it scanned.*")
-        if answer.error is not None:
-            return AreaView(message, answer=answer, report=report, bbox=bbox,
-                            rows=chip_table(chips, [{"objects": 0, "area_m2": 0.0}] * len(chips)))
-        values = chip_values(chips, answer.regions, region_lonlats(image, answer.regions))
-        regions_fc = evidence_geojson(image, answer)
-        geojson = area_geojson(chips, values, regions_fc, answer.question or "",
-                               answer.answer or "")
-        with self._lock:
-            self._turns += 1
-            folder = self.out_dir / f"area-{self._turns:04d}"
-        files: list[str] = []
+    def cancel_area(self, job: str = "") -> bool:
+        """Stop session ``job``'s running area question (its worker is killed; the question
+        then says it was cancelled); False when none is running."""
+        return self.jobs.cancel(job)
+
+    def _area_imagery(self, bbox: list[float]) -> list[Any]:
+        """The sources' pictures the area map shows (none when they cannot be had)."""
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / "area.geojson"
-            path.write_text(json.dumps(geojson), encoding="utf-8")
-            files = [str(path)] + [str(p) for p in write_evidence(image, answer, folder)
-                                   if p.suffix == ".gpkg"]
-        except Exception as exc:  # noqa: BLE001 - the files are extra; the answer stands
-            log.exception("could not write the area's files")
-            message += f"\n- The files could not be written: {escape_markdown(str(exc))}"
-        by = "objects" if answer.regions and not isinstance(answer.value, float) else "area_m2"
-        try:
-            imagery = area_imagery(self.region.overlays(), bbox) if self.region.exists() else []
+            return area_imagery(self.region.overlays(), bbox) if self.region.exists() else []
         except Exception:  # noqa: BLE001 - the map works without the pictures
             log.exception("no map imagery for the area")
-            imagery = []
-        data = area_map_data(chips, values, regions_fc, bbox, by=by)
-        return AreaView(message, answer=answer, report=report, rows=chip_table(chips, values),
-                        map_html=area_map_html(data, imagery), geojson=geojson, files=files,
-                        bbox=bbox)
+            return []
 
     def build_region(self, progress: Progress | None = None) -> str:
         """Add the folders' new chips to the index; a markdown message either way."""
@@ -581,11 +584,16 @@ class Controller:
         return path
 
     def close(self) -> None:
-        """Stop every agent's sandbox workers and remove the evidence folder (if ours)."""
-        with self._lock:
-            for agent in self._agents.values():
+        """Stop the area workers and every agent's sandbox workers, and remove the evidence
+        folder (if ours). Never waits for a running question: its workers are killed, so it
+        ends at once with an error nobody reads."""
+        self.jobs.stop_all()
+        for agent in self._agents.values():
+            try:
                 agent.close()
-            self._agents.clear()
+            except Exception:  # noqa: BLE001 - closing goes on with the others
+                log.exception("could not close an agent")
+        self._agents.clear()
         if self._own_out:
             shutil.rmtree(self.out_dir, ignore_errors=True)
 
@@ -602,23 +610,6 @@ def describe(image: GeoImage) -> str:
         text += " It has no ground size, so areas are in pixels: enter its GSD (m/px)."
     return text
 
-
-
-def _counting_reader(total: int, step: Progress) -> Any:
-    """A chip reader (the region's own) that reports the chips read of ``total``."""
-    from viper_rs.region.chips import read_chip
-
-    seen: set[str] = set()
-    lock = threading.Lock()
-
-    def read(image: Any, chip: Any) -> Any:
-        with lock:
-            seen.add(chip.id)
-            done = len(seen)
-        step(0.1 + 0.85 * min(done / max(total, 1), 1.0), f"Reading chips ({done}/{total})")
-        return read_chip(image, chip)
-
-    return read
 
 
 def _hide_path(text: str, path: Path | None) -> str:

@@ -47,8 +47,8 @@ Colour = tuple[float, float, float, float]
 GROUND: Colour = (0.44, 0.36, 0.28, 0.42)
 #: Mean reflectance per surface; roofs and cars have several variants.
 COLOURS: dict[str, list[Colour]] = {
-    RESIDENTIAL: [(0.62, 0.36, 0.29, 0.40), (0.52, 0.52, 0.54, 0.46), (0.62, 0.62, 0.64, 0.52)],
-    COMMERCIAL: [(0.84, 0.85, 0.87, 0.74), (0.72, 0.74, 0.76, 0.64)],
+    RESIDENTIAL: [(0.62, 0.36, 0.29, 0.40), (0.50, 0.50, 0.52, 0.45), (0.56, 0.56, 0.58, 0.50)],
+    COMMERCIAL: [(0.84, 0.85, 0.87, 0.74), (0.76, 0.78, 0.80, 0.67)],
     ROAD: [(0.24, 0.24, 0.26, 0.21)],
     WATER: [(0.15, 0.22, 0.21, 0.065), (0.12, 0.19, 0.21, 0.05)],
     TREE: [(0.10, 0.21, 0.09, 0.56)],

@@ -27,6 +27,8 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
@@ -97,14 +99,19 @@ def evaluate(seeds: list[int], n: int = 60, detector: str = "auto", size: int = 
     """Answer ``n`` questions on each seed's scene with ``detector``; rows and scores."""
     from viper_rs.agent import Agent
     from viper_rs.vision.factory import build_detector
+    from viper_rs.vision.oracle import OracleDetector
 
     settings = settings or Settings()
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    det = build_detector(detector, settings)
-    with Agent(settings, detector=det, planner="rules") as agent:
+    oracle = detector == "oracle"  # the ground truth of each scene: built per scene
+    det: Any = None if oracle else build_detector(detector, settings)
+    name = "oracle" if oracle else getattr(det, "name", detector)
+    with Agent(settings, detector=det, planner="rules") if not oracle else _nothing() as shared:
         for seed in tqdm(seeds, desc="scenes", disable=not progress):
             scene = make_scene(seed, size=size, gsd=gsd)
+            agent = shared or Agent(settings, detector=OracleDetector(scene, settings),
+                                    planner="rules")
             for q in make_questions(scene, n=n, seed=seed, settings=settings):
                 answer = agent.ask(scene.image, q.question)
                 rows.append({
@@ -114,10 +121,18 @@ def evaluate(seeds: list[int], n: int = 60, detector: str = "auto", size: int = 
                     "correct": answer_matches(answer.value, q) if answer.error is None else False,
                     "use": names_use(q),
                 })
-    return {"config": {"seeds": seeds, "n": n, "detector": getattr(det, "name", detector),
+            if agent is not shared:
+                agent.close()
+    return {"config": {"seeds": seeds, "n": n, "detector": name,
                        "size": size, "gsd": gsd},
             "scores": _score(rows), "rows": rows,
             "seconds": round(time.perf_counter() - t0, 1)}
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    """A context that holds nothing (the oracle's agents are made per scene)."""
+    yield None
 
 
 def examples(detector: str = "auto", settings: Settings | None = None) -> list[dict[str, Any]]:

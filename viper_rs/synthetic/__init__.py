@@ -17,6 +17,10 @@ of objects, comparison = counts compared, area = union of the rasterised masks i
 ground m2. Relations reuse ``tools.spatial`` (centroids for left/right/top/bottom, mask
 distance within ``settings.next_to_m`` for "next to"); questions whose relation is within
 one pixel of a tie are not asked.
+
+The pixels are painted by :mod:`viper_rs.synthetic.paint` (surfaces, cast shadows, camera
+blur and noise, as a ~1 m camera records them); the class names are in
+:mod:`viper_rs.synthetic.classes`.
 """
 
 from __future__ import annotations

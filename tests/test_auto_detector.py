@@ -66,8 +66,9 @@ def test_building_concepts_go_to_the_model_the_rest_to_spectral(routed):
     img = four_band_scene(0.3)
     for q in ("building", "houses", "roof", "residential buildings", "commercial building"):
         regions = routed.find(img, q)
-        assert areas(regions) == [36.0, 108.0], q
-        assert {r.detector for r in regions} == {"buildingnet"}
+        # both roofs are below the smallest commercial footprint (told from the roof)
+        assert areas(regions) == ([] if "commercial" in q else [36.0, 108.0]), q
+        assert {r.detector for r in regions} <= {"buildingnet"}
     spectral = SpectralDetector()
     for q in ("water", "trees", "road", "grass"):
         assert same_regions(routed.find(img, q), spectral.find(img, q)), q

@@ -99,7 +99,11 @@ def test_finds_each_roof_at_the_model_scale(det):
     assert {r.label for r in regions} == {"building"} and {r.query for r in regions} == {"houses"}
     assert all(r.polygon is not None for r in regions)
     notes = det.notes(scene(0.3), "commercial buildings")
-    assert any("the building model cannot tell building use" in n for n in notes)
+    assert any("commercial buildings told from their roofs" in n for n in notes), notes
+    assert not any("cannot tell building use" in n for n in notes)
+    # both roofs are below the smallest commercial footprint: houses
+    assert det.find(scene(0.3), "commercial buildings") == []
+    assert areas(det.find(scene(0.3), "residential buildings")) == [36.0, 108.0]
     assert any("learned building model" in n for n in notes)
 
 

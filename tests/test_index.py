@@ -448,8 +448,9 @@ def test_water_search_ranks_chips_with_water_first(built, scenes):
     # each scene has one pond: the chips holding it come first, scored by its fraction
     top = [h for h in res.hits if h.score > 0]
     assert len(top) >= 2
-    for h in top:
-        assert true_water(h) > 0.03 and h.score == pytest.approx(true_water(h), abs=0.03)
+    for h in top:  # a chip may hold only a sliver of the pond, scored as such
+        assert true_water(h) > 0 and h.score == pytest.approx(true_water(h), abs=0.03)
+    assert max(true_water(h) for h in top) > 0.03
     assert max(true_water(h) for h in res.hits if h.score == 0) < 0.02
 
 

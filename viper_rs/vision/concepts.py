@@ -259,6 +259,22 @@ def concept_class(query: str) -> str | None:
         return None
 
 
+#: Building phrases that name a use, and the use (:mod:`viper_rs.vision.buildings.use`
+#: tells it from the roof where a detector can).
+BUILDING_USES: dict[str, str] = {
+    "residential building": "residential", "commercial building": "commercial",
+}
+
+
+def building_use(query: str) -> str | None:
+    """The building use a concept phrase names ("residential" / "commercial"), None for
+    other phrases and concepts outside the vocabulary."""
+    try:
+        return BUILDING_USES.get(_resolve(query)[2])
+    except UnknownConceptError:
+        return None
+
+
 def resolve_concept(query: str) -> tuple[str, list[str]]:
     """Map a concept phrase to ``(canonical class, notes)``.
 
@@ -269,6 +285,12 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
     ``("building", ["'commercial building' approximated as 'building': the spectral
     detector cannot tell building use"])``.
     """
+    cls, notes, _ = _resolve(query)
+    return cls, notes
+
+
+def _resolve(query: str) -> tuple[str, list[str], str]:
+    """(canonical class, notes, the vocabulary phrase matched) of a concept phrase."""
     if not isinstance(query, str):
         raise UnknownConceptError(f"concept must be a string, got {type(query).__name__}")
     phrase = normalize_phrase(query)
@@ -321,7 +343,7 @@ def resolve_concept(query: str) -> tuple[str, list[str]]:
         )
     if reason is not None:
         notes.append(_note(matched, cls, reason))
-    return cls, notes
+    return cls, notes, key
 
 
 def _unknown_message(query: str) -> str:

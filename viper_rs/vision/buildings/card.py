@@ -43,7 +43,8 @@ def render_model_card(meta: dict[str, Any], notes: tuple[str, ...] = ()) -> str:
         f"resolutions around {', '.join(f'{g:g}' for g in s.get('scales_m', []))} m).",
         "- Output: per-pixel probabilities; building count, area and footprints via "
         "`instances_from_probs` (seeds p_interior > 0.6, mask p_interior + p_boundary >= 0.6, "
-        "buildings >= 12 m2, each extended over p >= 0.3).",
+        "buildings >= 12 m2, each extended over p >= 0.3; touching buildings with mean "
+        "p_boundary < 0.12 along their contact merged).",
         "- Trained on five places in East Africa, Nepal and the Philippines only: expect "
         "weaker results on other building styles, on off-nadir or very dark imagery, and "
         "on single-band (panchromatic) input (seen only as greyscale augmentation).",

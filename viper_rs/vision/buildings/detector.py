@@ -32,7 +32,7 @@ from viper_rs.regions import Region
 from viper_rs.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-from viper_rs.vision.concepts import concept_class, resolve_concept
+from viper_rs.vision.concepts import building_use, concept_class, resolve_concept
 
 if TYPE_CHECKING:
     from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
@@ -362,6 +362,12 @@ class BuildingDetector:
         """The concept's approximation notes and how the model measured ``image``."""
         self._check(image, query)
         _, notes = resolve_concept(query)
+        use = building_use(query)
+        if use is not None:
+            from viper_rs.vision.buildings.use import RULE
+
+            notes = [n for n in notes if "building use" not in n]
+            notes.append(f"{use} buildings told from their roofs: {RULE}")
         notes = [n.replace("the spectral detector", "the building model") for n in notes]
         return [*notes, *self.result(image).notes]
 
@@ -380,8 +386,9 @@ class BuildingDetector:
         return self.find_with_stages(image, query)[0]
 
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
-        """The regions of :meth:`find` and two timed stages: ``building_model`` (cached or
-        not, model and image sizes) and ``regions``."""
+        """The regions of :meth:`find` and its timed stages: ``building_model`` (cached or
+        not, model and image sizes), ``regions``, and for a residential / commercial query
+        the roof rule that keeps that use (:mod:`viper_rs.vision.buildings.use`)."""
         self._check(image, query)
         cached = self._cache.get(self._key(image)) is not None
         res = self.result(image)
@@ -399,6 +406,14 @@ class BuildingDetector:
             with self._lock:
                 res.regions[key] = regions
             stages.append({"stage": "regions", "ms": ms_since(t0), "count": len(regions)})
+        use = building_use(query)
+        if use is not None:
+            from viper_rs.vision.buildings.use import select_use
+
+            t0 = time.perf_counter()
+            rgb, _ = rgb01(image, self.stretch)
+            regions = select_use(regions, image, rgb, use)
+            stages.append({"stage": f"{use} roofs", "ms": ms_since(t0), "count": len(regions)})
         return [replace(r, query=query, extra=dict(r.extra)) for r in regions], stages
 
 

@@ -84,6 +84,17 @@ MIN_BUILDING_M2 = 12.0
 #: sure of roof edges, and at the mask threshold 54 of 55 tiles' areas came out too small).
 #: It changes no count.
 EXTENT_THRESHOLD: float | None = 0.3
+#: Touching instances merge when the model sees no wall between them: the mean
+#: p_boundary along their contact is below this (None: never merge). The boundary class
+#: was trained to run along shared walls, so two buildings that touch are kept apart by
+#: it; one roof whose interior probability sags in the middle (a large flat roof, a
+#: ridge) has no boundary along the sag. 0.12 (issue 22), with the shipped model: the 61
+#: labelled tiles (in-sample) count within +-20% or +-2 70.5% -> 72.1%, MAE 2.89 -> 2.87;
+#: RSVQA-HR mini building questions 1,183 -> 1,188 of 1,883 right; synthetic scenes'
+#: split roofs 14 -> 10 of 117 buildings. 0.3 merged real neighbours (labelled tiles 62%).
+MERGE_BOUNDARY: float | None = 0.12
+#: Contact (pixels) two instances need before they can merge (not a corner touch).
+MERGE_MIN_CONTACT_PX = 4
 
 
 def instances_from_probs(
@@ -93,6 +104,7 @@ def instances_from_probs(
     interior_threshold: float = INTERIOR_THRESHOLD,
     mask_threshold: float = MASK_THRESHOLD,
     extent_threshold: float | None = EXTENT_THRESHOLD,
+    merge_boundary: float | None = MERGE_BOUNDARY,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Building score and instance labels from (3, H, W) BuildingNet probabilities.
 
@@ -105,7 +117,9 @@ def instances_from_probs(
     smaller than ``min_pixels`` are dropped: these decide *which* buildings there are.
     With ``extent_threshold`` below ``mask_threshold``, the kept instances then grow (by
     watershed, so neighbours still meet) over ``building_score >= extent_threshold``:
-    that decides *how far* each extends, and adds no building."""
+    that decides *how far* each extends, and adds no building. With ``merge_boundary``,
+    touching instances whose contact has a mean p_boundary below it become one
+    (:func:`merge_wall_free`)."""
     p = np.asarray(probs, dtype=np.float32)
     if p.ndim != 3 or p.shape[0] != 3:
         raise ValueError(f"instances_from_probs needs (3, H, W) probabilities, got {p.shape}")
@@ -132,4 +146,45 @@ def instances_from_probs(
     if extent_threshold is not None and extent_threshold < mask_threshold and labels.max():
         labels = watershed(-score, markers=labels, mask=score >= extent_threshold)
         labels = labels.astype(np.int32)
+    if merge_boundary is not None and labels.max() > 1:
+        labels = merge_wall_free(labels, p[BOUNDARY], merge_boundary)
     return score, labels
+
+
+def merge_wall_free(labels: np.ndarray, p_boundary: np.ndarray, threshold: float,
+                    min_contact: int = MERGE_MIN_CONTACT_PX) -> np.ndarray:
+    """``labels`` with touching instances joined where the mean ``p_boundary`` over their
+    contact (both pixels of every 4-neighbour pair across it) is below ``threshold`` and
+    the contact has at least ``min_contact`` pairs; renumbered 1..n."""
+    pairs_a, pairs_b, walls = [], [], []
+    for a, b, pa, pb in ((labels[:, :-1], labels[:, 1:], p_boundary[:, :-1], p_boundary[:, 1:]),
+                         (labels[:-1], labels[1:], p_boundary[:-1], p_boundary[1:])):
+        touch = (a != b) & (a > 0) & (b > 0)
+        if touch.any():
+            lo, hi = np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch])
+            pairs_a.append(lo)
+            pairs_b.append(hi)
+            walls.append((pa[touch] + pb[touch]) / 2)
+    if not pairs_a:
+        return labels
+    lo, hi, wall = np.concatenate(pairs_a), np.concatenate(pairs_b), np.concatenate(walls)
+    n = int(labels.max()) + 1
+    key = lo.astype(np.int64) * n + hi
+    uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    mean_wall = np.bincount(inv, weights=wall) / counts
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k, c, w in zip(uniq, counts, mean_wall, strict=True):
+        if c >= min_contact and w < threshold:
+            ra, rb = root(int(k // n)), root(int(k % n))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(i) for i in range(n)])
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids.astype(np.int32)[labels]

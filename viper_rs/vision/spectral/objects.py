@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import breadth_first_order, connected_components, dijkstra
 from skimage import morphology
 from skimage.filters import sobel
 from skimage.morphology import skeletonize
@@ -217,7 +217,7 @@ def _road_shape(
 ) -> bool:
     """Whether a segment is shaped like a road: a long centre line, road-wide, elongated."""
     if area >= t.road_min_m2 and (aspect >= 2.0 or bbox_fill < 0.5):
-        length = max(float(skeletonize(sub).sum()) * wgsd, wgsd)
+        length = max(_centre_line_px(sub) * wgsd, wgsd)
         width = area / length
         return (
             length >= t.road_min_length_m
@@ -225,6 +225,39 @@ def _road_shape(
             and length >= t.road_min_elongation * width
         )
     return False
+
+
+def _centre_line_px(sub: np.ndarray) -> float:
+    """Length (px) of a segment's centre line: the longest path through the skeleton of
+    the segment with its holes filled. Spurs to corners and loops around cars or crowns
+    inside it do not count; an L-shaped road's path follows both arms."""
+    skel = skeletonize(ndi.binary_fill_holes(sub))
+    rr, cc = np.nonzero(skel)
+    n = rr.size
+    if n < 3:
+        return float(n)
+    index = -np.ones(skel.shape, np.int64)
+    index[rr, cc] = np.arange(n)
+    rows, cols, weights = [], [], []
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        r2, c2 = rr + dr, cc + dc
+        ok = (r2 < skel.shape[0]) & (c2 >= 0) & (c2 < skel.shape[1])
+        j = np.full(n, -1)
+        j[ok] = index[r2[ok], c2[ok]]
+        hit = j >= 0
+        rows.append(np.arange(n)[hit])
+        cols.append(j[hit])
+        weights.append(np.full(int(hit.sum()), float(np.hypot(dr, dc))))
+    graph = coo_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(n, n)).tocsr()
+    # Double sweep from the end of the component's farthest branch (exact on trees).
+    far = int(breadth_first_order(graph, 0, directed=False, return_predecessors=False)[-1])
+    dist = dijkstra(graph, directed=False, indices=far)
+    dist = dist[np.isfinite(dist)]
+    start = int(np.flatnonzero(dist == dist.max())[0]) if dist.size else far
+    dist = dijkstra(graph, directed=False, indices=start)
+    dist = dist[np.isfinite(dist)]
+    return float(dist.max()) + 1.0 if dist.size else float(n)
 
 
 def _ring_tree_share(

@@ -17,6 +17,10 @@ of objects, comparison = counts compared, area = union of the rasterised masks i
 ground m2. Relations reuse ``tools.spatial`` (centroids for left/right/top/bottom, mask
 distance within ``settings.next_to_m`` for "next to"); questions whose relation is within
 one pixel of a tie are not asked.
+
+The pixels are painted by :mod:`viper_rs.synthetic.paint` (surfaces, cast shadows, camera
+blur and noise, as a ~1 m camera records them); the class names are in
+:mod:`viper_rs.synthetic.classes`.
 """
 
 from __future__ import annotations
@@ -37,20 +41,23 @@ from viper_rs import vocabulary
 from viper_rs.config import Settings
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
+from viper_rs.synthetic.classes import (
+    BUILDING_CLASSES,
+    COMMERCIAL,
+    GRASS,
+    PARKING,
+    RESIDENTIAL,
+    ROAD,
+    TREE,
+    WATER,
+)
+from viper_rs.synthetic.classes import (
+    CLASSES as CLASSES,
+)
+from viper_rs.synthetic.paint import paint
 from viper_rs.tools.measures import shape_class, size_class
 from viper_rs.tools.spatial import gap_px, is_above, is_left_of
 from viper_rs.vocabulary import SHAPE_WORDS, SIZE_WORDS
-
-#: Object classes a scene can contain.
-RESIDENTIAL = "residential building"
-COMMERCIAL = "commercial building"
-ROAD = "road"
-WATER = "water area"
-TREE = "tree"
-GRASS = "grass area"
-PARKING = "parking"
-CLASSES = (RESIDENTIAL, COMMERCIAL, ROAD, WATER, TREE, GRASS, PARKING)
-BUILDING_CLASSES = (RESIDENTIAL, COMMERCIAL)
 
 #: RSVQA-HR concept words used in questions -> the scene classes they cover.
 QUESTION_CONCEPTS: dict[str, tuple[str, ...]] = {
@@ -73,18 +80,6 @@ RELATIONS: dict[str, str] = {phrases[0]: tool for tool, phrases in vocabulary.RE
 QuestionType = Literal["presence", "count", "comp", "area"]
 QUESTION_TYPES: tuple[str, ...] = ("presence", "count", "comp", "area")
 _TYPE_SHARES = {"presence": 0.25, "count": 0.3, "comp": 0.25, "area": 0.2}
-
-#: Mean reflectance (R, G, B, NIR, 0..1) per surface; roofs have several variants.
-_BACKGROUND = (0.46, 0.42, 0.34, 0.40)
-_COLOURS: dict[str, list[tuple[float, float, float, float]]] = {
-    RESIDENTIAL: [(0.62, 0.36, 0.29, 0.40), (0.52, 0.52, 0.54, 0.46), (0.44, 0.33, 0.28, 0.34)],
-    COMMERCIAL: [(0.84, 0.85, 0.87, 0.74), (0.72, 0.74, 0.76, 0.64)],
-    ROAD: [(0.33, 0.33, 0.35, 0.27)],
-    WATER: [(0.07, 0.12, 0.17, 0.03)],
-    TREE: [(0.10, 0.21, 0.09, 0.56)],
-    GRASS: [(0.29, 0.49, 0.20, 0.50)],
-    PARKING: [(0.41, 0.41, 0.43, 0.35)],
-}
 
 #: Clear margin around size thresholds (fraction of the threshold).
 SIZE_MARGIN = 0.15
@@ -463,55 +458,11 @@ def make_scene(seed: int = 0, size: int = 384, gsd: float = 1.0,
     factor = min(max(extent, 0.5), 4.0)
     for spec, near, top in _object_plan(rng, factor):
         b.place(spec, near_road=near, top=max(1.6, top * min(1.0, math.sqrt(extent))))
-    data = _paint(rng, b.objects, size, gsd)
+    data = paint(rng, b.objects, size, gsd, transform, b.road_lines)
     image = GeoImage.from_array(data, "R,G,B,NIR", crs=_CRS, transform=transform,
                                 name=f"synthetic-{seed}")
     return Scene(image=image, objects=b.objects, instances=b.instances, seed=int(seed),
                  settings=settings)
-
-
-# ---------------------------------------------------------------------------- pixels
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Zero-mean, unit-std smooth random field."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return (f - f.mean()) / (f.std() + 1e-9)
-
-
-def _paint(rng: np.random.Generator, objects: list[SceneObject], n: int, gsd: float) -> np.ndarray:
-    """R, G, B, NIR uint8 pixels: per-class reflectance, texture and mild noise."""
-    shape = (n, n)
-    bg = np.asarray(_BACKGROUND, np.float32)[:, None, None]
-    img = np.broadcast_to(bg, (4, n, n)).astype(np.float32).copy()
-    soil = _smooth_noise(rng, shape, 12.0 / gsd)
-    img += (0.03 * soil)[None] * np.array([1.0, 1.0, 0.8, 1.2], np.float32)[:, None, None]
-    crowns = _smooth_noise(rng, shape, 1.5 / gsd)
-    fine = _smooth_noise(rng, shape, 0.7)
-    rows, cols = np.mgrid[0:n, 0:n]
-    for o in objects:
-        variants = _COLOURS[o.cls]
-        base = np.asarray(variants[int(rng.integers(len(variants)))], np.float32)
-        base = base * np.float32(rng.uniform(0.93, 1.07))
-        m = o.mask
-        for k in range(4):
-            img[k][m] = base[k]
-        if o.cls == TREE:
-            img[:, m] *= (1.0 + 0.25 * crowns[m])[None]
-        elif o.cls == GRASS:
-            img[:, m] *= (1.0 + 0.06 * fine[m])[None]
-        elif o.cls == PARKING:
-            stripe = (np.rint(cols * gsd).astype(int) % 3 == 0) & (np.rint(rows * gsd).astype(int) % 12 < 5)
-            sel = m & stripe
-            img[:, sel] = np.array([0.8, 0.8, 0.8, 0.7], np.float32)[:, None]
-        elif o.cls in BUILDING_CLASSES:
-            # a ridge: one half of the roof slightly darker (sun from the top left)
-            rr, cc = np.nonzero(m)
-            ridge = (rr - rr.mean()) + 0.3 * (cc - cc.mean()) > 0
-            shade = np.where(ridge, 0.9, 1.0).astype(np.float32)
-            img[:, rr, cc] *= shade[None]
-        elif o.cls == ROAD:
-            img[:, m] *= (1.0 + 0.04 * fine[m])[None]
-    img += rng.normal(0.0, 0.012, img.shape).astype(np.float32)
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------- questions
@@ -695,6 +646,18 @@ class _Writer:
         value = self.truth.area(sel)
         text = f"What is the area covered by {xs}{img}?"
         return SceneQuestion(text, "area", f"{int(round(value))}m2", value, spec)
+
+
+def answer_matches(value: Any, q: SceneQuestion, area_tolerance: float = 0.1) -> bool:
+    """Whether an answer's ``value`` is right for ``q``: yes/no and counts exactly, areas
+    within ``area_tolerance`` of the true area (or 1 m2 for tiny areas)."""
+    if value is None:
+        return False
+    if isinstance(q.value, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return abs(float(value) - q.value) <= max(1.0, area_tolerance * abs(q.value))
+    return bool(value == q.value) and type(value) is type(q.value)
 
 
 def _bucket(q: SceneQuestion) -> str:

@@ -215,3 +215,23 @@ def test_weights_texts_name_each_setting_once_as_the_app_calls_it(tmp_path: Path
         assert not _TWICE.search(text), text
     hints = [app_text(t) for t in cli if "PATH or set" in t]
     assert hints and all("before starting the app" in t for t in hints), hints
+
+
+def test_every_progress_tracker_reaches_its_handler(controller: Controller):
+    """Gradio hands a gr.Progress only to a parameter before ``*values``: one declared after
+    it (keyword-only) is never bound, and the user sees no progress bar. The chat's answer
+    handler had it so."""
+    import inspect
+
+    import gradio as gr
+
+    blocks = ui.build_app(controller)
+    tracked = set()
+    for fn in blocks.fns.values():
+        if fn.fn is None:
+            continue
+        for p in inspect.signature(fn.fn).parameters.values():
+            if isinstance(p.default, gr.Progress):
+                assert p.kind is p.POSITIONAL_OR_KEYWORD, (fn.fn.__name__, p.kind)
+                tracked.add(fn.fn.__name__)
+    assert {"on_ask", "on_area", "on_search", "on_build"} <= tracked

@@ -285,8 +285,9 @@ def _wire_chat(controller: Controller, image: SimpleNamespace, chat: SimpleNames
         view, info, _ = _show(controller, key, gsd_m)
         return gr.update(choices=controller.catalog.keys, value=key), view, info, history, None
 
-    def on_ask(question: str, history: list, records: list, key: str,
-               gsd_value: str | None, *values: Any, progress: Any = gr.Progress(track_tqdm=True)) -> Any:
+    # Gradio hands the progress tracker only to a parameter before ``*values``.
+    def on_ask(question: str, history: list, records: list, key: str, gsd_value: str | None,
+               progress: Any = gr.Progress(track_tqdm=True), *values: Any) -> Any:
         question = (question or "").strip()
         history = list(history or [])
         if question:

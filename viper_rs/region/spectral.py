@@ -29,6 +29,14 @@ STATS_CHIP_PX = 1024
 OBJECT_REACH = 2.0
 
 
+#: Chips whose results (spectral class maps, learned building scores and instances) the
+#: region's detectors keep: the chip being scored (its queries and its cut-object check
+#: read them); a chip is not analysed again, so keeping more (the single-image default is
+#: 8: about 33 bytes per pixel of class maps, 8 of building scores) only held memory
+#: (issue 22: 8 chips of 2-4 Mpx held ~0.6-1 GB of a 1 km2 scan at 0.5 m).
+REGION_CACHE_ITEMS = 1
+
+
 def spectral_part(det: Any) -> Any:
     """The spectral detector that answers (part of) ``det``'s concepts: ``det`` itself, the
     primary of a routing detector (buildings by the learned model, the rest by spectral),
@@ -98,13 +106,17 @@ def region_stats(image: RegionImage, thresholds: Any = None,
 def with_region_stats(det: Detector, image: RegionImage,
                       reader: ChipReader | None = None) -> Detector:
     """``det`` measuring every chip with the region's statistics (:func:`region_stats`)
-    when it is (or routes concepts to) a spectral detector without statistics of its own;
-    else ``det``."""
+    when it is (or routes concepts to) a spectral detector without statistics of its own,
+    its detectors keeping the results of :data:`REGION_CACHE_ITEMS` chip; else ``det``."""
     from viper_rs.vision.routed import RoutedDetector
 
     if isinstance(det, RoutedDetector):
         primary = with_region_stats(det.primary, image, reader)
-        return det if primary is det.primary else det.with_primary(primary)
+        if primary is det.primary:
+            return det
+        out = RoutedDetector(primary, det.buildings.with_cache(REGION_CACHE_ITEMS), det.name)
+        out.choice_note = det.choice_note
+        return out
     if not is_spectral(det) or getattr(det, "stats", None) is not None:
         return det
     from viper_rs.vision.spectral import SpectralDetector
@@ -113,6 +125,6 @@ def with_region_stats(det: Detector, image: RegionImage,
     if stats is None:
         return det
     out = SpectralDetector(det.settings, det.thresholds,  # type: ignore[attr-defined]
-                           cache_size=det.cache_size, stats=stats)  # type: ignore[attr-defined]
+                           cache_size=REGION_CACHE_ITEMS, stats=stats)  # type: ignore[attr-defined]
     out.choice_note = det.choice_note
     return out

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.detector import Detector
-from viper_rs.region.chips import layout, read_chip
+from viper_rs.region.chips import HALO_M, layout, read_chip
 from viper_rs.region.image import RegionImage
 from viper_rs.region.scan import ChipReader
 
@@ -66,6 +66,23 @@ def region_halo_m(det: Any, image: RegionImage, default: float) -> float:
 
     halo = OBJECT_REACH * context_m(image.grid.pixel_size, spectral.thresholds)
     return halo if spectral is det else max(halo, default)
+
+
+def chip_halo_m(halo_m: float | str | None, det: Any, image: RegionImage) -> float:
+    """The chip halo in metres: ``halo_m``, or the detector's default (``None``/``auto``:
+    :func:`region_halo_m` with :data:`~viper_rs.region.chips.HALO_M`); InputError when it
+    is neither a number of metres >= 0 nor ``auto``."""
+    from viper_rs.errors import InputError
+
+    if halo_m is None or (isinstance(halo_m, str) and halo_m.strip().lower() == "auto"):
+        return region_halo_m(det, image, HALO_M)
+    try:
+        value = float(halo_m)
+    except (TypeError, ValueError):
+        raise InputError(f"--halo-m must be a number of metres or 'auto', got {halo_m!r}") from None
+    if not value >= 0:
+        raise InputError(f"--halo-m must be 0 or more, got {halo_m!r}")
+    return value
 
 
 def region_stats(image: RegionImage, thresholds: Any = None,

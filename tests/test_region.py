@@ -334,11 +334,12 @@ def test_cli_unreadable_source_and_unknown_question(mosaic, tmp_path, capsys) ->
 
 def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
     """``auto`` (buildings by the learned model, the rest by spectral) over a region: the
-    spectral part gets the region's statistics and halo, the building model is shared, and
-    non-building answers equal the spectral detector's."""
+    spectral part gets the region's statistics and halo, the building model is shared (each
+    part keeping one chip's results), and non-building answers equal the spectral
+    detector's."""
     import torch
 
-    from viper_rs.region.spectral import region_halo_m, with_region_stats
+    from viper_rs.region.spectral import REGION_CACHE_ITEMS, region_halo_m, with_region_stats
     from viper_rs.vision.buildings.detector import BuildingDetector
     from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
     from viper_rs.vision.routed import RoutedDetector
@@ -350,7 +351,8 @@ def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
     image = open_region(mosaic)
     assert region_halo_m(det, image, 64.0) == region_halo_m(SpectralDetector(), image, 64.0)
     routed = with_region_stats(det, image)
-    assert isinstance(routed, RoutedDetector) and routed.buildings is det.buildings
+    assert isinstance(routed, RoutedDetector) and routed.buildings.load() is tiny
+    assert routed.buildings._cache.max_items == REGION_CACHE_ITEMS == routed.primary.cache_size
     assert routed.primary.stats is not None and det.primary.stats is None
     q = "What is the area covered by trees?"
     a1, _ = ask_region(mosaic, q, chip_m=300.0, detector=det, planner="rules", progress=False)

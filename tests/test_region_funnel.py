@@ -77,6 +77,27 @@ def test_top_restricts_the_chips_and_says_so(mosaic, index, agent) -> None:
     assert answer.error is None and isinstance(answer.value, int) and answer.value >= 1
 
 
+def test_the_budget_checks_the_partial_scan(mosaic, index, agent) -> None:
+    """Issue 22: a question over its time budget as a full scan is refused; with the index
+    (the refusal's way out) the budget is checked on the partial scan's estimate, which
+    fits, and the report's estimate counts only the chips the index chose."""
+    from viper_rs.region import Budget, RegionTooLarge, estimate_region
+
+    image = open_region(mosaic)
+    q = "How many water areas are there?"
+    full = estimate_region(image, MosaicOracle(big_scene()), chip_m=CHIP_M, halo_m=0.0,
+                           concepts=["water area"])
+    budget = Budget(memory_bytes=full.memory_bytes,
+                    seconds=full.seconds - 0.4 * full.seconds_parts["scan"])
+    with pytest.raises(RegionTooLarge) as info:
+        ask(image, q, agent, budget=budget)
+    assert "--index PATH --top K" in str(info.value)
+    answer, report = ask(image, q, agent, index=index, top=TOP, budget=budget)
+    assert answer.error is None and report.coverage["partial"] is True
+    assert report.estimate["chips"] == report.coverage["funnel"]["selected_chips"] < full.chips
+    assert report.estimate["seconds"] <= budget.seconds
+
+
 def test_partial_objects_equal_the_full_scan_in_that_area(mosaic, index, agent) -> None:
     """Oracle: every full-scan object touching an index-chosen chip lies in the analysed
     chips (objects are smaller than a chip) and is found whole; nothing else appears that

@@ -40,6 +40,12 @@ class Settings(BaseModel):
     sandbox_workers: int = 2
     sandbox_max_output_chars: int = 20_000
     sandbox_max_tool_calls: int = 200
+    # The budget of one question about a region (viper_rs.region.cost): its estimated peak
+    # memory (all processes of the run) and time, checked before any chip is read; a
+    # question over either is refused with the estimate and the ways out. Sized for the CLI
+    # on a 24 GB, 2-core machine; the app passes a smaller budget of its own.
+    region_max_memory_mb: int = Field(default=12_000, gt=0)
+    region_max_time_s: float = Field(default=3600.0, gt=0)
     # Model weights. GRAFT needs a GRAFT checkpoint (image tower) and CLIP (text tower).
     graft_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None

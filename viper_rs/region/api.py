@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,15 +14,21 @@ from viper_rs.config import Settings
 from viper_rs.detector import Detector
 from viper_rs.errors import InputError
 from viper_rs.index.sources import Source, scan
-from viper_rs.region.chips import Chip, layout
+from viper_rs.region.chips import CHIP_M, Chip, layout
+from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
 from viper_rs.region.detector import ChipReader, RegionDetector
 from viper_rs.region.grid import build_grid, parse_bbox
 from viper_rs.region.image import RegionImage
-from viper_rs.region.spectral import region_halo_m, with_region_stats
+from viper_rs.region.spectral import chip_halo_m, with_region_stats
 
-#: Default chip core side and halo (metres).
-CHIP_M = 256.0
-HALO_M = 64.0
+log = logging.getLogger(__name__)
+
+#: A scan still running after this many times the budget's time stops (the chips not
+#: reached are reported as missing coverage).
+SCAN_TIME_SLACK = 2.0
+#: Most chip positions laid out to apply an index's funnel before the budget is checked
+#: (a larger grid is checked on its whole estimate).
+MAX_FUNNEL_CHIPS = 200_000
 
 
 @dataclass
@@ -29,6 +37,8 @@ class ChipReport:
 
     chips: list[dict[str, Any]] = field(default_factory=list)
     coverage: dict[str, Any] = field(default_factory=dict)
+    #: The run's cost estimate (``RegionCost.to_dict``), made before any chip was read.
+    estimate: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self):  # noqa: ANN204 - iterate the chips
         return iter(self.chips)
@@ -44,16 +54,24 @@ def open_region(
     crs: Any = None,
 ) -> RegionImage:
     """The RegionImage of ``sources`` (files, folders, .txt lists, URLs or Sources) over
-    ``bbox`` (WGS84 W,S,E,N); InputError when no source is readable or the bbox touches none."""
+    ``bbox`` (WGS84 W,S,E,N). Only the sources that meet the bbox take part: they alone set
+    the working grid's CRS and pixel size (the finest of theirs, or ``pixel_m`` metres);
+    sources that cannot be placed are left out (``image.grid.skipped``, with the reason).
+    InputError when no source is readable or the bbox touches none."""
     given = [s for s in sources if isinstance(s, Source)]
     names = [s for s in sources if not isinstance(s, Source)]
     found = scan(names, extra=given)
     if not found.sources:
         why = "; ".join(f"{u}: {r}" for u, r in found.skipped[:3])
         raise InputError("no readable source raster" + (f" ({why})" if why else ""))
+    if pixel_m is not None and not (math.isfinite(pixel_m) and pixel_m > 0):
+        raise InputError(f"--gsd/--pixel-m must be a positive number of metres, got {pixel_m:g}")
     grid = build_grid(found.sources, parse_bbox(bbox), pixel_m=pixel_m, crs=crs)
-    nb = min(s.count for s in found.sources)
-    return RegionImage(grid=grid, sources=found.sources, band_names=_band_names(found.sources[0], nb))
+    used = [found.sources[k] for k in grid.used]
+    for uri, why in grid.skipped:
+        log.warning("region: leaving out %s: %s", uri, why)
+    nb = min(s.count for s in used)
+    return RegionImage(grid=grid, sources=used, band_names=_band_names(used[0], nb))
 
 
 def _band_names(src: Source, nb: int) -> list[str]:
@@ -117,19 +135,6 @@ def run_recipe(image: RegionImage, question: str, detector: str, chip_m: float,
     }
 
 
-def _halo(halo_m: float | str | None, det: Any, image: RegionImage) -> float:
-    """The chip halo in metres: the given one, or the detector's default (``None``/``auto``)."""
-    if halo_m is None or (isinstance(halo_m, str) and halo_m.strip().lower() == "auto"):
-        return region_halo_m(det, image, HALO_M)
-    try:
-        value = float(halo_m)
-    except (TypeError, ValueError):
-        raise InputError(f"--halo-m must be a number of metres or 'auto', got {halo_m!r}") from None
-    if not value >= 0:
-        raise InputError(f"--halo-m must be 0 or more, got {halo_m!r}")
-    return value
-
-
 def _runner(det: Any, settings: Settings, image: RegionImage, workers: int,
             ray_address: str | None, reader: ChipReader | None) -> tuple[Any, bool]:
     """The chip backend (None: in-process) and whether this call started Ray."""
@@ -181,10 +186,19 @@ def ask_region(
     ray_address: str | None = None,
     resume: str | Path | None = None,
     progress: bool = False,
+    budget: Budget | None = None,
 ) -> tuple[Answer, ChipReport]:
     """Answer ``question`` about the region of ``sources`` (in ``bbox``), as one image: the
     program runs once; ``find`` is answered chip by chip and stitched. Returns the Answer
-    (notes name missing coverage) and the ChipReport (per chip, and coverage).
+    (notes name missing coverage) and the ChipReport (per chip, coverage, and the
+    ``estimate`` of the run's cost).
+
+    Before any chip is read, the run's pixels, chips, peak memory and time are estimated
+    (:mod:`viper_rs.region.cost`, for the concepts the planned program names) and checked
+    against ``budget`` (default: the settings' ``region_max_memory_mb`` and
+    ``region_max_time_s``): over it, :class:`~viper_rs.region.cost.RegionTooLarge` (an
+    InputError) is raised with the estimate and the ways out. A scan still running after
+    twice the budget's time stops; the chips not reached are reported as missing coverage.
 
     ``program`` runs that program instead of planning one. With ``index`` (a chip index
     path, ChipIndex or Searcher) only the chips meeting the index's best ``top`` chips for
@@ -203,32 +217,51 @@ def ask_region(
     :data:`HALO_M`. The spectral detector measures every chip with the statistics of the
     whole region (:mod:`viper_rs.region.spectral`), so its image-wide statistics do not
     depend on how the region is tiled or chipped."""
-    from viper_rs.agent import Agent
+    import time
+
+    from viper_rs.agent import Agent, program_queries
+    from viper_rs.region.cost import check_budget, estimate_region
     from viper_rs.vision.factory import build_detector
 
+    t_start = time.monotonic()
     settings = settings or Settings.from_env()
+    budget = budget or Budget.from_settings(settings)
     image = sources if isinstance(sources, RegionImage) else open_region(sources, bbox, pixel_m, crs)
     det = detector if detector is not None else settings.detector
     inner = build_detector(det, settings) if isinstance(det, str) else det
-    halo = _halo(halo_m, inner, image)
-    chips = layout(image, chip_m, halo)
-    region_inner = with_region_stats(inner, image, reader)
-    if region_inner is not inner:  # workers get the detector with the region's statistics
-        inner = det = region_inner
-    runner, started = _runner(det, settings, image, workers, ray_address, reader)
-    store = None
-    if resume is not None:
-        from viper_rs.region.resume import ResumeStore
-
-        store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo))
-    region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader,
-                                runner=runner, store=store, progress=progress)
+    halo = chip_halo_m(halo_m, inner, image)
     own = agent is None
-    agent = agent or Agent(settings=settings, detector=region_det, planner=planner)
+    agent = agent or Agent(settings=settings, detector=inner, planner=planner)
     previous, planner_before = agent.detector, agent.planner
-    agent.detector = region_det
+    runner, started = None, False
     try:
-        funnel, funnel_notes = _funnel(agent, image, chips, question, program, index, top, settings)
+        text = program if program is not None else _plan_once(agent, question)
+        concepts = program_queries(text) if text else None
+        est = {"chip_m": chip_m, "halo_m": halo_m, "workers": workers, "concepts": concepts,
+               "ray_address": ray_address, "settings": settings}
+        cost = estimate_region(image, inner, **est)
+        funnelled = index is not None and cost.chip_positions <= MAX_FUNNEL_CHIPS
+        if not funnelled:
+            check_budget(cost, budget, image, inner, **est)
+        chips = layout(image, chip_m, halo)
+        funnel, funnel_notes = _funnel(image, chips, text, index, top, settings)
+        if funnelled:  # the partial scan's own estimate (the statistics pass stays whole)
+            cost = estimate_region(image, inner, chips=chips, **est)
+            check_budget(cost, budget, image, inner, **est)
+        log.info("region: %s", cost.describe())
+        region_inner = with_region_stats(inner, image, reader)
+        if region_inner is not inner:  # workers get the detector with the region's statistics
+            inner = det = region_inner
+        runner, started = _runner(det, settings, image, workers, ray_address, reader)
+        store = None
+        if resume is not None:
+            from viper_rs.region.resume import ResumeStore
+
+            store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo))
+        region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader,
+                                    runner=runner, store=store, progress=progress,
+                                    deadline=t_start + SCAN_TIME_SLACK * budget.seconds)
+        agent.detector = region_det
         if program is not None:
             answer = agent.run_program(image, program, question=question or None)  # type: ignore[arg-type]
         else:
@@ -241,6 +274,7 @@ def ask_region(
     report = ChipReport(chips=chip_rows(image, chips), coverage=coverage(image, chips))
     report.coverage.update(backend=region_det.runner.name, computed_chips=region_det.computed,
                            scan_s=round(region_det.scan_s, 3))
+    report.estimate = cost.to_dict()
     if funnel is not None:
         report.coverage["partial"] = True
         report.coverage["funnel"] = funnel.to_dict()
@@ -249,30 +283,93 @@ def ask_region(
 
         place_chips(answer.places, chips)
     answer.notes.extend(n for n in funnel_notes if n not in answer.notes)
-    for note in region_det.coverage_notes():
+    for note in region_det.coverage_notes() + skipped_notes(image):
         if note not in answer.notes:
             answer.notes.append(note)
     return answer, report
 
 
-def _funnel(agent: Any, image: RegionImage, chips: list[Chip], question: str,
-            program: str | None, index: Any, top: int, settings: Settings) -> tuple[Any, list[str]]:
-    """Retrieval first (issue 16.4): with an ``index``, skip the chips it does not point to
-    for the program's concepts (planning the question once, the plan then reused by the
-    agent). Returns the Funnel (or None) and its notes."""
-    if index is None:
-        return None, []
-    from viper_rs.errors import ViperError
-    from viper_rs.region.funnel import PlannedOnce, apply_funnel
+def estimate_question(
+    sources: Sequence[str | Path | Source] | RegionImage,
+    question: str = "",
+    bbox: str | Sequence[float] | None = None,
+    chip_m: float = CHIP_M,
+    halo_m: float | str | None = None,
+    detector: str | Detector | None = None,
+    settings: Settings | None = None,
+    planner: Any = None,
+    pixel_m: float | None = None,
+    crs: Any = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    budget: Budget | None = None,
+    program: str | None = None,
+) -> tuple[RegionCost, RegionTooLarge | None]:
+    """What :func:`ask_region` with these arguments would cost (no chip is read): the
+    estimate for the concepts of ``program`` (else of ``question`` as the planner plans it;
+    every detector part when neither names one), and the refusal ``budget`` (default: the
+    settings') gives it, None when it fits."""
+    from viper_rs.agent import program_queries
+    from viper_rs.planning import build_planner
+    from viper_rs.region.cost import check_budget, estimate_region
+    from viper_rs.vision.factory import build_detector
 
+    settings = settings or Settings.from_env()
+    budget = budget or Budget.from_settings(settings)
+    image = sources if isinstance(sources, RegionImage) else open_region(sources, bbox, pixel_m, crs)
+    det = detector if detector is not None else settings.detector
+    inner = build_detector(det, settings) if isinstance(det, str) else det
     text = program
-    if text is None:
+    if text is None and question.strip():
+        from viper_rs.errors import ViperError
+
+        pl = planner if planner is not None else settings.planner
         try:
-            plan = agent.planner.plan(question)
+            plan = (build_planner(pl, settings) if isinstance(pl, str) else pl).plan(question)
+            text = plan.program if plan.error is None else None
         except ViperError:
-            return None, []  # agent.ask plans again and reports the failure
-        agent.planner = PlannedOnce(plan, agent.planner)
-        text = plan.program if plan.error is None else None
-    if not text:
+            text = None
+    est = {"chip_m": chip_m, "halo_m": halo_m, "workers": workers,
+           "concepts": program_queries(text) if text else None, "ray_address": ray_address,
+           "settings": settings}
+    cost = estimate_region(image, inner, **est)
+    try:
+        check_budget(cost, budget, image, inner, **est)
+    except RegionTooLarge as exc:
+        return cost, exc
+    return cost, None
+
+
+def skipped_notes(image: RegionImage) -> list[str]:
+    """A note naming the sources left out because they could not be placed, when any."""
+    skipped = image.grid.skipped
+    if not skipped:
+        return []
+    names = "; ".join(why for _, why in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+    return [f"{len(skipped)} source(s) left out of the region: {names}"]
+
+
+def _plan_once(agent: Any, question: str) -> str | None:
+    """Plan ``question`` once, before the scan (its concepts size the estimate and steer the
+    funnel); the agent's planner then answers with that plan (:class:`PlannedOnce`).
+    None when planning fails (``agent.ask`` plans again and reports it)."""
+    from viper_rs.errors import ViperError
+    from viper_rs.region.funnel import PlannedOnce
+
+    try:
+        plan = agent.planner.plan(question)
+    except ViperError:
+        return None
+    agent.planner = PlannedOnce(plan, agent.planner)
+    return plan.program if plan.error is None else None
+
+
+def _funnel(image: RegionImage, chips: list[Chip], program: str | None, index: Any, top: int,
+            settings: Settings) -> tuple[Any, list[str]]:
+    """Retrieval first (issue 16.4): with an ``index``, skip the chips it does not point to
+    for the ``program``'s concepts. Returns the Funnel (or None) and its notes."""
+    if index is None or not program:
         return None, []
-    return apply_funnel(image, chips, text, index, top, settings)
+    from viper_rs.region.funnel import apply_funnel
+
+    return apply_funnel(image, chips, program, index, top, settings)

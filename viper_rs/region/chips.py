@@ -15,6 +15,9 @@ from viper_rs.region.image import RegionImage
 
 #: Smallest chip core side in pixels.
 MIN_CHIP_PX = 16
+#: Default chip core side and halo (metres).
+CHIP_M = 256.0
+HALO_M = 64.0
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from viper_rs.overrides import add_flags
 
 def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
     """Add the ``region`` command to the main parser's subcommands."""
-    from viper_rs.region.api import CHIP_M, HALO_M
+    from viper_rs.region.chips import CHIP_M, HALO_M
 
     rg = sub.add_parser("region", help="answer a question about a region of many tiles",
                         description=__doc__)
@@ -29,7 +30,20 @@ def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
                     help="context read around each chip, metres; auto (default): twice the reach "
                          f"of the spectral detector's rules at the working pixel size, {HALO_M:g} "
                          "for other detectors")
-    rg.add_argument("--pixel-m", type=float, help="working pixel size in metres (default: finest source)")
+    rg.add_argument("--gsd", "--pixel-m", dest="pixel_m", type=float, metavar="M",
+                    help="working pixel size in metres (default: the finest of the sources "
+                         "that meet the area)")
+    rg.add_argument("--max-memory-mb", type=int, metavar="MB",
+                    help="refuse, before reading any chip, a question whose estimated peak "
+                         "memory (all processes) is over MB (default 12000; "
+                         "VIPER_RS_REGION_MAX_MEMORY_MB)")
+    rg.add_argument("--max-time-s", type=float, metavar="S",
+                    help="refuse a question whose estimated time is over S seconds; a scan "
+                         "still running after twice S stops (default 3600; "
+                         "VIPER_RS_REGION_MAX_TIME_S)")
+    rg.add_argument("--estimate", action="store_true",
+                    help="print the estimate (pixels, chips, memory, time) and whether it "
+                         "fits the budget, and read no chip")
     rg.add_argument("--index", type=Path, metavar="PATH",
                     help="chip index (python -m viper_rs index build): analyse only the chips "
                          "meeting its best --top chips for the question's concepts, and their "
@@ -66,6 +80,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError("give a question with -q")
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    settings = _with_budget(args, settings)
+    if args.estimate:
+        return _print_estimate(args, settings)
     answer, report = ask_region(
         args.sources, args.question, bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
         settings=settings, pixel_m=args.pixel_m, workers=args.workers,
@@ -79,7 +96,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.gpkg:
         write_regions_gpkg(answer, args.gpkg)
     if args.json:
-        print(answer.to_json(extra={"chips": report.chips, "coverage": report.coverage}), flush=True)
+        print(answer.to_json(extra={"chips": report.chips, "coverage": report.coverage,
+                                    "estimate": report.estimate}), flush=True)
     else:
         cov = report.coverage
         ok = sum(1 for c in report.chips if c["status"] == "ok")
@@ -91,4 +109,44 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if answer.error is not None:
         print(f"viper-rs: {answer.error.get('type')}: {answer.error.get('message')}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _with_budget(args: argparse.Namespace, settings: Settings) -> Settings:
+    """``settings`` with the budget flags given (InputError when one is not positive)."""
+    update: dict[str, Any] = {}
+    for flag, name in (("max_memory_mb", "region_max_memory_mb"), ("max_time_s", "region_max_time_s")):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{flag.replace('_', '-')} must be a positive number, got {value:g}")
+        update[name] = value
+    if args.pixel_m is not None and not (math.isfinite(args.pixel_m) and args.pixel_m > 0):
+        raise InputError(f"--gsd must be a positive number of metres, got {args.pixel_m:g}")
+    return settings.model_copy(update=update) if update else settings
+
+
+def _print_estimate(args: argparse.Namespace, settings: Settings) -> int:
+    """``--estimate``: the estimate and whether it fits the budget; no chip is read."""
+    import json
+
+    from viper_rs.region.api import estimate_question
+    from viper_rs.region.cost import Budget, RegionTooLarge
+
+    cost, refusal = estimate_question(
+        args.sources, args.question, bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
+        settings=settings, pixel_m=args.pixel_m, workers=args.workers,
+        ray_address=args.ray_address)
+    budget = Budget.from_settings(settings)
+    if args.json:
+        print(json.dumps({"estimate": cost.to_dict(), "fits": refusal is None,
+                          "budget": {"memory_bytes": budget.memory_bytes,
+                                     "seconds": budget.seconds},
+                          "refusal": None if refusal is None else str(refusal),
+                          "fit_pixel_m": None if not isinstance(refusal, RegionTooLarge)
+                          else refusal.fit_pixel_m}), flush=True)
+    else:
+        print(f"Estimate: {cost.describe()}.")
+        print(f"Budget: {budget.describe()}: " + ("fits." if refusal is None else str(refusal)))
     return 0

@@ -38,7 +38,9 @@ class RegionDetector:
     kept and not computed again.
 
     A chip that cannot be read is retried once, then marked ``failed`` for the rest of the
-    run and reported as missing coverage in :meth:`notes`; it never counts as empty.
+    run and reported as missing coverage in :meth:`notes`; it never counts as empty. Past
+    ``deadline`` (``time.monotonic()``) no further chip is started: the chips not read are
+    ``failed`` (missing coverage, with the reason).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class RegionDetector:
         runner: ChipRunner | None = None,
         store: ResumeStore | None = None,
         progress: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self.inner = inner
         self.image = image
@@ -61,6 +64,8 @@ class RegionDetector:
         self.runner: ChipRunner = runner or InProcessRunner(inner, image, reader)
         self.store = store
         self.progress = progress
+        self.deadline = deadline
+        self._limit_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         inner_min = getattr(inner, "min_area_m2", None)
         self.min_area_m2 = (min_area_m2 if min_area_m2 is not None
                             else inner_min if inner_min is not None else self.settings.min_region_m2)
@@ -102,12 +107,26 @@ class RegionDetector:
     # ------------------------------------------------------------------ work
     def coverage_notes(self) -> list[str]:
         """A note naming the failed chips, when any."""
-        failed = [c for c in self.chips if c.status == "failed"]
-        if not failed:
-            return []
-        ids = ", ".join(c.id for c in failed[:10]) + (" ..." if len(failed) > 10 else "")
-        return [f"missing coverage: {len(failed)} of {len(self.chips)} chips could not be read "
-                f"({ids}); counts and areas cover only the rest of the region"]
+        late = [c for c in self.chips if c.status == "failed" and c.error == self._late_reason()]
+        failed = [c for c in self.chips if c.status == "failed" and c not in late]
+        notes = []
+        if failed:
+            ids = ", ".join(c.id for c in failed[:10]) + (" ..." if len(failed) > 10 else "")
+            notes.append(f"missing coverage: {len(failed)} of {len(self.chips)} chips could not "
+                         f"be read ({ids}); counts and areas cover only the rest of the region")
+        if late:
+            notes.append(f"missing coverage: the scan stopped at its time limit "
+                         f"({self._limit_s:.0f} s); {len(late)} of {len(self.chips)} chips were "
+                         "not read; counts and areas cover only the rest of the region")
+        return notes
+
+    def _late_reason(self) -> str:
+        """Why a chip the time limit stopped was not read."""
+        return f"not read: the scan passed its time limit ({self._limit_s or 0:.0f} s)"
+
+    def _late(self) -> bool:
+        """Whether the scan's deadline has passed."""
+        return self.deadline is not None and time.monotonic() > self.deadline
 
     def _detect(self, query: str) -> tuple[list[Region], Stages, list[str]]:
         key = " ".join(query.lower().split())
@@ -135,8 +154,11 @@ class RegionDetector:
             tasks.append((chip, list(missing)))
         unknown: dict[str, str] = {}
         bar = self._bar(len(tasks))
+        pending = {chip.id for chip, _ in tasks}
+        gen = self.runner.run(tasks) if tasks and not self._late() else iter(())
         try:
-            for res in self.runner.run(tasks):
+            for res in gen:
+                pending.discard(res.chip_id)
                 self.computed += 1
                 if res.unknown and strict:
                     raise ToolError(next(iter(res.unknown.values())))
@@ -149,10 +171,21 @@ class RegionDetector:
                 results[res.chip_id] = res
                 if bar is not None:
                     bar.update(1)
+                if pending and self._late():
+                    break
         finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()  # workers holding abandoned chips are stopped
             if bar is not None:
                 bar.close()
             self.scan_s += time.perf_counter() - t0
+        if pending:
+            log.warning("region scan: time limit passed, %d chips not read", len(pending))
+            for chip in live:
+                if chip.id in pending:  # a resumed part without the keys asked is dropped too
+                    results.pop(chip.id, None)
+                    chip.status, chip.error = "failed", self._late_reason()
         keys = [k for k in keys if k not in unknown]
         global_ids = bool(getattr(self.inner, "instance_ids_global", False))
         stitchers = {k: Stitcher(self.settings.connectivity, global_instances=global_ids) for k in keys}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from affine import Affine
@@ -24,7 +24,10 @@ class WorkingGrid:
     """Pixel grid of a region: ``crs``, ``transform`` of pixel (0, 0), ``width`` x ``height``.
 
     ``area`` is the requested area (bbox intersected with the sources' footprints, or their
-    union) and ``footprints`` each source's footprint, all in the working CRS.
+    union) and ``footprints`` each used source's footprint, all in the working CRS.
+    ``used`` indexes the sources given to :func:`build_grid` that take part (one per
+    footprint), ``skipped`` names the sources that could not be placed and why, and
+    ``outside`` counts the sources that do not meet the bbox.
     """
 
     crs: Any  # rasterio.crs.CRS
@@ -32,7 +35,10 @@ class WorkingGrid:
     width: int
     height: int
     area: Any  # shapely geometry, working CRS
-    footprints: list[Any]  # shapely polygons, working CRS, one per source
+    footprints: list[Any]  # shapely polygons, working CRS, one per used source
+    used: list[int] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    outside: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -95,13 +101,44 @@ def _ring(x0: float, y0: float, x1: float, y1: float) -> tuple[list[float], list
 
 
 def _to_crs(src_crs: Any, dst_crs: Any, rect: tuple[float, float, float, float]) -> Polygon:
-    """A rectangle of ``src_crs`` as a polygon in ``dst_crs``."""
+    """A rectangle of ``src_crs`` as a polygon in ``dst_crs``; ValueError when a corner or
+    edge point has no finite place there."""
     from rasterio.warp import transform as warp
 
     xs, ys = _ring(*rect)
     if src_crs != dst_crs:
         xs, ys = warp(src_crs, dst_crs, xs, ys)
-    return Polygon(zip(xs, ys, strict=True)).buffer(0)
+    if not all(math.isfinite(v) for v in (*xs, *ys)):
+        raise ValueError("points outside the target CRS's domain")
+    poly = Polygon(zip(xs, ys, strict=True)).buffer(0)
+    if poly.is_empty or not poly.area > 0:
+        raise ValueError("no area left in the target CRS")
+    return poly
+
+
+def _carry(src: Source, crs: Any, dst: Any) -> Polygon:
+    """A source's footprint in ``dst``; InputError saying why when it cannot be carried."""
+    try:
+        return _to_crs(crs, dst, source_rect(src))
+    except Exception as exc:  # noqa: BLE001 - PROJ/GDAL raise many types
+        from rasterio.crs import CRS
+
+        name = CRS.from_user_input(dst).to_string()
+        raise InputError(f"{src.name}: its footprint cannot be carried into {name} "
+                         f"({str(exc).strip() or type(exc).__name__})") from None
+
+
+def _padded(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """WGS84 bounds grown by 1% of their size (at least 1e-4 degree) on every side."""
+    w, s, e, n = bounds
+    dx, dy = max(0.01 * (e - w), 1e-4), max(0.01 * (n - s), 1e-4)
+    return w - dx, s - dy, e + dx, n + dy
+
+
+def _inside(inner: Sequence[float], outer: Sequence[float]) -> bool:
+    """Whether box ``inner`` (W,S,E,N) lies inside box ``outer``."""
+    return (outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2]
+            and inner[3] <= outer[3])
 
 
 def source_rect(src: Source) -> tuple[float, float, float, float]:
@@ -129,40 +166,93 @@ def build_grid(
     pixel_m: float | None = None,
     crs: Any = None,
 ) -> WorkingGrid:
-    """The working grid for ``sources``: the sources' common projected CRS (else the UTM
-    zone of the area's centre, or ``crs``), the finest source pixel size (or ``pixel_m``),
-    covering ``bbox`` (WGS84 W,S,E,N) intersected with the footprints, or their union.
-    Raises InputError when no source is given or the bbox touches none."""
+    """The working grid of the sources that meet ``bbox`` (WGS84 W,S,E,N; every source
+    without one): their common projected CRS (else the UTM zone of the centre of the area
+    they cover, or ``crs``), the finest pixel size among them (or ``pixel_m``), covering
+    ``bbox`` intersected with their footprints, or their union.
+
+    Sources outside the bbox take no part (``outside``); sources whose footprint cannot be
+    carried into WGS84 or the working CRS are left out with the reason (``skipped``). The
+    bbox is never carried into the working CRS whole: only its part over each source's
+    extent is, so a box as large as the globe works. Raises InputError when no source is
+    given, none can be placed or the bbox touches none."""
     from rasterio.crs import CRS
 
     if not sources:
         raise InputError("no readable source raster")
-    crss = [CRS.from_user_input(s.crs) for s in sources]
+    skipped: list[tuple[str, str]] = []
+    crss: dict[int, Any] = {}
+    lonlat: dict[int, Polygon] = {}
+    for k, s in enumerate(sources):
+        try:
+            crss[k] = CRS.from_user_input(s.crs)
+            lonlat[k] = _carry(s, crss[k], "EPSG:4326")
+        except Exception as exc:  # noqa: BLE001 - a bad CRS string, PROJ errors
+            skipped.append((s.uri, str(exc)))
+    ks = list(lonlat)
+    outside = 0
+    if bbox is not None:
+        wanted = box(*bbox)
+        pieces = {k: lonlat[k].intersection(wanted) for k in ks}
+        ks = [k for k in ks if not pieces[k].is_empty and pieces[k].area > 0]
+        outside = len(lonlat) - len(ks)
+        if not ks:
+            raise InputError(f"--bbox {','.join(f'{v:g}' for v in bbox)} touches no source")
+        ll_area = unary_union([pieces[k] for k in ks])
+    elif not ks:
+        raise InputError("no source could be placed on the globe: "
+                         + "; ".join(why for _, why in skipped[:3]))
+    else:
+        ll_area = unary_union([lonlat[k] for k in ks])
+    kept = [crss[k] for k in ks]
     if crs is not None:
         work = CRS.from_user_input(crs)
-    elif all(c == crss[0] for c in crss) and crss[0].is_projected:
-        work = crss[0]
+    elif all(c == kept[0] for c in kept) and kept[0].is_projected:
+        work = kept[0]
     else:
-        if bbox is not None:
-            lon, lat = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
-        else:
-            ll = unary_union([_to_crs(c, "EPSG:4326", source_rect(s))
-                              for s, c in zip(sources, crss, strict=True)])
-            lon, lat = ll.centroid.x, ll.centroid.y
-        work = utm_crs(lon, lat)
-    footprints = [_to_crs(c, work, source_rect(s)) for s, c in zip(sources, crss, strict=True)]
-    area = unary_union(footprints)
+        work = utm_crs(ll_area.centroid.x, ll_area.centroid.y)
+    footprints: dict[int, Polygon] = {}
+    areas: dict[int, Any] = {}
+    for k in ks:
+        src = sources[k]
+        try:
+            footprints[k] = _carry(src, crss[k], work)
+            if bbox is None:
+                continue
+            ext = _padded(lonlat[k].bounds)
+            if _inside(ext, bbox):  # the box holds the whole source
+                areas[k] = footprints[k]
+                continue
+            part = (max(bbox[0], ext[0]), max(bbox[1], ext[1]), min(bbox[2], ext[2]),
+                    min(bbox[3], ext[3]))
+            try:
+                areas[k] = footprints[k].intersection(_to_crs("EPSG:4326", work, part))
+            except Exception as exc:  # noqa: BLE001 - PROJ errors
+                raise InputError(f"{src.name}: the box over it cannot be carried into "
+                                 f"{work.to_string()} ({exc})") from None
+        except InputError as exc:
+            footprints.pop(k, None)
+            skipped.append((src.uri, str(exc)))
     if bbox is not None:
-        area = area.intersection(_to_crs("EPSG:4326", work, tuple(bbox)))
-        if area.is_empty or area.area <= 0:
-            raise InputError(f"--bbox {','.join(str(v) for v in bbox)} touches no source")
+        ks = [k for k in ks if k in areas and not areas[k].is_empty and areas[k].area > 0]
+        if not ks:
+            raise InputError(f"--bbox {','.join(f'{v:g}' for v in bbox)} touches no source"
+                             + (f" that can be placed ({skipped[0][1]})" if skipped else ""))
+        area = unary_union([areas[k] for k in ks])
+    else:
+        ks = [k for k in ks if k in footprints]
+        if not ks:
+            raise InputError("no source could be placed in the working CRS: "
+                             + "; ".join(why for _, why in skipped[:3]))
+        area = unary_union([footprints[k] for k in ks])
+    used = [sources[k] for k in ks]
     unit = linear_unit_factor(work)
-    size = (pixel_m if pixel_m else min(source_gsd_m(s) for s in sources)) / unit
+    size = (pixel_m if pixel_m else min(source_gsd_m(s) for s in used)) / unit
     if not (size > 0 and math.isfinite(size)):
         raise InputError(f"pixel size must be a positive number of metres, got {pixel_m}")
     # Snap to the finest source already in the working CRS, so its pixels are copied as they are.
-    refs = [Affine(*s.transform) for s, c in zip(sources, crss, strict=True)
-            if c == work and abs(min(s.resolution) - size) < 1e-9 * max(size, 1)]
+    refs = [Affine(*sources[k].transform) for k in ks
+            if crss[k] == work and abs(min(sources[k].resolution) - size) < 1e-9 * max(size, 1)]
     ox, oy = (refs[0].c, refs[0].f) if refs else (0.0, 0.0)
     minx, miny, maxx, maxy = area.bounds
     eps = 1e-6
@@ -172,4 +262,6 @@ def build_grid(
     j1 = math.ceil((oy - miny) / size - eps)
     transform = Affine(size, 0.0, ox + k0 * size, 0.0, -size, oy - j0 * size)
     return WorkingGrid(crs=work, transform=transform, width=max(k1 - k0, 1),
-                       height=max(j1 - j0, 1), area=area, footprints=footprints)
+                       height=max(j1 - j0, 1), area=area,
+                       footprints=[footprints[k] for k in ks], used=ks, skipped=skipped,
+                       outside=outside)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.detector import Detector
-from viper_rs.region.chips import layout, read_chip
+from viper_rs.region.chips import HALO_M, layout, read_chip
 from viper_rs.region.image import RegionImage
 from viper_rs.region.scan import ChipReader
 
@@ -27,6 +27,14 @@ STATS_CHIP_PX = 1024
 #: one reach left building areas 4-8% off the uncut tile at small chips, two reaches
 #: 0-0.8% (North Dakota 5 m: 320 m chips -8.4% -> -0.8%; Napa 1 m: 48 m chips -4.4% -> 0%).
 OBJECT_REACH = 2.0
+
+
+#: Chips whose results (spectral class maps, learned building scores and instances) the
+#: region's detectors keep: the chip being scored (its queries and its cut-object check
+#: read them); a chip is not analysed again, so keeping more (the single-image default is
+#: 8: about 33 bytes per pixel of class maps, 8 of building scores) only held memory
+#: (issue 22: 8 chips of 2-4 Mpx held ~0.6-1 GB of a 1 km2 scan at 0.5 m).
+REGION_CACHE_ITEMS = 1
 
 
 def spectral_part(det: Any) -> Any:
@@ -58,6 +66,23 @@ def region_halo_m(det: Any, image: RegionImage, default: float) -> float:
 
     halo = OBJECT_REACH * context_m(image.grid.pixel_size, spectral.thresholds)
     return halo if spectral is det else max(halo, default)
+
+
+def chip_halo_m(halo_m: float | str | None, det: Any, image: RegionImage) -> float:
+    """The chip halo in metres: ``halo_m``, or the detector's default (``None``/``auto``:
+    :func:`region_halo_m` with :data:`~viper_rs.region.chips.HALO_M`); InputError when it
+    is neither a number of metres >= 0 nor ``auto``."""
+    from viper_rs.errors import InputError
+
+    if halo_m is None or (isinstance(halo_m, str) and halo_m.strip().lower() == "auto"):
+        return region_halo_m(det, image, HALO_M)
+    try:
+        value = float(halo_m)
+    except (TypeError, ValueError):
+        raise InputError(f"--halo-m must be a number of metres or 'auto', got {halo_m!r}") from None
+    if not value >= 0:
+        raise InputError(f"--halo-m must be 0 or more, got {halo_m!r}")
+    return value
 
 
 def region_stats(image: RegionImage, thresholds: Any = None,
@@ -98,13 +123,17 @@ def region_stats(image: RegionImage, thresholds: Any = None,
 def with_region_stats(det: Detector, image: RegionImage,
                       reader: ChipReader | None = None) -> Detector:
     """``det`` measuring every chip with the region's statistics (:func:`region_stats`)
-    when it is (or routes concepts to) a spectral detector without statistics of its own;
-    else ``det``."""
+    when it is (or routes concepts to) a spectral detector without statistics of its own,
+    its detectors keeping the results of :data:`REGION_CACHE_ITEMS` chip; else ``det``."""
     from viper_rs.vision.routed import RoutedDetector
 
     if isinstance(det, RoutedDetector):
         primary = with_region_stats(det.primary, image, reader)
-        return det if primary is det.primary else det.with_primary(primary)
+        if primary is det.primary:
+            return det
+        out = RoutedDetector(primary, det.buildings.with_cache(REGION_CACHE_ITEMS), det.name)
+        out.choice_note = det.choice_note
+        return out
     if not is_spectral(det) or getattr(det, "stats", None) is not None:
         return det
     from viper_rs.vision.spectral import SpectralDetector
@@ -113,6 +142,6 @@ def with_region_stats(det: Detector, image: RegionImage,
     if stats is None:
         return det
     out = SpectralDetector(det.settings, det.thresholds,  # type: ignore[attr-defined]
-                           cache_size=det.cache_size, stats=stats)  # type: ignore[attr-defined]
+                           cache_size=REGION_CACHE_ITEMS, stats=stats)  # type: ignore[attr-defined]
     out.choice_note = det.choice_note
     return out

@@ -230,6 +230,16 @@ class BuildingDetector:
         self._model_lock = threading.Lock()
         self.__dict__.update(state)
 
+    def with_cache(self, items: int) -> BuildingDetector:
+        """The same detector (model, weights, settings shared) keeping the answers of
+        ``items`` images in a cache of its own (a region scan needs only its chip's)."""
+        import copy
+
+        out = copy.copy(self)
+        out._cache = LRU(items)
+        out._lock = threading.Lock()
+        return out
+
     # ------------------------------------------------------------------ the model
     def load(self) -> BuildingNet:
         """The model, loaded once (CheckpointError when the weights file is missing,

@@ -167,8 +167,9 @@ def test_a_question_outside_the_planner_is_a_message(ctl: Controller):
 
 def test_a_large_area_is_refused(ctl: Controller):
     view = ctl.ask_area("How many buildings are there?", mosaic_bbox(), OPTIONS, max_chips=3)
-    assert not view.ok and "Not asked" in view.message and "about 4 chips" in view.message
-    assert "smaller box" in view.message and "coarser resolution" in view.message
+    assert not view.ok and "Not asked" in view.message and "4 chips of 256 m" in view.message
+    assert "at most 3 chips" in view.message and "smaller box" in view.message
+    assert "coarser Resolution (m/px)" in view.message
 
 
 def test_no_folders_is_a_message(tmp_path: Path):

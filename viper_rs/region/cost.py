@@ -241,6 +241,22 @@ class RegionTooLarge(InputError):
         self.budget = budget
         self.fit_pixel_m = fit_pixel_m
 
+    @property
+    def over(self) -> list[str]:
+        """What is over the budget: ``["memory 3.9 GB > 1.0 GB", "time 12 min > 5 min"]``."""
+        out = []
+        if self.cost.memory_bytes > self.budget.memory_bytes:
+            out.append(f"memory {_bytes(self.cost.memory_bytes)} > "
+                       f"{_bytes(self.budget.memory_bytes)}")
+        if self.cost.seconds > self.budget.seconds:
+            out.append(f"time {_duration(self.cost.seconds)} > {_duration(self.budget.seconds)}")
+        return out
+
+    @property
+    def fit_text(self) -> str | None:
+        """The fitting working pixel size rounded up for people (``"0.63"``), or None."""
+        return None if self.fit_pixel_m is None else _round_up(self.fit_pixel_m)
+
 
 # ----------------------------------------------------------------------------- estimate
 def estimate_region(
@@ -509,11 +525,7 @@ def check_budget(cost: RegionCost, budget: Budget, image: RegionImage | None = N
     fit = None
     if image is not None and detector is not None:
         fit = fitting_pixel_m(image, detector, budget, cost, **estimate_kw)
-    over = []
-    if cost.memory_bytes > budget.memory_bytes:
-        over.append(f"memory {_bytes(cost.memory_bytes)} > {_bytes(budget.memory_bytes)}")
-    if cost.seconds > budget.seconds:
-        over.append(f"time {_duration(cost.seconds)} > {_duration(budget.seconds)}")
+    over = RegionTooLarge("", cost, budget, fit).over
     ways = ["a smaller box (--bbox)"]
     if fit is not None:
         ways.append(f"a coarser working resolution (--gsd {_round_up(fit)} fits; now "

@@ -61,8 +61,6 @@ GIB = 1024 ** 3
 AREA_MEMORY_BYTES = 6 * GIB
 #: Wall-clock limit of one area question (seconds), worker start-up included.
 AREA_TIME_S = 600.0
-#: Most working-grid pixels one area question may read (interim budget, see plan_area).
-MAX_AREA_PIXELS = 20_000_000
 #: The resolutions (m/px) an area question may be read at.
 MIN_PIXEL_M, MAX_PIXEL_M = 0.01, 1000.0
 #: How often the app's process looks at a running worker (seconds).
@@ -81,10 +79,12 @@ class AreaBudgetError(InputError):
 
 @dataclass(frozen=True)
 class AreaBudget:
-    """What one area question in the app may cost."""
+    """What one area question in the app may cost: at most ``max_chips`` chips (the chips
+    table and map stay readable), an estimated peak of ``memory_bytes`` for every process
+    of the run and ``time_s`` seconds (:mod:`viper_rs.region.cost`); the worker runs under
+    the same memory and time as hard limits."""
 
     max_chips: int
-    max_pixels: int = MAX_AREA_PIXELS
     memory_bytes: int = AREA_MEMORY_BYTES
     time_s: float = AREA_TIME_S
 
@@ -103,36 +103,44 @@ class AreaPlan:
 
 
 def plan_area(folders: Sequence[Path], bbox: Sequence[float], settings: Settings,
-              chip_m: float, budget: AreaBudget, pixel_m: float | None = None) -> AreaPlan:
-    """HOOK (the one call that decides whether an area question may start): the area's
-    region over ``folders`` inside ``bbox`` (W,S,E,N) at ``pixel_m`` metres per pixel (None:
-    the sources'), its estimated size, and the worker's limits; AreaBudgetError (an
+              chip_m: float, budget: AreaBudget, pixel_m: float | None = None,
+              detector: Any = None) -> AreaPlan:
+    """The one call that decides whether an area question may start (instant, nothing is
+    read): the area's region over ``folders`` inside ``bbox`` (W,S,E,N; its own sources set
+    the working grid) at ``pixel_m`` metres per pixel (None: the sources'), its estimated
+    cost with ``detector`` (a name or a built detector; None: ``settings.detector``) from
+    :func:`viper_rs.region.estimate_region`, and the worker's limits. AreaBudgetError (an
     InputError) with the estimate and the way out when it is past ``budget``; InputError
-    when the box meets no source.
+    when the box meets no source."""
+    from viper_rs.region import Budget, RegionTooLarge, check_budget, estimate_region, open_region
 
-    Interim: the working grid is :func:`viper_rs.region.open_region`'s and the estimate is
-    its chips and pixels. When the region library's own cost estimate and budget land, this
-    is the function to wire to them (the worker's memory limit then comes from the same
-    estimate)."""
-    from viper_rs.region import open_region
-
+    det = detector if detector is not None else settings.detector
     image = open_region(list(folders), list(bbox), pixel_m=pixel_m)
-    chips = chip_estimate(image, chip_m)
-    pixels = int(image.width) * int(image.height)
-    gsd = float(image.grid.pixel_size)
-    size = (f"about {chips:,} chip{'s' if chips != 1 else ''} of {chip_m:g} m, "
-            f"{pixels / 1e6:,.1f} million pixels ({image.width:,} x {image.height:,} at "
-            f"{gsd:.3g} m)")
-    if chips > budget.max_chips or pixels > budget.max_pixels:
-        limit = (f"at most {budget.max_chips:,} chips" if chips > budget.max_chips
-                 else f"at most {budget.max_pixels / 1e6:,.0f} million pixels")
+    cost = estimate_region(image, det, chip_m=chip_m, settings=settings)
+    estimate = cost.describe()
+    if cost.chips > budget.max_chips:
         raise AreaBudgetError(
-            f"that area is {size}; the app asks about {limit} at a time. Zoom the map in or "
-            "type a smaller box, set a coarser resolution (m/px), or search the index for "
-            "the places worth asking about (on the command line: viper-rs region --index "
-            "PATH --top K)")
-    return AreaPlan(image=image, chips=chips, pixels=pixels, memory_bytes=budget.memory_bytes,
-                    time_s=budget.time_s, estimate=size)
+            f"that area is {estimate}; the app asks about at most {budget.max_chips:,} chips "
+            f"at a time. {_WAYS_OUT}")
+    try:
+        check_budget(cost, Budget(memory_bytes=budget.memory_bytes, seconds=budget.time_s),
+                     image=image, detector=det, chip_m=chip_m, settings=settings)
+    except RegionTooLarge as exc:
+        coarser = (f"set Resolution (m/px) to {exc.fit_text} or coarser (now "
+                   f"{cost.pixel_m:.3g})" if exc.fit_text else "set a coarser Resolution (m/px)")
+        raise AreaBudgetError(
+            f"that area is over the app's budget for one question ({'; '.join(exc.over)}): "
+            f"{estimate}. Zoom the map in or type a smaller box, {coarser}, or search the "
+            "index for the places worth asking about (on the command line: viper-rs region "
+            "--index PATH --top K reads only those)") from None
+    return AreaPlan(image=image, chips=cost.chips, pixels=cost.pixels,
+                    memory_bytes=budget.memory_bytes, time_s=budget.time_s, estimate=estimate)
+
+
+#: The ways out of an area past the app's chip limit.
+_WAYS_OUT = ("Zoom the map in or type a smaller box, set a coarser Resolution (m/px), or search "
+             "the index for the places worth asking about (on the command line: viper-rs "
+             "region --index PATH --top K reads only those)")
 
 
 # ---------------------------------------------------------------------------- the worker

@@ -465,12 +465,14 @@ class Controller:
                                             and MIN_PIXEL_M <= pixel_m <= MAX_PIXEL_M):
                 raise InputError(f"the resolution must be from {MIN_PIXEL_M:g} to "
                                  f"{MAX_PIXEL_M:g} m/px, got {pixel_m:g}")
-            plan = plan_area(folders, bbox, self.settings, chip_m, budget, pixel_m)
+            settings = options.settings(self.settings)
+            plan = plan_area(folders, bbox, settings, chip_m, budget, pixel_m,
+                             detector=settings.detector)
             with self._lock:
                 self._turns += 1
                 folder = self.out_dir / f"area-{self._turns:04d}"
             request = AreaRequest(question=question, image=plan.image, bbox=bbox,
-                                  settings=options.settings(self.settings), chip_m=chip_m,
+                                  settings=settings, chip_m=chip_m,
                                   folder=folder, memory_bytes=plan.memory_bytes,
                                   app_text=app_text)
             log.info("area question %r over %s: %s", question[:80], bbox, plan.estimate)

@@ -399,8 +399,13 @@ def _map_frame(page):
     return handle.content_frame()
 
 
-def _cell(page, row: int, col: int):
-    """A body cell of the results table (Gradio's virtual table: grid cells, not <td>)."""
+def _cell(page, row: int, col: int | str):
+    """A body cell of the results table (Gradio's virtual table: grid cells, not <td>);
+    ``col`` is an index or a column name of ``RESULT_COLUMNS``."""
+    from viper_rs.ui.search import RESULT_COLUMNS
+
+    if isinstance(col, str):
+        col = RESULT_COLUMNS.index(col)
     return page.locator(f'#region-results [data-testid="cell-{row}-{col}"]')
 
 
@@ -444,7 +449,7 @@ def test_region_search_for_water_on_the_map_then_ask_about_a_chip(region_page):
     view = _map_view(frame)
     assert view["zoom"] >= 12 and view["inside"] == view["polygons"] == 10, view
     assert page.locator("#region-results [role=row].virtual-row").count() == 10
-    sources = [_cell(page, row, 3).inner_text().strip() for row in range(10)]
+    sources = [_cell(page, row, "source").inner_text().strip() for row in range(10)]
     assert all(s.startswith("m_4709963_") or s == "ms2.tif" for s in sources), sources
     geojson = re.sub(r"\s", "", page.locator("#region-geojson").inner_text())
     assert "water.geojson" in geojson
@@ -465,9 +470,9 @@ def test_region_search_for_water_on_the_map_then_ask_about_a_chip(region_page):
     # ... and so does clicking its row in the results table.
     region_tab = page.get_by_role("tab", name="Region search")
     region_tab.click()
-    assert _open_chip(page, 1, _cell(page, 0, 3).click) == first
+    assert _open_chip(page, 1, _cell(page, 0, "source").click) == first
     region_tab.click()
-    chip = _open_chip(page, 2, _cell(page, 1, 3).click)
+    chip = _open_chip(page, 2, _cell(page, 1, "source").click)
     assert chip != first and chip.startswith(("chip: m_4709963_", "chip: ms2.tif")), chip
     # The chip opens in its tile (934 x 723 px at 5 m), outlined; answers count inside it.
     assert "EPSG:" in page.locator("#image-info").inner_text()

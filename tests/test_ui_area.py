@@ -148,6 +148,15 @@ def test_part_of_the_mosaic(ctl: Controller):
     assert 1 <= len(view.rows) <= 2  # the quarter, and a sliver of its neighbour
 
 
+def test_the_whole_world_box_is_the_folders_imagery(ctl: Controller):
+    """``-180,-90,180,90`` holds every image: answered as the mosaic's own box is (before
+    issue 22 it 'met none of the folders' imagery')."""
+    world = ctl.ask_area("How many buildings are there?", "-180,-90,180,90", OPTIONS)
+    own = ctl.ask_area("How many buildings are there?", mosaic_bbox(), OPTIONS)
+    assert world.ok and own.ok, (world.message, own.message)
+    assert world.answer.value == own.answer.value and len(world.rows) == len(own.rows) == 4
+
+
 @pytest.mark.parametrize(("question", "area", "expected"), [
     ("", "1,2,3,4", "Type a question"),
     ("How many buildings are there?", "", "No area to ask about"),

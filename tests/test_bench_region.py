@@ -14,14 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_region_tiny(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    p = subprocess.run([sys.executable, "-m", "eval.bench_region", "--km2", "0.5", "--tiles", "2",
+    p = subprocess.run([sys.executable, "-m", "eval.bench_region", "--km2", "0.2", "--tiles", "2",
                         "--skip-ray", "--skip-real", "--json", str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "scale estimate" in p.stdout and "funnel" in p.stdout
     r = json.loads(out.read_text())
     assert {"machine", "questions", "synthetic", "runs", "funnel", "memory", "scale"} <= set(r)
-    assert r["synthetic"]["tiles"] == 4 and r["synthetic"]["km2"] > 0.5
+    assert r["synthetic"]["tiles"] == 4 and r["synthetic"]["km2"] > 0.15
     assert {(x["backend"], x["question"]) for x in r["runs"]} == {
         (b, q) for b in ("in-process", "processes") for q in r["questions"]}
     for x in r["runs"]:

@@ -359,7 +359,13 @@ def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
     a2, _ = ask_region(mosaic, q, chip_m=300.0, detector="spectral", planner="rules",
                        progress=False)
     assert a1.error is None and a1.value == a2.value
-    a3, report = ask_region(mosaic, "How many buildings are there?", chip_m=300.0,
-                            detector=det, planner="rules", progress=False)
+    from rasterio.warp import transform_bounds
+
+    scene = big_scene().image  # the building model's part on a 300 m corner (4 chips)
+    x0, y1 = scene.transform @ (0, 0)
+    x1, y0 = scene.transform @ (300, 300)
+    corner = transform_bounds(scene.crs, "EPSG:4326", x0, y0, x1, y1)
+    a3, report = ask_region(mosaic, "How many buildings are there?", bbox=corner,
+                            chip_m=150.0, detector=det, planner="rules", progress=False)
     assert a3.error is None and not report.coverage["partial"]
     assert {r.detector for r in a3.regions} <= {"buildingnet"}

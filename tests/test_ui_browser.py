@@ -56,10 +56,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def _serve(tmp: Path, *args: str, log_name: str = "app.log"):
-    """`python app.py ARGS` on a free port; yields its URL, stops it with SIGTERM (its log
-    is kept as ``artifacts/ui/<log_name>``)."""
+def _start_app(tmp: Path, *args: str) -> tuple[subprocess.Popen, str, Path]:
+    """Start `python app.py ARGS` on a free port (caches and temporary files under
+    ``tmp``) and wait until it serves; returns the process, its URL and its log's path.
+    Fails the test when the app exits first or does not serve within 180 s."""
     port = _free_port()
     env = {**os.environ, "VIPER_RS_CACHE_DIR": str(tmp / "cache"),
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
@@ -80,12 +80,24 @@ def _serve(tmp: Path, *args: str, log_name: str = "app.log"):
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return proc, url, log_path
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not serve {url} in 180 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@contextlib.contextmanager
+def _serve(tmp: Path, *args: str, log_name: str = "app.log"):
+    """`python app.py ARGS` on a free port; yields its URL, stops it with SIGTERM (its log
+    is kept as ``artifacts/ui/<log_name>``)."""
+    proc, url, log_path = _start_app(tmp, *args)
+    try:
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

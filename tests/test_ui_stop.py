@@ -5,20 +5,15 @@ evidence folder is removed. No browser: the question is asked through the app's 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import REPO
 from tests.test_ui_area import mosaic_bbox, write_mosaic
-from tests.test_ui_browser import _free_port
+from tests.test_ui_browser import _start_app
 
 #: Seconds the app may take to exit after the signal.
 STOP_S = 6.0
@@ -39,31 +34,11 @@ def test_a_signal_stops_the_app_while_an_area_question_runs(tmp_path: Path, sign
     from gradio_client import Client
 
     tiles = write_mosaic(tmp_path / "tiles")
-    port = _free_port()
-    (tmp_path / "tmp").mkdir()
-    env = {**os.environ, "VIPER_RS_CACHE_DIR": str(tmp_path / "cache"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-           "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "TMPDIR": str(tmp_path / "tmp")}
-    log_path = tmp_path / "app.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port), "--folder", str(tiles), "--index",
-             str(tmp_path / "index"), "--detector", "spectral", "--planner", "rules",
-             "--no-warmup"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc, url, log_path = _start_app(
+        tmp_path, "--folder", str(tiles), "--index", str(tmp_path / "index"),
+        "--detector", "spectral", "--planner", "rules", "--no-warmup")
     app = psutil.Process(proc.pid)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.5)
         client = Client(url, verbose=False)
         box = ",".join(map(str, mosaic_bbox()))
         # At 0.25 m/px the mosaic's chips take tens of seconds: the question is running.

@@ -247,7 +247,8 @@ def _embed(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
     settings = resolve_settings(Settings.from_env(**model_settings(args)))
-    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
+    # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
+    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
     device = resolve_device(settings.device)
     encoder = load_image_tower(args.detector, settings, device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None
@@ -279,7 +280,8 @@ def _run_image_command(args: argparse.Namespace) -> int:
     else:
         programs = [(p, _read_text(p, "program")) for p in args.programs]
     settings = _settings(args)
-    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
+    # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
+    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
     # Bands the detector cannot read are bad input, like an unreadable file (exit 2).
     problem = image_problem(image, settings.detector, settings)
     if problem:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +13,9 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.errors import ImageError, first_line
-from viper_rs.files import require_file
+from viper_rs.rasterfile import REMOTE_PREFIXES, checked_path, is_remote, open_raster
+
+__all__ = ["REMOTE_PREFIXES", "GeoImage", "is_remote"]
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,6 @@ _ROLE_ALIASES = {
     "alpha": "ALPHA", "a": "ALPHA",
 }
 MAX_PIXELS = 120_000_000
-
-
-#: URL schemes GDAL reads directly (rasterio maps them to its /vsi* file systems).
-REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
-
-
-def is_remote(path: str | Path) -> bool:
-    """Whether ``path`` is a URL or GDAL virtual path rather than a local file."""
-    return str(path).startswith(REMOTE_PREFIXES)
 
 
 def parse_bands(spec: str | list[str] | None) -> list[str] | None:
@@ -120,20 +112,23 @@ class GeoImage:
         window: tuple[int, int, int, int] | None = None,
         white_point: float | None = None,
         out_size: tuple[int, int] | None = None,
+        remote: bool = False,
     ) -> GeoImage:
         """Read a GeoTIFF/COG, PNG or JPEG (or one ``window`` of it).
 
         ``gsd`` (m/pixel) gives plain images a ground size; ``crs`` + ``transform``
         georeference an image that has none (they are ignored when the file has a CRS).
-        ``drivers`` limits the GDAL formats tried (e.g. ``("GTiff", "PNG", "JPEG")`` for
-        untrusted files: a VRT renamed ``.tif`` could otherwise read other files).
+        ``drivers`` limits the GDAL formats tried (default
+        :data:`viper_rs.rasterfile.ALLOWED_DRIVERS`: a VRT renamed ``.tif`` never reads
+        other files); special files (FIFO, device, socket) are refused before GDAL sees them.
         ``window`` = ``(col_off, row_off, width, height)`` reads only those pixels, with the
         window's own transform; ``out_size`` = ``(width, height)`` reads them averaged to
         that size (overviews are used when present); ``white_point`` fixes the value that
-        maps to 1.0 (chips of one source share the source's). ``path`` may also be a GDAL URL (``https://``,
-        ``/vsicurl/``, ``s3://``).
+        maps to 1.0 (chips of one source share the source's). With ``remote`` (a URL typed by
+        the user, or a source accepted under that rule), ``path`` may also be a GDAL URL
+        (``https://``, ``/vsicurl/``, ``s3://``); see :mod:`viper_rs.rasterfile`.
         """
-        p = _checked_source(path, gsd)
+        p = _checked_source(path, gsd, remote)
         raster = _read_raster(p, drivers, window, out_size)
         if raster.colormap is not None:
             _expand_palette(raster)
@@ -326,13 +321,12 @@ class _Raster:
     colormap: dict | None  # colour table of a single palette band
 
 
-def _checked_source(path: str | Path, gsd: float | None) -> Any:
-    """``path`` as a URL string or an existing, non-empty local file; ImageError when the
-    file or ``gsd`` is unusable."""
-    remote = is_remote(path)
-    p: Any = str(path) if remote else Path(path)
-    if not remote:
-        require_file(p, ImageError, "an image")
+def _checked_source(path: str | Path, gsd: float | None, remote: bool = False) -> Any:
+    """``path`` as a URL string (only with ``remote``) or an existing, non-empty regular
+    local file (:func:`viper_rs.rasterfile.checked_path`); ImageError when the file or
+    ``gsd`` is unusable."""
+    checked_path(path, remote=remote, error=ImageError)
+    p: Any = str(path) if is_remote(path) else Path(path)
     if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
         raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
     return p
@@ -342,21 +336,17 @@ def _read_raster(
     p: Any, drivers: tuple[str, ...] | None, window: tuple[int, int, int, int] | None,
     out_size: tuple[int, int] | None,
 ) -> _Raster:
-    """Pixels, mask, band metadata and georeference of a file through GDAL (GeoTIFF, PNG,
-    JPEG...); every failure becomes an ImageError."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-    from rasterio.io import DatasetReader
+    """Pixels, mask, band metadata and georeference of a file through the raster gate
+    (:func:`viper_rs.rasterfile.open_raster`: GeoTIFF, PNG, JPEG by default); every failure
+    becomes an ImageError."""
+    from rasterio.errors import RasterioIOError
 
     try:
         # GDAL's fast whole-image PNG decoding returns zeros for a truncated file
         # without an error; the libpng path reports it.
-        with warnings.catch_warnings(), rasterio.Env(GDAL_PNG_WHOLE_IMAGE_OPTIM="NO"):
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            # rasterio.open takes one driver name; its reader takes a list
-            ds = DatasetReader(p, driver=list(drivers)) if drivers else rasterio.open(p)
-            with ds:
-                return _read_dataset(p, ds, window, out_size)
+        with open_raster(p, remote=is_remote(p), drivers=drivers, error=ImageError,
+                         GDAL_PNG_WHOLE_IMAGE_OPTIM="NO") as ds:
+            return _read_dataset(p, ds, window, out_size)
     except ImageError:
         raise
     except RasterioIOError as exc:

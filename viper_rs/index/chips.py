@@ -73,8 +73,10 @@ class Chip:
 
     def read(self) -> GeoImage:
         """The chip's pixels (the source's white point, the window's georeference)."""
+        # an accepted source (a URL there was typed by the user or found by a STAC search)
         return GeoImage.open(self.source.uri, window=self.window,
-                             white_point=self.source.white_point, out_size=self.read_size)
+                             white_point=self.source.white_point, out_size=self.read_size,
+                             remote=True)
 
 
 def chip_id(source: Source, window: tuple[int, int, int, int]) -> str:

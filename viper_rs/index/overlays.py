@@ -248,7 +248,8 @@ def _read_display(source: Source, ow: int, oh: int) -> tuple[np.ndarray, np.ndar
             continue
         try:
             image = GeoImage.open(source.uri, window=(0, r0, width, r1 - r0),
-                                  white_point=source.white_point, out_size=(ow, o1 - o0))
+                                  white_point=source.white_point, out_size=(ow, o1 - o0),
+                                  remote=True)  # an accepted source
         except ImageError as exc:
             if "every pixel is nodata" in str(exc):
                 continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.errors import InputError, first_line
-from viper_rs.geo import is_remote
+from viper_rs.rasterfile import is_remote, open_raster
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,13 @@ class SourceScan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def expand(inputs: Sequence[str | Path]) -> list[str]:
+def expand(inputs: Sequence[str | Path],
+           refused: list[tuple[str, str]] | None = None) -> list[str]:
     """Files and URLs named by ``inputs``: folders (recursively, ``*.tif``/``*.tiff``), list
-    files (``.txt``: one path or URL per line, ``#`` comments), files and URLs as given."""
+    files (``.txt``: one local path per line, relative to the list, ``#`` comments), files
+    and URLs as given. A URL or GDAL ``/vsi`` path on a list's line is not followed (only
+    one typed as an input is, see :mod:`viper_rs.rasterfile`): it goes to ``refused``
+    with the reason (logged when ``refused`` is None)."""
     out: list[str] = []
     for item in inputs:
         text = str(item)
@@ -82,8 +85,10 @@ def expand(inputs: Sequence[str | Path]) -> list[str]:
             continue
         p = Path(text).expanduser()
         if p.is_dir():
+            # special files (a FIFO named x.tif) are listed too: the raster gate
+            # refuses them with the reason instead of passing over them silently
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES
-                           and q.is_file())
+                           and not q.is_dir())
             if not found:
                 log.warning("%s: no .tif/.tiff files", p)
             out.extend(str(q.resolve()) for q in found)
@@ -91,8 +96,17 @@ def expand(inputs: Sequence[str | Path]) -> list[str]:
             base = p.parent
             for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
                 line = line.strip()
-                if line and not line.startswith("#"):
-                    out.extend(expand([line if is_remote(line) else str(base / line)]))
+                if not line or line.startswith("#"):
+                    continue
+                if is_remote(line):
+                    why = (f"{line}: a URL or /vsi path inside the list {p.name} is not "
+                           "followed; give it as an argument instead")
+                    if refused is None:
+                        log.warning("%s", why)
+                    else:
+                        refused.append((line, why))
+                    continue
+                out.extend(expand([str(base / line)], refused))
         elif p.exists():
             out.append(str(p.resolve()))
         else:
@@ -103,9 +117,9 @@ def expand(inputs: Sequence[str | Path]) -> list[str]:
 def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceScan:
     """Open every input's metadata; unusable rasters are skipped with their reason."""
     result = SourceScan(sources=list(extra))
-    for uri in expand(inputs):
-        try:
-            result.sources.append(describe(uri))
+    for uri in expand(inputs, result.skipped):
+        try:  # expand() passes on only the URLs typed as inputs: those may be read
+            result.sources.append(describe(uri, remote=True))
         except InputError as exc:
             result.skipped.append((uri, str(exc)))
             log.info("skipping %s", exc)
@@ -119,33 +133,29 @@ def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceSc
     return result
 
 
-def describe(uri: str, datetime: str | None = None) -> Source:
+def describe(uri: str, datetime: str | None = None, remote: bool = False) -> Source:
     """The :class:`Source` of one raster; raises :class:`InputError` when it cannot be
-    indexed (unreadable, fewer than 3 bands, no CRS)."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
+    indexed (refused by the raster gate, unreadable, fewer than 3 bands, no CRS). ``remote``:
+    ``uri`` may be a URL (one the user typed, or a STAC href)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(uri) as ds:
-                if ds.count < 3:
-                    raise InputError(f"{uri}: {ds.count} band(s); chips need R, G and B")
-                if ds.crs is None:
-                    raise InputError(
-                        f"{uri}: no CRS, so its chips cannot be placed on the map "
-                        "(georeference it, e.g. gdal_edit.py -a_srs EPSG:... -a_ullr ...)"
-                    )
-                if ds.width == 0 or ds.height == 0:
-                    raise InputError(f"{uri}: no pixels")
-                white = _white_point(ds)
-                stamp = (datetime or ds.tags().get("TIFFTAG_DATETIME")
-                         or ds.tags().get("datetime") or date_from_name(uri))
-                return Source(
-                    uri=uri, width=ds.width, height=ds.height, count=ds.count,
-                    crs=ds.crs.to_string(), transform=tuple(ds.transform)[:6],
-                    white_point=white, fingerprint=fingerprint(uri), datetime=stamp,
+        with open_raster(uri, remote=remote, error=InputError) as ds:
+            if ds.count < 3:
+                raise InputError(f"{uri}: {ds.count} band(s); chips need R, G and B")
+            if ds.crs is None:
+                raise InputError(
+                    f"{uri}: no CRS, so its chips cannot be placed on the map "
+                    "(georeference it, e.g. gdal_edit.py -a_srs EPSG:... -a_ullr ...)"
                 )
+            if ds.width == 0 or ds.height == 0:
+                raise InputError(f"{uri}: no pixels")
+            white = _white_point(ds)
+            stamp = (datetime or ds.tags().get("TIFFTAG_DATETIME")
+                     or ds.tags().get("datetime") or date_from_name(uri))
+            return Source(
+                uri=uri, width=ds.width, height=ds.height, count=ds.count,
+                crs=ds.crs.to_string(), transform=tuple(ds.transform)[:6],
+                white_point=white, fingerprint=fingerprint(uri), datetime=stamp,
+            )
     except InputError:
         raise
     except Exception as exc:  # rasterio/GDAL raise many types on corrupt files
@@ -217,7 +227,7 @@ def stac_sources(url: str, collection: str | None, bbox: Sequence[float] | None,
             continue
         stamp = item.datetime.isoformat() if item.datetime else item.properties.get("datetime")
         try:
-            result.sources.append(describe(href, datetime=stamp))
+            result.sources.append(describe(href, datetime=stamp, remote=True))
         except InputError as exc:
             result.skipped.append((href, str(exc)))
     return result

@@ -68,6 +68,8 @@ def open_region(
         raise InputError(f"--gsd/--pixel-m must be a positive number of metres, got {pixel_m:g}")
     grid = build_grid(found.sources, parse_bbox(bbox), pixel_m=pixel_m, crs=crs)
     used = [found.sources[k] for k in grid.used]
+    # unreadable or refused sources (a FIFO, a VRT...) are left out with their reason too
+    grid.skipped[:0] = found.skipped
     for uri, why in grid.skipped:
         log.warning("region: leaving out %s: %s", uri, why)
     nb = min(s.count for s in used)
@@ -76,12 +78,11 @@ def open_region(
 
 def _band_names(src: Source, nb: int) -> list[str]:
     """Band roles of a source as GeoImage reads them (first ``nb`` bands)."""
-    import rasterio
-
     from viper_rs.geo import _band_roles
+    from viper_rs.rasterfile import open_raster
 
-    try:
-        with rasterio.open(src.uri) as ds:
+    try:  # a source accepted by the scan: a URL there was typed by the user
+        with open_raster(src.uri, remote=True) as ds:
             names = _band_roles([c.name for c in ds.colorinterp], list(ds.descriptions or []),
                                 {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}})
     except Exception:  # noqa: BLE001 - fall back to the usual order

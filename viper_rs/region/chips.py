@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from viper_rs.errors import ImageError, InputError
 from viper_rs.geo import GeoImage
+from viper_rs.rasterfile import open_raster
 from viper_rs.region.image import RegionImage
 
 #: Smallest chip core side in pixels.
@@ -76,9 +76,7 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
     """The chip's read window as a GeoImage in the working CRS (every intersecting source
     reprojected into it, first source first), or None when it holds no valid pixel.
     Raises on unreadable sources."""
-    import rasterio
     from rasterio.enums import Resampling
-    from rasterio.errors import NotGeoreferencedWarning
     from rasterio.warp import reproject, transform_bounds
     from rasterio.windows import from_bounds
 
@@ -93,24 +91,23 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
     method = Resampling[resampling]
     for k in chip.sources:
         src = image.sources[k]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(src.uri) as ds:
-                sb = transform_bounds(image.crs, ds.crs, *bounds, densify_pts=21)
-                win = from_bounds(*sb, transform=ds.transform)
-                col0 = max(math.floor(win.col_off) - 2, 0)
-                row0 = max(math.floor(win.row_off) - 2, 0)
-                col1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
-                row1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
-                if col1 <= col0 or row1 <= row0:
-                    continue
-                from rasterio.windows import Window
+        # a source accepted by the scan: a URL there was typed by the user
+        with open_raster(src.uri, remote=True) as ds:
+            sb = transform_bounds(image.crs, ds.crs, *bounds, densify_pts=21)
+            win = from_bounds(*sb, transform=ds.transform)
+            col0 = max(math.floor(win.col_off) - 2, 0)
+            row0 = max(math.floor(win.row_off) - 2, 0)
+            col1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
+            row1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
+            if col1 <= col0 or row1 <= row0:
+                continue
+            from rasterio.windows import Window
 
-                sw = Window(col0, row0, col1 - col0, row1 - row0)
-                pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
-                smask = _valid_mask(ds, sw, pixels)
-                s_transform = ds.window_transform(sw)
-                s_crs = ds.crs
+            sw = Window(col0, row0, col1 - col0, row1 - row0)
+            pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
+            smask = _valid_mask(ds, sw, pixels)
+            s_transform = ds.window_transform(sw)
+            s_crs = ds.crs
         if data is None:
             data = np.zeros((nb, h, w), dtype=pixels.dtype)
             white = src.white_point

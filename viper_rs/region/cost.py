@@ -501,12 +501,12 @@ def _itemsize(image: RegionImage) -> int:
 
 @lru_cache(maxsize=64)
 def _itemsize_of(uris: tuple[str, ...]) -> int:
-    import rasterio
+    from viper_rs.rasterfile import open_raster
 
     size = 1
     for uri in uris:
-        try:
-            with rasterio.open(uri) as ds:
+        try:  # sources accepted by the scan: a URL there was typed by the user
+            with open_raster(uri, remote=True) as ds:
                 size = max(size, max(np.dtype(d).itemsize for d in ds.dtypes))
         except Exception:  # noqa: BLE001 - unreadable now: the scan reports it
             continue

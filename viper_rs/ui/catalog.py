@@ -6,7 +6,6 @@ import logging
 import math
 import re
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,13 +17,15 @@ from viper_rs.datasets.rsvqa import RSVQA_CRS, find_image_record, tile_transform
 from viper_rs.errors import ImageError
 from viper_rs.geo import GeoImage
 from viper_rs.lru import LRU
+from viper_rs.rasterfile import ALLOWED_DRIVERS, open_raster
 
 log = logging.getLogger(__name__)
 
 #: File suffixes the app lists and accepts (case-insensitive).
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-#: GDAL drivers that may read those files (a VRT renamed .tif must not read other files).
-IMAGE_DRIVERS: tuple[str, ...] = ("GTiff", "PNG", "JPEG")
+#: GDAL drivers that may read those files: the raster gate's (a VRT renamed .tif must not
+#: read other files).
+IMAGE_DRIVERS: tuple[str, ...] = ALLOWED_DRIVERS
 #: Ground pixel sizes (m/px) the app works with: 1 cm drone imagery to 10 km grids.
 #: Values outside are typing or georeference mistakes (1e-9 m would ask for gigapixel
 #: windows).
@@ -198,7 +199,8 @@ class Catalog:
             elif entry.kind == "chip":
                 image = _checked(GeoImage.open(entry.source, window=entry.window,
                                                white_point=entry.white_point,
-                                               drivers=IMAGE_DRIVERS))
+                                               drivers=IMAGE_DRIVERS,
+                                               remote=True))  # a source the index accepted
                 if entry.roi is not None and entry.roi != entry.window:
                     image = replace(image, roi=window_mask(entry.window, entry.roi))
             elif entry.crs is not None:
@@ -246,15 +248,11 @@ def window_mask(window: tuple[int, int, int, int], inner: tuple[int, int, int, i
 
 
 def _raster_size(source: str) -> tuple[int, int] | None:
-    """(width, height) of a raster, None when it cannot be opened."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
+    """(width, height) of an indexed source (a URL there was accepted when the index was
+    built), None when it cannot be opened."""
     try:
-        with warnings.catch_warnings(), rasterio.Env():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(source) as ds:
-                return int(ds.width), int(ds.height)
+        with open_raster(source, remote=True) as ds:
+            return int(ds.width), int(ds.height)
     except Exception as exc:  # noqa: BLE001 - opening it later reports the problem
         log.info("cannot read the size of %s: %s", source, exc)
         return None
@@ -300,17 +298,11 @@ def _checked(image: GeoImage) -> GeoImage:
 
 def _band_count(path: Path) -> int | None:
     """Bands of a raster (palette images count as three), None when unreadable."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-    from rasterio.io import DatasetReader
-
     try:
-        with warnings.catch_warnings(), rasterio.Env():  # Env registers GDAL's drivers
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with DatasetReader(path, driver=list(IMAGE_DRIVERS)) as ds:
-                if ds.count == 1 and ds.colorinterp[0].name == "palette":
-                    return 3
-                return int(ds.count)
+        with open_raster(path, drivers=IMAGE_DRIVERS) as ds:
+            if ds.count == 1 and ds.colorinterp[0].name == "palette":
+                return 3
+            return int(ds.count)
     except Exception as exc:  # noqa: BLE001 - unreadable files are skipped, not fatal
         log.info("skipping %s: %s", path, exc)
         return None

@@ -304,7 +304,7 @@ class RegionSearch:
 
 def source_key(uri: str) -> str:
     """The index's key of a source URI (a URL without its query string: signing tokens)."""
-    from viper_rs.geo import is_remote
+    from viper_rs.rasterfile import is_remote
 
     return uri.split("?")[0] if is_remote(uri) else uri
 
@@ -409,7 +409,8 @@ def thumbnail(hit: Any, side: int = THUMB_SIDE) -> str | None:
                                          max(1, round(height * scale)))
     try:  # read averaged down to the thumbnail's size: big chips and COGs stay cheap
         image = GeoImage.open(hit.source, window=(col, row, width, height),
-                              white_point=hit.white_point, out_size=out_size)
+                              white_point=hit.white_point, out_size=out_size,
+                              remote=True)  # a source the index accepted
     except ViperError as exc:
         log.info("no thumbnail for %s: %s", hit.id, exc)
         return None

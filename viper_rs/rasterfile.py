@@ -1,0 +1,167 @@
+"""The one gate every raster read goes through: which paths may reach GDAL, which GDAL
+drivers may read them, and GDAL's network access off for local files.
+
+Rules (README "Input files GDAL may read" says the same):
+
+- **Drivers:** only :data:`ALLOWED_DRIVERS` (GeoTIFF - COGs are GeoTIFFs -, PNG, JPEG).
+  Formats that point at other files or URLs (VRT, GTI, WMS, MBTiles...) never open, whatever
+  the file's name: a VRT renamed ``.tif`` is refused instead of reading what it names.
+- **Local paths** are checked with ``os.stat`` (never opened, so a FIFO cannot block)
+  before GDAL sees them: a regular, non-empty file once symlinks are followed. FIFOs,
+  devices, sockets and directories are refused with a one-line error naming the file and
+  what it is. Files GDAL reads beside a raster (``x.tif.aux.xml``, ``x.tif.ovr``, world
+  files...) may not be FIFOs, devices or sockets either, and ``.ovr``/``.msk`` overviews and
+  masks must be TIFFs. GDAL gets the absolute path, so no name is read as GDAL syntax
+  (``GTIFF_DIR:``, ``MEM:::``).
+- **Remote paths** (``http(s)://``, ``s3://``, ``gs://``, ``az://``, ``/vsi...``) are
+  read only when the caller opts in with ``remote=True``. The library does so for what a
+  person typed as an argument (``ask URL``, ``region URL``, ``index build URL``), for the
+  hrefs a STAC search (``--stac``) returned, and for reopening a source accepted under these
+  rules (an index's or a region's sources). Never for a path named inside a file (a line
+  of a ``.txt`` source list, a VRT, a manifest), an app upload or an image found in a
+  folder.
+- **GDAL's network:** a local file is read inside a ``rasterio.Env`` whose
+  ``CPL_VSIL_CURL_ALLOWED_FILENAME`` matches no URL, so ``/vsicurl/`` and the file systems
+  built on it (``/vsis3/``, ``/vsigs/``, ``/vsiaz/``...) refuse every URL before connecting.
+  GDAL has no run-time switch that turns libcurl off (its security guide says to build
+  without curl), so the driver allow-list and the refusal of remote paths are the defence;
+  the option is the second wall behind them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from viper_rs.errors import ImageError, ViperError
+from viper_rs.files import require_file, special_kind
+from viper_rs.lru import LRU
+
+#: GDAL drivers that may read an input raster (GTiff reads COGs). Formats that name other
+#: files or URLs (VRT, GTI, WMS...) are left out on purpose; add one only when users need
+#: it and it cannot point elsewhere.
+ALLOWED_DRIVERS: tuple[str, ...] = ("GTiff", "PNG", "JPEG")
+
+#: URL schemes and GDAL virtual file systems GDAL reads (rasterio maps the schemes to
+#: its /vsi* file systems).
+REMOTE_PREFIXES: tuple[str, ...] = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
+
+#: GDAL settings for reading a local file: no URL equals this name, so every
+#: curl-based file system refuses to connect.
+NO_NETWORK: dict[str, str] = {
+    "CPL_VSIL_CURL_ALLOWED_FILENAME": "/vsicurl/viper-rs-reads-no-url-here",
+}
+
+#: Sidecar suffixes (after the raster's file name, case-blind) that GDAL opens as rasters:
+#: external overviews and masks. They must be TIFFs.
+_RASTER_SIDECARS: tuple[str, ...] = (".ovr", ".msk")
+_TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def is_remote(path: str | Path) -> bool:
+    """Whether ``path`` is a URL or GDAL virtual path rather than a local file."""
+    return str(path).startswith(REMOTE_PREFIXES)
+
+
+def checked_path(
+    path: str | Path, *, remote: bool = False, error: type[ViperError] = ImageError,
+    kind: str = "an image",
+) -> str:
+    """The path GDAL may be given for ``path``: a URL as it is (only with ``remote``), else
+    the absolute path of an existing, non-empty regular file whose GDAL sidecars are plain
+    files. ``error`` (one line naming the file and what it is) otherwise; nothing is
+    opened."""
+    text = os.fspath(path)
+    if is_remote(text):
+        if remote:
+            return text
+        raise error(f"{text}: URLs and GDAL /vsi paths are not read here; give a local "
+                    "image file (a URL is read only when typed as a command argument)")
+    if "\x00" in text:
+        raise error(f"{text!r}: a file name cannot hold a NUL character")
+    require_file(Path(text), error, kind)
+    absolute = os.path.abspath(text)
+    _check_sidecars(absolute, text, error)
+    return absolute
+
+
+def _check_sidecars(absolute: str, label: str, error: type[ViperError]) -> None:
+    """``error`` when a file GDAL may read beside ``absolute`` (a name starting with the
+    raster's name or stem) is a FIFO, device or socket, or an overview/mask is not a TIFF."""
+    folder, name = os.path.split(absolute)
+    low, stem = name.lower(), os.path.splitext(name)[0].lower()
+    names = _listing(folder)
+    for k in range(bisect.bisect_left(names, (stem,)), len(names)):
+        other, real = names[k]
+        if not other.startswith(stem):
+            break
+        if other == low or not (other.startswith(low) or other[len(stem):][:1] in (".", "_")):
+            continue
+        try:
+            st = os.stat(os.path.join(folder, real))
+        except OSError:
+            continue  # a broken link: GDAL finds nothing there either
+        what = special_kind(st.st_mode)
+        if what is not None and what != "a directory":
+            raise error(f"{label}: the file {real} beside it, which GDAL reads with "
+                        f"it, is {what}; move it away")
+        if stat.S_ISREG(st.st_mode) and other[len(low):] in _RASTER_SIDECARS:
+            with open(os.path.join(folder, real), "rb") as fh:  # regular: cannot block
+                head = fh.read(4)
+            if head not in _TIFF_MAGIC:
+                raise error(f"{label}: {real} beside it is not a TIFF overview or mask "
+                            "(GDAL would read it with the image); move it away")
+
+
+#: Sorted (lower-case name, name) listings of folders, keyed by (folder, its mtime): a
+#: folder of many tiles is listed once, not once per tile or chip.
+_LISTINGS: LRU[tuple[str, int], list[tuple[str, str]]] = LRU(64)
+
+
+def _listing(folder: str) -> list[tuple[str, str]]:
+    """(lower-case name, name) of every entry of ``folder``, sorted; empty when it cannot
+    be listed (GDAL then only probes the sidecars it needs, which :func:`checked_path`
+    cannot see either)."""
+    try:
+        key = (folder, os.stat(folder).st_mtime_ns)
+    except OSError:
+        return []
+    names = _LISTINGS.get(key)
+    if names is None:
+        try:
+            names = sorted((n.lower(), n) for n in os.listdir(folder))
+        except OSError:
+            names = []
+        _LISTINGS.put(key, names)
+    return names
+
+
+@contextmanager
+def open_raster(
+    path: str | Path, *, remote: bool = False,
+    drivers: tuple[str, ...] | list[str] | None = None,
+    error: type[ViperError] = ImageError, **gdal_options: Any,
+) -> Iterator[Any]:
+    """An open rasterio dataset of ``path`` after :func:`checked_path`, read by
+    ``drivers`` (default :data:`ALLOWED_DRIVERS`) inside a ``rasterio.Env`` of
+    ``gdal_options`` (plus :data:`NO_NETWORK` for a local file). GDAL's own errors
+    (unreadable, not an allowed format) propagate as rasterio raises them."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import DatasetReader
+
+    target = checked_path(path, remote=remote, error=error)
+    options = dict(gdal_options)
+    if not is_remote(target):
+        options.update(NO_NETWORK)
+    with warnings.catch_warnings(), rasterio.Env(**options):
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        # rasterio.open takes one driver name; its reader takes a list
+        with DatasetReader(target, driver=list(drivers or ALLOWED_DRIVERS)) as ds:
+            yield ds

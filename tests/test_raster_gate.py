@@ -352,3 +352,15 @@ def test_a_link_to_a_good_tile_opens(tmp_path) -> None:
     (tmp_path / "link.tif").symlink_to(good)
     assert GeoImage.open(tmp_path / "link.tif").shape == (SIZE, SIZE)
     assert [s.width for s in scan([tmp_path / "link.tif"]).sources] == [SIZE]
+
+
+def test_a_special_file_in_a_source_folder_is_listed_with_the_reason(tmp_path) -> None:
+    write_tif(tmp_path / "good.tif")
+    os.mkfifo(tmp_path / "pipe.tif")
+    (tmp_path / "dev.tif").symlink_to("/dev/zero")
+    found = bounded(lambda: scan([tmp_path]), tmp_path / "pipe.tif")
+    assert [Path(s.uri).name for s in found.sources] == ["good.tif"]
+    reasons = sorted(why for _, why in found.skipped)
+    assert len(reasons) == 2, reasons
+    assert "dev.tif: is a link to a character device" in reasons[0], reasons
+    assert "pipe.tif: is a FIFO" in reasons[1], reasons

@@ -91,7 +91,7 @@ def expand(inputs: Sequence[str | Path],
                            and not q.is_dir())
             if not found:
                 log.warning("%s: no .tif/.tiff files", p)
-            out.extend(str(q.resolve()) for q in found)
+            out.extend(_local_name(q) for q in found)
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             base = p.parent
             for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -107,11 +107,17 @@ def expand(inputs: Sequence[str | Path],
                         refused.append((line, why))
                     continue
                 out.extend(expand([str(base / line)], refused))
-        elif p.exists():
-            out.append(str(p.resolve()))
+        elif p.exists() or p.is_symlink():
+            out.append(_local_name(p))
         else:
             raise InputError(f"{p}: no such file or folder")
     return list(dict.fromkeys(out))
+
+
+def _local_name(p: Path) -> str:
+    """A local source's name: the resolved path of a regular file, else the path as found
+    (a link to /dev/zero is refused under its own name)."""
+    return str(p.resolve()) if p.is_file() else str(p.absolute())
 
 
 def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceScan:

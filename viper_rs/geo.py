@@ -13,7 +13,13 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.errors import ImageError, first_line
-from viper_rs.rasterfile import REMOTE_PREFIXES, checked_path, is_remote, open_raster
+from viper_rs.rasterfile import (
+    REMOTE_PREFIXES,
+    checked_path,
+    is_remote,
+    open_raster,
+    why_unreadable,
+)
 
 __all__ = ["REMOTE_PREFIXES", "GeoImage", "is_remote"]
 
@@ -350,7 +356,7 @@ def _read_raster(
     except ImageError:
         raise
     except RasterioIOError as exc:
-        raise ImageError(f"{p}: not a readable image ({first_line(exc)})") from None
+        raise ImageError(f"{p}: not a readable image ({why_unreadable(exc)})") from None
     except Exception as exc:  # rasterio/GDAL raise many types on corrupt data
         raise ImageError(f"{p}: could not read pixels ({first_line(exc)})") from None
 

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from viper_rs.errors import ImageError, ViperError
+from viper_rs.errors import ImageError, ViperError, first_line
 from viper_rs.files import require_file, special_kind
 from viper_rs.lru import LRU
 
@@ -47,6 +47,8 @@ from viper_rs.lru import LRU
 #: files or URLs (VRT, GTI, WMS...) are left out on purpose; add one only when users need
 #: it and it cannot point elsewhere.
 ALLOWED_DRIVERS: tuple[str, ...] = ("GTiff", "PNG", "JPEG")
+#: The same formats as people name them (messages).
+ALLOWED_FORMAT_NAMES: tuple[str, ...] = ("GeoTIFF/COG", "PNG", "JPEG")
 
 #: URL schemes and GDAL virtual file systems GDAL reads (rasterio maps the schemes to
 #: its /vsi* file systems).
@@ -62,6 +64,16 @@ NO_NETWORK: dict[str, str] = {
 #: external overviews and masks. They must be TIFFs.
 _RASTER_SIDECARS: tuple[str, ...] = (".ovr", ".msk")
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def why_unreadable(exc: BaseException) -> str:
+    """GDAL's one-line reason for a failed open, saying which formats are read when GDAL
+    did not recognise the file (a VRT renamed ``.tif``, a PDF...)."""
+    why = first_line(exc)
+    if "not recognized as" in why and "supported file format" in why:
+        *most, last = ALLOWED_FORMAT_NAMES
+        why = why.rstrip(".") + f"; only {', '.join(most)} and {last} files are read"
+    return why
 
 
 def is_remote(path: str | Path) -> bool:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import InputError, first_line
-from viper_rs.rasterfile import is_remote, open_raster
+from viper_rs.errors import InputError
+from viper_rs.rasterfile import is_remote, open_raster, why_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def describe(uri: str, datetime: str | None = None, remote: bool = False) -> Sou
     except InputError:
         raise
     except Exception as exc:  # rasterio/GDAL raise many types on corrupt files
-        raise InputError(f"{uri}: not a readable raster ({first_line(exc)})") from None
+        raise InputError(f"{uri}: not a readable raster ({why_unreadable(exc)})") from None
 
 
 def date_from_name(uri: str) -> str | None:

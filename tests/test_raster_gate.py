@@ -259,20 +259,15 @@ def test_region_notes_name_a_refused_source(tmp_path) -> None:
     from viper_rs.region.api import open_region, skipped_notes
 
     good = write_tif(tmp_path / "good.tif")
-    os.mkfifo(tmp_path / "pipe.tif")
-    image = bounded(lambda: open_region([good, tmp_path / "pipe.tif"]), tmp_path / "pipe.tif")
+    (tmp_path / "other").mkdir()
+    os.mkfifo(tmp_path / "other" / "pipe.tif")
+    image = bounded(lambda: open_region([good, tmp_path / "other" / "pipe.tif"]),
+                    tmp_path / "other" / "pipe.tif")
     notes = skipped_notes(image)
     assert len(notes) == 1 and "pipe.tif" in notes[0] and "FIFO" in notes[0], notes
 
 
 # ------------------------------------------------------------------------------- sidecars
-def test_a_fifo_beside_the_image_is_refused_without_blocking(tmp_path) -> None:
-    tif = write_tif(tmp_path / "x.tif")
-    os.mkfifo(tmp_path / "x.tif.aux.xml")  # GDAL reads x.tif.aux.xml when it opens x.tif
-    with pytest.raises(ImageError, match=r"x\.tif\.aux\.xml.*FIFO"):
-        bounded(lambda: GeoImage.open(tif), tmp_path / "x.tif.aux.xml")
-
-
 def test_an_overview_that_is_a_vrt_is_refused(tmp_path) -> None:
     tif = write_tif(tmp_path / "x.tif")
     write_vrt(tmp_path / "x.tif.ovr", "/dev/zero", raw=True)
@@ -355,12 +350,25 @@ def test_a_link_to_a_good_tile_opens(tmp_path) -> None:
 
 
 def test_a_special_file_in_a_source_folder_is_listed_with_the_reason(tmp_path) -> None:
-    write_tif(tmp_path / "good.tif")
-    os.mkfifo(tmp_path / "pipe.tif")
-    (tmp_path / "dev.tif").symlink_to("/dev/zero")
-    found = bounded(lambda: scan([tmp_path]), tmp_path / "pipe.tif")
-    assert [Path(s.uri).name for s in found.sources] == ["good.tif"]
-    reasons = sorted(why for _, why in found.skipped)
-    assert len(reasons) == 2, reasons
-    assert "dev.tif: is a link to a character device" in reasons[0], reasons
-    assert "pipe.tif: is a FIFO" in reasons[1], reasons
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    write_tif(folder / "good.tif")
+    os.mkfifo(folder / "pipe.tif")
+    (folder / "dev.tif").symlink_to("/dev/zero")
+    found = bounded(lambda: scan([folder]), folder / "pipe.tif")
+    reasons = dict((Path(u).name, why) for u, why in found.skipped)
+    assert "dev.tif: is a link to a character device" in reasons["dev.tif"], reasons
+    assert "pipe.tif: is a FIFO" in reasons["pipe.tif"], reasons
+    # GDAL may open files beside an image: the good tile beside them is refused too, saying why
+    assert "dev.tif in its folder is a character device" in reasons["good.tif"], reasons
+    assert not found.sources
+
+
+@pytest.mark.parametrize("name", ["METADATA.DIM", "x.IMD", "x_MTL.txt", "x.tif.ovr",
+                                  "x.tif.aux.xml"])
+def test_a_fifo_gdal_would_read_beside_a_tile_is_refused_without_blocking(tmp_path, name):
+    # each of these blocked GDAL's open or read of x.tif when it was a FIFO
+    tif = write_tif(tmp_path / "x.tif")
+    os.mkfifo(tmp_path / name)
+    with pytest.raises(ImageError, match=f"{name} in its folder is a FIFO"):
+        bounded(lambda: GeoImage.open(tif, out_size=(8, 8)), tmp_path / name)

@@ -9,9 +9,10 @@ Rules (README "Input files GDAL may read" says the same):
 - **Local paths** are checked with ``os.stat`` (never opened, so a FIFO cannot block)
   before GDAL sees them: a regular, non-empty file once symlinks are followed. FIFOs,
   devices, sockets and directories are refused with a one-line error naming the file and
-  what it is. Files GDAL reads beside a raster (``x.tif.aux.xml``, ``x.tif.ovr``, world
-  files...) may not be FIFOs, devices or sockets either, and ``.ovr``/``.msk`` overviews and
-  masks must be TIFFs. GDAL gets the absolute path, so no name is read as GDAL syntax
+  what it is. GDAL also opens files beside a raster (``x.tif.aux.xml``, ``x.tif.ovr``,
+  world files, metadata its readers look for by fixed names such as ``METADATA.DIM``), so
+  a raster whose folder holds a FIFO, device or socket (hidden dot-files aside) is refused
+  naming it, and ``.ovr``/``.msk`` overviews and masks beside it must be TIFFs. GDAL gets the absolute path, so no name is read as GDAL syntax
   (``GTIFF_DIR:``, ``MEM:::``).
 - **Remote paths** (``http(s)://``, ``s3://``, ``gs://``, ``az://``, ``/vsi...``) are
   read only when the caller opts in with ``remote=True``. The library does so for what a
@@ -30,7 +31,6 @@ Rules (README "Input files GDAL may read" says the same):
 
 from __future__ import annotations
 
-import bisect
 import os
 import stat
 import warnings
@@ -104,54 +104,63 @@ def checked_path(
 
 
 def _check_sidecars(absolute: str, label: str, error: type[ViperError]) -> None:
-    """``error`` when a file GDAL may read beside ``absolute`` (a name starting with the
-    raster's name or stem) is a FIFO, device or socket, or an overview/mask is not a TIFF."""
+    """``error`` when the raster's folder holds a FIFO, device or socket that GDAL may open
+    with it (sidecars such as ``x.tif.aux.xml``, and the metadata files its readers look
+    for by fixed names, such as ``METADATA.DIM``: any entry but hidden dot-files), or an
+    ``.ovr``/``.msk`` overview or mask beside it that is not a TIFF."""
     folder, name = os.path.split(absolute)
-    low, stem = name.lower(), os.path.splitext(name)[0].lower()
-    names = _listing(folder)
-    for k in range(bisect.bisect_left(names, (stem,)), len(names)):
-        other, real = names[k]
-        if not other.startswith(stem):
-            break
-        if other == low or not (other.startswith(low) or other[len(stem):][:1] in (".", "_")):
-            continue
-        try:
-            st = os.stat(os.path.join(folder, real))
-        except OSError:
-            continue  # a broken link: GDAL finds nothing there either
-        what = special_kind(st.st_mode)
-        if what is not None and what != "a directory":
-            raise error(f"{label}: the file {real} beside it, which GDAL reads with "
-                        f"it, is {what}; move it away")
-        if stat.S_ISREG(st.st_mode) and other[len(low):] in _RASTER_SIDECARS:
-            with open(os.path.join(folder, real), "rb") as fh:  # regular: cannot block
-                head = fh.read(4)
-            if head not in _TIFF_MAGIC:
-                raise error(f"{label}: {real} beside it is not a TIFF overview or mask "
-                            "(GDAL would read it with the image); move it away")
+    special = _special_entries(folder)
+    if special:
+        other, what = special[0]
+        raise error(f"{label}: {other} in its folder is {what}, and GDAL may read files "
+                    "beside an image; move it away")
+    for suffix in _RASTER_SIDECARS:
+        for side in (absolute + suffix, absolute + suffix.upper()):
+            try:
+                regular = stat.S_ISREG(os.stat(side).st_mode)
+            except OSError:
+                continue
+            if regular:
+                with open(side, "rb") as fh:  # a regular file: reading cannot block
+                    head = fh.read(4)
+                if head not in _TIFF_MAGIC:
+                    raise error(f"{label}: {os.path.basename(side)} beside it is not a "
+                                "TIFF overview or mask (GDAL would read it with the image); "
+                                "move it away")
 
 
-#: Sorted (lower-case name, name) listings of folders, keyed by (folder, its mtime): a
-#: folder of many tiles is listed once, not once per tile or chip.
-_LISTINGS: LRU[tuple[str, int], list[tuple[str, str]]] = LRU(64)
+#: The FIFOs, devices and sockets of a folder, keyed by (folder, its mtime): a folder of
+#: many tiles is listed once, not once per tile or chip.
+_SPECIAL: LRU[tuple[str, int], list[tuple[str, str]]] = LRU(64)
 
 
-def _listing(folder: str) -> list[tuple[str, str]]:
-    """(lower-case name, name) of every entry of ``folder``, sorted; empty when it cannot
-    be listed (GDAL then only probes the sidecars it needs, which :func:`checked_path`
-    cannot see either)."""
+def _special_entries(folder: str) -> list[tuple[str, str]]:
+    """(name, what it is) of every FIFO, device or socket in ``folder`` (symlinks followed,
+    hidden dot-files left out); empty when the folder cannot be listed."""
     try:
         key = (folder, os.stat(folder).st_mtime_ns)
     except OSError:
         return []
-    names = _LISTINGS.get(key)
-    if names is None:
+    found = _SPECIAL.get(key)
+    if found is None:
+        found = []
         try:
-            names = sorted((n.lower(), n) for n in os.listdir(folder))
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    # d_type answers without a stat for all but links and special files
+                    if entry.name.startswith(".") or entry.is_dir() or entry.is_file():
+                        continue
+                    try:
+                        what = special_kind(os.stat(entry.path).st_mode)
+                    except OSError:
+                        continue  # a broken link: nothing for GDAL to open there
+                    if what is not None and what != "a directory":
+                        found.append((entry.name, what))
         except OSError:
-            names = []
-        _LISTINGS.put(key, names)
-    return names
+            found = []
+        found.sort()
+        _SPECIAL.put(key, found)
+    return found
 
 
 @contextmanager

@@ -86,9 +86,9 @@ def checked_path(
     kind: str = "an image",
 ) -> str:
     """The path GDAL may be given for ``path``: a URL as it is (only with ``remote``), else
-    the absolute path of an existing, non-empty regular file whose GDAL sidecars are plain
-    files. ``error`` (one line naming the file and what it is) otherwise; nothing is
-    opened."""
+    the absolute path of an existing, non-empty regular file whose folder holds no FIFO,
+    device or socket GDAL could open with it. ``error`` (one line naming the file and what
+    it is) otherwise; nothing that could block is opened."""
     text = os.fspath(path)
     if is_remote(text):
         if remote:

@@ -168,10 +168,10 @@ CASES: dict[str, tuple[Callable[[Path, Listener], Path], str]] = {
     "vrt-local": (_vrt_local, "not a readable"),
     "vrt-devzero": (_vrt_devzero, "not a readable"),
     "vrt-http": (_vrt_http, "not a readable"),
-    "fifo": (_fifo, "FIFO"),
-    "link-devzero": (_link_devzero, "character device"),
-    "directory": (_directory, "directory"),
-    "socket": (_socket_file, "socket"),
+    "fifo": (_fifo, "x.tif: is a FIFO"),
+    "link-devzero": (_link_devzero, "x.tif: is a link to a character device"),
+    "directory": (_directory, "x.tif: is a directory"),
+    "socket": (_socket_file, "x.tif: is a socket"),
 }
 
 
@@ -223,7 +223,7 @@ def test_index_build_refuses_when_nothing_is_left(hostile, tmp_path, capsys) -> 
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
-    if words != "directory":  # a folder named x.tif is searched for tiles (none there)
+    if "directory" not in words:  # a folder named x.tif is searched for tiles (none there)
         assert words in err, err
 
 
@@ -234,7 +234,7 @@ def test_region_refuses_when_nothing_is_left(hostile, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
-    if words != "directory":
+    if "directory" not in words:
         assert words in err, err
 
 
@@ -243,7 +243,7 @@ def test_sources_beside_a_good_tile_are_skipped_with_the_reason(hostile, tmp_pat
     good = write_tif(tmp_path / "good.tif")
     found = bounded(lambda: scan([good, path]), path)
     assert [Path(s.uri).name for s in found.sources] == ["good.tif"]
-    if words != "directory":
+    if "directory" not in words:
         assert len(found.skipped) == 1 and words in found.skipped[0][1], found.skipped
 
 

@@ -286,6 +286,23 @@ def test_corrupt_upload_is_a_chat_message(page, tmp_path):
     assert "Could not" not in _ask(page, "Is there a road?").inner_text()
 
 
+def test_vrt_upload_named_tif_is_refused(page, tmp_path):
+    """Issue 23: a VRT renamed .tif naming a raster on the server is refused, not read."""
+    target = sorted((DATA / "naip").glob("*.tif"))[0] if (DATA / "naip").is_dir() else "/dev/zero"
+    vrt = tmp_path / "innocent.tif"
+    vrt.write_text('<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand '
+                   'dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="0">'
+                   f"{target}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>"
+                   "</VRTRasterBand></VRTDataset>")
+    page.locator("#upload input[type=file]").set_input_files(str(vrt))
+    message = page.locator("#chat .message").filter(has_text="Could not use the upload") \
+        .filter(has_text="innocent.tif")
+    message.first.wait_for(timeout=60_000)
+    text = message.first.inner_text()
+    assert "only GeoTIFF/COG, PNG and JPEG" in text, text
+    page.screenshot(path=str(ARTIFACTS / "vrt_upload.png"), full_page=True)
+
+
 def test_one_band_upload_says_at_once_that_it_cannot_be_answered(page, tmp_path):
     """Issue 22: a one-band raster was "Loaded" and refused only when asked."""
     import numpy as np

@@ -20,6 +20,7 @@ import numpy as np
 
 from viper_rs.errors import InputError, first_line
 from viper_rs.geo import is_remote
+from viper_rs.georef import check_georeference
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceSc
 
 def describe(uri: str, datetime: str | None = None) -> Source:
     """The :class:`Source` of one raster; raises :class:`InputError` when it cannot be
-    indexed (unreadable, fewer than 3 bands, no CRS)."""
+    indexed (unreadable, fewer than 3 bands, no CRS, a georeference
+    :func:`viper_rs.georef.georeference_problem` refuses)."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
@@ -138,6 +140,7 @@ def describe(uri: str, datetime: str | None = None) -> Source:
                     )
                 if ds.width == 0 or ds.height == 0:
                     raise InputError(f"{uri}: no pixels")
+                check_georeference(uri, ds.crs, ds.transform, ds.width, ds.height, InputError)
                 white = _white_point(ds)
                 stamp = (datetime or ds.tags().get("TIFFTAG_DATETIME")
                          or ds.tags().get("datetime") or date_from_name(uri))

@@ -6,10 +6,13 @@ cannot be used; ``None`` means they can. The rules:
 
 - the transform's six numbers are finite, it is not singular (pixels have an area) and its
   pixel axes are at least :data:`MIN_AXIS_ANGLE_DEG` apart (rotation is fine, a shear that
-  flattens pixels into lines is not), with a pixel side ratio at most :data:`MAX_ASPECT`;
-- pixel sides on the ground are from :data:`MIN_PIXEL_M` to :data:`MAX_PIXEL_M` metres
-  (1 mm to 10 km: close-range drone imagery to coarse weather-satellite grids), measured
-  once from the CRS units and again geodesically at the image centre after PROJ places it;
+  flattens pixels into lines is not), with sides (in CRS units) at most :data:`MAX_ASPECT`
+  times apart;
+- the pixel size on the ground is from :data:`MIN_PIXEL_M` to :data:`MAX_PIXEL_M` metres
+  (1 mm to 10 km: close-range drone imagery to coarse weather-satellite grids): first
+  roughly from the CRS units (degrees at the equator's scale; ten times past the range is
+  refused before PROJ runs), then as the square root of the centre pixel's geodesic
+  sides (the ground sampling distance GeoImage reports) after PROJ places it;
 - the CRS is geographic or projected (a local/engineering CRS cannot be placed on the
   globe), and PROJ can carry the image's corners, centre and the centre pixel's sides to
   WGS84 (finite, within ±180 / ±90 degrees) and back to the same place, and to the UTM
@@ -128,6 +131,9 @@ def _transform_problem(t: tuple[float, ...], width: int, height: int) -> str | N
     if angle < MIN_AXIS_ANGLE_DEG:
         return (f"transform ({_nums(t)}) shears pixels to {angle:.3g} degrees between their "
                 f"axes (at least {MIN_AXIS_ANGLE_DEG:g} expected)")
+    if max(col, row) > MAX_ASPECT * min(col, row):
+        return (f"transform ({_nums(t)}) makes pixels {col:.3g} x {row:.3g} CRS units, "
+                f"sides more than {MAX_ASPECT:g} times apart")
     for cc, rr in ((width, 0), (0, height), (width, height)):
         x, y = c + a * cc + b * rr, f + d * cc + e * rr
         if not (math.isfinite(x) and math.isfinite(y)):
@@ -205,13 +211,10 @@ def _placement_problem(pcrs: Any, t: tuple[float, ...], width: int, height: int)
     geod = Geod(ellps="WGS84")
     dx = geod.inv(lon[4], lat[4], lon[5], lat[5])[2]
     dy = geod.inv(lon[4], lat[4], lon[6], lat[6])[2]
-    if not (math.isfinite(dx) and math.isfinite(dy)
-            and MIN_PIXEL_M <= min(dx, dy) and max(dx, dy) <= MAX_PIXEL_M):
+    gsd = math.sqrt(dx * dy)  # what GeoImage calls the ground sampling distance
+    if not (math.isfinite(gsd) and MIN_PIXEL_M <= gsd <= MAX_PIXEL_M):
         return (f"pixel size {_size(dx, dy)} on the ground (at lon {lon[4]:.6g}, lat "
                 f"{lat[4]:.6g}) is outside the plausible range {_range()}")
-    if max(dx, dy) > MAX_ASPECT * min(dx, dy):
-        return (f"pixel size {_size(dx, dy)} on the ground has sides more than "
-                f"{MAX_ASPECT:g} times apart")
     return _utm_problem(pcrs, xs[:4], ys[:4], lon[4], lat[4])
 
 

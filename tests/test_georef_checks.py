@@ -43,6 +43,7 @@ BROKEN = [
     ("huge_pixel", UTM, Affine(1e30, 0, 500_000, 0, -1e30, 4_200_000), "1e+30"),
     ("overflow_pixel", UTM, Affine(1e200, 0, 500_000, 0, -1e200, 4_200_000), "1e+200"),
     ("tiny_pixel", UTM, Affine(1e-9, 0, 500_000, 0, -1e-9, 4_200_000), "1e-09"),
+    ("no_geotransform", UTM, Affine.identity(), "no geotransform"),
     ("zero_transform", UTM, Affine(0, 0, 500_000, 0, 0, 4_200_000), "singular"),
     ("singular", UTM, Affine(0.5, 0.5, 500_000, 0.5, 0.5, 4_200_000), "singular"),
     ("sheared", UTM, Affine(0.5, 0.499, 500_000, 0, -0.001, 4_200_000), "shears"),

@@ -4,7 +4,8 @@ An image's CRS and affine transform come from the file (or the user) and are unt
 :func:`georeference_problem` says in one line, naming the file and the bad value, why they
 cannot be used; ``None`` means they can. The rules:
 
-- the transform's six numbers are finite, it is not singular (pixels have an area) and its
+- the transform's six numbers are finite, not GDAL's identity default (a file with a CRS
+  but no geotransform), it is not singular (pixels have an area) and its
   pixel axes are at least :data:`MIN_AXIS_ANGLE_DEG` apart (rotation is fine, a shear that
   flattens pixels into lines is not), with sides (in CRS units) at most :data:`MAX_ASPECT`
   times apart;
@@ -117,6 +118,9 @@ def _transform_problem(t: tuple[float, ...], width: int, height: int) -> str | N
     for label, v in zip(names, t, strict=True):
         if not math.isfinite(v):
             return f"transform {label} is {v}; the georeference is broken"
+    if t == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        return ("has a CRS but no geotransform (GDAL's identity default), so its pixels "
+                "cannot be placed")
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         return f"size {width} x {height} px has no pixels"
     col, row = math.hypot(a, d), math.hypot(b, e)

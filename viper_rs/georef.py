@@ -186,19 +186,20 @@ def _placement_problem(pcrs: Any, t: tuple[float, ...], width: int, height: int)
     xs = [c + a * p + b * q for p, q in pix]
     ys = [f + d * p + e * q for p, q in pix]
     try:
-        to_ll, from_ll = _transformers(pcrs.to_wkt())
+        to_ll, from_ll = _transformers(_wkt(pcrs))
         lon, lat = (list(v) for v in to_ll.transform(xs, ys, errcheck=False))
         back_x, back_y = from_ll.transform(lon, lat, errcheck=False)
     except (ProjError, ValueError, TypeError) as exc:
         return f"PROJ cannot carry CRS {_crs_name(pcrs)} to WGS84 ({_first(exc)})"
     for k in range(4):
-        where = f"image corner ({xs[k]:.10g}, {ys[k]:.10g}) in {_crs_name(pcrs)}"
         if not (math.isfinite(lon[k]) and math.isfinite(lat[k])):
-            return f"{where} has no place on the globe (PROJ gives lon {lon[k]}, lat {lat[k]})"
+            return (f"{_corner(xs[k], ys[k], pcrs)} has no place on the globe (PROJ gives "
+                    f"lon {lon[k]}, lat {lat[k]})")
         if abs(lat[k]) > 90 + LONLAT_SLACK_DEG:
-            return f"{where} is at latitude {lat[k]:.10g}, beyond ±90 degrees"
+            return f"{_corner(xs[k], ys[k], pcrs)} is at latitude {lat[k]:.10g}, beyond ±90 degrees"
         if abs(lon[k]) > 180 + LONLAT_SLACK_DEG:
-            return f"{where} is at longitude {lon[k]:.10g}, beyond ±180 degrees"
+            return (f"{_corner(xs[k], ys[k], pcrs)} is at longitude {lon[k]:.10g}, beyond "
+                    "±180 degrees")
     if not all(math.isfinite(v) for v in (*lon, *lat)):
         return (f"the centre pixel of the image in {_crs_name(pcrs)} has no place on the "
                 "globe")
@@ -224,7 +225,7 @@ def _placement_problem(pcrs: Any, t: tuple[float, ...], width: int, height: int)
 
 def _area_of_use_problem(pcrs: Any, lon: list[float], lat: list[float]) -> str | None:
     """A corner farther than :data:`AREA_MARGIN_DEG` outside the CRS's area of use."""
-    area = _area_of_use(pcrs.to_wkt())
+    area = _area_of_use(_wkt(pcrs))
     if area is None:
         return None
     w, s, e, n = area.west, area.south, area.east, area.north
@@ -250,7 +251,7 @@ def _utm_problem(pcrs: Any, xs: list[float], ys: list[float], lon: float,
 
     epsg = utm_epsg(lon, lat)
     try:
-        to_utm = _to_utm(pcrs.to_wkt(), epsg)
+        to_utm = _to_utm(_wkt(pcrs), epsg)
         ux, uy = to_utm.transform(xs, ys, errcheck=False)
     except (ProjError, ValueError, TypeError) as exc:
         return f"PROJ cannot carry CRS {_crs_name(pcrs)} to UTM (EPSG:{epsg}) ({_first(exc)})"
@@ -328,6 +329,15 @@ def _unit_metres(pcrs: Any) -> float | None:
     if pcrs.is_geographic:  # radians per unit
         return math.degrees(factor) * _M_PER_DEG
     return float(factor)
+
+
+@lru_cache(maxsize=64)
+def _wkt(pcrs: Any) -> str:
+    return str(pcrs.to_wkt())
+
+
+def _corner(x: float, y: float, pcrs: Any) -> str:
+    return f"image corner ({x:.10g}, {y:.10g}) in {_crs_name(pcrs)}"
 
 
 def _crs_name(pcrs: Any) -> str:

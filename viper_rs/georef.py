@@ -49,6 +49,8 @@ MIN_AXIS_ANGLE_DEG = 30.0
 AREA_MARGIN_DEG = 15.0
 #: Slack on the ±180 / ±90 degree limits (floating-point edges of global grids).
 LONLAT_SLACK_DEG = 1e-6
+#: What a corner off the globe means for the image.
+_OFF = "off the globe, its pixels have no finite ground size"
 #: Metres per degree of latitude (a first, CRS-free estimate of a degree's ground size).
 _M_PER_DEG = 111_320.0
 
@@ -130,7 +132,7 @@ def _transform_problem(t: tuple[float, ...], width: int, height: int) -> str | N
                 f"range ({_range()})")
     if col == 0 or row == 0 or det == 0:
         return (f"transform ({_nums(t)}) is singular (determinant {det:g}): its pixels "
-                "have no area")
+                "have no area, 0 m on the ground")
     angle = math.degrees(math.asin(min(1.0, abs(det) / (col * row))))
     if angle < MIN_AXIS_ANGLE_DEG:
         return (f"transform ({_nums(t)}) shears pixels to {angle:.3g} degrees between their "
@@ -194,12 +196,13 @@ def _placement_problem(pcrs: Any, t: tuple[float, ...], width: int, height: int)
     for k in range(4):
         if not (math.isfinite(lon[k]) and math.isfinite(lat[k])):
             return (f"{_corner(xs[k], ys[k], pcrs)} has no place on the globe (PROJ gives "
-                    f"lon {lon[k]}, lat {lat[k]})")
+                    f"lon {lon[k]}, lat {lat[k]}): {_OFF}")
         if abs(lat[k]) > 90 + LONLAT_SLACK_DEG:
-            return f"{_corner(xs[k], ys[k], pcrs)} is at latitude {lat[k]:.10g}, beyond ±90 degrees"
+            return (f"{_corner(xs[k], ys[k], pcrs)} is at latitude {lat[k]:.10g}, beyond ±90 "
+                    f"degrees: {_OFF}")
         if abs(lon[k]) > 180 + LONLAT_SLACK_DEG:
             return (f"{_corner(xs[k], ys[k], pcrs)} is at longitude {lon[k]:.10g}, beyond "
-                    "±180 degrees")
+                    f"±180 degrees: {_OFF}")
     if not all(math.isfinite(v) for v in (*lon, *lat)):
         return (f"the centre pixel of the image in {_crs_name(pcrs)} has no place on the "
                 "globe")

@@ -195,7 +195,7 @@ def _placement_problem(pcrs: Any, t: tuple[float, ...], width: int, height: int)
         return f"PROJ cannot carry CRS {_crs_name(pcrs)} to WGS84 ({_first(exc)})"
     for k in range(4):
         if not (math.isfinite(lon[k]) and math.isfinite(lat[k])):
-            return (f"{_corner(xs[k], ys[k], pcrs)} has no place on the globe (PROJ gives "
+            return (f"{_corner(xs[k], ys[k], pcrs)} cannot be carried to WGS84 (PROJ gives "
                     f"lon {lon[k]}, lat {lat[k]}): {_OFF}")
         if abs(lat[k]) > 90 + LONLAT_SLACK_DEG:
             return (f"{_corner(xs[k], ys[k], pcrs)} is at latitude {lat[k]:.10g}, beyond ±90 "

@@ -172,6 +172,11 @@ def test_world_file_without_crs_answers_in_pixels_with_a_note(tmp_path, capsys) 
     image = GeoImage.open(png)
     assert image.area_unit == "px" and image.gsd is None and image.crs is None
     assert len(image.notes) == 1 and "0.15 units per pixel" in image.notes[0]
+    plain = tmp_path / "plain.png"
+    Image.fromarray(rgb).save(plain)
+    for window in (None, (8, 8, 32, 32)):  # a window's offset is no world file
+        assert GeoImage.open(plain, window=window).notes == [
+            f"{plain}: no georeference: areas in pixels; pass --gsd M for metres"]
     q = "What is the area covered by grass areas?"
     code = main(["ask", str(png), q, "--detector", "spectral", "--planner", "rules", "--json"])
     out = json.loads(capsys.readouterr().out)

@@ -142,7 +142,9 @@ class GeoImage:
         if raster.colormap is not None:
             _expand_palette(raster)
         data, mask, names = _image_bands(p, raster, bands)
-        image_crs, image_transform, gsd, notes = _georeference(p, raster, crs, transform, gsd)
+        whole = window is None and out_size is None  # the transform is the file's own
+        image_crs, image_transform, gsd, notes = _georeference(p, raster, crs, transform, gsd,
+                                                               whole)
         if not mask.any():
             raise ImageError(f"{p}: every pixel is nodata")
         return cls(
@@ -500,14 +502,15 @@ def _image_bands(
 
 def _georeference(
     p: Any, raster: _Raster, override_crs: object | None,
-    transform_override: Affine | None, gsd: float | None,
+    transform_override: Affine | None, gsd: float | None, whole: bool = True,
 ) -> tuple[Any, Affine, float | None, list[str]]:
     """(CRS, transform, gsd, notes) of a read file: its own CRS, else the override CRS and
     transform, else a plain pixel grid of ``gsd`` metres (or pixels, with a note saying so).
 
     The georeference is checked (:func:`viper_rs.georef.georeference_problem`): a broken
     one is an ImageError naming the value, unless ``gsd`` is given, which then measures
-    the image instead (with a note)."""
+    the image instead (with a note). ``whole``: the raster is the whole file at its own
+    resolution (its transform is the file's, e.g. a world file's)."""
     problem = gsd_problem(str(p), gsd)
     if problem is not None:
         raise ImageError(problem)
@@ -533,7 +536,8 @@ def _georeference(
             gsd = None
     if crs is None:
         if gsd is None:
-            notes.append(no_georeference_note(str(p), _world_file_px(raster.transform)))
+            stated = _world_file_px(raster.transform) if whole else None
+            notes.append(no_georeference_note(str(p), stated))
             transform = Affine.identity()
         else:
             transform = Affine(gsd, 0, 0, 0, -gsd, 0)

@@ -5,8 +5,8 @@ An image's CRS and affine transform come from the file (or the user) and are unt
 cannot be used; ``None`` means they can. The rules:
 
 - the transform's six numbers are finite, not GDAL's identity default (a file with a CRS
-  but no geotransform), it is not singular (pixels have an area) and its
-  pixel axes are at least :data:`MIN_AXIS_ANGLE_DEG` apart (rotation is fine, a shear that
+  but no geotransform), it is not singular (pixels have an area) and its pixel axes are
+  at least :data:`MIN_AXIS_ANGLE_DEG` apart (rotation is fine, a shear that
   flattens pixels into lines is not), with sides (in CRS units) at most :data:`MAX_ASPECT`
   times apart;
 - the pixel size on the ground is from :data:`MIN_PIXEL_M` to :data:`MAX_PIXEL_M` metres
@@ -37,11 +37,11 @@ from typing import Any
 from viper_rs.errors import ImageError
 from viper_rs.textsafe import cut, safe_text
 
-#: Smallest plausible pixel side on the ground, metres (1 mm).
+#: Smallest plausible pixel size (ground sampling distance), metres (1 mm).
 MIN_PIXEL_M = 0.001
-#: Largest plausible pixel side on the ground, metres (10 km).
+#: Largest plausible pixel size (ground sampling distance), metres (10 km).
 MAX_PIXEL_M = 10_000.0
-#: Largest ratio between a pixel's two sides on the ground.
+#: Largest ratio between a pixel's two sides (in CRS units).
 MAX_ASPECT = 50.0
 #: Smallest angle between the pixel axes (90 for an unsheared grid, any rotation).
 MIN_AXIS_ANGLE_DEG = 30.0

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.lru": 0,  # the thread-safe LRU cache of every in-memory cache
     "viper_rs.timing": 0,  # ms_since: elapsed milliseconds as traces report them
     "viper_rs.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
+    "viper_rs.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
     "viper_rs.geo": 1,
     "viper_rs.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
     "viper_rs.detector": 1,  # the Detector protocol and ScoreMap: geo, regions

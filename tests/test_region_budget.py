@@ -173,7 +173,11 @@ def test_whole_world_box_over_far_apart_folders_is_refused_with_the_estimate(fol
 
 
 def test_a_source_that_cannot_be_placed_is_left_out_with_its_reason(folders, tmp_path) -> None:
-    write(tmp_path, "nowhere", 32, 2.0, COARSE_CRS, (1e12, 5_210_000.0), 3)
+    import rasterio
+
+    path = write(tmp_path, "nowhere", 32, 2.0, COARSE_CRS, COARSE_ORIGIN, 3)
+    with rasterio.open(path, "r+") as ds:  # GeoImage.from_array refuses this georeference
+        ds.transform = Affine(2.0, 0.0, 1e12, 0.0, -2.0, 5_210_000.0)
     image = open_region([folders["coarse"], tmp_path])
     assert [s.name for s in image.sources] == ["coarse_2m.tif"]
     assert len(image.grid.skipped) == 1 and "nowhere.tif" in image.grid.skipped[0][0]

@@ -176,7 +176,8 @@ class Agent:
             timings=timings,
             detector=self.detector.name,
             planner=plan.planner if plan else None,
-            notes=self._detector_notes() + list(plan.notes if plan else []) + ctx.notes,
+            notes=(_image_notes(image) + self._detector_notes() + list(plan.notes if plan else [])
+                   + ctx.notes),
             image=image.describe(),
             area_unit=image.area_unit,
             stdout=result.stdout,
@@ -250,10 +251,16 @@ class Agent:
             timings=timings,
             detector=self.detector.name,
             planner=plan.planner if plan else self.planner.name,
-            notes=self._detector_notes() + (list(plan.notes) if plan else []),
+            notes=(_image_notes(image) + self._detector_notes()
+                   + (list(plan.notes) if plan else [])),
             image=image.describe(),
             area_unit=image.area_unit,
         )
+
+
+def _image_notes(image: GeoImage) -> list[str]:
+    """What the image itself says an answer must carry (no georeference: areas in pixels)."""
+    return [str(n) for n in getattr(image, "notes", None) or []]
 
 
 #: Tools whose leading string arguments are concept names, and how many of them.

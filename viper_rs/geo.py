@@ -13,6 +13,7 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.errors import ImageError, first_line
+from viper_rs.georef import georeference_problem, gsd_problem, no_georeference_note
 from viper_rs.rasterfile import (
     REMOTE_PREFIXES,
     checked_path,
@@ -73,6 +74,9 @@ class GeoImage:
     path: str | None = None
     white_point: float | None = None
     roi: np.ndarray | None = None
+    #: What an answer about this image says of its georeference (areas in pixels, a
+    #: georeference set aside for ``--gsd``...).
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.data.ndim == 2:
@@ -139,12 +143,14 @@ class GeoImage:
         if raster.colormap is not None:
             _expand_palette(raster)
         data, mask, names = _image_bands(p, raster, bands)
-        image_crs, image_transform, gsd = _georeference(p, raster, crs, transform, gsd)
+        whole = window is None and out_size is None  # the transform is the file's own
+        image_crs, image_transform, gsd, notes = _georeference(p, raster, crs, transform, gsd,
+                                                               whole)
         if not mask.any():
             raise ImageError(f"{p}: every pixel is nodata")
         return cls(
             data=data, band_names=names, transform=image_transform, crs=image_crs, valid=mask,
-            gsd=gsd, path=str(p), white_point=white_point,
+            gsd=gsd, path=str(p), white_point=white_point, notes=notes,
         )
 
     @classmethod
@@ -159,18 +165,28 @@ class GeoImage:
         name: str | None = None,
         roi: np.ndarray | None = None,
     ) -> GeoImage:
-        """Wrap an in-memory ``(bands, H, W)`` or ``(H, W)`` array."""
+        """Wrap an in-memory ``(bands, H, W)`` or ``(H, W)`` array; ImageError when ``crs``
+        and ``transform`` (or ``gsd``) are not a usable georeference (:mod:`viper_rs.georef`)."""
         if isinstance(band_names, str):
             band_names = parse_bands(band_names) or []
+        label = name or "<array>"
+        problem = gsd_problem(label, gsd) if crs is None else None
+        if problem is not None:
+            raise ImageError(problem)
         if crs is not None:
-            import rasterio.crs
-
-            crs = rasterio.crs.CRS.from_user_input(crs)
+            crs = _user_crs(label, crs)
         if transform is None:
             transform = Affine(gsd, 0, 0, 0, -gsd, 0) if gsd else Affine.identity()
+        if crs is not None:
+            arr = np.asarray(data)
+            problem = georeference_problem(label, crs, transform, int(arr.shape[-1]),
+                                           int(arr.shape[-2]) if arr.ndim >= 2 else 0)
+            if problem is not None:
+                raise ImageError(problem)
+        notes = [no_georeference_note(label)] if crs is None and not gsd else []
         return cls(
             data=np.asarray(data), band_names=list(band_names), transform=transform, crs=crs,
-            valid=valid, gsd=gsd if crs is None else None, path=name, roi=roi,
+            valid=valid, gsd=gsd if crs is None else None, path=name, roi=roi, notes=notes,
         )
 
     # ------------------------------------------------------------------ basic facts
@@ -482,25 +498,67 @@ def _image_bands(
 
 def _georeference(
     p: Any, raster: _Raster, override_crs: object | None,
-    transform_override: Affine | None, gsd: float | None,
-) -> tuple[Any, Affine, float | None]:
-    """(CRS, transform, gsd) of a read file: its own CRS, else the override CRS and
-    transform, else a plain pixel grid of ``gsd`` metres (or 1 unit)."""
+    transform_override: Affine | None, gsd: float | None, whole: bool = True,
+) -> tuple[Any, Affine, float | None, list[str]]:
+    """(CRS, transform, gsd, notes) of a read file: its own CRS, else the override CRS and
+    transform, else a plain pixel grid of ``gsd`` metres (or pixels, with a note saying so).
+
+    The georeference is checked (:func:`viper_rs.georef.georeference_problem`): a broken
+    one is an ImageError naming the value, unless ``gsd`` is given, which then measures
+    the image instead (with a note). ``whole``: the raster is the whole file at its own
+    resolution (its transform is the file's, e.g. a world file's)."""
+    problem = gsd_problem(str(p), gsd)
+    if problem is not None:
+        raise ImageError(problem)
     crs, transform = raster.crs, raster.transform
     if crs is None and override_crs is not None:
         if transform_override is None:
             raise ImageError(f"{p}: a CRS override needs a transform too")
-        import rasterio.crs
-
-        crs = rasterio.crs.CRS.from_user_input(override_crs)
+        crs = _user_crs(str(p), override_crs)
         transform = transform_override
-    georeferenced = crs is not None
-    if not georeferenced:
-        transform = Affine.identity() if gsd is None else Affine(gsd, 0, 0, 0, -gsd, 0)
-    elif gsd is not None:
-        log.info("%s has a CRS; its transform defines pixel size (--gsd %s ignored)", p, gsd)
-        gsd = None
-    return crs, transform, gsd
+    notes: list[str] = []
+    if crs is not None:
+        height, width = raster.data.shape[1:]
+        problem = georeference_problem(str(p), crs, transform, int(width), int(height))
+        if problem is not None and gsd is None:
+            raise ImageError(f"{problem}; fix the file's georeference, or pass --gsd M to "
+                             "measure it at M metres per pixel instead")
+        if problem is not None:
+            log.warning("%s; measuring it with --gsd %s instead", problem, gsd)
+            notes.append(f"{problem}: set aside, pixels measured as --gsd {gsd:g} m")
+            crs = None
+        elif gsd is not None:
+            log.info("%s has a CRS; its transform defines pixel size (--gsd %s ignored)", p, gsd)
+            gsd = None
+    if crs is None:
+        if gsd is None:
+            stated = _world_file_px(raster.transform) if whole else None
+            notes.append(no_georeference_note(str(p), stated))
+            transform = Affine.identity()
+        else:
+            transform = Affine(gsd, 0, 0, 0, -gsd, 0)
+    return crs, transform, gsd, notes
+
+
+def _user_crs(name: str, crs: object) -> Any:
+    """A CRS given by the caller (EPSG code, WKT, PROJ string) as a rasterio CRS;
+    ImageError naming it when rasterio cannot read it."""
+    import rasterio.crs
+
+    try:
+        return rasterio.crs.CRS.from_user_input(crs)
+    except Exception as exc:  # noqa: BLE001 - CRSError and the types of odd inputs
+        raise ImageError(f"{name}: CRS {str(crs)[:80]!r} cannot be read ({first_line(exc)})"
+                         ) from None
+
+
+def _world_file_px(transform: Affine) -> float | None:
+    """The pixel size a file without a CRS states anyway (a world file next to a PNG or
+    JPEG gives GDAL a transform, never a CRS), None when it states none."""
+    if transform == Affine.identity():
+        return None
+    size = float(np.sqrt(abs(transform.a * transform.e - transform.b * transform.d)))
+    return size if np.isfinite(size) and size > 0 else None
 
 
 def _band_roles(interp: list[str], descriptions: list, tags: dict) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.errors import InputError
+from viper_rs.georef import check_georeference
 from viper_rs.rasterfile import is_remote, open_raster, why_unreadable
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceSc
 
 def describe(uri: str, datetime: str | None = None, remote: bool = False) -> Source:
     """The :class:`Source` of one raster; raises :class:`InputError` when it cannot be
-    indexed (refused by the raster gate, unreadable, fewer than 3 bands, no CRS). ``remote``:
+    indexed (refused by the raster gate, unreadable, fewer than 3 bands, no CRS, a
+    georeference :func:`viper_rs.georef.georeference_problem` refuses). ``remote``:
     ``uri`` may be a URL (one the user typed, or a STAC href)."""
     try:
         with open_raster(uri, remote=remote, error=InputError) as ds:
@@ -154,6 +156,7 @@ def describe(uri: str, datetime: str | None = None, remote: bool = False) -> Sou
                 )
             if ds.width == 0 or ds.height == 0:
                 raise InputError(f"{uri}: no pixels")
+            check_georeference(uri, ds.crs, ds.transform, ds.width, ds.height, InputError)
             white = _white_point(ds)
             stamp = (datetime or ds.tags().get("TIFFTAG_DATETIME")
                      or ds.tags().get("datetime") or date_from_name(uri))

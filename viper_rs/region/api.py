@@ -12,7 +12,8 @@ from typing import Any
 from viper_rs.answer import Answer
 from viper_rs.config import Settings
 from viper_rs.detector import Detector
-from viper_rs.errors import InputError
+from viper_rs.errors import InputError, ViperError, first_line
+from viper_rs.georef import gsd_problem
 from viper_rs.index.sources import Source, scan
 from viper_rs.region.chips import CHIP_M, Chip, layout
 from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
@@ -62,11 +63,21 @@ def open_region(
     names = [s for s in sources if not isinstance(s, Source)]
     found = scan(names, extra=given)
     if not found.sources:
-        why = "; ".join(f"{u}: {r}" for u, r in found.skipped[:3])
+        why = "; ".join(r if r.startswith(u) else f"{u}: {r}" for u, r in found.skipped[:3])
         raise InputError("no readable source raster" + (f" ({why})" if why else ""))
     if pixel_m is not None and not (math.isfinite(pixel_m) and pixel_m > 0):
         raise InputError(f"--gsd/--pixel-m must be a positive number of metres, got {pixel_m:g}")
-    grid = build_grid(found.sources, parse_bbox(bbox), pixel_m=pixel_m, crs=crs)
+    problem = gsd_problem("the region", pixel_m)
+    if problem is not None:
+        raise InputError(problem)
+    try:
+        grid = build_grid(found.sources, parse_bbox(bbox), pixel_m=pixel_m, crs=crs)
+    except ViperError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PROJ/GEOS errors on the sources' geometry
+        raise InputError(f"the sources cannot be laid on one working grid ({first_line(exc)})"
+                         ) from None
+    grid.skipped[:0] = found.skipped  # unreadable or refused files, listed with the rest
     used = [found.sources[k] for k in grid.used]
     # unreadable or refused sources (a FIFO, a VRT...) are left out with their reason too
     grid.skipped[:0] = found.skipped

@@ -13,6 +13,7 @@ from shapely.ops import unary_union
 
 from viper_rs.errors import InputError
 from viper_rs.geo import linear_unit_factor
+from viper_rs.georef import check_georeference
 from viper_rs.index.sources import Source
 
 #: Points per side when a rectangle is carried into another CRS (curved edges).
@@ -171,7 +172,8 @@ def build_grid(
     they cover, or ``crs``), the finest pixel size among them (or ``pixel_m``), covering
     ``bbox`` intersected with their footprints, or their union.
 
-    Sources outside the bbox take no part (``outside``); sources whose footprint cannot be
+    Sources outside the bbox take no part (``outside``); sources whose georeference is
+    refused (:func:`viper_rs.georef.georeference_problem`) or whose footprint cannot be
     carried into WGS84 or the working CRS are left out with the reason (``skipped``). The
     bbox is never carried into the working CRS whole: only its part over each source's
     extent is, so a box as large as the globe works. Raises InputError when no source is
@@ -185,6 +187,7 @@ def build_grid(
     lonlat: dict[int, Polygon] = {}
     for k, s in enumerate(sources):
         try:
+            check_georeference(s.name, s.crs, s.transform, s.width, s.height, InputError)
             crss[k] = CRS.from_user_input(s.crs)
             lonlat[k] = _carry(s, crss[k], "EPSG:4326")
         except Exception as exc:  # noqa: BLE001 - a bad CRS string, PROJ errors

@@ -117,7 +117,7 @@ _FLAGS = "|".join(re.escape(f) for f in sorted([*APP_NAMES, *_FLAG_VARIABLES], k
                                                reverse=True))
 #: "pass --flag VALUE", with the verb and the value optional.
 _FLAG_TEXT = (r"(?:\b(?P<verb>pass|use) )?(?<![\w-])(?P<flag>" + _FLAGS
-              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR)\b)?")
+              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR|M)\b)?")
 _FLAG = re.compile(_FLAG_TEXT)
 #: A flag and its variable side by side ("pass --x PATH or set VIPER_RS_X=PATH", "set by
 #: --x or VIPER_RS_X"): the app names the variable once.

@@ -63,6 +63,11 @@ class DenseDetector:
         ]
         if self.sam is None:
             notes.append("regions are patch-level components (no SAM checkpoint configured)")
+        if image.ground_sampling_distance is None:
+            notes.append(
+                "unknown ground sampling distance: the model sees the image at its own "
+                f"pixels (not resampled to its {self.settings.model_gsd_m:g} m) and the "
+                f"minimum region size {self.settings.min_region_m2:g} m2 is taken in pixels")
         return notes
 
     def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:

@@ -77,12 +77,11 @@ def open_region(
     except Exception as exc:  # noqa: BLE001 - PROJ/GEOS errors on the sources' geometry
         raise InputError(f"the sources cannot be laid on one working grid ({first_line(exc)})"
                          ) from None
-    grid.skipped[:0] = found.skipped  # unreadable or refused files, listed with the rest
-    used = [found.sources[k] for k in grid.used]
-    # unreadable or refused sources (a FIFO, a VRT...) are left out with their reason too
+    # unreadable or refused files (a FIFO, a VRT, a broken georeference) are listed too
     grid.skipped[:0] = found.skipped
+    used = [found.sources[k] for k in grid.used]
     for uri, why in grid.skipped:
-        log.warning("region: leaving out %s: %s", uri, why)
+        log.warning("region: leaving out %s", why if why.startswith(uri) else f"{uri}: {why}")
     nb = min(s.count for s in used)
     return RegionImage(grid=grid, sources=used, band_names=_band_names(used[0], nb))
 

@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
     args = parse_args(argv)
     folders = args.folder if args.folder is not None else default_folders(repo)
     settings = Settings.from_env(detector=args.detector, planner=args.planner)
-    catalog = Catalog(folders)
+    catalog = Catalog(folders, settings=settings)
     region = RegionSearch.for_folders(folders, settings, args.index, args.index_chip_m)
     controller = Controller(catalog, settings, region=region)
     atexit.register(controller.close)

@@ -102,7 +102,7 @@ def test_header_bomb_is_refused_before_decoding_fast_and_small(tmp_path, make, e
     assert "--image-max-memory-mb" in err and "VIPER_RS_IMAGE_MAX_MEMORY_MB" in err
     assert "crop it" in err  # the ways out: a region is read in chips, a plain PNG resampled
     assert ("python -m viper_rs region FILE -q QUESTION" if make is bomb_tif
-            else "resample it coarser and give its new --gsd") in err
+            else "resample it coarser and give its new ground size (--gsd)") in err
     # decoding 100 Mpx alone takes 300 MB for the pixels and seconds; the refusal neither
     assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
     assert took < 60

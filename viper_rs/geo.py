@@ -454,7 +454,7 @@ def ways_out(georeferenced: bool | None, crop: str = "crop it") -> str:
               "reads it in chips")
     if georeferenced:
         return f"{crop}, or {region}"
-    coarser = "resample it coarser and give its new --gsd"
+    coarser = "resample it coarser and give its new ground size (--gsd)"
     if georeferenced is None:
         return f"{crop}, {coarser}, or, when it has a CRS, {region}"
     return f"{crop}, or {coarser}"

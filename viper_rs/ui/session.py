@@ -117,7 +117,7 @@ _FLAGS = "|".join(re.escape(f) for f in sorted([*APP_NAMES, *_FLAG_VARIABLES], k
                                                reverse=True))
 #: "pass --flag VALUE", with the verb and the value optional.
 _FLAG_TEXT = (r"(?:\b(?P<verb>pass|use) )?(?<![\w-])(?P<flag>" + _FLAGS
-              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR)\b)?")
+              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR|MB|S)\b)?")
 _FLAG = re.compile(_FLAG_TEXT)
 #: A flag and its variable side by side ("pass --x PATH or set VIPER_RS_X=PATH", "set by
 #: --x or VIPER_RS_X"): the app names the variable once.
@@ -560,7 +560,7 @@ class Controller:
             text = describe(image)
             problem = image_problem(image, detector, self.settings)
         except ImageError as exc:
-            reason = _hide_path(str(exc), Path(path))
+            reason = app_text(_hide_path(str(exc), Path(path)))
             return None, (f"Could not use the upload **{escape_markdown(name)}**: "
                           f"{escape_markdown(reason)}")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened

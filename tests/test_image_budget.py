@@ -98,7 +98,7 @@ def test_header_bomb_is_refused_before_decoding_fast_and_small(tmp_path, make, e
     err = p.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "10,000 x 10,000 px" in err  # what was too large
-    assert "GB of memory, over the 6.0 GB budget" in err  # the estimate and the budget
+    assert "GB of memory, over the 6,000 MB budget" in err  # the estimate (~11 GB), the budget
     assert "--image-max-memory-mb" in err and "VIPER_RS_IMAGE_MAX_MEMORY_MB" in err
     assert "crop it" in err  # the ways out: a region is read in chips, a plain PNG resampled
     assert ("python -m viper_rs region FILE -q QUESTION" if make is bomb_tif
@@ -133,10 +133,10 @@ def test_estimate_comes_from_the_header_window_and_decimation(tmp_path) -> None:
     path = bomb_tif(tmp_path / "bomb.tif", side=4000)
     headers = []
     with admission(headers.append):
-        GeoImage.open(path, window=(0, 0, 512, 256))
+        GeoImage.open(path, window=(0, 0, 2000, 1000))
         GeoImage.open(path, window=(0, 0, 4000, 4000), out_size=(400, 400))
     window, small = headers
-    assert (window.width, window.height, window.ground_pixel_m) == (512, 256, pytest.approx(0.3))
+    assert (window.width, window.height, window.ground_pixel_m) == (2000, 1000, pytest.approx(0.3))
     assert small.pixels == 160_000 and small.decimated
     assert small.ground_pixel_m == pytest.approx(3.0)
     s = Settings()
@@ -154,7 +154,7 @@ def test_setting_moves_the_threshold(tmp_path, monkeypatch) -> None:
     low = Settings(image_max_memory_mb=int(need_mb) - 1)
     with admission(image_admission(low, 0.5)), pytest.raises(ImageTooLarge) as e:
         GeoImage.open(path, gsd=0.5)
-    assert f"over the {int(need_mb) - 1} MB budget" in str(e.value)
+    assert f"over the {int(need_mb) - 1:,} MB budget" in str(e.value)
     with admission(image_admission(Settings(image_max_time_s=1.0), 0.5)), \
             pytest.raises(ImageTooLarge, match="over the 1 s budget"):
         GeoImage.open(path, gsd=0.5)
@@ -170,7 +170,7 @@ def test_app_refuses_an_upload_over_the_budget_before_decoding(tmp_path, monkeyp
 
     monkeypatch.setattr(geo, "_read_pixels", lambda *a, **k: pytest.fail("decoded"))
     cat = Catalog(demo=(), settings=Settings())
-    with pytest.raises(ImageTooLarge, match=r"10,000 x 10,000 px .* over the 6.0 GB budget"):
+    with pytest.raises(ImageTooLarge, match=r"10,000 x 10,000 px .* over the 6,000 MB budget"):
         cat.add_upload(bomb_png(tmp_path / "bomb.png"), gsd=0.3)
     assert cat.keys == []
 

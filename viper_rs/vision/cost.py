@@ -32,29 +32,44 @@ from viper_rs.overrides import setting_hint
 # ----------------------------------------------------------------------------- constants
 # Measured with ``python -m eval.bench_image_memory`` (README, "Image memory benchmark"):
 # ``python -m viper_rs ask`` in a fresh process under /usr/bin/time -v on uint8 RGB
-# GeoTIFFs and PNGs of 2, 8 and 16 Mpx (synthetic scenes tiled), a building count and a
-# water area question, detector auto (BuildingNet for buildings, spectral for the rest).
+# GeoTIFFs and PNGs of 0.25 to 16 Mpx at 0.3 m (synthetic scenes tiled), a building count
+# (auto: BuildingNet, at its own 0.3 m scale here) and a water area (auto: the spectral
+# rules) question. Peak RSS grew by 99-104 bytes per pixel for the area question and 52-62
+# for the count; CPU time by 1.2 and 2.0-2.3 s per Mpx. Wall time was 2-5x the CPU time
+# on the shared machine; on an idle one it is about the CPU time.
 
-#: Peak resident memory of the process before the image counts: interpreter, numpy,
-#: rasterio, torch and BuildingNet's weights, the sandbox's workers' share (bytes).
-BASE_BYTES = 700e6
-#: Bytes per pixel of the image as read, over the bytes of its samples: the GeoImage's
-#: validity mask, the spectral detector's float32 maps (bands, indices, smoothed maps,
-#: class maps) at their peak, the regions' masks.
-PIPELINE_BYTES_PER_PX = 100.0
-#: Bytes per pixel at BuildingNet's scale (its input, features, scores, instance labels).
-BUILDING_BYTES_PER_PX = 60.0
-#: Seconds per million pixels as read (decode, spectral maps, components), and per
-#: million pixels at BuildingNet's scale.
-S_PER_MPX = 2.0
-BUILDING_S_PER_MPX = 2.0
-#: Seconds before the first pixel (imports, weights, sandbox start).
-BASE_S = 5.0
-#: The decoder's own working memory, per pixel and band of the source pixels a read
-#: covers: a progressive JPEG keeps every DCT coefficient (2 bytes per sample) until the
-#: last scan; an interlaced PNG is held whole (one sample) before GDAL copies it out.
-#: Charged for every file of the format (the header does not say whether it is
-#: progressive or interlaced).
+#: Peak resident memory of the process before the pixels count: interpreter, numpy,
+#: rasterio, torch, the sandbox (bytes); and with BuildingNet's weights loaded and run
+#: once (``auto`` with the building model on).
+BASE_BYTES = 650e6
+BUILDING_BASE_BYTES = 1_000e6
+#: Bytes per pixel as read of the spectral rules' whole-image pass (the image's validity
+#: mask, float32 bands, indices, smoothed maps, class maps, the regions' masks), over the
+#: samples themselves.
+SPECTRAL_BYTES_PER_PX = 100.0
+#: BuildingNet: bytes per pixel as read (float32 RGB, validity) and per pixel at its scale
+#: (resampled input, features, scores, instance labels).
+BUILDING_INPUT_BYTES_PER_PX = 16.0
+BUILDING_BYTES_PER_PX = 40.0
+#: GRAFT / dense CLIP (not measured here: no weights on the machine): per pixel at the
+#: model's scale (``model_gsd_m``), from the region estimate's figures
+#: (:data:`viper_rs.region.cost.DETECTOR_COSTS`), and their process with weights loaded.
+TOWER_BYTES_PER_PX = 100.0
+TOWER_BASE_BYTES = 1_500e6
+TOWER_S_PER_MPX = 12.0
+#: CPU seconds per million pixels (decode included): the spectral pass per pixel as read,
+#: BuildingNet per pixel at its scale; and seconds before the first pixel.
+SPECTRAL_S_PER_MPX = 1.3
+BUILDING_S_PER_MPX = 2.3
+BASE_S = 4.0
+#: Seconds per million source pixels decoded beyond those a read returns (a read averaged
+#: down decodes them all: 16 Mpx GeoTIFF, PNG and JPEG reads took 1.5-3 s).
+DECODE_S_PER_MPX = 0.2
+#: The decoder's own working memory, per sample of the source pixels a read covers: a
+#: progressive JPEG keeps every DCT coefficient (2 bytes a sample at full chroma; a 16 Mpx
+#: 4:2:0 progressive JPEG measured +46 MB over its baseline twin); GDAL holds an interlaced
+#: PNG whole (one sample) before copying it out. Charged for every file of the format: the
+#: header GDAL reads does not say whether it is progressive or interlaced.
 DECODER_BYTES_PER_SAMPLE: dict[str, float] = {"JPEG": 2.0, "PNG": 1.0}
 #: BuildingNet's scale (m/px), the input resolutions it accepts and the most pixels it runs
 #: on in one piece (the shipped model's config; ``auto`` answers buildings with the
@@ -92,36 +107,51 @@ class ImageCost:
     seconds: float
 
     def describe(self) -> str:
-        """``"about 9.8 GB and 4 min"``."""
+        """``"about 9,800 MB and 4 min"``."""
         return f"about {_bytes(self.memory_bytes)} and {_duration(self.seconds)}"
 
 
 def estimate_image(header: RasterHeader, settings: Settings,
                    gsd: float | None = None) -> ImageCost:
     """The cost of a question about the read ``header`` describes with ``settings``'
-    detector (``gsd``: the ground size the caller gives an image without a CRS)."""
+    detector (``gsd``: the ground size the caller gives an image without a CRS): the most
+    any question may take (``auto`` answers buildings with BuildingNet and the rest with
+    the spectral rules: the larger of the two)."""
     px = header.pixels
-    samples = px * header.bands * header.itemsize
     source_px = header.source_width * header.source_height
+    samples = px * header.bands * header.itemsize
     decoder = DECODER_BYTES_PER_SAMPLE.get(header.driver, 0.0) * source_px * header.bands
-    model_px = _building_pixels(header, settings, gsd)
-    memory = (BASE_BYTES + decoder + samples + px * PIPELINE_BYTES_PER_PX
-              + model_px * BUILDING_BYTES_PER_PX)
-    seconds = (BASE_S + S_PER_MPX * max(px, source_px) / 1e6
-               + BUILDING_S_PER_MPX * model_px / 1e6)
-    return ImageCost(pixels=px, model_pixels=model_px, memory_bytes=int(memory),
-                     seconds=float(seconds))
+    ground = header.ground_pixel_m or (gsd if header.crs is None else None)
+    base, memory, seconds = BASE_BYTES, px * SPECTRAL_BYTES_PER_PX, px * SPECTRAL_S_PER_MPX / 1e6
+    model_px = 0
+    if settings.detector in ("graft", "clip"):
+        scale = (ground / settings.model_gsd_m) ** 2 if ground else 1.0
+        model_px = int(px * scale)
+        base = TOWER_BASE_BYTES
+        memory = max(memory, model_px * TOWER_BYTES_PER_PX)
+        seconds = max(seconds, model_px * TOWER_S_PER_MPX / 1e6)
+    else:
+        model_px = _building_pixels(header, settings, ground)
+        if settings.detector == "auto" and settings.building_model:
+            base = BUILDING_BASE_BYTES
+        if model_px:
+            memory = max(memory, px * BUILDING_INPUT_BYTES_PER_PX
+                         + model_px * BUILDING_BYTES_PER_PX)
+            seconds = max(seconds, model_px * BUILDING_S_PER_MPX / 1e6)
+    return ImageCost(pixels=px, model_pixels=model_px,
+                     memory_bytes=int(base + decoder + samples + memory),
+                     seconds=float(BASE_S + seconds
+                                   + (source_px - px) * DECODE_S_PER_MPX / 1e6))
 
 
-def _building_pixels(header: RasterHeader, settings: Settings, gsd: float | None) -> int:
+def _building_pixels(header: RasterHeader, settings: Settings, ground: float | None) -> int:
     """Pixels BuildingNet would run on (0 when ``auto`` would not use it)."""
     if settings.detector != "auto" or not settings.building_model or header.bands < 3:
         return 0
-    g = header.ground_pixel_m or (gsd if header.crs is None else None)
     lo, hi = BUILDING_GSD_RANGE_M
-    if g is None or not lo <= g <= hi:
+    if ground is None or not lo <= ground <= hi:
         return 0
-    n = int(header.pixels * (g / BUILDING_GSD_M) ** 2)
+    n = int(header.pixels * (ground / BUILDING_GSD_M) ** 2)
     return n if n <= BUILDING_MAX_PIXELS else 0
 
 
@@ -147,9 +177,9 @@ def check_image(header: RasterHeader, cost: ImageCost, budget: ImageBudget) -> N
 
 def _fitting_side(header: RasterHeader, cost: ImageCost, budget: ImageBudget) -> int:
     """Side (px) of a square crop that would fit the budget (0 when none would)."""
-    per_px_bytes = (cost.memory_bytes - BASE_BYTES) / max(cost.pixels, 1)
+    per_px_bytes = (cost.memory_bytes - BUILDING_BASE_BYTES) / max(cost.pixels, 1)
     per_px_s = (cost.seconds - BASE_S) / max(cost.pixels, 1)
-    room = min((budget.memory_bytes - BASE_BYTES) / max(per_px_bytes, 1e-9),
+    room = min((budget.memory_bytes - BUILDING_BASE_BYTES) / max(per_px_bytes, 1e-9),
                (budget.seconds - BASE_S) / max(per_px_s, 1e-12))
     return int(math.sqrt(room)) // 100 * 100 if room > 10_000 else 0
 
@@ -166,7 +196,7 @@ def image_admission(settings: Settings, gsd: float | None = None
 
 
 def _bytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    return f"{n / 1e9:.1f} GB" if n >= 10e9 else f"{n / 1e6:,.0f} MB"
 
 
 def _duration(s: float) -> str:

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cache_dir": "where features are cached",
         "disk_cache": "do not read or write the disk cache",
     })
+    add_flags(em, ("image_max_memory_mb", "image_max_time_s"))
     em.add_argument("--out", type=Path, required=True, help="output .npy file (float32)")
 
     from viper_rs.index.cli import add_parser as add_index_parser
@@ -252,9 +253,10 @@ def _embed(args: argparse.Namespace) -> int:
     """Embed one image with the GRAFT or dense-CLIP image tower and save the patch grid."""
     import numpy as np
 
-    from viper_rs.geo import GeoImage
+    from viper_rs.geo import GeoImage, admission
     from viper_rs.vision.build import load_image_tower, resolve_device
     from viper_rs.vision.cache import FeatureCache
+    from viper_rs.vision.cost import image_admission
     from viper_rs.vision.embedder import Embedder
     from viper_rs.weights import resolve_settings
 
@@ -263,8 +265,11 @@ def _embed(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: is a directory; give a .npy file name")
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
-    settings = resolve_settings(Settings.from_env(**model_settings(args)))
-    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
+    settings = resolve_settings(Settings.from_env(
+        **model_settings(args), **args_overrides(args, ("image_max_memory_mb", "image_max_time_s"))))
+    budget = settings.model_copy(update={"detector": args.detector})
+    with admission(image_admission(budget, args.gsd)):
+        image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands)
     device = resolve_device(settings.device)
     encoder = load_image_tower(args.detector, settings, device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None

@@ -90,7 +90,8 @@ def test_every_cli_flag_maps_to_its_setting():
         "--graft-checkpoint", "g.ckpt", "--clip-checkpoint", "c.pt", "--clip-model", "RN50",
         "--clip-pretrained", "openai", "--sam-checkpoint", "s.pth", "--no-sam",
         "--device", "cpu", "--calibration", "cal.json", "--threshold", "0.3",
-        "--cache-dir", "cache", "--no-disk-cache",
+        "--cache-dir", "cache", "--no-disk-cache", "--image-max-memory-mb", "900",
+        "--image-max-time", "30",
     ])
     fields_ = [o.field for o in OVERRIDES.values() if o.flag]
     assert args_overrides(args, fields_) == {
@@ -101,6 +102,7 @@ def test_every_cli_flag_maps_to_its_setting():
         "clip_model": "RN50", "clip_pretrained": "openai", "sam_checkpoint": Path("s.pth"),
         "sam": False, "device": "cpu", "calibration_file": Path("cal.json"),
         "score_threshold": 0.3, "cache_dir": Path("cache"), "disk_cache": False,
+        "image_max_memory_mb": 900, "image_max_time_s": 30.0,
     }
     bare = build_parser().parse_args(["ask", "x.tif", "q"])
     assert set(args_overrides(bare, fields_).values()) == {None}

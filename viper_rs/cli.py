@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
-from viper_rs.errors import ImageError, InputError, ViperError
+from viper_rs.errors import ImageError, ImageTooLarge, InputError, ViperError
 from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
 from viper_rs.textsafe import cut, safe_text
 
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_flags(sp, ("detector", "planner"))
         sp.add_argument("--json", action="store_true", help="print one JSON object per answer")
         sp.add_argument("--geometry", action="store_true", help="with --json: add region polygons")
-        add_flags(sp, ("small_max_m2", "large_min_m2", "sandbox_wall_s"))
+        add_flags(sp, ("small_max_m2", "large_min_m2", "sandbox_wall_s", "image_max_memory_mb",
+                       "image_max_time_s"))
         llm_args(sp)
         model_args(sp)
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cache_dir": "where features are cached",
         "disk_cache": "do not read or write the disk cache",
     })
+    add_flags(em, ("image_max_memory_mb", "image_max_time_s"))
     em.add_argument("--out", type=Path, required=True, help="output .npy file (float32)")
 
     from viper_rs.index.cli import add_parser as add_index_parser
@@ -161,9 +163,25 @@ def main(argv: list[str] | None = None) -> int:
     except ViperError as exc:
         print(f"viper-rs: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"viper-rs: error: {safe_text(_out_of_memory(args), 600)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("viper-rs: interrupted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(args: argparse.Namespace) -> str:
+    """The one line said when an allocation failed: what was too large and the ways out."""
+    from viper_rs.geo import ways_out
+
+    image = getattr(args, "image", None)
+    what = f"{image}: " if isinstance(image, str) else ""
+    if args.command in ("ask", "run"):
+        return (f"{what}out of memory while answering about the image; {ways_out(None)}; a "
+                "lower --image-max-memory-mb refuses such images before reading them")
+    return (f"{what}out of memory in '{args.command}'; ask about a smaller image or area, "
+            "or free memory on the machine")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -235,9 +253,10 @@ def _embed(args: argparse.Namespace) -> int:
     """Embed one image with the GRAFT or dense-CLIP image tower and save the patch grid."""
     import numpy as np
 
-    from viper_rs.geo import GeoImage
+    from viper_rs.geo import GeoImage, admission
     from viper_rs.vision.build import load_image_tower, resolve_device
     from viper_rs.vision.cache import FeatureCache
+    from viper_rs.vision.cost import image_admission
     from viper_rs.vision.embedder import Embedder
     from viper_rs.weights import resolve_settings
 
@@ -246,9 +265,12 @@ def _embed(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: is a directory; give a .npy file name")
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: folder {out.parent} does not exist")
-    settings = resolve_settings(Settings.from_env(**model_settings(args)))
-    # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
-    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
+    settings = resolve_settings(Settings.from_env(
+        **model_settings(args), **args_overrides(args, ("image_max_memory_mb", "image_max_time_s"))))
+    budget = settings.model_copy(update={"detector": args.detector})
+    with admission(image_admission(budget, args.gsd)):
+        # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
+        image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
     device = resolve_device(settings.device)
     encoder = load_image_tower(args.detector, settings, device)
     disk = settings.cache_dir / "features" if settings.disk_cache else None
@@ -270,7 +292,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _run_image_command(args: argparse.Namespace) -> int:
     from viper_rs.agent import Agent
-    from viper_rs.geo import GeoImage
+    from viper_rs.geo import GeoImage, admission
+    from viper_rs.vision.cost import image_admission
     from viper_rs.vision.factory import image_problem
 
     if args.command == "ask":
@@ -280,26 +303,36 @@ def _run_image_command(args: argparse.Namespace) -> int:
     else:
         programs = [(p, _read_text(p, "program")) for p in args.programs]
     settings = _settings(args)
-    # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
-    image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
+    with admission(image_admission(settings, args.gsd)):
+        # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
+        image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
     # Bands the detector cannot read are bad input, like an unreadable file (exit 2).
     problem = image_problem(image, settings.detector, settings)
     if problem:
         raise ImageError(problem)
-    failed = 0
+    failed = too_large = 0
     with Agent(settings) as agent:
         if args.command == "ask":
             for q in questions:
                 answer = agent.ask(image, q)
                 printed = _emit_safely(answer, args, f"question {q!r}")
                 failed += answer.error is not None or not printed
+                too_large += _too_large(answer)
         else:
             for path, source in programs:
                 answer = agent.run_program(image, source, question=None)
                 answer.question = str(path)
                 printed = _emit_safely(answer, args, f"program {path}")
                 failed += answer.error is not None or not printed
-    return 1 if failed else 0
+                too_large += _too_large(answer)
+    return 2 if too_large else 1 if failed else 0
+
+
+def _too_large(answer: Any) -> bool:
+    """Whether ``answer`` failed because the image was too large (an allocation failed):
+    bad input, exit 2 like a refused image."""
+    error = answer.error if isinstance(answer.error, dict) else {}
+    return error.get("type") == ImageTooLarge.type
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -40,6 +40,15 @@ class Settings(BaseModel):
     sandbox_workers: int = 2
     sandbox_max_output_chars: int = 20_000
     sandbox_max_tool_calls: int = 200
+    # The budget of one question about one image (viper_rs.vision.cost): its estimated peak
+    # memory (the whole process: decoding, the image's arrays, the detector's maps) and
+    # time, from the file's header before any pixel is decoded; an image over either is
+    # refused with the estimate and the ways out (crop it, ask about it as a region). 6 GB
+    # is about 50 Mpx with the measured ~100 bytes per pixel: two such questions at once
+    # (the app and a CLI run) leave room on a 24 GB, 2-core machine for the app's models
+    # and a region run.
+    image_max_memory_mb: int = Field(default=6_000, gt=0)
+    image_max_time_s: float = Field(default=600.0, gt=0)
     # The budget of one question about a region (viper_rs.region.cost): its estimated peak
     # memory (all processes of the run) and time, checked before any chip is read; a
     # question over either is refused with the estimate and the ways out. Sized for the CLI

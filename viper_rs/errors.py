@@ -27,6 +27,14 @@ class ImageError(ViperError):
     type = "image"
 
 
+class ImageTooLarge(ImageError):
+    """An image (or one request about it) would cost more memory or time than its budget,
+    or an allocation failed while it was read or analysed; the message gives the estimate,
+    the budget and the ways out."""
+
+    type = "too_large"
+
+
 class InputError(ViperError):
     """A non-image input (questions file, program file, argument) is missing or unusable."""
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from viper_rs import budget
 from viper_rs.errors import ToolError, ViperError
+from viper_rs.geo import out_of_memory
 from viper_rs.regions import Region
 from viper_rs.timing import ms_since
 from viper_rs.tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context
@@ -49,6 +50,10 @@ class ToolExecutor:
         except ViperError as exc:
             entry["error"] = exc.to_dict()
             raise
+        except MemoryError:
+            err = out_of_memory(self.ctx.image, f"running {name}")
+            entry["error"] = err.to_dict()
+            raise err from None
         except Exception as exc:  # a bug in a tool must not take the agent down
             log.debug("tool %s failed", name, exc_info=True)
             text = str(exc)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from viper_rs.errors import ImageError, first_line
+from viper_rs.errors import ImageError, ImageTooLarge, first_line
 from viper_rs.georef import georeference_problem, gsd_problem, no_georeference_note
 from viper_rs.rasterfile import (
     REMOTE_PREFIXES,
@@ -35,7 +38,14 @@ _ROLE_ALIASES = {
     "gray": "GRAY", "grey": "GRAY", "l": "GRAY", "pan": "GRAY", "panchromatic": "GRAY",
     "alpha": "ALPHA", "a": "ALPHA",
 }
+#: The most pixels one read may decode whatever the memory budget (a fixed backstop; the
+#: budget itself is checked by the :func:`admission` check of the caller, see
+#: :mod:`viper_rs.vision.cost`).
 MAX_PIXELS = 120_000_000
+#: GDAL's block cache while pixels are read (MB). Its default (5% of the machine's memory)
+#: kept every decoded tile of a whole-image read besides the image itself (+4 B/px of a
+#: 16 Mpx RGB GeoTIFF); tiles are decoded once either way.
+READ_CACHE_MB = 64
 
 
 def parse_bands(spec: str | list[str] | None) -> list[str] | None:
@@ -88,10 +98,15 @@ class GeoImage:
                 f"{self.name}: {self.data.shape[0]} bands but {len(self.band_names)} band names "
                 f"({','.join(self.band_names)})"
             )
-        finite = np.isfinite(self.data).all(axis=0)
-        if not finite.all():
+        finite = _finite_pixels(self.data)
+        if finite is not None and not finite.all():
             self.data = np.where(np.isfinite(self.data), self.data, 0).astype(self.data.dtype)
-        self.valid = finite if self.valid is None else (self.valid.astype(bool) & finite)
+        if self.valid is None:
+            self.valid = np.ones(self.data.shape[1:], dtype=bool) if finite is None else finite
+        else:
+            self.valid = np.asarray(self.valid, dtype=bool)
+            if finite is not None:
+                self.valid = self.valid & finite
         if self.valid.shape != self.data.shape[1:]:
             raise ImageError(f"{self.name}: validity mask shape {self.valid.shape} != image shape")
         if not self.valid.any():
@@ -225,15 +240,29 @@ class GeoImage:
 
     def band(self, role: str) -> np.ndarray:
         """One band as float32 scaled to 0..1 by the image's white point."""
-        return self.data[self.band_index(role)].astype(np.float32) / np.float32(self.white_point)
+        x = self.data[self.band_index(role)].astype(np.float32)
+        x /= np.float32(self.white_point)
+        return x
 
     def rgb(self) -> np.ndarray:
         """(H, W, 3) float32 in 0..1 (gray images are repeated)."""
-        return np.stack([self.band(r) for r in ("R", "G", "B")], axis=-1).clip(0, 1)
+        out = np.empty((*self.shape, 3), dtype=np.float32)
+        for k, role in enumerate(("R", "G", "B")):
+            out[..., k] = self.band(role)
+        return np.clip(out, 0, 1, out=out)
 
     def rgb_uint8(self) -> np.ndarray:
         """(H, W, 3) uint8 for display and for models that take 8-bit RGB."""
-        return (self.rgb() * 255 + 0.5).astype(np.uint8)
+        out = np.empty((*self.shape, 3), dtype=np.uint8)
+        for k, role in enumerate(("R", "G", "B")):
+            if self.data.dtype == np.uint8 and self.white_point == 255.0:
+                out[..., k] = self.data[self.band_index(role)]  # x / 255 * 255 is x
+                continue
+            x = np.clip(self.band(role), 0, 1)
+            x *= 255
+            x += 0.5
+            out[..., k] = x  # truncated, as astype(uint8)
+        return out
 
     @property
     def answer_mask(self) -> np.ndarray:
@@ -385,6 +414,7 @@ def _read_dataset(
     if ds.count == 0 or ds.width == 0 or ds.height == 0:
         raise ImageError(f"{p}: image has no bands or no pixels")
     win, width, height = _checked_window(p, ds, window)
+    _admit(p, ds, width, height, out_size)
     data, mask = _read_pixels(p, ds, win, out_size)
     interp = [ci.name for ci in ds.colorinterp]
     descriptions = list(ds.descriptions or [])
@@ -428,28 +458,155 @@ def _checked_window(
     return win, width, height
 
 
+def ways_out(georeferenced: bool | None, crop: str = "crop it") -> str:
+    """How to get a too-large image answered, said by every refusal and out-of-memory error
+    (``georeferenced`` None: not known; ``crop``: the crop advice, e.g. with the size that
+    would fit)."""
+    region = ("ask about it as a region (python -m viper_rs region FILE -q QUESTION), which "
+              "reads it in chips")
+    if georeferenced:
+        return f"{crop}, or {region}"
+    coarser = "resample it coarser and give its new ground size (--gsd)"
+    if georeferenced is None:
+        return f"{crop}, {coarser}, or, when it has a CRS, {region}"
+    return f"{crop}, or {coarser}"
+
+
+def out_of_memory(image: GeoImage | None, doing: str) -> ImageTooLarge:
+    """The error for an allocation that failed while ``doing`` something with ``image``:
+    what was too large and the ways out."""
+    what = "the image" if image is None else (
+        f"{image.name} ({image.width:,} x {image.height:,} px x {len(image.band_names)} band(s))")
+    georeferenced = image is None or image.crs is not None
+    return ImageTooLarge(f"out of memory {doing} on {what}; {ways_out(georeferenced)}")
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What a raster file's header says about one read, before any pixel is decoded.
+
+    ``width`` x ``height``: the pixels the read returns (its window, or ``out_size`` when it
+    is averaged down); ``source_width`` x ``source_height``: the file's pixels that read
+    covers; ``bands`` and ``itemsize`` (bytes per sample) as stored; ``driver``: GDAL's
+    format name; ``pixel_size``: (x, y) size of one returned pixel in CRS units (None
+    without a CRS); ``linear_unit_m``: metres per CRS unit (None when geographic or unknown).
+    """
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    source_width: int
+    source_height: int
+    bands: int
+    itemsize: int
+    crs: Any = None
+    pixel_size: tuple[float, float] | None = None
+    linear_unit_m: float | None = None
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the read returns."""
+        return self.width * self.height
+
+    @property
+    def decimated(self) -> bool:
+        """Whether the read is averaged down from more source pixels."""
+        return self.pixels < self.source_width * self.source_height
+
+    @property
+    def ground_pixel_m(self) -> float | None:
+        """Ground size in metres of one returned pixel (geometric mean of x and y), None
+        when the header does not tell it."""
+        if self.pixel_size is None or self.linear_unit_m is None:
+            return None
+        x, y = self.pixel_size
+        g = float(np.sqrt(abs(x * y))) * self.linear_unit_m
+        return g if np.isfinite(g) and g > 0 else None
+
+
+#: The check every :meth:`GeoImage.open` inside an :func:`admission` block runs.
+_ADMISSION: ContextVar[Callable[[RasterHeader], None] | None] = ContextVar(
+    "viper_rs_admission", default=None)
+
+
+@contextlib.contextmanager
+def admission(check: Callable[[RasterHeader], None] | None) -> Iterator[None]:
+    """Inside the block, every :meth:`GeoImage.open` (in this thread or task) calls
+    ``check(header)`` with the file's :class:`RasterHeader` once the header is read and
+    before any pixel is decoded; ``check`` refuses the read by raising an ImageError
+    (e.g. :class:`~viper_rs.errors.ImageTooLarge`). ``None`` checks nothing."""
+    token = _ADMISSION.set(check)
+    try:
+        yield
+    finally:
+        _ADMISSION.reset(token)
+
+
+def raster_header(
+    p: Any, ds: Any, width: int, height: int, out_size: tuple[int, int] | None
+) -> RasterHeader:
+    """The :class:`RasterHeader` of reading ``width`` x ``height`` pixels of open dataset
+    ``ds`` (averaged to ``out_size`` when given); reads no pixel."""
+    ow, oh = (width, height) if out_size is None else (max(1, int(v)) for v in out_size)
+    pixel_size = None
+    unit = None
+    if ds.crs is not None:
+        t = ds.transform
+        pixel_size = (abs(t.a) * width / ow, abs(t.e) * height / oh)
+        try:
+            unit = None if ds.crs.is_geographic else linear_unit_factor(ds.crs)
+        except ImageError:
+            unit = None
+    dtypes = {np.dtype(d).itemsize for d in ds.dtypes} or {1}
+    return RasterHeader(
+        path=str(p), driver=str(ds.driver), width=ow, height=oh, source_width=width,
+        source_height=height, bands=int(ds.count), itemsize=max(dtypes), crs=ds.crs,
+        pixel_size=pixel_size, linear_unit_m=unit,
+    )
+
+
+def _admit(
+    p: Any, ds: Any, width: int, height: int, out_size: tuple[int, int] | None
+) -> None:
+    """Run the :func:`admission` check (if any) on the read about to be made."""
+    check = _ADMISSION.get()
+    if check is not None:
+        check(raster_header(p, ds, width, height, out_size))
+
+
 def _read_pixels(
     p: Any, ds: Any, win: Any, out_size: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pixels, GDAL's validity mask) of ``win`` (None: the whole image), averaged to
     ``out_size`` when given; ImageError when they cannot be decoded."""
-    try:
-        if out_size is not None:
-            from rasterio.enums import Resampling
+    import rasterio
 
-            ow, oh = (max(1, int(v)) for v in out_size)
-            data = ds.read(window=win, out_shape=(ds.count, oh, ow),
-                           resampling=Resampling.average)
-            mask = ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
-        else:
-            data = ds.read(window=win)
-            mask = ds.dataset_mask(window=win) > 0
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB):
+            return _decode(ds, win, out_size)
+    except MemoryError:
+        shape = out_size or ((win.width, win.height) if win is not None else (ds.width, ds.height))
+        raise ImageTooLarge(
+            f"{p}: out of memory decoding {int(shape[0])}x{int(shape[1])} px x {ds.count} "
+            f"band(s); {ways_out(ds.crs is not None)}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - GDAL raises several types
         raise ImageError(
             f"{p}: the file is damaged or truncated; its pixels could not be "
             f"read ({first_line(exc)})"
         ) from None
-    return data, mask
+
+
+def _decode(ds: Any, win: Any, out_size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_read_pixels` without its error handling."""
+    if out_size is None:
+        return ds.read(window=win), ds.dataset_mask(window=win) > 0
+    from rasterio.enums import Resampling
+
+    ow, oh = (max(1, int(v)) for v in out_size)
+    data = ds.read(window=win, out_shape=(ds.count, oh, ow), resampling=Resampling.average)
+    return data, ds.dataset_mask(window=win, out_shape=(oh, ow)) > 0
 
 
 def _expand_palette(raster: _Raster) -> None:
@@ -592,12 +749,45 @@ def _looks_like_alpha(band: np.ndarray) -> bool:
     return len(vals) <= 2 and vals.min() in (0, vals.max())
 
 
+def _valid_values(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Every band's values at the ``valid`` pixels (all pixels when none or all are valid)
+    in one new 1-D array of the data's dtype."""
+    if valid is None or not valid.any() or valid.all():
+        return data.flatten()
+    m = valid.ravel()
+    n = int(m.sum())
+    out = np.empty(n * data.shape[0], dtype=data.dtype)
+    for i, band in enumerate(data):
+        out[i * n : (i + 1) * n] = band.ravel()[m]
+    return out
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) of a 1-D array, partitioning
+    ``values`` in place (numpy's makes a copy)."""
+    pos = q / 100.0 * (values.size - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, values.size - 1)
+    values.partition([lo, hi] if hi != lo else lo)
+    return float(np.percentile(values[[lo, hi]], 100.0 * (pos - lo)))
+
+
+def _finite_pixels(data: np.ndarray) -> np.ndarray | None:
+    """(H, W) True where every band is a finite number; None for integer data (always)."""
+    if data.dtype.kind not in "fc":
+        return None
+    finite = np.isfinite(data[0])
+    for band in data[1:]:
+        finite &= np.isfinite(band)
+    return finite
+
+
 def _white_point(data: np.ndarray, valid: np.ndarray) -> float:
     """Value that maps to 1.0: the nominal maximum of the data's bit depth."""
     if data.dtype == np.uint8:
         return 255.0
-    vals = data[:, valid] if valid is not None and valid.any() else data.reshape(data.shape[0], -1)
-    hi = float(np.percentile(vals, 99.9)) if vals.size else 1.0
+    vals = _valid_values(data, valid)
+    hi = _percentile(vals, 99.9) if vals.size else 1.0
     if data.dtype.kind == "f" and hi <= 1.0 + 1e-6:
         return 1.0
     for bits in (8, 10, 11, 12, 14, 16):

@@ -96,6 +96,10 @@ OVERRIDES: dict[str, Override] = {o.field: o for o in (
     Override("small_max_m2", "--small-max-m2", "size word threshold (default 100)", "float"),
     Override("large_min_m2", "--large-min-m2", "size word threshold (default 500)", "float"),
     Override("sandbox_wall_s", "--timeout", "sandbox wall-clock limit per program (s)", "float"),
+    Override("image_max_memory_mb", "--image-max-memory-mb", "refuse images whose estimated "
+             "peak memory is over this many MB, before decoding them (default 6000)", "int"),
+    Override("image_max_time_s", "--image-max-time", "refuse images whose estimated time is "
+             "over this many seconds, before decoding them (default 600)", "float"),
     # the LLM planner
     Override("llm_base_url", "--llm-base-url", "OpenAI-compatible endpoint, e.g. "
              "http://localhost:11434/v1 (Ollama); default https://api.openai.com/v1. Key: "
@@ -131,7 +135,8 @@ OVERRIDES: dict[str, Override] = {o.field: o for o in (
 )}
 
 #: The settings of a question about one image (``ask``, ``run``), besides LLM and models.
-IMAGE_FIELDS = ("detector", "planner", "small_max_m2", "large_min_m2", "sandbox_wall_s")
+IMAGE_FIELDS = ("detector", "planner", "small_max_m2", "large_min_m2", "sandbox_wall_s",
+                "image_max_memory_mb", "image_max_time_s")
 #: The LLM planner's flags.
 LLM_FIELDS = ("llm_base_url", "llm_model", "llm_timeout_s", "llm_repair_attempts", "llm_cache")
 #: The flags of model weights, device, calibration, SAM and caches.

@@ -112,8 +112,21 @@ def run_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str
 
     A detector whose rules read whole objects (:class:`ContextSensitive`) may see objects
     cut by the read window's edge inside the grid; the window then grows (the halo doubled,
-    at most :data:`MAX_HALO_GROWTH` times) until none reaches the core."""
+    at most :data:`MAX_HALO_GROWTH` times) until none reaches the core.
+
+    A chip whose memory runs out is ``failed`` (missing coverage), never empty."""
     t0 = time.perf_counter()
+    try:
+        res = _grown_result(inner, image, chip, keys, reader)
+    except MemoryError:
+        res = _failed(chip, "out of memory analysing the chip", 1)
+    res.ms = ms_since(t0)
+    return res
+
+
+def _grown_result(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str],
+                  reader: ChipReader | None) -> ChipResult:
+    """:func:`run_chip` without its timing and its out-of-memory guard."""
     res = _score_chip(inner, image, chip, keys, reader)
     grown = 0
     while (res.status == "ok" and grown < MAX_HALO_GROWTH
@@ -130,7 +143,6 @@ def run_chip(inner: Detector, image: RegionImage, chip: Chip, keys: Sequence[str
         res = _score_chip(inner, image, wider, keys, reader)
         res.attempts += attempts
     res.grown = grown
-    res.ms = ms_since(t0)
     return res
 
 

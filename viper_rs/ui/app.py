@@ -652,8 +652,10 @@ def _show(controller: Controller, key: str | None, gsd_value: Any) -> tuple[Any,
     try:
         image = controller.catalog.open(key, _gsd(gsd_value))
     except Exception as exc:  # noqa: BLE001 - shown in the chat, app stays up
+        reason = str(exc) or ("out of memory" if isinstance(exc, MemoryError)
+                              else type(exc).__name__)
         message = (f"Could not open **{escape_markdown(str(key))}**: "
-                   f"{escape_markdown(app_text(str(exc)))}")
+                   f"{escape_markdown(app_text(reason))}")
         return None, message, message
     return overlay(image, None), describe(image), None
 
@@ -764,7 +766,7 @@ def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
     args = parse_args(argv)
     folders = args.folder if args.folder is not None else default_folders(repo)
     settings = Settings.from_env(detector=args.detector, planner=args.planner)
-    catalog = Catalog(folders)
+    catalog = Catalog(folders, settings=settings)
     region = RegionSearch.for_folders(folders, settings, args.index, args.index_chip_m)
     controller = Controller(catalog, settings, region=region)
     atexit.register(controller.close)

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from viper_rs.config import Settings
 from viper_rs.datasets.rsvqa import RSVQA_CRS, find_image_record, tile_transform
 from viper_rs.errors import ImageError
-from viper_rs.geo import GeoImage
+from viper_rs.geo import GeoImage, admission, out_of_memory
 from viper_rs.lru import LRU
 from viper_rs.rasterfile import ALLOWED_DRIVERS, open_raster
+from viper_rs.vision.cost import image_admission
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ class Catalog:
     listed (a note says how many); they can still be uploaded. RSVQA-HR tiles (``images/{id}.png`` or
     ``Data/{id}.tif`` beside a ``USGS_split_*_images.json``) get their EPSG:3857
     georeference from the image record.
+
+    Every file is opened within ``settings``' image budget (``image_max_memory_mb``,
+    ``image_max_time_s``; :mod:`viper_rs.vision.cost`): one over it is refused from its
+    header, before any pixel is decoded.
     """
 
     def __init__(
@@ -73,8 +79,10 @@ class Catalog:
         demo: tuple[tuple[int, int, float], ...] = DEMO_SCENES,
         max_images: int = 400,
         cache_items: int = 4,
+        settings: Settings | None = None,
     ) -> None:
         self.folders = [Path(f) for f in folders]
+        self.settings = settings or Settings.from_env()
         self.entries: OrderedDict[str, ImageEntry] = OrderedDict()
         self.notes: list[str] = []
         self._scenes: dict[int, Any] = {}
@@ -141,7 +149,7 @@ class Catalog:
                 "GeoTIFF, PNG or JPEG"
             )
         _check_gsd(gsd)
-        image = _checked(GeoImage.open(path, gsd=gsd, drivers=IMAGE_DRIVERS))
+        image = self._read(path, gsd=gsd)
         with self._lock:
             key = f"upload: {path.name}"
             n = 2
@@ -197,19 +205,26 @@ class Catalog:
             if entry.kind == "demo":
                 image = self.scene(entry.key).image
             elif entry.kind == "chip":
-                image = _checked(GeoImage.open(entry.source, window=entry.window,
-                                               white_point=entry.white_point,
-                                               drivers=IMAGE_DRIVERS,
-                                               remote=True))  # a source the index accepted
+                image = self._read(entry.source, window=entry.window,
+                                   white_point=entry.white_point,
+                                   remote=True)  # a source the index accepted
                 if entry.roi is not None and entry.roi != entry.window:
                     image = replace(image, roi=window_mask(entry.window, entry.roi))
             elif entry.crs is not None:
-                image = _checked(GeoImage.open(entry.path, crs=entry.crs,
-                                               transform=entry.transform, drivers=IMAGE_DRIVERS))
+                image = self._read(entry.path, crs=entry.crs, transform=entry.transform)
             else:
-                image = _checked(GeoImage.open(entry.path, gsd=gsd, drivers=IMAGE_DRIVERS))
+                image = self._read(entry.path, gsd=gsd)
             self._opened.put(cache_key, image)
             return image
+
+    def _read(self, path: Any, gsd: float | None = None, **kwargs: Any) -> GeoImage:
+        """GeoImage.open of an app image (the app's drivers, the image budget checked from
+        the header first); an allocation that fails is an ImageTooLarge."""
+        try:
+            with admission(image_admission(self.settings, gsd)):
+                return _checked(GeoImage.open(path, gsd=gsd, drivers=IMAGE_DRIVERS, **kwargs))
+        except MemoryError:
+            raise out_of_memory(None, f"reading {Path(str(path)).name}") from None
 
     def scene(self, key: str) -> Any:
         """The synthetic Scene (with exact ground truth) of a demo entry, else None."""

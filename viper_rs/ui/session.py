@@ -22,7 +22,7 @@ from typing import Any
 
 from viper_rs.config import Settings, env_var
 from viper_rs.errors import ConfigError, ImageError, InputError, ViperError
-from viper_rs.geo import GeoImage
+from viper_rs.geo import GeoImage, out_of_memory
 from viper_rs.lru import LRU
 from viper_rs.overrides import OVERRIDES, panel_overrides
 from viper_rs.ui.answer_map import map_html
@@ -117,7 +117,7 @@ _FLAGS = "|".join(re.escape(f) for f in sorted([*APP_NAMES, *_FLAG_VARIABLES], k
                                                reverse=True))
 #: "pass --flag VALUE", with the verb and the value optional.
 _FLAG_TEXT = (r"(?:\b(?P<verb>pass|use) )?(?<![\w-])(?P<flag>" + _FLAGS
-              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR|M)\b)?")
+              + r")(?![\w-])(?: (?P<value>PATH|URL|MODEL|TAG|DIR|MB|M|S)\b)?")
 _FLAG = re.compile(_FLAG_TEXT)
 #: A flag and its variable side by side ("pass --x PATH or set VIPER_RS_X=PATH", "set by
 #: --x or VIPER_RS_X"): the app names the variable once.
@@ -366,6 +366,11 @@ class Controller:
             turn = Turn(f"Settings problem: {escape_markdown(app_text(str(exc)))}")
         except ViperError as exc:
             turn = Turn(f"Could not answer ({exc.type}): {escape_markdown(app_text(str(exc)))}")
+        except MemoryError:  # the app stays up: the arrays of this question are freed
+            log.warning("out of memory answering %r about %s", question, image_key)
+            err = out_of_memory(image, "answering the question")
+            turn = Turn(f"Could not answer: {escape_markdown(app_text(str(err)))}. The app is "
+                        "still running.")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened
             log.exception("unexpected error answering %r", question)
             turn = Turn(f"Internal error ({type(exc).__name__}): {escape_markdown(str(exc))}. "
@@ -555,7 +560,7 @@ class Controller:
             text = describe(image)
             problem = image_problem(image, detector, self.settings)
         except ImageError as exc:
-            reason = _hide_path(str(exc), Path(path))
+            reason = app_text(_hide_path(str(exc), Path(path)))
             return None, (f"Could not use the upload **{escape_markdown(name)}**: "
                           f"{escape_markdown(reason)}")
         except Exception as exc:  # noqa: BLE001 - the app must stay up and say what happened

@@ -83,16 +83,18 @@ def _merge_similar(
     n = int(seg.max())
     if n < 2:
         return seg
-    a = np.concatenate([seg[:, :-1].ravel(), seg[:-1, :].ravel()])
-    b = np.concatenate([seg[:, 1:].ravel(), seg[1:, :].ravel()])
-    g = np.concatenate([
-        np.maximum(grad[:, :-1], grad[:, 1:]).ravel(),
-        np.maximum(grad[:-1, :], grad[1:, :]).ravel(),
-    ])
-    keep = (a != b) & (a > 0) & (b > 0)
-    if not keep.any():
+    # Edges between two different segments, horizontal then vertical (only those edges are
+    # copied: the image-sized edge arrays took ~40 bytes per pixel).
+    edges = []
+    for sa, sb, ga, gb in ((seg[:, :-1], seg[:, 1:], grad[:, :-1], grad[:, 1:]),
+                           (seg[:-1, :], seg[1:, :], grad[:-1, :], grad[1:, :])):
+        keep = sa != sb
+        keep &= sa > 0
+        keep &= sb > 0
+        edges.append((sa[keep], sb[keep], np.maximum(ga[keep], gb[keep])))
+    a, b, g = (np.concatenate(parts) for parts in zip(*edges, strict=True))
+    if not a.size:
         return seg
-    a, b, g = a[keep], b[keep], g[keep]
     code = np.minimum(a, b).astype(np.int64) * (n + 1) + np.maximum(a, b)
     pairs, inv, cnt = np.unique(code, return_inverse=True, return_counts=True)
     weak_share = np.bincount(inv, weights=(g < max_grad).astype(np.float64)) / cnt
@@ -103,8 +105,12 @@ def _merge_similar(
     weak = (weak_share >= min_weak_share) & (color < max_color)
     graph = coo_matrix((np.ones(int(weak.sum())), (pa[weak], pb[weak])), shape=(n + 1, n + 1))
     _, comp = connected_components(graph, directed=False)
-    _, merged = np.unique(np.where(seg > 0, comp[seg] + 1, 0), return_inverse=True)
-    return merged.reshape(seg.shape).astype(np.int32)
+    # Each pixel's merged label, numbered as np.unique numbers the labels present, from a
+    # table per segment (not image-sized int64 copies).
+    lut = np.concatenate([[0], comp[1:] + 1])
+    present = np.bincount(seg.ravel(), minlength=n + 1)[: n + 1] > 0
+    new = np.searchsorted(np.unique(lut[present]), lut).astype(np.int32)
+    return new[seg]
 
 
 def _segment_paved(
@@ -186,17 +192,22 @@ def _segment_stats(
     """Per-segment statistics in one pass (areas, second moments, evidence fractions)."""
     n = int(seg.max())
     flat = seg.ravel()
-    rr, cc = np.indices(seg.shape, dtype=np.float64)
+    h, w = seg.shape
 
     def per_segment(values: np.ndarray | None = None) -> np.ndarray:
-        w = None if values is None else values.ravel().astype(np.float64)
-        return np.bincount(flat, weights=w, minlength=n + 1)[1:]
+        v = None if values is None else np.asarray(values.ravel(), dtype=np.float64)
+        return np.bincount(flat, weights=v, minlength=n + 1)[1:]
 
     count = np.maximum(per_segment(), 1)
-    mr, mc = per_segment(rr) / count, per_segment(cc) / count
+    rr = np.repeat(np.arange(h, dtype=np.float64), w)  # row of each pixel, flattened
+    mr = per_segment(rr) / count
     vrr = per_segment(rr * rr) / count - mr * mr
-    vcc = per_segment(cc * cc) / count - mc * mc
+    cc = np.tile(np.arange(w, dtype=np.float64), h)  # column of each pixel
+    mc = per_segment(cc) / count
     vrc = per_segment(rr * cc) / count - mr * mc
+    del rr
+    vcc = per_segment(cc * cc) / count - mc * mc
+    del cc
     half = np.sqrt(((vrr - vcc) / 2) ** 2 + vrc**2)
     lam1 = np.maximum((vrr + vcc) / 2 + half, 0)
     lam2 = np.maximum((vrr + vcc) / 2 - half, 0)

@@ -12,7 +12,7 @@ from typing import Any
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError, InputError, ViperError
 from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
-from viper_rs.textsafe import cut, safe_text
+from viper_rs.textsafe import configure_logging, cut, safe_lines, safe_text, safe_traceback
 
 log = logging.getLogger("viper_rs")
 MAX_LABELS_SHOWN = 20  # distinct region labels listed on a text answer's "regions:" line
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
     try:
         if args.command == "tools":
             from viper_rs import tools
@@ -159,11 +159,31 @@ def main(argv: list[str] | None = None) -> int:
             return run_train_buildings(args)
         return _run_image_command(args)
     except ViperError as exc:
-        print(f"viper-rs: error: {exc}", file=sys.stderr)
+        _error_line(f"viper-rs: error: {_exc_text(exc)}")
         return 2
     except KeyboardInterrupt:
         print("viper-rs: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - printed as Python would, its lines made safe
+        _error_line(safe_traceback(exc), one_line=False)
+        return 1
+
+
+#: Longest error line printed (characters; the rest is cut with a marker).
+MAX_ERROR_CHARS = 4000
+
+
+def _error_line(text: str, one_line: bool = True) -> None:
+    """Write ``text`` to stderr made safe for the terminal (:mod:`viper_rs.textsafe`): one
+    line (a file name's own line break is escaped) unless ``one_line`` is False (a
+    traceback, each line made safe already)."""
+    enc = getattr(sys.stderr, "encoding", None) or "ascii"
+    line = (safe_text(text, MAX_ERROR_CHARS, encoding=enc) if one_line
+            else safe_lines(text, encoding=enc))
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001, S110 - stderr itself is unusable: the exit code stands
+        pass
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viper_rs.textsafe import SafeFormatter, configure_logging, safe_html, safe_text
-
-REPO = Path(__file__).resolve().parents[1]
+from viper_rs.textsafe import SafeFormatter, safe_html, safe_text
 
 #: Every hostile piece a name holds: CSI colour, an OSC 8 hyperlink (no "/" can be in a
 #: name), BEL, CR, a newline and a right-to-left override.

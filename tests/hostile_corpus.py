@@ -96,6 +96,8 @@ class Inputs:
     region_flags: list[str] = field(default_factory=list)
     setup: list[list[str]] = field(default_factory=list)
     after_setup: Callable[[], None] | None = None
+    #: A listener the command must not connect to (a network path in the input).
+    listener: Listener | None = None
 
 
 @dataclass(frozen=True)
@@ -338,7 +340,8 @@ def vrt_http(d: Path) -> Inputs:
     path.write_text(f'<VRTDataset rasterXSize="256" rasterYSize="256"><SRS>EPSG:32618</SRS>'
                     "<GeoTransform>500000, 1, 0, 4500000, 0, -1</GeoTransform>"
                     f"{bands}</VRTDataset>")
-    return _one(path)
+    LISTENER.contacted()  # nothing left from an earlier command
+    return _one(path, listener=LISTENER)
 
 
 def gif_as_tif(d: Path) -> Inputs:
@@ -722,6 +725,11 @@ class Runner:
         """Run ``viper_rs.cli.main(argv)`` in the worker."""
         return self._request({"argv": argv}, timeout_s)
 
+    def probe(self, sleep_s: float = 0.0, allocate_mb: int = 0) -> Outcome:
+        """The worker sleeps ``sleep_s`` and holds ``allocate_mb`` MB: the runner's own
+        bounds are tested with it."""
+        return self._request({"probe": [sleep_s, allocate_mb]}, None)
+
     def truth(self, seed: int = 0, size: int = 256) -> Outcome:
         """The answer to :data:`QUESTION` on synthetic scene ``seed`` in memory (no file)."""
         return self._request({"truth": [seed, size]}, None)
@@ -829,6 +837,14 @@ def worker() -> None:
         try:
             if "truth" in request:
                 rc = _truth(*request["truth"])
+            elif "probe" in request:
+                sleep_s, allocate_mb = request["probe"]
+                held = bytearray(allocate_mb * 2**20)
+                for i in range(0, len(held), 4096):
+                    held[i] = 1
+                time.sleep(sleep_s)
+                del held
+                rc = 0
             else:
                 rc = main(request["argv"])
         except SystemExit as exc:  # argparse

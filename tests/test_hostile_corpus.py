@@ -245,22 +245,22 @@ def test_hostile_case(case: hc.Case, command: str, runner: hc.Runner, references
         inputs.after_setup()
     expect = getattr(case, command)
     outcome = runner.run(hc.argv_for(command, inputs, tmp_path))
-    contacted = hc.LISTENER is not None and hc.LISTENER.contacted()
-    if contacted:
+    if inputs.listener is not None and inputs.listener.contacted():
         _fail("network", outcome, "the command connected to a network address of the input")
     _check(case, command, expect, inputs, outcome, references)
 
 
-def test_runner_kills_a_hang_and_goes_on(tmp_path: Path) -> None:
-    """The runner's own bounds: a command past the time limit is killed and reported, and
-    the next command runs in a new worker."""
-    r = hc.Runner(tmp_path, timeout_s=3.0, memory_mb=MEMORY_LIMIT_MB)
+def test_runner_kills_a_hang_or_a_memory_hog_and_goes_on(tmp_path: Path) -> None:
+    """The runner's own bounds: a command past the time or memory limit is killed and
+    reported as such, and the next command runs in a new worker."""
+    r = hc.Runner(tmp_path, timeout_s=3.0, memory_mb=600.0)
     try:
-        fifo = tmp_path / "block.tif"
-        os.mkfifo(fifo)
-        # A questions file that is a FIFO: reading it blocks forever on every branch.
-        hung = r.run(["ask", "x.tif", "--questions-file", str(fifo)])
+        hung = r.probe(sleep_s=600)
         assert hung.status == "timeout" and hung.seconds < 10
+        hog = r.probe(allocate_mb=1500, sleep_s=30)
+        assert hog.status == "memory" and hog.peak_mb > 600
+        fine = r.probe(allocate_mb=50)
+        assert fine.status == "ok" and fine.rc == 0 and fine.peak_mb < 600
         after = r.run(["tools"])
         assert after.status == "ok" and after.rc == 0 and "find" in after.out
     finally:

@@ -681,6 +681,10 @@ class Outcome:
     peak_mb: float
 
 
+#: Longest wait for a new worker to import the CLI (seconds).
+STARTUP_S = 180.0
+
+
 def _rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -705,11 +709,18 @@ class Runner:
         self.count = 0
 
     def _start(self) -> subprocess.Popen:
+        """The worker, started when there is none; a new one is waited for until it has
+        imported the CLI's commands (not charged to the next command's time)."""
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen(
+            self.proc = proc = subprocess.Popen(
                 [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env,
                 cwd=self.workdir, start_new_session=True)
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], STARTUP_S)
+            if not ready or proc.stdout.readline().strip() != b"ready":
+                self._kill()
+                raise RuntimeError(f"the corpus worker did not start in {STARTUP_S:g} s")
         return self.proc
 
     def _kill(self) -> None:
@@ -819,8 +830,13 @@ def worker() -> None:
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    # The commands' own imports (models' libraries) once, before the first command's clock.
+    import viper_rs.agent  # noqa: F401
+    import viper_rs.index.build  # noqa: F401
+    import viper_rs.region.api  # noqa: F401
     from viper_rs.cli import main  # imported once: every command after it is cheap
 
+    reply.write("ready\n")
     for line in sys.stdin:
         request = json.loads(line)
         with contextlib.suppress(OSError):

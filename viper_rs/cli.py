@@ -202,7 +202,7 @@ def _prompt(args: argparse.Namespace) -> int:
         print(json.dumps({**info.to_dict(), "messages": messages}, indent=2))
         return 0
     for m in messages:
-        print(f"===== {m['role']} =====\n{m['content']}\n")
+        print(f"===== {m['role']} =====\n{safe_lines(m['content'])}\n")  # the question's own
     print(f"prompt {info.hash}: system message {info.chars} characters (~{info.approx_tokens} "
           "tokens at 4 characters per token)", file=sys.stderr)
     return 0
@@ -239,15 +239,16 @@ def _weights(args: argparse.Namespace) -> int:
             where = f"open_clip tag {settings.clip_pretrained!r}"
         size = f" ({entry['size'] / 2**20:.0f} MiB)" if entry["size"] else ""
         src = f" [{entry['source']}]" if entry["source"] in ("cache", "configured") else ""
-        rows.append((entry["model"], entry["role"], entry["status"], where + size + src))
+        rows.append((entry["model"], entry["role"], entry["status"],
+                     safe_text(where + size + src)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
-    print(f"\nweights folder: {wts.weights_dir(settings)}")
+    print(f"\nweights folder: {safe_text(wts.weights_dir(settings))}")
     for name, entry in found.items():
         if entry["note"]:
-            print(f"{name}: {entry['note']}")
-    print(f"\ndetector: {wts.auto_reason(settings)}")
+            print(f"{name}: {safe_text(entry['note'])}")
+    print(f"\ndetector: {safe_text(wts.auto_reason(settings))}")
     return 0
 
 
@@ -281,9 +282,10 @@ def _embed(args: argparse.Namespace) -> int:
     st = embedder.last_stats
     rows, cols, dim = grid.features.shape
     scale = f", resampled x{grid.scale:.3g}" if st["resampled"] else ""
-    print(f"{out}: {rows}x{cols}x{dim} float32 from {image.name} ({image.width}x{image.height} px"
-          f"{scale}), {st['windows']} window(s), {st['ms']:.0f} ms"
-          f"{' (cached)' if st['cached'] else ''}, {args.detector} {encoder.model_id} on {device}")
+    print(safe_text(
+        f"{out}: {rows}x{cols}x{dim} float32 from {image.name} ({image.width}x{image.height} px"
+        f"{scale}), {st['windows']} window(s), {st['ms']:.0f} ms"
+        f"{' (cached)' if st['cached'] else ''}, {args.detector} {encoder.model_id} on {device}"))
     return 0
 
 
@@ -339,8 +341,9 @@ def _demo(args: argparse.Namespace) -> int:
         image = scene.image
     questions = make_questions(scene, n=args.n, seed=args.seed, settings=settings)
     if not args.json:
-        print(f"scene: {tif} ({image.width}x{image.height} px, {image.ground_sampling_distance:.2f} m, "
-              f"{len(scene.objects)} objects; ground truth in {args.out / 'truth.geojson'})\n")
+        print(safe_text(f"scene: {tif} ({image.width}x{image.height} px, "
+                        f"{image.ground_sampling_distance:.2f} m, {len(scene.objects)} objects; "
+                        f"ground truth in {args.out / 'truth.geojson'})") + "\n")
     right = unprinted = 0
     with Agent(settings, detector=detector) as agent:
         for q in questions:

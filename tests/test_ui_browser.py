@@ -580,3 +580,23 @@ def test_out_of_range_setting_is_a_chat_message_without_error_badges(page):
     page.locator("#chat .message-row.bot-row").last.get_by_text(
         re.compile(r"Notes \(\d+\)")).click()
     page.screenshot(path=str(ARTIFACTS / "answer_numbers_notes.png"), full_page=True)
+
+
+def test_upload_with_a_hostile_name_is_shown_escaped(page, tmp_path):
+    """Issue 23: an upload's name keeps a bidi override and C1 controls through Gradio
+    (it strips only C0); the chat and the picker show them as escapes, never raw."""
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "bidi\u202egnp.exe\u009b31m.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(path, "PNG")
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    message = page.locator("#chat .message").filter(has_text="Loaded bidi")
+    message.first.wait_for(timeout=60_000)
+    text = message.first.inner_text()
+    assert "\\u202egnp.exe\\x9b31m.png" in text, text
+    assert "\u202e" not in text and "\u009b" not in text, text
+    picked = page.locator("#image-picker input").first.input_value()
+    assert "\u202e" not in picked and "\\u202e" in picked, picked
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "hostile_name_upload.png"), full_page=True)

@@ -12,7 +12,7 @@ from typing import Any
 from viper_rs.config import Settings
 from viper_rs.errors import ImageError, ImageTooLarge, InputError, ViperError
 from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
-from viper_rs.textsafe import cut, safe_text
+from viper_rs.textsafe import configure_logging, cut, safe_lines, safe_text, safe_traceback
 
 log = logging.getLogger("viper_rs")
 MAX_LABELS_SHOWN = 20  # distinct region labels listed on a text answer's "regions:" line
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
     try:
         if args.command == "tools":
             from viper_rs import tools
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_train_buildings(args)
         return _run_image_command(args)
     except ViperError as exc:
-        print(f"viper-rs: error: {exc}", file=sys.stderr)
+        _error_line(f"viper-rs: error: {_exc_text(exc)}")
         return 2
     except MemoryError:
         print(f"viper-rs: error: {safe_text(_out_of_memory(args), 600)}", file=sys.stderr)
@@ -169,6 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("viper-rs: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - printed as Python would, its lines made safe
+        _error_line(safe_traceback(exc), one_line=False)
+        return 1
+
+
+#: Longest error line printed (characters; the rest is cut with a marker).
+MAX_ERROR_CHARS = 4000
+
+
+def _error_line(text: str, one_line: bool = True) -> None:
+    """Write ``text`` to stderr made safe for the terminal (:mod:`viper_rs.textsafe`): one
+    line (a file name's own line break is escaped) unless ``one_line`` is False (a
+    traceback, each line made safe already)."""
+    enc = getattr(sys.stderr, "encoding", None) or "ascii"
+    line = (safe_text(text, MAX_ERROR_CHARS, encoding=enc) if one_line
+            else safe_lines(text, encoding=enc))
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001, S110 - stderr itself is unusable: the exit code stands
+        pass
 
 
 def _out_of_memory(args: argparse.Namespace) -> str:
@@ -200,7 +220,7 @@ def _prompt(args: argparse.Namespace) -> int:
         print(json.dumps({**info.to_dict(), "messages": messages}, indent=2))
         return 0
     for m in messages:
-        print(f"===== {m['role']} =====\n{m['content']}\n")
+        print(f"===== {m['role']} =====\n{safe_lines(m['content'])}\n")  # the question's own
     print(f"prompt {info.hash}: system message {info.chars} characters (~{info.approx_tokens} "
           "tokens at 4 characters per token)", file=sys.stderr)
     return 0
@@ -237,15 +257,16 @@ def _weights(args: argparse.Namespace) -> int:
             where = f"open_clip tag {settings.clip_pretrained!r}"
         size = f" ({entry['size'] / 2**20:.0f} MiB)" if entry["size"] else ""
         src = f" [{entry['source']}]" if entry["source"] in ("cache", "configured") else ""
-        rows.append((entry["model"], entry["role"], entry["status"], where + size + src))
+        rows.append((entry["model"], entry["role"], entry["status"],
+                     safe_text(where + size + src)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
-    print(f"\nweights folder: {wts.weights_dir(settings)}")
+    print(f"\nweights folder: {safe_text(wts.weights_dir(settings))}")
     for name, entry in found.items():
         if entry["note"]:
-            print(f"{name}: {entry['note']}")
-    print(f"\ndetector: {wts.auto_reason(settings)}")
+            print(f"{name}: {safe_text(entry['note'])}")
+    print(f"\ndetector: {safe_text(wts.auto_reason(settings))}")
     return 0
 
 
@@ -284,9 +305,10 @@ def _embed(args: argparse.Namespace) -> int:
     st = embedder.last_stats
     rows, cols, dim = grid.features.shape
     scale = f", resampled x{grid.scale:.3g}" if st["resampled"] else ""
-    print(f"{out}: {rows}x{cols}x{dim} float32 from {image.name} ({image.width}x{image.height} px"
-          f"{scale}), {st['windows']} window(s), {st['ms']:.0f} ms"
-          f"{' (cached)' if st['cached'] else ''}, {args.detector} {encoder.model_id} on {device}")
+    print(safe_text(
+        f"{out}: {rows}x{cols}x{dim} float32 from {image.name} ({image.width}x{image.height} px"
+        f"{scale}), {st['windows']} window(s), {st['ms']:.0f} ms"
+        f"{' (cached)' if st['cached'] else ''}, {args.detector} {encoder.model_id} on {device}"))
     return 0
 
 
@@ -354,8 +376,9 @@ def _demo(args: argparse.Namespace) -> int:
         image = scene.image
     questions = make_questions(scene, n=args.n, seed=args.seed, settings=settings)
     if not args.json:
-        print(f"scene: {tif} ({image.width}x{image.height} px, {image.ground_sampling_distance:.2f} m, "
-              f"{len(scene.objects)} objects; ground truth in {args.out / 'truth.geojson'})\n")
+        print(safe_text(f"scene: {tif} ({image.width}x{image.height} px, "
+                        f"{image.ground_sampling_distance:.2f} m, {len(scene.objects)} objects; "
+                        f"ground truth in {args.out / 'truth.geojson'})") + "\n")
     right = unprinted = 0
     with Agent(settings, detector=detector) as agent:
         for q in questions:

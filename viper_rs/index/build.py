@@ -42,6 +42,7 @@ from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_
 from viper_rs.index.overlays import OverlayReport, update_overlays
 from viper_rs.index.sources import Source, scan
 from viper_rs.index.store import ANN_MIN_ROWS, ChipIndex, IndexMeta
+from viper_rs.textsafe import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class BuildReport:
             lines.append(f"  failed chip {cid}: {why}")
         if len(self.failed) > 10:
             lines.append(f"  ... and {len(self.failed) - 10} more failed chips")
-        return "\n".join(lines)
+        # Each line made safe: a file name's own line break or escape sequence stays in it.
+        return "\n".join(safe_text(line) for line in lines)
 
 
 def _reason_counts(items: list[tuple[str, str]]) -> list[tuple[str, int]]:

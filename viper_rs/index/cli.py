@@ -10,6 +10,7 @@ from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import InputError
+from viper_rs.textsafe import safe_text
 
 
 def add_parser(sub: Any, model_args: Any) -> None:
@@ -112,11 +113,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(dm.to_dict(), indent=2))
     else:
-        print(f"wrote {dm.tif} ({dm.width}x{dm.height}, {dm.resolution:.3g} m cells, {dm.crs}; "
-              f"{dm.chips} chips, scores {dm.min_score:.3f}..{dm.max_score:.3f})"
-              + (f" and {dm.png}" if dm.png else ""))
+        _say(f"wrote {dm.tif} ({dm.width}x{dm.height}, {dm.resolution:.3g} m cells, {dm.crs}; "
+             f"{dm.chips} chips, scores {dm.min_score:.3f}..{dm.max_score:.3f})"
+             + (f" and {dm.png}" if dm.png else ""))
         for note in dm.notes:
-            print(f"note: {note}")
+            _say(f"note: {note}")
     return 0
 
 
@@ -151,7 +152,8 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         d["chips_per_s"] = round(report.chips_per_s, 2)
         print(json.dumps(d, indent=2, default=str))
     else:
-        print(report.summary())
+        for line in report.summary().split("\n"):  # each line made safe by summary()
+            _say(line)
     return 0 if (report.indexed or report.existing or report.empty) else 1
 
 
@@ -168,16 +170,20 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
 def _print_hits(result: Any) -> None:
     from viper_rs.index.attributes import BY_COLUMN, describe
 
-    out = sys.stdout
-    out.write(f"{len(result.hits)} best of {result.total} chips for {result.query!r} "
-              f"({result.embedder}, {result.ms:.0f} ms)\n")
+    _say(f"{len(result.hits)} best of {result.total} chips for {result.query!r} "
+         f"({result.embedder}, {result.ms:.0f} ms)")
     for note in result.notes:
-        out.write(f"note: {note}\n")
+        _say(f"note: {note}")
     attr = BY_COLUMN.get(result.ranked_by or "")
     for h in result.hits:
         lon, lat = h.center
         c, r, w, hh = h.window
         measured = ("  " + describe(h.attributes, h.measured_by, h.unknown, attr)) if attr else ""
-        out.write(f"{h.rank:3d}. {h.score:7.4f}  {lat:.5f},{lon:.5f}  {h.source_name} "
-                  f"[{c},{r} {w}x{hh}]" + (f"  {h.datetime}" if h.datetime else "")
-                  + measured + "\n")
+        _say(f"{h.rank:3d}. {h.score:7.4f}  {lat:.5f},{lon:.5f}  {h.source_name} "
+             f"[{c},{r} {w}x{hh}]" + (f"  {h.datetime}" if h.datetime else "") + measured)
+
+
+def _say(text: str) -> None:
+    """Print one line made safe for the terminal (:func:`viper_rs.textsafe.safe_text`: the
+    file names and messages in it cannot move the cursor or split the line)."""
+    print(safe_text(text, encoding=getattr(sys.stdout, "encoding", None)), flush=True)

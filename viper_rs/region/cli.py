@@ -12,6 +12,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import InputError
 from viper_rs.exports import write_regions_geojson, write_regions_gpkg
 from viper_rs.overrides import add_flags
+from viper_rs.textsafe import safe_text
 
 
 def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
@@ -101,13 +102,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         cov = report.coverage
         ok = sum(1 for c in report.chips if c["status"] == "ok")
-        print(answer.answer)
-        print(f"  chips: {ok} ok of {len(report.chips)}; scanned {cov['scanned_m2']:.0f} m2 "
-              f"({100 * cov['share']:.1f}% of the area){'; PARTIAL' if cov['partial'] else ''}")
+        _say(answer.answer)
+        _say(f"  chips: {ok} ok of {len(report.chips)}; scanned {cov['scanned_m2']:.0f} m2 "
+             f"({100 * cov['share']:.1f}% of the area){'; PARTIAL' if cov['partial'] else ''}")
         for note in answer.notes:
-            print(f"  note: {note}")
+            _say(f"  note: {note}")
     if answer.error is not None:
-        print(f"viper-rs: {answer.error.get('type')}: {answer.error.get('message')}", file=sys.stderr)
+        _say(f"viper-rs: {answer.error.get('type')}: {answer.error.get('message')}", sys.stderr)
         return 1
     return 0
 
@@ -147,6 +148,13 @@ def _print_estimate(args: argparse.Namespace, settings: Settings) -> int:
                           "fit_pixel_m": None if not isinstance(refusal, RegionTooLarge)
                           else refusal.fit_pixel_m}), flush=True)
     else:
-        print(f"Estimate: {cost.describe()}.")
-        print(f"Budget: {budget.describe()}: " + ("fits." if refusal is None else str(refusal)))
+        _say(f"Estimate: {cost.describe()}.")
+        _say(f"Budget: {budget.describe()}: " + ("fits." if refusal is None else str(refusal)))
     return 0
+
+
+def _say(text: str, stream: Any = None) -> None:
+    """Print one line made safe for the terminal (:func:`viper_rs.textsafe.safe_text`: the
+    file names and messages in it cannot move the cursor or split the line)."""
+    stream = stream if stream is not None else sys.stdout
+    print(safe_text(text, encoding=getattr(stream, "encoding", None)), file=stream, flush=True)

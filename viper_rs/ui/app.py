@@ -17,6 +17,7 @@ from typing import Any
 from viper_rs.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
 from viper_rs.errors import InputError
 from viper_rs.lru import LRU
+from viper_rs.textsafe import configure_logging
 from viper_rs.ui.answer_map import EMPTY_ANSWER_MAP, FULLSCREEN_LISTENER, HIGHLIGHT_JS
 from viper_rs.ui.area import (
     AREA_CHIP_M,
@@ -762,7 +763,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, repo: Path | None = None) -> None:
     """Launch the app (blocks until interrupted)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)  # every record's message made safe (file names in it)
     args = parse_args(argv)
     folders = args.folder if args.folder is not None else default_folders(repo)
     settings = Settings.from_env(detector=args.detector, planner=args.planner)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viper_rs.errors import InputError
+from viper_rs.textsafe import safe_text
 from viper_rs.ui.answer_map import colour_for
 from viper_rs.ui.leaflet import leaflet_assets
 
@@ -134,7 +135,8 @@ def chip_table(chips: Sequence[dict], values: Sequence[dict]) -> list[list]:
     rows = []
     for chip, v in zip(chips, values, strict=True):
         names = list(chip.get("sources") or [])
-        source = names[0] + (f" +{len(names) - 1}" if len(names) > 1 else "") if names else ""
+        source = (safe_text(names[0]) + (f" +{len(names) - 1}" if len(names) > 1 else "")
+                  if names else "")
         status = chip["status"] + (f": {chip['reason']}" if chip.get("reason")
                                    and chip["status"] == "failed" else "")
         ok = chip["status"] == "ok"

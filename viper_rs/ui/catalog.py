@@ -20,6 +20,7 @@ from viper_rs.geo import GeoImage, admission, out_of_memory
 from viper_rs.lru import LRU
 from viper_rs.rasterfile import ALLOWED_DRIVERS, open_raster
 from viper_rs.vision.cost import image_admission
+from viper_rs.textsafe import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,16 @@ DEMO_SCENES: tuple[tuple[int, int, float], ...] = ((0, 384, 1.0), (1, 512, 0.6),
 #: Longest side (px) of the part of a source a region-search chip opens with: the chip in
 #: the middle, its surroundings as context (the whole source when it is smaller).
 CHIP_CONTEXT_PX = 2048
+#: Longest file name (characters) an image's key in the picker shows; the rest is cut.
+MAX_NAME_CHARS = 200
+
+
+def _free_key(entries: Any, key: str) -> str:
+    """``key``, or ``key (2)``, ``key (3)``... when taken (two names made safe alike)."""
+    out, n = key, 2
+    while out in entries:
+        out, n = f"{key} ({n})", n + 1
+    return out
 
 
 @dataclass
@@ -127,7 +138,9 @@ class Catalog:
                 few.append(path.relative_to(folder).as_posix())
             if bands is None or bands < 3:
                 continue
-            key = f"{folder.name}/{path.relative_to(folder).as_posix()}"
+            # The picker shows keys: file names made safe (escape sequences, bidi overrides).
+            key = _free_key(self.entries, safe_text(
+                f"{folder.name}/{path.relative_to(folder).as_posix()}", MAX_NAME_CHARS))
             entry = ImageEntry(key=key, kind="folder", path=path)
             record = find_image_record(path, rsvqa)
             if record is not None:
@@ -151,10 +164,11 @@ class Catalog:
         _check_gsd(gsd)
         image = self._read(path, gsd=gsd)
         with self._lock:
-            key = f"upload: {path.name}"
+            name = safe_text(path.name, MAX_NAME_CHARS)  # the picker shows it
+            key = f"upload: {name}"
             n = 2
             while key in self.entries and self.entries[key].path != path:
-                key = f"upload: {path.name} ({n})"
+                key = f"upload: {name} ({n})"
                 n += 1
             entry = self.entries[key] = ImageEntry(key=key, kind="upload", path=path)
             for stale in [k for k in self._opened if k[0] == key]:  # the file may have changed
@@ -169,7 +183,7 @@ class Catalog:
         answers count only inside the chip, the rest is context."""
         col, row, width, height = (int(v) for v in hit.window)
         chip = (col, row, width, height)
-        base = f"chip: {hit.source_name} [{col},{row} {width}x{height}]"
+        base = f"chip: {safe_text(hit.source_name, MAX_NAME_CHARS)} [{col},{row} {width}x{height}]"
         with self._lock:
             key, n = base, 2
             while key in self.entries:

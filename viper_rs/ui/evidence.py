@@ -23,6 +23,7 @@ from viper_rs.errors import InputError
 from viper_rs.exports import GPKG_FIELDS, GPKG_LAYER, polygonal, write_regions_gpkg  # noqa: F401
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
+from viper_rs.textsafe import safe_text
 
 #: Longest side, in pixels, of the picture shown in the chat.
 OVERLAY_MAX_SIDE = 1024
@@ -449,7 +450,9 @@ def plain_text(markdown: str) -> str:
 
 
 def escape_markdown(text: Any) -> str:
-    """``text`` on one line with Markdown emphasis/link characters and HTML neutralised."""
-    s = " ".join(str(text).split())
+    """``text`` on one line with Markdown emphasis/link characters and HTML neutralised,
+    and control characters and bidi overrides (a file name's) shown as escapes
+    (:func:`viper_rs.textsafe.safe_text`)."""
+    s = safe_text(" ".join(str(text).split()))
     s = _MD_SPECIAL.sub(r"\\\1", s)
     return html.escape(s, quote=False).replace("`", "&#96;")

@@ -26,6 +26,7 @@ from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import ConfigError, ViperError
+from viper_rs.textsafe import safe_html, safe_text
 from viper_rs.ui.area import VIEW_TYPE, new_map_id, view_post_js
 from viper_rs.ui.evidence import escape_markdown
 from viper_rs.ui.leaflet import leaflet_assets  # also used by the answer map
@@ -390,7 +391,7 @@ def result_rows(hits: Sequence[Any], ranked_by: str | None = None) -> list[list]
         if attr is not None:
             measured = cell(getattr(h, "attributes", {}), getattr(h, "unknown", {}), attr)
         rows.append([h.rank, round(float(h.score), 4), measured, f"{lat:.5f}, {lon:.5f}",
-                     h.source_name, h.datetime or ""])
+                     safe_text(h.source_name), safe_text(h.datetime or "")])
     return rows
 
 
@@ -522,9 +523,9 @@ def callout_html(hit: Any, thumb: str | None = None) -> str:
     """The popup of one hit: rank, score, source, date, thumbnail and an 'ask' button."""
     lon, lat = hit.center
     parts = [f"<b>#{int(hit.rank)}</b> &middot; score {float(hit.score):.3f}",
-             html.escape(str(hit.source_name))]
+             safe_html(hit.source_name)]
     if hit.datetime:
-        parts.append(html.escape(str(hit.datetime)))
+        parts.append(safe_html(hit.datetime))
     parts.append(f"{lat:.5f}, {lon:.5f}")
     text = "<br>".join(parts)
     width, height = thumb_size(hit)
@@ -620,7 +621,7 @@ def map_document(hits: Sequence[Any], thumbs: dict[int, str] | None = None,
             icon_anchor=(12, 12), class_name="viper-rank-icon"))
         label.add_to(group)
         labels.append((label.get_name(), lat, lon))
-        tip = html.escape(f"#{int(h.rank)} · {float(h.score):.3f} · {h.source_name}")
+        tip = safe_html(f"#{int(h.rank)} · {float(h.score):.3f} · {h.source_name}")
         group.add_child(_callout_element(callout_html(h, thumbs.get(h.rank)), tip,
                                           pictures.get(source_key(h.source))))
         group.add_to(fmap)
@@ -772,7 +773,7 @@ def _places_element(groups: list[list[Any]]) -> Any:
     buttons = []
     for i, group in enumerate(groups):
         ranks = ", ".join(f"#{int(h.rank)}" for h in group[:6]) + (" …" if len(group) > 6 else "")
-        text = html.escape(f"{ranks} · {group[0].source_name}")
+        text = safe_html(f"{ranks} · {group[0].source_name}")
         buttons.append(f'<button type="button" data-place="{i}" title="{text}">{text}</button>')
     everything = [h for g in groups for h in g]
     buttons.append('<button type="button" data-place="all">All hits</button>')

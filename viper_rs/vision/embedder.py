@@ -332,7 +332,9 @@ def _progress(total: int, name: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"embedding {name}", unit="window", leave=False)
+    from viper_rs.textsafe import safe_text
+
+    return tqdm(total=total, desc=f"embedding {safe_text(name, 80)}", unit="window", leave=False)
 
 
 def band_problem(image: GeoImage) -> str | None:

@@ -19,8 +19,8 @@ from viper_rs.errors import ImageError
 from viper_rs.geo import GeoImage, admission, out_of_memory
 from viper_rs.lru import LRU
 from viper_rs.rasterfile import ALLOWED_DRIVERS, open_raster
-from viper_rs.vision.cost import image_admission
 from viper_rs.textsafe import safe_text
+from viper_rs.vision.cost import image_admission
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 RASTER_SUFFIXES = (".tif", ".tiff")
 #: Suffixes of text files that list one source per line.
 LIST_SUFFIXES = (".txt", ".lst")
+#: Deepest chain of source lists naming source lists (a list on the command line is 1).
+LIST_MAX_DEPTH = 4
 #: Side (px) of the decimated read that estimates a non-8-bit source's white point.
 _WHITE_POINT_PX = 512
 
@@ -73,31 +75,70 @@ class SourceScan:
 
 def expand(inputs: Sequence[str | Path]) -> list[str]:
     """Files and URLs named by ``inputs``: folders (recursively, ``*.tif``/``*.tiff``), list
-    files (``.txt``: one path or URL per line, ``#`` comments), files and URLs as given."""
+    files (``.txt``: one path or URL per line, ``#`` comments), files and URLs as given.
+
+    Lists are read bounded: at most :data:`~viper_rs.files.SMALL_FILE_MAX_BYTES` each, lists
+    naming lists at most :data:`LIST_MAX_DEPTH` deep, a list naming itself (directly or
+    through others) refused. A relative line is read from the list's own folder and must
+    stay inside it (``../`` or a link leading out is refused); an absolute line is taken as
+    written (the list's author could name it on the command line as well). A FIFO, device
+    or socket is never opened: InputError naming it."""
     out: list[str] = []
+    _expand(inputs, out, ())
+    return list(dict.fromkeys(out))
+
+
+def _expand(inputs: Sequence[str | Path], out: list[str], lists: tuple[Path, ...]) -> None:
+    """:func:`expand` inside the lists ``lists`` (outermost first, resolved)."""
+    import stat
+
+    from viper_rs.files import read_small_text
+
     for item in inputs:
         text = str(item)
         if is_remote(text):
             out.append(text)
             continue
         p = Path(text).expanduser()
-        if p.is_dir():
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            raise InputError(f"{p}: no such file or folder") from None
+        if stat.S_ISDIR(mode):
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES
                            and q.is_file())
             if not found:
                 log.warning("%s: no .tif/.tiff files", p)
             out.extend(str(q.resolve()) for q in found)
-        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            base = p.parent
-            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        elif not stat.S_ISREG(mode):
+            raise InputError(f"{p}: not a regular file (a FIFO, device or socket); give "
+                             "GeoTIFF files, folders or .txt lists")
+        elif p.suffix.lower() in LIST_SUFFIXES:
+            real = p.resolve()
+            if real in lists:
+                chain = " -> ".join(q.name for q in (*lists[lists.index(real):], real))
+                raise InputError(f"{p}: the source list names itself ({chain}); remove the loop")
+            if len(lists) >= LIST_MAX_DEPTH:
+                raise InputError(f"{p}: source lists nested more than {LIST_MAX_DEPTH} deep "
+                                 f"({' -> '.join(q.name for q in (*lists, real))})")
+            base = real.parent
+            lines = []
+            body = read_small_text(real, InputError, "source list")
+            for n, line in enumerate(body.splitlines(), 1):
                 line = line.strip()
-                if line and not line.startswith("#"):
-                    out.extend(expand([line if is_remote(line) else str(base / line)]))
-        elif p.exists():
-            out.append(str(p.resolve()))
+                if not line or line.startswith("#"):
+                    continue
+                if is_remote(line) or Path(line).expanduser().is_absolute():
+                    lines.append(line)
+                    continue
+                q = base / line
+                if not q.resolve().is_relative_to(base):
+                    raise InputError(f"{p}, line {n}: {line!r} leads outside the list's folder "
+                                     f"{base}; write it as an absolute path")
+                lines.append(str(q))
+            _expand(lines, out, (*lists, real))
         else:
-            raise InputError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(out))
+            out.append(str(p.resolve()))
 
 
 def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceScan:

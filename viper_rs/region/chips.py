@@ -18,6 +18,8 @@ MIN_CHIP_PX = 16
 #: Default chip core side and halo (metres).
 CHIP_M = 256.0
 HALO_M = 64.0
+#: Why a laid-out chip is not read.
+OUTSIDE = "outside the requested area or every source"
 #: Up to this many chip positions (summed over the footprints) are counted exactly.
 EXACT_POSITIONS = 2_000_000
 
@@ -92,7 +94,7 @@ def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
                     read=(int(q0[k]), int(p0[k]), int(q1[k]), int(p1[k])), sources=srcs)
         if not inside[k]:
             chip.status = "skipped"
-            chip.error = "outside the requested area or every source"
+            chip.error = OUTSIDE
         chips.append(chip)
     return chips
 

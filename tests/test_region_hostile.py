@@ -334,3 +334,20 @@ def test_an_all_nan_tile_is_never_valid_ground(tmp_path) -> None:
                                 settings=Settings())
     assert answer.value == want
     assert report.coverage["share"] == pytest.approx(8 / 9, rel=1e-3)
+
+
+def test_hostile_index_descriptions_are_refused(tmp_path) -> None:
+    """The chip index's description (the region funnel's --index) is read as bounded as a
+    manifest: deep nesting and oversize refused with InputError, never a RecursionError."""
+    from viper_rs.index.store import META_FILE, ChipIndex
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / META_FILE).write_text("{\"a\":" * 100_000 + "1" + "}" * 100_000)
+    with pytest.raises(InputError, match="nested deeper"):
+        ChipIndex.open(deep)
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / META_FILE).write_text(json.dumps({"pad": "x" * 1_100_000}))
+    with pytest.raises(InputError, match="at most 1,000,000"):
+        ChipIndex.open(big)

@@ -143,13 +143,18 @@ def _expand(inputs: Sequence[str | Path], out: list[str], lists: tuple[Path, ...
 
 def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceScan:
     """Open every input's metadata; unusable rasters are skipped with their reason."""
+    import rasterio
+
     result = SourceScan(sources=list(extra))
-    for uri in expand(inputs):
-        try:
-            result.sources.append(describe(uri))
-        except InputError as exc:
-            result.skipped.append((uri, str(exc)))
-            log.info("skipping %s", exc)
+    # GDAL lists a file's folder on every open to find its sidecars: with thousands of
+    # tiles in one folder, each open re-read the whole folder (sidecars are still probed).
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+        for uri in expand(inputs):
+            try:
+                result.sources.append(describe(uri))
+            except InputError as exc:
+                result.skipped.append((uri, str(exc)))
+                log.info("skipping %s", exc)
     seen: set[str] = set()
     unique = []
     for s in result.sources:

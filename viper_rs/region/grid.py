@@ -304,24 +304,14 @@ def source_clusters(polys: Sequence[Any], gap_km: float = CLUSTER_GAP_KM) -> lis
         lat = min(max(abs(s), abs(n)) + dy, 89.0)
         dx = dy / math.cos(math.radians(lat))
         pad.append(box(w - dx, s - dy, e + dx, n + dy))
-    tree = shapely.STRtree(pad)
-    a, b = tree.query(pad, predicate="intersects")
-    parent = list(range(len(polys)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(a.tolist(), b.tolist(), strict=True):
-        ri, rj = root(i), root(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(polys)):
-        groups.setdefault(root(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: g[0])
+    merged = unary_union(pad)
+    parts = list(getattr(merged, "geoms", [merged]))
+    which, part = shapely.STRtree(parts).query([p.representative_point() for p in polys],
+                                               predicate="intersects")
+    groups: dict[int, set[int]] = {}
+    for i, g in zip(which.tolist(), part.tolist(), strict=True):
+        groups.setdefault(g, set()).add(i)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
 def check_span(sources: Sequence[Source], ks: Sequence[int], polys: Sequence[Any]) -> list[list[int]]:

@@ -296,6 +296,12 @@ def test_nothing_scanned_is_no_answer_and_exit_2(mosaic, monkeypatch, capsys) ->
     assert "nothing of the region was scanned" in out.err and "MemoryError" in out.err
     assert len(out.err.strip().splitlines()) == 1
 
+    answer, report = ask_region(open_region(mosaic), BUILDINGS, chip_m=256.0, halo_m=0.0,
+                                detector=MosaicOracle(big_scene()), planner="rules",
+                                reader=out_of_memory)
+    assert report.coverage["share"] == 0.0 and len(report.coverage["failed_chips"]) == 9
+    assert answer.notes[0].startswith("nothing of the region was scanned")
+
     def one_fails(image, chip):
         if chip.id == "r0c0":
             raise MemoryError("Unable to allocate")

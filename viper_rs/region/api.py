@@ -305,6 +305,9 @@ def ask_region(
     for note in region_det.coverage_notes() + skipped_notes(image):
         if note not in answer.notes:
             answer.notes.append(note)
+    empty = nothing_scanned(report)
+    if empty is not None:  # first, so no reader takes the value for an answer
+        answer.notes.insert(0, empty)
     return answer, report
 
 

@@ -157,19 +157,24 @@ def test_whole_world_box_is_the_sources_area(folders, capsys) -> None:
 
 
 def test_whole_world_box_over_far_apart_folders_is_refused_with_the_estimate(folders) -> None:
-    """Folders on two continents with the whole-world box: both sources take part (the
-    finest sets the grid), so the grid spans the globe between them at 0.25 m; that is
-    refused before anything is laid out, with the estimate and the ways out - never a
-    traceback or a hang."""
+    """Folders on two continents with the whole-world box: both sources take part, and
+    they lie too far apart for one working grid (never a grid across the globe between
+    them): refused at once, naming each group of sources with a box that asks about it
+    alone - never a traceback or a hang; each named box answers."""
     t0 = time.perf_counter()
     out = cli(region_args(folders["coarse"], folders["fine"], extra=("--bbox=-180,-90,180,90",)))
     assert out.returncode == 2, out.stderr
     err = out.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    for word in ("over its budget", "0.25 m/px", "2 sources", "the sources are far apart",
-                 "a smaller box (--bbox)", "--gsd"):
+    for word in ("the sources are far apart", "2 group(s)", "a smaller box (--bbox)",
+                 "coarse_2m.tif", "fine_025m.tif"):
         assert word in err, word
     assert time.perf_counter() - t0 < 120  # refused at once, not after laying out the globe
+    boxes = re.findall(r"--bbox=(\S+?)(?:;|$)", err)
+    assert len(boxes) == 2
+    out = cli(region_args(folders["coarse"], folders["fine"], extra=(f"--bbox={boxes[0]}", "--json")))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["estimate"]["sources"] == 1
 
 
 def test_a_source_that_cannot_be_placed_is_left_out_with_its_reason(folders, tmp_path) -> None:

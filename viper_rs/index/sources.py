@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 RASTER_SUFFIXES = (".tif", ".tiff")
 #: Suffixes of text files that list one source per line.
 LIST_SUFFIXES = (".txt", ".lst")
+#: Deepest chain of source lists naming source lists (a list on the command line is 1).
+LIST_MAX_DEPTH = 4
 #: Side (px) of the decimated read that estimates a non-8-bit source's white point.
 _WHITE_POINT_PX = 512
 
@@ -74,28 +76,67 @@ class SourceScan:
 def expand(inputs: Sequence[str | Path],
            refused: list[tuple[str, str]] | None = None) -> list[str]:
     """Files and URLs named by ``inputs``: folders (recursively, ``*.tif``/``*.tiff``), list
-    files (``.txt``: one local path per line, relative to the list, ``#`` comments), files
-    and URLs as given. A URL or GDAL ``/vsi`` path on a list's line is not followed (only
-    one typed as an input is, see :mod:`viper_rs.rasterfile`): it goes to ``refused``
-    with the reason (logged when ``refused`` is None)."""
+    files (``.txt``: one local path per line, ``#`` comments), files and URLs as given. A
+    URL or GDAL ``/vsi`` path on a list's line is not followed (only one typed as an input
+    is, see :mod:`viper_rs.rasterfile`): it goes to ``refused`` with the reason (logged when
+    ``refused`` is None).
+
+    Lists are read bounded: at most :data:`~viper_rs.files.SMALL_FILE_MAX_BYTES` each, lists
+    naming lists at most :data:`LIST_MAX_DEPTH` deep, a list naming itself (directly or
+    through others) refused. A relative line is read from the list's own folder and must
+    stay inside it (``../`` or a link leading out is refused); an absolute line is taken as
+    written (the list's author could name it on the command line as well). A FIFO, device
+    or socket is never opened here: it is passed on, and the raster gate refuses it with
+    the reason."""
     out: list[str] = []
+    _expand(inputs, out, (), refused)
+    return list(dict.fromkeys(out))
+
+
+def _expand(inputs: Sequence[str | Path], out: list[str], lists: tuple[Path, ...],
+            refused: list[tuple[str, str]] | None) -> None:
+    """:func:`expand` inside the lists ``lists`` (outermost first, resolved)."""
+    import stat
+
+    from viper_rs.files import read_small_text
+
     for item in inputs:
         text = str(item)
         if is_remote(text):
             out.append(text)
             continue
         p = Path(text).expanduser()
-        if p.is_dir():
+        try:
+            mode = os.stat(p).st_mode
+        except OSError:
+            if p.is_symlink():  # a broken link: the raster gate names it
+                out.append(_local_name(p))
+                continue
+            raise InputError(f"{p}: no such file or folder") from None
+        if stat.S_ISDIR(mode):
             # special files (a FIFO named x.tif) are listed too: the raster gate
             # refuses them with the reason instead of passing over them silently
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in RASTER_SUFFIXES
                            and not q.is_dir())
             if not found:
-                log.warning("%s: no .tif/.tiff files", p)
+                why = f"{p}: a folder with no .tif/.tiff files"
+                if refused is None:
+                    log.warning("%s", why)
+                else:
+                    refused.append((str(p), why))
             out.extend(_local_name(q) for q in found)
-        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            base = p.parent
-            for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        elif stat.S_ISREG(mode) and p.suffix.lower() in LIST_SUFFIXES:
+            real = p.resolve()
+            if real in lists:
+                chain = " -> ".join(q.name for q in (*lists[lists.index(real):], real))
+                raise InputError(f"{p}: the source list names itself ({chain}); remove the loop")
+            if len(lists) >= LIST_MAX_DEPTH:
+                raise InputError(f"{p}: source lists nested more than {LIST_MAX_DEPTH} deep "
+                                 f"({' -> '.join(q.name for q in (*lists, real))})")
+            base = real.parent
+            lines = []
+            body = read_small_text(real, InputError, "source list")
+            for n, line in enumerate(body.splitlines(), 1):
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
@@ -107,12 +148,17 @@ def expand(inputs: Sequence[str | Path],
                     else:
                         refused.append((line, why))
                     continue
-                out.extend(expand([str(base / line)], refused))
-        elif p.exists() or p.is_symlink():
-            out.append(_local_name(p))
+                if Path(line).expanduser().is_absolute():
+                    lines.append(line)
+                    continue
+                q = base / line
+                if not q.resolve().is_relative_to(base):
+                    raise InputError(f"{p}, line {n}: {line!r} leads outside the list's folder "
+                                     f"{base}; write it as an absolute path")
+                lines.append(str(q))
+            _expand(lines, out, (*lists, real), refused)
         else:
-            raise InputError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(out))
+            out.append(_local_name(p))
 
 
 def _local_name(p: Path) -> str:
@@ -123,13 +169,18 @@ def _local_name(p: Path) -> str:
 
 def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceScan:
     """Open every input's metadata; unusable rasters are skipped with their reason."""
+    import rasterio
+
     result = SourceScan(sources=list(extra))
-    for uri in expand(inputs, result.skipped):
-        try:  # expand() passes on only the URLs typed as inputs: those may be read
-            result.sources.append(describe(uri, remote=True))
-        except InputError as exc:
-            result.skipped.append((uri, str(exc)))
-            log.info("skipping %s", exc)
+    # GDAL lists a file's folder on every open to find its sidecars: with thousands of
+    # tiles in one folder, each open re-read the whole folder (sidecars are still probed).
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+        for uri in expand(inputs, result.skipped):
+            try:  # expand() passes on only the URLs typed as inputs: those may be read
+                result.sources.append(describe(uri, remote=True))
+            except InputError as exc:
+                result.skipped.append((uri, str(exc)))
+                log.info("skipping %s", exc)
     seen: set[str] = set()
     unique = []
     for s in result.sources:

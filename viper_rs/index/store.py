@@ -190,8 +190,15 @@ class ChipIndex:
                 f"{p}: not a viper-rs index (no {META_FILE}); build one with "
                 f"`python -m viper_rs index build SOURCES --out {p}`"
             )
+        from viper_rs.files import loads_json, read_small_text
+
+        what = f"{meta_file}: index description"
+        data = loads_json(read_small_text(meta_file, InputError, "index description",
+                                          inside=p), InputError, what)
         try:
-            meta = IndexMeta(**json.loads(meta_file.read_text()))
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            meta = IndexMeta(**data)
         except (ValueError, TypeError) as exc:
             raise InputError(f"{meta_file}: unreadable index description ({exc})") from None
         if meta.version != FORMAT_VERSION and meta.version not in LEGACY_VERSIONS:

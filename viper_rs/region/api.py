@@ -15,7 +15,7 @@ from viper_rs.detector import Detector
 from viper_rs.errors import InputError, ViperError, first_line
 from viper_rs.georef import gsd_problem
 from viper_rs.index.sources import Source, scan
-from viper_rs.region.chips import CHIP_M, Chip, layout
+from viper_rs.region.chips import CHIP_M, OUTSIDE, Chip, layout
 from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
 from viper_rs.region.detector import ChipReader, RegionDetector
 from viper_rs.region.grid import build_grid, parse_bbox
@@ -113,7 +113,25 @@ def coverage(image: RegionImage, chips: list[Chip]) -> dict[str, Any]:
         "share": round(min(scanned / requested, 1.0), 6) if requested > 0 else 0.0,
         "partial": bool(failed),
         "failed_chips": failed,
+        # Whether the program had chips read (a program asking no detection reads none).
+        "read": any(c.status != "pending" for c in chips if c.error != OUTSIDE),
     }
+
+
+def nothing_scanned(report: ChipReport) -> str | None:
+    """Why the answer is about none of the region, when chips were to be read and not one
+    valid pixel was scanned (every chip failed, or holds no valid pixel); else None."""
+    cov = report.coverage
+    if not cov.get("read") or cov.get("scanned_m2", 0.0) > 0:
+        return None
+    failed = [c for c in report.chips if c.get("status") == "failed"]
+    if failed:
+        why = failed[0].get("reason") or "unknown"
+        return (f"nothing of the region was scanned: {len(failed)} of {len(report.chips)} "
+                f"chips failed (first, {failed[0]['id']}: {why}), so there is no answer; "
+                "lower the load (--gsd, --chip-m, --workers) or fix the sources and ask again")
+    return ("nothing of the region was scanned: its sources hold no valid pixel (nodata or "
+            "NaN everywhere), so there is no answer")
 
 
 def chip_rows(image: RegionImage, chips: list[Chip]) -> list[dict[str, Any]]:
@@ -269,6 +287,7 @@ def ask_region(
             from viper_rs.region.resume import ResumeStore
 
             store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo))
+            store.verify({c.id: (c.core[2] - c.core[0], c.core[3] - c.core[1]) for c in chips})
         region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader,
                                     runner=runner, store=store, progress=progress,
                                     deadline=t_start + SCAN_TIME_SLACK * budget.seconds)
@@ -297,6 +316,9 @@ def ask_region(
     for note in region_det.coverage_notes() + skipped_notes(image):
         if note not in answer.notes:
             answer.notes.append(note)
+    empty = nothing_scanned(report)
+    if empty is not None:  # first, so no reader takes the value for an answer
+        answer.notes.insert(0, empty)
     return answer, report
 
 

@@ -18,6 +18,10 @@ MIN_CHIP_PX = 16
 #: Default chip core side and halo (metres).
 CHIP_M = 256.0
 HALO_M = 64.0
+#: Why a laid-out chip is not read.
+OUTSIDE = "outside the requested area or every source"
+#: Up to this many chip positions (summed over the footprints) are counted exactly.
+EXACT_POSITIONS = 2_000_000
 
 
 @dataclass
@@ -40,8 +44,13 @@ class Chip:
 
 
 def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
-    """The chips covering the working grid; chips outside the requested area or with no
-    source are ``skipped``. InputError when a chip core is below :data:`MIN_CHIP_PX`."""
+    """The chips whose read window meets a source's footprint, in row-major order (ids
+    ``r{row}c{col}`` of the whole grid's chip positions); those whose core is outside the
+    requested area are ``skipped``. Positions over no source (the empty space between
+    sources far apart) are not laid out at all. InputError when a chip core is below
+    :data:`MIN_CHIP_PX`."""
+    import shapely
+
     px = image.grid.pixel_size
     size = int(round(chip_m / px)) if math.isfinite(chip_m) else 0
     if size < MIN_CHIP_PX:
@@ -52,33 +61,108 @@ def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
         raise InputError(f"--halo-m must be a number of metres >= 0, got {halo_m}")
     halo = int(math.ceil(halo_m / px))
     h, w = image.shape
-    area = image.grid.area
+    grid = image.grid
+    pos = chip_positions(grid, size, halo)
+    if not len(pos):
+        return []
+    ii, jj = pos[:, 0], pos[:, 1]
+    r0, c0 = ii * size, jj * size
+    r1, c1 = np.minimum(r0 + size, h), np.minimum(c0 + size, w)
+    # The halo stops at the grid's edge: a chip touching it sees the edge as the whole
+    # image would (windowed rules treat an image edge unlike nodata).
+    q0, p0 = np.maximum(r0 - halo, 0), np.maximum(c0 - halo, 0)
+    q1, p1 = np.minimum(r1 + halo, h), np.minimum(c1 + halo, w)
+    cores, reads = _boxes(grid.transform, r0, c0, r1, c1), _boxes(grid.transform, q0, p0, q1, p1)
+    tree = shapely.STRtree(grid.footprints)
+    which, src = tree.query(reads, predicate="intersects")
+    per_chip: list[list[int]] = [[] for _ in range(len(pos))]
+    for k, s in zip(which.tolist(), src.tolist(), strict=True):
+        per_chip[k].append(s)
+    area = grid.area
+    shapely.prepare(area)
+    inside = shapely.intersects(area, cores)
+    if inside.any():
+        inside[inside] = shapely.area(shapely.intersection(area, cores[inside])) > 0
     chips = []
-    for i, r0 in enumerate(range(0, h, size)):
-        for j, c0 in enumerate(range(0, w, size)):
-            r1, c1 = min(r0 + size, h), min(c0 + size, w)
-            core_box = image.grid.window_box(r0, c0, r1, c1)
-            # The halo stops at the grid's edge: a chip touching it sees the edge as the
-            # whole image would (windowed rules treat an image edge unlike nodata).
-            read = (max(r0 - halo, 0), max(c0 - halo, 0), min(r1 + halo, h), min(c1 + halo, w))
-            read_box = image.grid.window_box(*read)
-            srcs = [k for k, fp in enumerate(image.grid.footprints) if fp.intersects(read_box)]
-            chip = Chip(id=f"r{i}c{j}", index=(i, j), core=(r0, c0, r1, c1), read=read,
-                        sources=srcs)
-            if not srcs or not core_box.intersects(area) or core_box.intersection(area).area <= 0:
-                chip.status = "skipped"
-                chip.error = "outside the requested area or every source"
-            chips.append(chip)
+    for k in range(len(pos)):
+        srcs = sorted(per_chip[k])
+        if not srcs:
+            continue
+        i, j = int(ii[k]), int(jj[k])
+        chip = Chip(id=f"r{i}c{j}", index=(i, j),
+                    core=(int(r0[k]), int(c0[k]), int(r1[k]), int(c1[k])),
+                    read=(int(q0[k]), int(p0[k]), int(q1[k]), int(p1[k])), sources=srcs)
+        if not inside[k]:
+            chip.status = "skipped"
+            chip.error = OUTSIDE
+        chips.append(chip)
     return chips
+
+
+def chip_positions(grid: Any, size: int, halo: int) -> np.ndarray:
+    """(N, 2) sorted unique (chip row, chip column) of the chips of ``size`` px whose read
+    window (``halo`` px around the core) may meet a footprint of ``grid``: the union of
+    each footprint's bounding box of positions, never the whole grid's."""
+    h, w = grid.height, grid.width
+    n_rows, n_cols = max(math.ceil(h / size), 1), max(math.ceil(w / size), 1)
+    inv = ~grid.transform
+    parts = []
+    for fp in grid.footprints:
+        x0, y0, x1, y1 = fp.bounds
+        (ca, ra), (cb, rb) = inv @ (x0, y0), inv @ (x1, y1)
+        rmin, rmax = min(ra, rb) - halo, max(ra, rb) + halo
+        cmin, cmax = min(ca, cb) - halo, max(ca, cb) + halo
+        i0, i1 = max(int(math.floor(rmin / size)) - 1, 0), min(int(math.floor(rmax / size)) + 1, n_rows - 1)
+        j0, j1 = max(int(math.floor(cmin / size)) - 1, 0), min(int(math.floor(cmax / size)) + 1, n_cols - 1)
+        if i1 < i0 or j1 < j0:
+            continue
+        ii, jj = np.meshgrid(np.arange(i0, i1 + 1), np.arange(j0, j1 + 1), indexing="ij")
+        parts.append(np.stack([ii.ravel(), jj.ravel()], axis=1))
+    if not parts:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(parts).astype(np.int64), axis=0)
+
+
+def count_positions(grid: Any, size: int, halo: int) -> int:
+    """How many chip positions :func:`layout` tests (an upper bound of its chips), counted
+    without laying them out: the sum of the footprints' position boxes."""
+    h, w = grid.height, grid.width
+    n_rows, n_cols = max(math.ceil(h / size), 1), max(math.ceil(w / size), 1)
+    inv = ~grid.transform
+    total = 0
+    for fp in grid.footprints:
+        x0, y0, x1, y1 = fp.bounds
+        (ca, ra), (cb, rb) = inv @ (x0, y0), inv @ (x1, y1)
+        i0 = max(int(math.floor((min(ra, rb) - halo) / size)) - 1, 0)
+        i1 = min(int(math.floor((max(ra, rb) + halo) / size)) + 1, n_rows - 1)
+        j0 = max(int(math.floor((min(ca, cb) - halo) / size)) - 1, 0)
+        j1 = min(int(math.floor((max(ca, cb) + halo) / size)) + 1, n_cols - 1)
+        total += max(i1 - i0 + 1, 0) * max(j1 - j0 + 1, 0)
+    if total <= EXACT_POSITIONS:  # overlapping boxes (many small tiles) counted once
+        return len(chip_positions(grid, size, halo))
+    return min(total, n_rows * n_cols)
+
+
+def _boxes(t: Any, r0: np.ndarray, c0: np.ndarray, r1: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """Shapely boxes of grid windows (rows r0:r1, columns c0:c1) in the working CRS."""
+    import shapely
+
+    xa, xb = t.c + t.a * c0, t.c + t.a * c1
+    ya, yb = t.f + t.e * r0, t.f + t.e * r1
+    return shapely.box(np.minimum(xa, xb), np.minimum(ya, yb), np.maximum(xa, xb),
+                       np.maximum(ya, yb))
 
 
 def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> GeoImage | None:
     """The chip's read window as a GeoImage in the working CRS (every intersecting source
     reprojected into it, first source first), or None when it holds no valid pixel.
-    Raises on unreadable sources."""
+    NaN/infinite values and nodata are never valid. A source on the working grid itself
+    (same CRS and pixel size, aligned) is copied without reprojection, so a chip over many
+    tiny tiles costs one small read per tile. Raises on unreadable sources."""
+    import rasterio
     from rasterio.enums import Resampling
     from rasterio.warp import reproject, transform_bounds
-    from rasterio.windows import from_bounds
+    from rasterio.windows import Window, from_bounds
 
     r0, c0, r1, c1 = chip.read
     h, w = r1 - r0, c1 - c0
@@ -89,38 +173,52 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
     white = None
     bounds = image.grid.window_box(*chip.read).bounds
     method = Resampling[resampling]
-    for k in chip.sources:
-        src = image.sources[k]
-        # a source accepted by the scan: a URL there was typed by the user
-        with open_raster(src.uri, remote=True) as ds:
-            sb = transform_bounds(image.crs, ds.crs, *bounds, densify_pts=21)
-            win = from_bounds(*sb, transform=ds.transform)
-            col0 = max(math.floor(win.col_off) - 2, 0)
-            row0 = max(math.floor(win.row_off) - 2, 0)
-            col1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
-            row1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
-            if col1 <= col0 or row1 <= row0:
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
+        for k in chip.sources:
+            src = image.sources[k]
+            aligned = _aligned(image, src, r0, c0, h, w)
+            if aligned is not None and aligned[1] is None:
+                continue  # on the grid but outside this window
+            # a source accepted by the scan: a URL there was typed by the user
+            with open_raster(src.uri, remote=True) as ds:
+                if aligned is not None:
+                    (dr, dc, sr, sc, n_r, n_c), _ = aligned
+                    sw = Window(sc, sr, n_c, n_r)
+                    pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
+                    smask = _valid_mask(ds, sw, pixels) > 0
+                else:
+                    sb = transform_bounds(image.crs, ds.crs, *bounds, densify_pts=21)
+                    win = from_bounds(*sb, transform=ds.transform)
+                    col0 = max(math.floor(win.col_off) - 2, 0)
+                    row0 = max(math.floor(win.row_off) - 2, 0)
+                    col1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
+                    row1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
+                    if col1 <= col0 or row1 <= row0:
+                        continue
+                    sw = Window(col0, row0, col1 - col0, row1 - row0)
+                    pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
+                    smask = _valid_mask(ds, sw, pixels)
+                    s_transform = ds.window_transform(sw)
+                    s_crs = ds.crs
+            if data is None:
+                data = np.zeros((nb, h, w), dtype=pixels.dtype)
+                white = src.white_point
+            if aligned is not None:
+                dst = (slice(dr, dr + n_r), slice(dc, dc + n_c))
+                new = smask & ~filled[dst]
+                data[:, dst[0], dst[1]][:, new] = pixels[:, new]
+                filled[dst] |= new
                 continue
-            from rasterio.windows import Window
-
-            sw = Window(col0, row0, col1 - col0, row1 - row0)
-            pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
-            smask = _valid_mask(ds, sw, pixels)
-            s_transform = ds.window_transform(sw)
-            s_crs = ds.crs
-        if data is None:
-            data = np.zeros((nb, h, w), dtype=pixels.dtype)
-            white = src.white_point
-        part = np.zeros((nb, h, w), dtype=data.dtype)
-        cover = np.zeros((h, w), dtype=np.uint8)
-        reproject(pixels, part, src_transform=s_transform, src_crs=s_crs,
-                  dst_transform=dst_transform, dst_crs=image.crs, resampling=method)
-        reproject(smask, cover, src_transform=s_transform, src_crs=s_crs,
-                  dst_transform=dst_transform, dst_crs=image.crs, resampling=Resampling.nearest,
-                  src_nodata=0, dst_nodata=0)
-        new = (cover > 0) & ~filled
-        data[:, new] = part[:, new]
-        filled |= new
+            part = np.zeros((nb, h, w), dtype=data.dtype)
+            cover = np.zeros((h, w), dtype=np.uint8)
+            reproject(pixels, part, src_transform=s_transform, src_crs=s_crs,
+                      dst_transform=dst_transform, dst_crs=image.crs, resampling=method)
+            reproject(smask, cover, src_transform=s_transform, src_crs=s_crs,
+                      dst_transform=dst_transform, dst_crs=image.crs,
+                      resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+            new = (cover > 0) & ~filled
+            data[:, new] = part[:, new]
+            filled |= new
     if data is None or not filled.any():
         return None
     try:
@@ -130,17 +228,61 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
         return None
 
 
+def _aligned(image: RegionImage, src: Any, r0: int, c0: int, h: int, w: int
+             ) -> tuple[tuple[int, int, int, int, int, int] | None, Any] | None:
+    """Where a source lying on the working grid (same CRS, pixel size and whole-pixel
+    offset) meets the window rows ``r0:r0+h``, columns ``c0:c0+w``: ((window row, window
+    col, source row, source col, rows, cols), True), ``(None, None)`` when it lies on the
+    grid but outside the window, or None when the source needs reprojecting."""
+    t = image.grid.transform
+    a, b, c, d, e, f = src.transform
+    if b != 0 or d != 0 or t.b != 0 or t.d != 0:
+        return None
+    tol = 1e-9 * max(abs(t.a), 1e-12)
+    if abs(a - t.a) > tol or abs(e - t.e) > tol or src.crs != _crs_text(image):
+        return None
+    col, row = (c - t.c) / t.a, (f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    col, row = int(round(col)), int(round(row))  # the source's pixel (0, 0) on the grid
+    top, left = max(row, r0), max(col, c0)
+    bottom, right = min(row + src.height, r0 + h), min(col + src.width, c0 + w)
+    if bottom <= top or right <= left:
+        return None, None
+    return (top - r0, left - c0, top - row, left - col, bottom - top, right - left), True
+
+
+def _crs_text(image: RegionImage) -> str:
+    """The working CRS written as sources write theirs (``Source.crs``)."""
+    cached = getattr(image.grid, "_crs_text", None)
+    if cached is None:
+        cached = image.grid.crs.to_string()
+        try:
+            object.__setattr__(image.grid, "_crs_text", cached)
+        except AttributeError:
+            pass
+    return cached
+
+
 def _valid_mask(ds: Any, window: Any, pixels: np.ndarray) -> np.ndarray:
     """uint8 validity of a source window: GDAL's dataset mask, except that a 4th band GDAL
     calls alpha is image data here (NAIP's NIR; the region's bands never include alpha), so
-    such files are masked by their nodata value only."""
+    such files are masked by their nodata value only. NaN and infinite values (a float file
+    without a nodata value) and the nodata value are never valid."""
     from rasterio.enums import MaskFlags
 
     if any(MaskFlags.alpha in flags for flags in ds.mask_flag_enums):
         if ds.nodata is None:
-            return np.ones(pixels.shape[1:], dtype=np.uint8)
-        return (pixels != ds.nodata).any(axis=0).astype(np.uint8)
-    return (ds.dataset_mask(window=window) > 0).astype(np.uint8)
+            valid = np.ones(pixels.shape[1:], dtype=bool)
+        elif np.isnan(ds.nodata):
+            valid = ~np.isnan(pixels).all(axis=0)
+        else:
+            valid = (pixels != ds.nodata).any(axis=0)
+    else:
+        valid = ds.dataset_mask(window=window) > 0
+    if pixels.dtype.kind == "f":
+        valid &= np.isfinite(pixels).all(axis=0)
+    return valid.astype(np.uint8)
 
 
 def core_slice(chip: Chip) -> tuple[slice, slice]:

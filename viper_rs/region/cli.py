@@ -75,7 +75,7 @@ def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run the ``region`` command; returns the exit code (2 on bad input)."""
-    from viper_rs.region.api import ask_region
+    from viper_rs.region.api import ask_region, nothing_scanned
 
     if not args.question.strip():
         raise InputError("give a question with -q")
@@ -92,6 +92,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     if answer.error is not None and answer.error.get("type") == "planning":
         raise InputError(f"the question is outside the planner's reach: {answer.error.get('message')}")
+    empty = nothing_scanned(report)
+    if empty is not None:  # never an answer such as "0" about ground nobody saw
+        raise InputError(empty)
     if args.geojson:
         write_regions_geojson(answer, args.geojson)
     if args.gpkg:

@@ -116,10 +116,10 @@ STATS_S_PER_MPX = 0.8
 RESULT_BYTES_PER_PX = 3.0
 #: Seconds per chip besides its pixels (opening sources, reprojecting, stitching).
 CHIP_S = 0.01
-#: Every chip position of the grid's bounding box is laid out and reported, also those
+#: Every chip position near a source's footprint is laid out and reported, also those
 #: outside the area (skipped): seconds and bytes per position (layout measured at 100 us
 #: and 880 B per position; the report's row with its WGS84 footprint about as much again).
-#: Sources far apart make a grid of many empty positions.
+#: Positions over no source (between sources far apart) are not laid out.
 POSITION_S = 3e-4
 POSITION_BYTES = 2000.0
 #: The ground area of each grid row is computed once (bytes and seconds per row).
@@ -197,7 +197,7 @@ class RegionCost:
     halo_m: float = 0.0
     #: Pixels of the largest read window one worker may hold (a chip whose halo grew).
     largest_chip_pixels: int = 0
-    #: Chip positions laid out over the grid's bounding box (the scan's and the statistics
+    #: Chip positions laid out near the sources' footprints (the scan's and the statistics
     #: pass's), those outside the area included.
     chip_positions: int = 0
     #: The pieces the memory adds up from (bytes) and the seconds, for the log and --json.
@@ -300,7 +300,9 @@ def estimate_region(
         raise InputError(f"--chip-m {chip_m:g} is {size} px at {pixel_m:g} m/px; chips need "
                          f"at least {MIN_CHIP_PX} px")
     halo_px = int(math.ceil(halo / pixel_m)) if halo > 0 else 0
-    positions = math.ceil(grid.height / size) * math.ceil(grid.width / size)
+    from viper_rs.region.chips import count_positions
+
+    positions = count_positions(grid, size, halo_px)
     if chips is not None:
         live = [c for c in chips if c.status != "skipped"]
         n_chips = len(live)
@@ -316,7 +318,7 @@ def estimate_region(
         ctx = int(math.ceil(context_m(px, spectral.thresholds) / px))
         _, _, stats_px = chip_pixels(grid, STATS_CHIP_PX, ctx)
         stats_chip = _largest_read(grid, STATS_CHIP_PX, ctx)
-        positions += math.ceil(grid.height / STATS_CHIP_PX) * math.ceil(grid.width / STATS_CHIP_PX)
+        positions += count_positions(grid, STATS_CHIP_PX, ctx)
 
     parts = detector_parts(det, pixel_m, concepts)
     from viper_rs.detector import ContextSensitive

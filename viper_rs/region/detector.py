@@ -142,7 +142,9 @@ class RegionDetector:
         results: dict[str, ChipResult] = {}
         tasks: list[tuple[Chip, list[str]]] = []
         for chip in live:
-            stored = self.store.load(chip.id, keys) if self.store is not None else None
+            r0, c0, r1, c1 = chip.core
+            stored = (self.store.load(chip.id, keys, shape=(r1 - r0, c1 - c0))
+                      if self.store is not None else None)
             missing = keys if stored is None or stored.status != "ok" else \
                 [k for k in keys if k not in stored.queries]
             if stored is not None and (stored.status == "skipped" or not missing):

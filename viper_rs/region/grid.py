@@ -18,6 +18,14 @@ from viper_rs.index.sources import Source
 
 #: Points per side when a rectangle is carried into another CRS (curved edges).
 DENSIFY = 21
+#: Sources whose footprints are less than this apart (km) belong to one group (cluster).
+CLUSTER_GAP_KM = 50.0
+#: The widest extent (km, corner to corner) the sources of one question may span: one
+#: working grid (one UTM zone's projection) stays true to about 0.6% in area within it.
+#: Groups of sources farther apart are refused with a --bbox for each group.
+MAX_SPAN_KM = 1000.0
+#: Kilometres per degree of latitude (and of longitude at the equator).
+KM_PER_DEGREE = 111.32
 
 
 @dataclass
@@ -40,6 +48,9 @@ class WorkingGrid:
     used: list[int] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     outside: int = 0
+    #: Groups of used sources less than :data:`CLUSTER_GAP_KM` apart (indexes into
+    #: ``footprints``); chips are laid out over each group, never the space between.
+    clusters: list[list[int]] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -207,6 +218,8 @@ def build_grid(
                          + "; ".join(why for _, why in skipped[:3]))
     else:
         ll_area = unary_union([lonlat[k] for k in ks])
+    clusters = check_span(sources, ks, [pieces[k] for k in ks] if bbox is not None
+                          else [lonlat[k] for k in ks])
     kept = [crss[k] for k in ks]
     if crs is not None:
         work = CRS.from_user_input(crs)
@@ -249,6 +262,8 @@ def build_grid(
                              + "; ".join(why for _, why in skipped[:3]))
         area = unary_union([footprints[k] for k in ks])
     used = [sources[k] for k in ks]
+    pos = {k: n for n, k in enumerate(ks)}
+    groups = [[pos[k] for k in g if k in pos] for g in clusters]
     unit = linear_unit_factor(work)
     size = (pixel_m if pixel_m else min(source_gsd_m(s) for s in used)) / unit
     if not (size > 0 and math.isfinite(size)):
@@ -267,4 +282,62 @@ def build_grid(
     return WorkingGrid(crs=work, transform=transform, width=max(k1 - k0, 1),
                        height=max(j1 - j0, 1), area=area,
                        footprints=[footprints[k] for k in ks], used=ks, skipped=skipped,
-                       outside=outside)
+                       outside=outside, clusters=[g for g in groups if g])
+
+
+def span_km(bounds: Sequence[float]) -> float:
+    """Corner-to-corner extent (km) of a WGS84 box (W, S, E, N), measured along the
+    parallel nearest the equator (where a degree of longitude is longest)."""
+    w, s, e, n = bounds
+    lat = 0.0 if s <= 0.0 <= n else min(abs(s), abs(n))
+    return math.hypot((e - w) * math.cos(math.radians(min(lat, 89.9))), n - s) * KM_PER_DEGREE
+
+
+def source_clusters(polys: Sequence[Any], gap_km: float = CLUSTER_GAP_KM) -> list[list[int]]:
+    """Groups of WGS84 footprints (indexes into ``polys``) chained by gaps under
+    ``gap_km``, each sorted, in order of their first member."""
+    import shapely
+
+    if not polys:
+        return []
+    pad = []
+    for p in polys:
+        w, s, e, n = p.bounds
+        dy = gap_km / KM_PER_DEGREE / 2
+        lat = min(max(abs(s), abs(n)) + dy, 89.0)
+        dx = dy / math.cos(math.radians(lat))
+        pad.append(box(w - dx, s - dy, e + dx, n + dy))
+    merged = unary_union(pad)
+    parts = list(getattr(merged, "geoms", [merged]))
+    which, part = shapely.STRtree(parts).query([p.representative_point() for p in polys],
+                                               predicate="intersects")
+    groups: dict[int, set[int]] = {}
+    for i, g in zip(which.tolist(), part.tolist(), strict=True):
+        groups.setdefault(g, set()).add(i)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+def check_span(sources: Sequence[Source], ks: Sequence[int], polys: Sequence[Any]) -> list[list[int]]:
+    """The groups (:func:`source_clusters`, as indexes into ``sources``) of the sources
+    ``ks`` with WGS84 footprints ``polys``; InputError when together they span more than
+    :data:`MAX_SPAN_KM` (one working grid across an ocean), naming each group's sources
+    and a ``--bbox`` that asks about it alone."""
+    if not polys:
+        return []
+    whole = unary_union(list(polys)).bounds
+    groups = [[ks[i] for i in g] for g in source_clusters(polys)]
+    if span_km(whole) <= MAX_SPAN_KM:
+        return groups
+    at = {k: i for i, k in enumerate(ks)}
+    boxes = [unary_union([polys[at[k]] for k in g]).bounds for g in groups[:5]]
+    parts = []
+    for g, b in zip(groups[:5], boxes, strict=True):
+        w, s, e, n = _padded(b)
+        names = ", ".join(sources[k].name for k in g[:2]) + (" ..." if len(g) > 2 else "")
+        parts.append(f"{len(g)} source(s) ({names}) --bbox={w:.4f},{s:.4f},{e:.4f},{n:.4f}")
+    more = f"; and {len(groups) - 5} more group(s)" if len(groups) > 5 else ""
+    raise InputError(
+        f"the sources are far apart: they lie {span_km(whole):,.0f} km across in "
+        f"{len(groups)} group(s), and one question's working grid spans at most {MAX_SPAN_KM:,.0f} km "
+        f"(never the empty space between far-apart sources); ask about each group with a "
+        f"smaller box (--bbox): " + "; ".join(parts) + more)

@@ -35,14 +35,6 @@ _MEMORY = "issue 23 memory: cost not estimated before decoding"
 _REGION = "issue 23 region: region inputs and stores trusted"
 XFAIL: dict[tuple[str, str], str] = {
     # (failure class on main, 2026-12-07, 9f2076f)
-    ("truncated_tif", "region"): f"{_REGION} (wrong answer: exit 0 with nothing scanned)",
-    ("list_naming_itself", "region"): f"{_REGION} (traceback: RecursionError)",
-    ("list_naming_itself", "index"): f"{_REGION} (traceback: RecursionError)",
-    ("resume_manifest_nested", "region"): f"{_REGION} (traceback: RecursionError)",
-    ("resume_manifest_dev_zero", "region"): f"{_REGION} (memory: reads /dev/zero)",
-    ("resume_forged_chip", "region"): f"{_REGION} (wrong answer: 1 instead of 3)",
-    ("resume_forged_shape", "region"): f"{_REGION} (memory: allocates the claimed shape)",
-    ("nan_tile_beside_real", "region"): f"{_REGION} (wrong answer: NaN counted as scanned)",
 }
 
 COMMANDS = ("ask", "region", "index")

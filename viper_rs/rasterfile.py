@@ -10,10 +10,12 @@ Rules (README "Input files GDAL may read" says the same):
   before GDAL sees them: a regular, non-empty file once symlinks are followed. FIFOs,
   devices, sockets and directories are refused with a one-line error naming the file and
   what it is. GDAL also opens files beside a raster (``x.tif.aux.xml``, ``x.tif.ovr``,
-  world files, metadata its readers look for by fixed names such as ``METADATA.DIM``), so
-  a raster whose folder holds a FIFO, device or socket (hidden dot-files aside) is refused
-  naming it, and ``.ovr``/``.msk`` overviews and masks beside it must be TIFFs. GDAL gets the absolute path, so no name is read as GDAL syntax
-  (``GTIFF_DIR:``, ``MEM:::``).
+  world files, metadata its readers look for by fixed names such as ``METADATA.DIM``), and
+  opening a FIFO there would block: a raster whose folder holds a FIFO, device or socket
+  (hidden dot-files aside) is read alone, GDAL told its folder is empty
+  (``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``: no sidecar is looked for), with a warning
+  naming the file; ``.ovr``/``.msk`` overviews and masks beside it must be TIFFs. GDAL gets
+  the absolute path, so no name is read as GDAL syntax (``GTIFF_DIR:``, ``MEM:::``).
 - **Remote paths** (``http(s)://``, ``s3://``, ``gs://``, ``az://``, ``/vsi...``) are
   read only when the caller opts in with ``remote=True``. The library does so for what a
   person typed as an argument (``ask URL``, ``region URL``, ``index build URL``), for the
@@ -31,6 +33,7 @@ Rules (README "Input files GDAL may read" says the same):
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import warnings
@@ -42,6 +45,9 @@ from typing import Any
 from viper_rs.errors import ImageError, ViperError, first_line
 from viper_rs.files import require_file, special_kind
 from viper_rs.lru import LRU
+from viper_rs.textsafe import safe_text
+
+log = logging.getLogger(__name__)
 
 #: GDAL drivers that may read an input raster (GTiff reads COGs). Formats that name other
 #: files or URLs (VRT, GTI, WMS...) are left out on purpose; add one only when users need
@@ -86,9 +92,9 @@ def checked_path(
     kind: str = "an image",
 ) -> str:
     """The path GDAL may be given for ``path``: a URL as it is (only with ``remote``), else
-    the absolute path of an existing, non-empty regular file whose folder holds no FIFO,
-    device or socket GDAL could open with it. ``error`` (one line naming the file and what
-    it is) otherwise; nothing that could block is opened."""
+    the absolute path of an existing, non-empty regular file (whose ``.ovr``/``.msk``
+    sidecars, if any, are TIFFs). ``error`` (one line naming the file and what it is)
+    otherwise; nothing that could block is opened."""
     text = os.fspath(path)
     if is_remote(text):
         if remote:
@@ -104,16 +110,9 @@ def checked_path(
 
 
 def _check_sidecars(absolute: str, label: str, error: type[ViperError]) -> None:
-    """``error`` when the raster's folder holds a FIFO, device or socket that GDAL may open
-    with it (sidecars such as ``x.tif.aux.xml``, and the metadata files its readers look
-    for by fixed names, such as ``METADATA.DIM``: any entry but hidden dot-files), or an
-    ``.ovr``/``.msk`` overview or mask beside it that is not a TIFF."""
-    folder, name = os.path.split(absolute)
-    special = _special_entries(folder)
-    if special:
-        other, what = special[0]
-        raise error(f"{label}: {other} in its folder is {what}, and GDAL may read files "
-                    "beside an image; move it away")
+    """``error`` when an ``.ovr``/``.msk`` overview or mask beside the raster is not a TIFF
+    (GDAL would read it with the image). Special files beside it are not opened here:
+    :func:`open_raster` then reads the raster alone (:func:`special_neighbour`)."""
     for suffix in _RASTER_SIDECARS:
         for side in (absolute + suffix, absolute + suffix.upper()):
             try:
@@ -127,6 +126,14 @@ def _check_sidecars(absolute: str, label: str, error: type[ViperError]) -> None:
                     raise error(f"{label}: {os.path.basename(side)} beside it is not a "
                                 "TIFF overview or mask (GDAL would read it with the image); "
                                 "move it away")
+
+
+def special_neighbour(path: str) -> tuple[str, str] | None:
+    """(name, what it is) of the first FIFO, device or socket in the folder of the local
+    file ``path`` (hidden dot-files aside), None when there is none: GDAL must not look
+    for files beside such a raster, since opening a FIFO blocks."""
+    found = _special_entries(os.path.dirname(os.path.abspath(path)))
+    return found[0] if found else None
 
 
 #: The FIFOs, devices and sockets of a folder, keyed by (folder, its mtime): a folder of
@@ -181,6 +188,14 @@ def open_raster(
     options = dict(gdal_options)
     if not is_remote(target):
         options.update(NO_NETWORK)
+        special = special_neighbour(target)
+        if special is not None:
+            # GDAL looks for sidecars (x.tif.aux.xml, world files, METADATA.DIM...) by
+            # name; one that is a FIFO would block the read: take the folder as empty
+            options["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+            log.warning("%s: %s in its folder is %s; the image is read without the files "
+                        "beside it (world file, .aux.xml, overviews)",
+                        safe_text(target), safe_text(special[0]), special[1])
     with warnings.catch_warnings(), rasterio.Env(**options):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         # rasterio.open takes one driver name; its reader takes a list

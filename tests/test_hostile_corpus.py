@@ -24,6 +24,12 @@ from viper_rs.textsafe import safe_text
 #: Per-command limits (seconds, resident MB of the worker running it).
 TIME_LIMIT_S = float(os.environ.get("VIPER_RS_CORPUS_TIME_S", "30"))
 MEMORY_LIMIT_MB = float(os.environ.get("VIPER_RS_CORPUS_MEMORY_MB", "2048"))
+#: The budgets the runs are held to (image and region questions): below the kill limits,
+#: so a run past its budget shows as a kill, and a refusal with the estimate is the
+#: answer expected of anything larger.
+BUDGETS = {"VIPER_RS_IMAGE_MAX_MEMORY_MB": str(int(MEMORY_LIMIT_MB * 0.7)),
+           "VIPER_RS_IMAGE_MAX_TIME_S": str(int(TIME_LIMIT_S * 0.7)),
+           "VIPER_RS_REGION_MAX_MEMORY_MB": str(int(MEMORY_LIMIT_MB * 0.7))}
 #: Raw terminal controls (line ends of the output's own lines aside), DEL, C1, bidi.
 RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
@@ -57,7 +63,7 @@ def runner(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("corpus-runs")
     r = hc.Runner(work, TIME_LIMIT_S, MEMORY_LIMIT_MB,
                   env={"VIPER_RS_CACHE_DIR": str(work / "cache"), "PYTHONIOENCODING": "utf-8",
-                       "GDAL_HTTP_TIMEOUT": "5"})
+                       "GDAL_HTTP_TIMEOUT": "5", **BUDGETS})
     yield r
     r.close()
     if hc.LISTENER is not None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import ImageError, InputError
+from viper_rs.errors import ImageError, InputError, first_line
 from viper_rs.geo import GeoImage
 from viper_rs.rasterfile import open_raster
 from viper_rs.region.image import RegionImage
@@ -179,27 +179,34 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
             aligned = _aligned(image, src, r0, c0, h, w)
             if aligned is not None and aligned[1] is None:
                 continue  # on the grid but outside this window
-            # a source accepted by the scan: a URL there was typed by the user
-            with open_raster(src.uri, remote=True) as ds:
-                if aligned is not None:
-                    (dr, dc, sr, sc, n_r, n_c), _ = aligned
-                    sw = Window(sc, sr, n_c, n_r)
-                    pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
-                    smask = _valid_mask(ds, sw, pixels) > 0
-                else:
-                    sb = transform_bounds(image.crs, ds.crs, *bounds, densify_pts=21)
-                    win = from_bounds(*sb, transform=ds.transform)
-                    col0 = max(math.floor(win.col_off) - 2, 0)
-                    row0 = max(math.floor(win.row_off) - 2, 0)
-                    col1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
-                    row1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
-                    if col1 <= col0 or row1 <= row0:
-                        continue
-                    sw = Window(col0, row0, col1 - col0, row1 - row0)
-                    pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
-                    smask = _valid_mask(ds, sw, pixels)
-                    s_transform = ds.window_transform(sw)
-                    s_crs = ds.crs
+            try:
+                # a source accepted by the scan: a URL there was typed by the user
+                with open_raster(src.uri, remote=True) as ds:
+                    if aligned is not None:
+                        (dr, dc, sr, sc, n_r, n_c), _ = aligned
+                        sw = Window(sc, sr, n_c, n_r)
+                        pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
+                        smask = _valid_mask(ds, sw, pixels) > 0
+                    else:
+                        sb = transform_bounds(image.crs, ds.crs, *bounds, densify_pts=21)
+                        win = from_bounds(*sb, transform=ds.transform)
+                        col0 = max(math.floor(win.col_off) - 2, 0)
+                        row0 = max(math.floor(win.row_off) - 2, 0)
+                        col1 = min(math.ceil(win.col_off + win.width) + 2, ds.width)
+                        row1 = min(math.ceil(win.row_off + win.height) + 2, ds.height)
+                        if col1 <= col0 or row1 <= row0:
+                            continue
+                        sw = Window(col0, row0, col1 - col0, row1 - row0)
+                        pixels = ds.read(indexes=list(range(1, nb + 1)), window=sw)
+                        smask = _valid_mask(ds, sw, pixels)
+                        s_transform = ds.window_transform(sw)
+                        s_crs = ds.crs
+            except (ImageError, MemoryError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - GDAL raises many types on bad data
+                # the chip's failure names the source it could not read
+                raise ImageError(f"{src.uri}: its pixels could not be read "
+                                 f"({first_line(exc)})") from None
             if data is None:
                 data = np.zeros((nb, h, w), dtype=pixels.dtype)
                 white = src.white_point

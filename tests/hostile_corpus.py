@@ -588,7 +588,7 @@ CASES: list[Case] = [
     Case("png_110mpx_zeros", "pixel bomb", png_bomb, ask=either(), region=either(names=False),
          index=SKIP),
     Case("tif_sparse_200k", "pixel bomb", sparse_tif_bomb, ask=either(),
-         region=either(names=False), index=either(names=False)),
+         region=either(names=False), index=SKIP),
     Case("jpeg_progressive_100mpx", "pixel bomb", jpeg_progressive_bomb, ask=either(),
          index=SKIP),
     Case("jpeg_baseline_25mpx", "pixel bomb", jpeg_baseline_bomb, ask=either(), index=SKIP),

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.files": 0,  # the exists / is-a-directory / empty check of input files
     "viper_rs.lru": 0,  # the thread-safe LRU cache of every in-memory cache
     "viper_rs.timing": 0,  # ms_since: elapsed milliseconds as traces report them
+    "viper_rs.units": 0,  # bytes, durations, pixel counts written for people (estimates)
     "viper_rs.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
     "viper_rs.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
     "viper_rs.geo": 1,

@@ -15,7 +15,7 @@ from viper_rs.config import Settings
 from viper_rs.errors import ImageError
 from viper_rs.files import require_file
 from viper_rs.lru import LRU
-from viper_rs.overrides import OVERRIDES, args_overrides, panel_overrides
+from viper_rs.overrides import INDEX_FIELDS, OVERRIDES, args_overrides, panel_overrides
 from viper_rs.sandbox import Limits
 from viper_rs.timing import ms_since
 from viper_rs.ui.session import Options
@@ -93,7 +93,7 @@ def test_every_cli_flag_maps_to_its_setting():
         "--cache-dir", "cache", "--no-disk-cache", "--image-max-memory-mb", "900",
         "--image-max-time", "30",
     ])
-    fields_ = [o.field for o in OVERRIDES.values() if o.flag]
+    fields_ = [o.field for o in OVERRIDES.values() if o.flag and o.field not in INDEX_FIELDS]
     assert args_overrides(args, fields_) == {
         "detector": "clip", "planner": "llm", "small_max_m2": 5.0, "large_min_m2": 50.0,
         "sandbox_wall_s": 3.0, "llm_base_url": "http://h/v1", "llm_model": "m",
@@ -106,6 +106,10 @@ def test_every_cli_flag_maps_to_its_setting():
     }
     bare = build_parser().parse_args(["ask", "x.tif", "q"])
     assert set(args_overrides(bare, fields_).values()) == {None}
+    index = build_parser().parse_args(["index", "build", "t.tif", "--out", "ix",
+                                       "--max-chips", "9", "--max-time-s", "60"])
+    assert args_overrides(index, INDEX_FIELDS) == {"index_max_chips": 9,
+                                                   "index_max_time_s": 60.0}
 
 
 def test_every_panel_field_is_a_setting_in_the_table():

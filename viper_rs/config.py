@@ -55,6 +55,16 @@ class Settings(BaseModel):
     # on a 24 GB, 2-core machine; the app passes a smaller budget of its own.
     region_max_memory_mb: int = Field(default=12_000, gt=0)
     region_max_time_s: float = Field(default=3600.0, gt=0)
+    # The budget of one index build (viper_rs.index.cost): the chips it will read, embed
+    # and measure and its estimated time, from the sources' headers and the chip grid before
+    # any chip is read. A source whose chips alone are over it is skipped and listed; a
+    # build over it is refused with the estimate and the ways out. 200,000 chips hold the
+    # build's chip plan in about 0.3 GB and take from about half an hour (spectral embedder
+    # on 5 m imagery: 0.008 s a chip measured) to about 2.4 days (0.3 m imagery with
+    # BuildingNet's attributes: about 1 s a 256 m chip) at load ~1; the 24 h time budget
+    # stops the longest of those. Every test and benchmark build is far below both.
+    index_max_chips: int = Field(default=200_000, gt=0)
+    index_max_time_s: float = Field(default=86_400.0, gt=0)
     # Model weights. GRAFT needs a GRAFT checkpoint (image tower) and CLIP (text tower).
     graft_checkpoint: Path | None = None
     clip_checkpoint: Path | None = None

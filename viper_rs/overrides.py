@@ -100,6 +100,12 @@ OVERRIDES: dict[str, Override] = {o.field: o for o in (
              "peak memory is over this many MB, before decoding them (default 6000)", "int"),
     Override("image_max_time_s", "--image-max-time", "refuse images whose estimated time is "
              "over this many seconds, before decoding them (default 600)", "float"),
+    # index build (viper_rs.index.cost)
+    Override("index_max_chips", "--max-chips", "skip a source whose chips alone are more, and "
+             "refuse a build with more chips to read, before reading any (default 200000)",
+             "int"),
+    Override("index_max_time_s", "--max-time-s", "likewise for the estimated time in seconds "
+             "(default 86400)", "float"),
     # the LLM planner
     Override("llm_base_url", "--llm-base-url", "OpenAI-compatible endpoint, e.g. "
              "http://localhost:11434/v1 (Ollama); default https://api.openai.com/v1. Key: "
@@ -137,6 +143,8 @@ OVERRIDES: dict[str, Override] = {o.field: o for o in (
 #: The settings of a question about one image (``ask``, ``run``), besides LLM and models.
 IMAGE_FIELDS = ("detector", "planner", "small_max_m2", "large_min_m2", "sandbox_wall_s",
                 "image_max_memory_mb", "image_max_time_s")
+#: The budget flags of ``index build``.
+INDEX_FIELDS = ("index_max_chips", "index_max_time_s")
 #: The LLM planner's flags.
 LLM_FIELDS = ("llm_base_url", "llm_model", "llm_timeout_s", "llm_repair_attempts", "llm_cache")
 #: The flags of model weights, device, calibration, SAM and caches.

@@ -38,6 +38,13 @@ from viper_rs.index.attributes import (
     parse_info,
 )
 from viper_rs.index.chips import DEFAULT_MIN_VALID, Chip, ChipGrid, plan
+from viper_rs.index.cost import (
+    IndexBudget,
+    check_build,
+    estimate_build,
+    estimate_source,
+    source_over_budget,
+)
 from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_name
 from viper_rs.index.overlays import OverlayReport, update_overlays
 from viper_rs.index.sources import Source, scan
@@ -479,13 +486,43 @@ def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequenc
         raise InputError("no indexable imagery (GeoTIFF/COG with a CRS and R,G,B bands) in "
                          f"{', '.join(map(str, inputs)) or 'the inputs'}"
                          + (f": {reasons}" if reasons else ""))
-    index = ChipIndex.create(out, meta)
+    budget = IndexBudget.from_settings(settings)
+    buildings = attributer is not None and "buildingnet=" in attributer.recipe
+    costs = [estimate_source(s, o.grid, name, attributer is not None, buildings)
+             for s in found.sources]
+    sources, over = [], []
+    for s, cost in zip(found.sources, costs, strict=True):
+        why = source_over_budget(cost, budget)
+        if why is None:
+            sources.append((s, cost))
+        else:
+            over.append((s.uri, why))
+            log.info("%s", safe_text(why))
+    if not sources:
+        raise InputError(f"no source fits the index build's budget: {over[0][1]}"
+                         + (f" (and {len(over) - 1} more)" if len(over) > 1 else ""))
+    kept = [s for s, _ in sources]
+    if ChipIndex.exists(out):  # a build adding to an index: only its new chips count
+        index = ChipIndex.create(out, meta)
+        indexed = index.indexed_counts()
+        unmeasured = len(index.unmeasured_ids(attributer.recipe)) if attributer else 0
+        have = sum(indexed.get((s.key, s.fingerprint), 0) for s in kept)
+        cost = estimate_build([c for _, c in sources], name, attributer is not None,
+                              indexed=have, remeasure=min(unmeasured, have),
+                              known_ids=sum(indexed.values()), buildings=buildings)
+        check_build(cost, budget)
+    else:  # refused before anything is written
+        cost = estimate_build([c for _, c in sources], name, attributer is not None,
+                              buildings=buildings)
+        check_build(cost, budget)
+        index = ChipIndex.create(out, meta)
+    log.info("index build: %s", cost.describe())
     report = BuildReport(index=str(out), embedder=name, model_id=meta.model_id,
-                         backend=o.backend, sources=len(found.sources),
-                         skipped_sources=found.skipped,
+                         backend=o.backend, sources=len(kept),
+                         skipped_sources=found.skipped + over,
                          attributes=attributer.recipe if attributer else "")
-    chips = [c for s in found.sources for c in plan(s, o.grid)]
-    report.stale = sum(index.forget_stale(s.key, s.fingerprint) for s in found.sources)
+    chips = [c for s in kept for c in plan(s, o.grid)]
+    report.stale = sum(index.forget_stale(s.key, s.fingerprint) for s in kept)
     known = index.known_ids()
     todo = [c for c in chips if c.id not in known]
     report.chips, report.existing = len(chips), len(chips) - len(todo)
@@ -515,7 +552,7 @@ def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequenc
         report.ann = True
     if o.overlays:  # the chips are stored: a map picture that fails must not fail the build
         try:
-            report.overlays = update_overlays(out, found.sources)
+            report.overlays = update_overlays(out, kept)
         except OSError as exc:
             log.warning("map imagery of %s not written: %s", out, exc)
             report.overlays = OverlayReport(skipped=[(str(out), f"not written: {exc}")])

@@ -114,23 +114,53 @@ def _metres_per_unit(crs_wkt: str) -> float:
         return 1.0
 
 
-def plan(source: Source, grid: ChipGrid) -> list[Chip]:
-    """Every chip of ``source`` (row-major)."""
-    from rasterio.warp import transform as warp
-
+def chip_shape(source: Source, grid: ChipGrid) -> tuple[int, int, int, int]:
+    """``(width, height, stride x, stride y)`` of ``source``'s chips in source pixels."""
     xres, yres = source.resolution
-    unit = metres_per_unit(source.crs)
-    if not np.isfinite(unit):  # geographic CRS: metres per degree at the centre
-        t = Affine(*source.transform)
-        _, lat = t @ (source.width / 2, source.height / 2)
-        unit_x = 111_320.0 * float(np.cos(np.radians(lat)))
-        unit_y = 110_574.0
-    else:
-        unit_x = unit_y = unit
+    unit_x, unit_y = _units(source)
     cw = max(1, round(grid.chip_m / (xres * unit_x)))
     ch = max(1, round(grid.chip_m / (yres * unit_y)))
     sw = max(1, round(grid.stride_m / (xres * unit_x)))
     sh = max(1, round(grid.stride_m / (yres * unit_y)))
+    return cw, ch, sw, sh
+
+
+def pixel_m(source: Source) -> float:
+    """``source``'s ground pixel size in metres (the larger of its two axes)."""
+    xres, yres = source.resolution
+    unit_x, unit_y = _units(source)
+    return max(xres * unit_x, yres * unit_y)
+
+
+def _units(source: Source) -> tuple[float, float]:
+    """Metres per CRS unit along x and y (per degree at the centre for a geographic CRS)."""
+    unit = metres_per_unit(source.crs)
+    if np.isfinite(unit):
+        return unit, unit
+    t = Affine(*source.transform)
+    _, lat = t @ (source.width / 2, source.height / 2)
+    return 111_320.0 * float(np.cos(np.radians(lat))), 110_574.0
+
+
+def count_starts(length: int, size: int, stride: int) -> int:
+    """``len(starts(length, size, stride))``, without listing them."""
+    if length <= size:
+        return 1
+    n = (length - size) // stride + 1
+    return n + (1 if (length - size) % stride else 0)
+
+
+def chip_count(source: Source, grid: ChipGrid) -> int:
+    """How many chips :func:`plan` makes of ``source`` (nothing listed or read)."""
+    cw, ch, sw, sh = chip_shape(source, grid)
+    return count_starts(source.width, cw, sw) * count_starts(source.height, ch, sh)
+
+
+def plan(source: Source, grid: ChipGrid) -> list[Chip]:
+    """Every chip of ``source`` (row-major)."""
+    from rasterio.warp import transform as warp
+
+    cw, ch, sw, sh = chip_shape(source, grid)
     windows = [(c, r, min(cw, source.width), min(ch, source.height))
                for r in starts(source.height, ch, sh) for c in starts(source.width, cw, sw)]
     t = Affine(*source.transform)

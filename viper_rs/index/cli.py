@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
 from viper_rs.errors import InputError
+from viper_rs.overrides import INDEX_FIELDS, OVERRIDES, add_flags, args_overrides
 from viper_rs.textsafe import safe_text
 
 
@@ -49,6 +51,7 @@ def add_parser(sub: Any, model_args: Any) -> None:
     b.add_argument("--no-attributes", action="store_true",
                    help="do not measure the chips' building/road/water/vegetation cover "
                         "and building count (faster; such searches rank by embedding only)")
+    add_flags(b.add_argument_group("budget (checked before any chip is read)"), INDEX_FIELDS)
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     model_args(b)
@@ -137,6 +140,11 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError("nothing to index: give folders/files/URLs, or --stac with --bbox")
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    budget = {k: v for k, v in args_overrides(args, INDEX_FIELDS).items() if v is not None}
+    for name, value in budget.items():
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{OVERRIDES[name].flag} must be a positive number, got {value:g}")
+    settings = settings.model_copy(update=budget)
     report = build_index(
         args.sources, args.out, embedder=args.embedder, settings=settings,
         grid=ChipGrid(args.chip_m, args.overlap), min_valid=args.min_valid,

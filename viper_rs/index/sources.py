@@ -31,6 +31,11 @@ LIST_SUFFIXES = (".txt", ".lst")
 LIST_MAX_DEPTH = 4
 #: Side (px) of the decimated read that estimates a non-8-bit source's white point.
 _WHITE_POINT_PX = 512
+#: Larger sources without overviews have their white point from :data:`_WHITE_POINT_WINDOWS`
+#: x :data:`_WHITE_POINT_WINDOWS` sampled windows (pixels; a decimated read of a sparse
+#: 200,000 x 200,000 px uint16 file took 58 s and 1.3 GB).
+_WHITE_POINT_FULL_PX = 64_000_000
+_WHITE_POINT_WINDOWS = 8
 
 
 @dataclass(frozen=True)
@@ -247,18 +252,46 @@ def fingerprint(uri: str) -> str:
 
 def _white_point(ds: Any) -> float:
     """The value mapped to 1.0 for every chip: 255 for 8-bit data, else the bit depth
-    that holds the 99.9th percentile of a decimated read (overviews when present)."""
+    that holds the 99.9th percentile of a decimated read (overviews when present). A
+    source over :data:`_WHITE_POINT_FULL_PX` without overviews is sampled in
+    :data:`_WHITE_POINT_WINDOWS` squared windows instead (a decimated read would decode
+    every block of it); GDAL's block cache is held to the chip reads' size."""
+    import rasterio
+
+    from viper_rs.geo import READ_CACHE_MB
     from viper_rs.geo import _white_point as from_pixels
 
     if ds.dtypes[0] == "uint8":
         return 255.0
-    step = max(1, max(ds.width, ds.height) // _WHITE_POINT_PX)
-    shape = (min(ds.count, 3), max(1, ds.height // step), max(1, ds.width // step))
-    data = ds.read(indexes=list(range(1, shape[0] + 1)), out_shape=shape)
-    valid = ds.dataset_mask(out_shape=shape[1:]) > 0
+    bands = list(range(1, min(ds.count, 3) + 1))
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB):
+        if ds.width * ds.height <= _WHITE_POINT_FULL_PX or ds.overviews(1):
+            step = max(1, max(ds.width, ds.height) // _WHITE_POINT_PX)
+            shape = (len(bands), max(1, ds.height // step), max(1, ds.width // step))
+            data = ds.read(indexes=bands, out_shape=shape)
+            valid = ds.dataset_mask(out_shape=shape[1:]) > 0
+        else:
+            data, valid = _sampled(ds, bands)
     if not valid.any():
-        valid = np.ones(shape[1:], bool)
+        valid = np.ones(valid.shape, bool)
     return float(from_pixels(data, valid))
+
+
+def _sampled(ds: Any, bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and validity of a grid of small windows spread over ``ds``, side by side."""
+    from rasterio.windows import Window
+
+    n = _WHITE_POINT_WINDOWS
+    side = min(_WHITE_POINT_PX // n, ds.width, ds.height)
+    parts, masks = [], []
+    for i in range(n):
+        row = round((ds.height - side) * (i + 0.5) / n)
+        for j in range(n):
+            col = round((ds.width - side) * (j + 0.5) / n)
+            win = Window(col, row, side, side)
+            parts.append(ds.read(indexes=bands, window=win))
+            masks.append(ds.dataset_mask(window=win) > 0)
+    return np.concatenate(parts, axis=2), np.concatenate(masks, axis=1)
 
 
 def stac_sources(url: str, collection: str | None, bbox: Sequence[float] | None,

@@ -284,6 +284,16 @@ class ChipIndex:
                 ids.update(_scan(t, ["id"]).read_all()["id"].to_pylist())
         return ids
 
+    def indexed_counts(self) -> dict[tuple[str, str], int]:
+        """Chips indexed per source version: ``(source_key, fingerprint) -> count``."""
+        from collections import Counter
+
+        counts: Counter[tuple[str, str]] = Counter()
+        for batch in _scan(self.table, ["source_key", "fingerprint"]):
+            counts.update(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(),
+                              strict=True))
+        return dict(counts)
+
     def add(self, rows: Sequence[dict[str, Any]], vectors: np.ndarray) -> None:
         """Append chips: footprint dicts with the :data:`FOOTPRINT_COLUMNS` keys and,
         when measured, the :data:`ROW_ATTRIBUTE_COLUMNS` (else stored as not measured)."""

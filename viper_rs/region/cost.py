@@ -32,6 +32,9 @@ from viper_rs.config import Settings
 from viper_rs.errors import InputError
 from viper_rs.region.chips import CHIP_M
 from viper_rs.region.image import RegionImage
+from viper_rs.units import bytes_text as _bytes
+from viper_rs.units import count_text as _count
+from viper_rs.units import duration_text as _duration
 
 # ----------------------------------------------------------------------------- constants
 # Measured with ``python -m eval.bench_region_cost`` (the README's "Region cost benchmark"
@@ -605,32 +608,6 @@ def _round_up(m: float) -> str:
     digits = max(0, 1 - int(math.floor(math.log10(m))))
     step = 10 ** -digits
     return f"{math.ceil(m / step - 1e-9) * step:.{digits}f}"
-
-
-def _bytes(n: float) -> str:
-    """``"3.9 GB"``, ``"690 MB"``, ``"7.6 TB"``."""
-    if n >= 1e12:
-        return f"{n / 1e12:,.1f} TB"
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
-
-
-def _duration(s: float) -> str:
-    """``"45 s"``, ``"12 min"``, ``"3.2 h"``, ``"41 days"``."""
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    if s < 2 * 86400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:,.0f} days"
-
-
-def _count(n: float) -> str:
-    """``"44.5 M"``, ``"2.1 G"`` (pixels)."""
-    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n:.0f} "
 
 
 def _area(m2: float) -> str:

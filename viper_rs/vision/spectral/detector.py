@@ -27,7 +27,7 @@ from viper_rs.vision.concepts import (
     resolve_concept,
 )
 from viper_rs.vision.spectral.landcover import NODATA
-from viper_rs.vision.spectral.maps import ClassMaps, compute_class_maps
+from viper_rs.vision.spectral.maps import ClassMaps, band_problem, compute_class_maps
 from viper_rs.vision.spectral.scene import scene_stats
 from viper_rs.vision.spectral.stats import DEFAULT_MAX_PIXELS, SceneStats
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
@@ -165,8 +165,9 @@ class SpectralDetector:
     def ground_size_problem(image: GeoImage, query: str) -> str | None:
         """Why ``query`` cannot be answered on ``image``: its class is told by rules in
         metres (:data:`~viper_rs.vision.concepts.METRIC_CLASSES`) and the image has no
-        ground size; None when it can."""
-        if image.ground_sampling_distance is not None:
+        ground size; None when it can (or when its bands are what cannot be read: that
+        refusal comes first, a ground size would not help)."""
+        if image.ground_sampling_distance is not None or band_problem(image) is not None:
             return None
         cls = concept_class(query)
         if cls not in METRIC_CLASSES:

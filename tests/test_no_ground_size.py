@@ -147,7 +147,9 @@ def test_the_app_says_to_set_the_gsd_field(tmp_path: Path) -> None:
     settings = Settings.from_env(cache_dir=tmp_path / "cache", sandbox_workers=1)
     c = Controller(Catalog(demo=((0, 128, 1.0),)), settings, out_dir=tmp_path / "out")
     try:
-        key, _ = c.load_upload(_png(tmp_path / "up.png"))
+        key, loaded = c.load_upload(_png(tmp_path / "up.png"))
+        assert "It has no ground size: enter its GSD (m/px)" in loaded
+        assert "questions that need metres (buildings, roads, water...) are refused" in loaded
         rules = Options(detector="spectral", planner="rules")
         refused = c.ask(key, "How many buildings are there?", rules)
         assert refused.message.startswith("Could not answer: up.png has no ground size; set "

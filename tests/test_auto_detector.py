@@ -15,7 +15,7 @@ from tests.test_buildings_detector import TINY, BrightNet, areas, scene
 from viper_rs import weights as W
 from viper_rs.config import Settings
 from viper_rs.detector import Detector
-from viper_rs.errors import ImageError
+from viper_rs.errors import ImageError, NoGroundSize
 from viper_rs.geo import GeoImage
 from viper_rs.vision import factory
 from viper_rs.vision.build import CheckpointError
@@ -102,10 +102,18 @@ def test_single_band_image_falls_back_with_a_note(routed):
     assert "single-band image; the building model needs R, G, B" in msg
     with pytest.raises(ImageError, match="spectral detector needs"):
         routed.find(gray, "water")  # not a building query: the spectral error as before
+
+
+def test_building_query_without_ground_size_is_refused_with_the_way_out(routed):
+    # Issue 23: neither the building model nor the spectral shape rules (in metres) can
+    # count buildings on pixels of unknown size: a refusal naming --gsd, never a count at
+    # an assumed 1 m; queries told pixel by pixel still answer (in pixels).
     no_gsd = GeoImage.from_array(scene(0.3).data, "R,G,B")
-    regions = routed.find(no_gsd, "building")
-    assert all(r.detector == "spectral" for r in regions)
-    assert "no ground resolution" in routed.notes(no_gsd, "building")[0]
+    for call in (routed.find, routed.notes, routed.score_map):
+        with pytest.raises(NoGroundSize, match=r"<array> has no ground size; pass --gsd M"):
+            call(no_gsd, "building")
+    assert routed.buildings.computations == 0
+    assert all(r.detector == "spectral" for r in routed.find(no_gsd, "vegetation"))
 
 
 def test_nir_is_ignored_by_the_building_model(routed):

@@ -92,9 +92,13 @@ def test_png_needs_gsd_for_m2(tmp_path):
     png = tmp_path / "g.png"
     rgb = np.full((64, 64, 3), (90, 140, 60), np.uint8)
     Image.fromarray(rgb).save(png)
-    p = run("ask", str(png), "What is the area covered by grass areas?", "--json")
+    p = run("ask", str(png), "What is the area covered by vegetation?", "--json")
     out = json.loads(p.stdout)
     assert out["area_unit"] == "px" and "px" in out["answer"] and out["error"] is None
+    # grass is told from trees by texture in metres: refused until --gsd gives them
+    p = run("ask", str(png), "What is the area covered by grass areas?")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().startswith("viper-rs: error: g.png has no ground size; pass --gsd M")
     p = run("ask", str(png), "What is the area covered by grass areas?", "--json", "--gsd", "0.5")
     out = json.loads(p.stdout)
     assert out["area_unit"] == "m2" and out["answer"].endswith("m2")

@@ -177,7 +177,9 @@ def test_world_file_without_crs_answers_in_pixels_with_a_note(tmp_path, capsys) 
     for window in (None, (8, 8, 32, 32)):  # a window's offset is no world file
         assert GeoImage.open(plain, window=window).notes == [
             f"{plain}: no georeference: areas in pixels; pass --gsd M for metres"]
-    q = "What is the area covered by grass areas?"
+    # vegetation is told pixel by pixel (grass, told by texture in metres, is refused:
+    # tests/test_no_ground_size.py)
+    q = "What is the area covered by vegetation?"
     code = main(["ask", str(png), q, "--detector", "spectral", "--planner", "rules", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["area_unit"] == "px" and "px" in out["answer"]
@@ -200,9 +202,13 @@ def test_no_ground_size_assumptions_are_stated(tmp_path) -> None:
     image = GeoImage.from_array(np.full((3, 48, 48), 120, np.uint8), "R,G,B", name="arr")
     assert image.notes == ["arr: no georeference: areas in pixels; pass --gsd M for metres"]
     with Agent(Settings(detector="spectral", planner="rules")) as agent:
-        answer = agent.ask(image, "How many buildings are there?")
-    assert answer.notes[0] == image.notes[0]
-    assert any("assume 1 m pixels" in n for n in answer.notes)
+        answer = agent.ask(image, "What is the area of vegetation?")
+        refused = agent.ask(image, "How many buildings are there?")
+    assert answer.error is None and answer.notes[0] == image.notes[0]
+    assert any("taken in pixels (1 px as 1 m)" in n for n in answer.notes)
+    # a class told in metres is refused, never counted at an assumed 1 m
+    assert refused.error["type"] == "no_ground_size" and refused.value is None
+    assert refused.error["message"].startswith("arr has no ground size; pass --gsd M")
     grounded = GeoImage.from_array(np.full((3, 48, 48), 120, np.uint8), "R,G,B", gsd=0.3)
     assert grounded.notes == []
 

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from tests.conftest import DATA
 from viper_rs.config import Settings
-from viper_rs.errors import ImageError, UnknownConceptError
+from viper_rs.errors import ImageError, NoGroundSize, UnknownConceptError
 from viper_rs.geo import GeoImage
 from viper_rs.vision.base import Detector
 from viper_rs.vision.spectral import NODATA, SpectralDetector, compute_class_maps
@@ -211,10 +211,13 @@ def test_unknown_gsd_is_noted(scene) -> None:
     data, _ = scene
     image = GeoImage.from_array(data, "R,G,B,NIR")
     det = SpectralDetector()
-    smap = det.score_map(image, "water")
-    assert any("unknown ground sampling distance" in n for n in smap.notes)
-    regions = det.find(image, "water")
+    smap = det.score_map(image, "vegetation")
+    assert any("taken in pixels (1 px as 1 m)" in n for n in smap.notes)
+    regions = det.find(image, "vegetation")
     assert regions and regions[0].area_unit == "px"
+    # water bodies are told by their size in m2: refused without a ground size
+    with pytest.raises(NoGroundSize, match="has no ground size; pass --gsd M"):
+        det.find(image, "water")
 
 
 def test_polygons_in_image_crs(scene) -> None:

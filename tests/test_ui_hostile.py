@@ -26,6 +26,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreference
 RULES = Options(detector="spectral", planner="rules")
 COUNT = "How many buildings are there?"
 AREA = "What is the area covered by water?"
+#: A question told pixel by pixel: answered in px on an image without a ground size.
+PX_AREA = "What is the area of vegetation?"
 UTM = "EPSG:32610"
 LINK = re.compile(r"(?<!\\)\]\(")  # a Markdown link: "](" without an escaped bracket
 
@@ -419,8 +421,12 @@ def test_gsd_at_the_ends_of_the_range_is_answered(ctl: Controller, png_key: str,
 def test_gsd_typed_at_upload_does_not_stick(ctl: Controller, rgbn: np.ndarray, tmp_path: Path):
     key, _ = ctl.load_upload(_png(tmp_path / "later.png", _hwc(rgbn)), gsd=0.5)
     assert _ask(ctl, key, AREA, gsd=0.5).answer.area_unit == "m2"
+    # the GSD field was cleared: water (told by its size in m2) is refused with the way
+    # out, vegetation answers in pixels
     plain = _ask(ctl, key, AREA, gsd=None)
-    assert plain.ok and plain.answer.area_unit == "px"  # the GSD field was cleared
+    assert not plain.ok and plain.answer.error["type"] == "no_ground_size"
+    assert "later.png has no ground size; set the GSD (m/px) field" in plain.message
+    assert _ask(ctl, key, PX_AREA, gsd=None).answer.area_unit == "px"
     assert ctl.catalog.open(key, None).gsd is None
 
 
@@ -439,7 +445,7 @@ def test_uploads_with_one_name_keep_their_own_files(ctl: Controller, rgbn: np.nd
     assert keys[1:] == [f"upload: same.png ({n})" for n in range(2, 6)]
     for i, key in enumerate(keys):
         assert ctl.catalog.open(key).shape == (20 + i, 30 + i)
-        turn = _ask(ctl, key, COUNT)
+        turn = _ask(ctl, key, PX_AREA)
         assert turn.ok and turn.overlay[0].shape[:2] == (20 + i, 30 + i)
     # the same file again keeps its key; rewritten in place, the new pixels are used
     assert ctl.load_upload(paths[2])[0] == keys[2]
@@ -452,7 +458,7 @@ def test_an_upload_deleted_after_loading_is_a_message(ctl: Controller, rgbn: np.
                                                       tmp_path: Path):
     path = _png(tmp_path / "gone.png", _hwc(rgbn))
     key, _ = ctl.load_upload(path)
-    assert _ask(ctl, key, COUNT).ok  # cached
+    assert _ask(ctl, key, PX_AREA).ok  # cached
     path.unlink()  # the browser's temporary files are cleaned up
     turn = _ask(ctl, key, COUNT, gsd=2.0)  # a new GSD opens the file again
     assert turn.message.startswith("Could not read the image") and "no such file" in turn.message

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from viper_rs import budget
 from viper_rs.config import Settings
 from viper_rs.detector import Detector
-from viper_rs.errors import ToolError
+from viper_rs.errors import NoGroundSize, ToolError
 from viper_rs.geo import GeoImage
+from viper_rs.georef import no_ground_size_message
 from viper_rs.regions import Region
 from viper_rs.vocabulary import split_modifiers
 
@@ -114,6 +115,15 @@ def use_context(ctx: ToolContext) -> Iterator[ToolContext]:
         yield ctx
     finally:
         _CURRENT.reset(token)
+
+
+def require_ground_size(why: str) -> None:
+    """NoGroundSize (naming the image and ``--gsd``) when the image has no ground size;
+    ``why``: what is in metres (a size class, an area bound, a distance)."""
+    image = current().image
+    if image.ground_sampling_distance is None:
+        name = getattr(image, "name", "the image")
+        raise NoGroundSize(no_ground_size_message(name, why))
 
 
 def parse_phrase(name: str) -> tuple[str, str | None, str | None]:

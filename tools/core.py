@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 from shapely import STRtree, box
-from viper_rs.tools.context import current, parse_phrase
+from viper_rs.tools.context import current, parse_phrase, require_ground_size
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
 
@@ -33,6 +33,8 @@ def find(name: str) -> list[Region]:
     """
     ctx = current()
     base, size, shape = parse_phrase(name)
+    if size:
+        require_ground_size(f"the size word {size!r} compares areas in m2")
     regions = ctx.detect(base)
     if size:
         regions = apply_size(regions, size, ctx.settings.small_max_m2, ctx.settings.large_min_m2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from viper_rs.tools.context import current
+from viper_rs.tools.context import current, require_ground_size
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
 
@@ -26,6 +26,7 @@ def filter_size(
         return count(filter_size(find("building"), "small"))
         return filter_size(find("parking"), "large", large_min_m2=2000.0)
     """
+    require_ground_size(f"filter_size {size!r} compares areas in m2")
     s = current().settings
     small = s.small_max_m2 if small_max_m2 is None else small_max_m2
     large = s.large_min_m2 if large_min_m2 is None else large_min_m2
@@ -51,4 +52,6 @@ def filter_area(regions: list[Region], min_m2: float = 0.0, max_m2: float | None
     Example:
         return count(filter_area(find("building"), min_m2=200.0))
     """
+    if min_m2 > 0 or max_m2 is not None:
+        require_ground_size("filter_area's bounds are in m2")
     return [r for r in regions if r.area_m2 >= min_m2 and (max_m2 is None or r.area_m2 < max_m2)]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 from shapely import STRtree, box
-from viper_rs.tools.context import current
+from viper_rs.tools.context import current, require_ground_size
 from viper_rs.tools.registry import tool
 
 from viper_rs import budget
@@ -186,6 +186,8 @@ def next_to(regions: list[Region], others: list[Region], max_distance_m: float |
     limit_m = ctx.settings.next_to_m if max_distance_m is None else max_distance_m
     if not math.isfinite(limit_m) or limit_m < 0:
         raise ToolError(f"next_to(): max_distance_m must be a number >= 0, got {limit_m!r}")
+    if limit_m > 0:
+        require_ground_size(f"next_to's distance is {limit_m:g} m")
     gsd = ctx.image.ground_sampling_distance or 1.0
     # No two pixels of the image are farther apart than its diagonal.
     diagonal = math.hypot(*ctx.image.shape)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from viper_rs.config import Settings
-from viper_rs.errors import ImageError, ImageTooLarge, InputError, ViperError
+from viper_rs.errors import ImageError, ImageTooLarge, InputError, NoGroundSize, ViperError
 from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
 from viper_rs.textsafe import configure_logging, cut, safe_lines, safe_text, safe_traceback
 
@@ -332,29 +332,40 @@ def _run_image_command(args: argparse.Namespace) -> int:
     problem = image_problem(image, settings.detector, settings)
     if problem:
         raise ImageError(problem)
-    failed = too_large = 0
+    failed = refused = 0
     with Agent(settings) as agent:
         if args.command == "ask":
             for q in questions:
                 answer = agent.ask(image, q)
-                printed = _emit_safely(answer, args, f"question {q!r}")
+                printed = _emit_answer(answer, args, f"question {q!r}")
                 failed += answer.error is not None or not printed
-                too_large += _too_large(answer)
+                refused += _refused(answer)
         else:
             for path, source in programs:
                 answer = agent.run_program(image, source, question=None)
                 answer.question = str(path)
-                printed = _emit_safely(answer, args, f"program {path}")
+                printed = _emit_answer(answer, args, f"program {path}")
                 failed += answer.error is not None or not printed
-                too_large += _too_large(answer)
-    return 2 if too_large else 1 if failed else 0
+                refused += _refused(answer)
+    return 2 if refused else 1 if failed else 0
 
 
-def _too_large(answer: Any) -> bool:
-    """Whether ``answer`` failed because the image was too large (an allocation failed):
-    bad input, exit 2 like a refused image."""
+def _emit_answer(answer: Any, args: argparse.Namespace, what: str) -> bool:
+    """Print one answer (:func:`_emit_safely`); a question refused for want of a ground
+    size is one ``viper-rs: error:`` line on stderr instead (and its JSON answer with
+    --json)."""
     error = answer.error if isinstance(answer.error, dict) else {}
-    return error.get("type") == ImageTooLarge.type
+    if error.get("type") != NoGroundSize.type:
+        return _emit_safely(answer, args, what)
+    _error_line(f"viper-rs: error: {error.get('message', '')}")
+    return _emit_safely(answer, args, what) if args.json else True
+
+
+def _refused(answer: Any) -> bool:
+    """Whether ``answer`` failed on bad input (exit 2 like a refused image): the image was
+    too large (an allocation failed) or has no ground size for a question in metres."""
+    error = answer.error if isinstance(answer.error, dict) else {}
+    return error.get("type") in (ImageTooLarge.type, NoGroundSize.type)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -35,6 +35,14 @@ class ImageTooLarge(ImageError):
     type = "too_large"
 
 
+class NoGroundSize(ImageError):
+    """A question needs metres (a size, length or distance rule) about an image whose
+    pixels have no ground size (no CRS, no ``--gsd``); the message names the image and
+    says to pass ``--gsd M``."""
+
+    type = "no_ground_size"
+
+
 class InputError(ViperError):
     """A non-image input (questions file, program file, argument) is missing or unusable."""
 

@@ -23,7 +23,8 @@ cannot be used; ``None`` means they can. The rules:
   the area they are defined for (a country mapped in one UTM zone), not across the globe.
 
 Also :func:`gsd_problem` for a ground sampling distance given by the user (``--gsd``),
-and :func:`no_georeference_note`, the note an answer carries when areas are in pixels.
+:func:`no_georeference_note`, the note an answer carries when areas are in pixels, and
+:func:`no_ground_size_message`, the refusal of a question that needs metres.
 Layer 1: imports only errors and textsafe of the project.
 """
 
@@ -63,6 +64,12 @@ def no_georeference_note(name: str, world_file_px: float | None = None) -> str:
         why = (f"no georeference (a world file gives {world_file_px:.6g} units per pixel "
                "but no CRS says which units)")
     return f"{_label(name)}: {why}: areas in pixels; pass --gsd M for metres"
+
+
+def no_ground_size_message(name: str, why: str) -> str:
+    """The one line refusing a question that needs metres about image ``name`` without a
+    ground size; ``why``: what needs them."""
+    return f"{_label(name)} has no ground size; pass --gsd M (metres per pixel): {why}"
 
 
 def gsd_problem(name: str, gsd: float | None) -> str | None:

@@ -614,7 +614,9 @@ def describe(image: GeoImage) -> str:
     parts.append(d["crs"] if d["crs"] else "no CRS")
     text = "Image: " + "; ".join(escape_markdown(str(p)) for p in parts) + "."
     if image.area_unit != "m2":
-        text += " It has no ground size, so areas are in pixels: enter its GSD (m/px)."
+        text += (" It has no ground size: enter its GSD (m/px). Without it, areas are in "
+                 "pixels and questions that need metres (buildings, roads, water...) are "
+                 "refused.")
     return text
 
 

@@ -5,7 +5,9 @@ A query goes to the building detector when it resolves to the canonical ``buildi
 concept (building, house, roof, residential / commercial building...) and the building
 model covers the image (R, G, B bands, a ground resolution in its validated range);
 otherwise to the primary, and a building query that fell back carries the reason in its
-notes. Every region names the detector that found it (``Region.detector``).
+notes. On an image without a ground size both refuse building concepts (the spectral
+primary raises NoGroundSize, which passes through unchanged); a primary that answers
+without one (GRAFT/CLIP) answers with its note. Every region names the detector that found it (``Region.detector``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from viper_rs.detector import ContextSensitive, Detector
-from viper_rs.errors import ImageError
+from viper_rs.errors import ImageError, NoGroundSize
 from viper_rs.geo import GeoImage
 from viper_rs.regions import Region
 from viper_rs.timing import ms_since
@@ -124,6 +126,8 @@ def _saying(why: str | None) -> Iterator[None]:
     building model did not answer."""
     try:
         yield
+    except NoGroundSize:
+        raise  # the same fact the building model fell back on, with the way out
     except ImageError as exc:
         if why is None:
             raise

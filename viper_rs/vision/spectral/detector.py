@@ -12,15 +12,22 @@ from typing import Any
 import numpy as np
 
 from viper_rs.config import Settings
+from viper_rs.errors import NoGroundSize
 from viper_rs.geo import GeoImage
+from viper_rs.georef import no_ground_size_message
 from viper_rs.lru import LRU
 from viper_rs.regions import Region
 from viper_rs.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-from viper_rs.vision.concepts import OBJECT_CLASSES, concept_class, resolve_concept
+from viper_rs.vision.concepts import (
+    METRIC_CLASSES,
+    OBJECT_CLASSES,
+    concept_class,
+    resolve_concept,
+)
 from viper_rs.vision.spectral.landcover import NODATA
-from viper_rs.vision.spectral.maps import ClassMaps, compute_class_maps
+from viper_rs.vision.spectral.maps import ClassMaps, band_problem, compute_class_maps
 from viper_rs.vision.spectral.scene import scene_stats
 from viper_rs.vision.spectral.stats import DEFAULT_MAX_PIXELS, SceneStats
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
@@ -154,14 +161,36 @@ class SpectralDetector:
         self.class_maps(image)
         return {"ms": ms_since(t0)}
 
+    @staticmethod
+    def ground_size_problem(image: GeoImage, query: str) -> str | None:
+        """Why ``query`` cannot be answered on ``image``: its class is told by rules in
+        metres (:data:`~viper_rs.vision.concepts.METRIC_CLASSES`) and the image has no
+        ground size; None when it can (or when its bands are what cannot be read: that
+        refusal comes first, a ground size would not help)."""
+        if image.ground_sampling_distance is not None or band_problem(image) is not None:
+            return None
+        cls = concept_class(query)
+        if cls not in METRIC_CLASSES:
+            return None
+        return no_ground_size_message(image.name, f"{query!r}: {METRIC_CLASSES[cls]}")
+
+    def _check(self, image: GeoImage, query: str) -> None:
+        problem = self.ground_size_problem(image, query)
+        if problem is not None:
+            raise NoGroundSize(problem)
+
     def notes(self, image: GeoImage, query: str) -> list[str]:
-        """Approximation notes for ``query`` and how its class was measured on ``image``."""
+        """Approximation notes for ``query`` and how its class was measured on ``image``;
+        NoGroundSize for a class told in metres on an image without a ground size."""
         cls, notes = resolve_concept(query)
+        self._check(image, query)
         return [*notes, *self.class_maps(image).notes_for(cls)]
 
     def score_map(self, image: GeoImage, query: str) -> ScoreMap:
-        """Per-pixel score of the concept ``query``; unknown concepts raise."""
+        """Per-pixel score of the concept ``query``; unknown concepts raise, and so do
+        classes told in metres on an image without a ground size (NoGroundSize)."""
         cls, _ = resolve_concept(query)
+        self._check(image, query)
         maps = self.class_maps(image)
         valid = maps.cover != NODATA
         mask = maps.mask(cls) & valid
@@ -191,8 +220,10 @@ class SpectralDetector:
         ``settings.min_region_m2`` large, with polygons in the image CRS and true area.
 
         Regions of a class are built once per image and settings; later queries that
-        resolve to the same class get copies labelled with their own query text."""
+        resolve to the same class get copies labelled with their own query text.
+        NoGroundSize for a class told in metres on an image without a ground size."""
         cls, _ = resolve_concept(query)
+        self._check(image, query)
         maps = self.class_maps(image)
         key = (cls, float(self.settings.min_region_m2), int(self.settings.connectivity))
         with self._lock:

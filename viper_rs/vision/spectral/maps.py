@@ -120,8 +120,9 @@ def _working_gsd(image: GeoImage, general: list[str], rec: _Recorder | None = No
     if gsd is None:
         gsd = 1.0
         general.append(
-            "unknown ground sampling distance: window sizes and minimum areas assume "
-            "1 m pixels and areas are in pixels"
+            "no ground size: vegetation and impervious surface are told pixel by pixel; "
+            "their hole filling and smallest regions are taken in pixels (1 px as 1 m) "
+            "and areas are in pixels"
         )
     elif gsd > 2.5:
         general.append(

@@ -199,10 +199,20 @@ def test_a_result_opens_as_its_tile_with_the_chip_outlined(region):
     shown.wait_for()
     page.wait_for_function("""() => { const i = document.querySelector('#answer-overlay img');
                                return i && i.complete && i.naturalWidth > 0; }""")
-    picture = Image.open(io.BytesIO(page.request.get(shown.get_attribute("src")).body()))
-    rgb = np.asarray(picture.convert("RGB"), dtype=int)  # the picture may be WebP (lossy)
-    orange = int((np.abs(rgb - np.array(ROI_RGB)) <= 40).all(axis=-1).sum())
-    assert 100 < orange < 0.2 * rgb.shape[0] * rgb.shape[1], orange  # an outline, not a fill
+
+    def orange_pixels() -> tuple[int, int]:
+        picture = Image.open(io.BytesIO(page.request.get(shown.get_attribute("src")).body()))
+        rgb = np.asarray(picture.convert("RGB"), dtype=int)  # the picture may be WebP (lossy)
+        return (int((np.abs(rgb - np.array(ROI_RGB)) <= 40).all(axis=-1).sum()),
+                rgb.shape[0] * rgb.shape[1])
+
+    # the plain tile may show for a moment before the outlined picture replaces it
+    for _ in range(40):
+        orange, size = orange_pixels()
+        if orange > 100:
+            break
+        page.wait_for_timeout(500)
+    assert 100 < orange < 0.2 * size, orange  # an outline, not a fill
     page.screenshot(path=str(ARTIFACTS / "region_chip_in_tile.png"), full_page=True)
 
 

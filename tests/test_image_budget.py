@@ -4,7 +4,6 @@ checked before any pixel is decoded; every out-of-memory a clear answer, never a
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from cli_peak import cli_peak
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -71,19 +71,10 @@ def _cli_peak(args: list[str], env: dict[str, str] | None = None,
               timeout: float = 120) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run ``python -m viper_rs ARGS`` from a fresh wrapper process: (result, the CLI
     process's peak RSS in MB, seconds)."""
-    wrapper = (
-        "import json, resource, subprocess, sys\n"
-        "p = subprocess.run([sys.executable, '-m', 'viper_rs', *sys.argv[1:]],"
-        " capture_output=True, text=True)\n"
-        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(json.dumps({'rc': p.returncode, 'out': p.stdout, 'err': p.stderr, 'mb': peak}))\n"
-    )
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", wrapper, *args], cwd=REPO, capture_output=True,
-                       text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    took = time.monotonic() - t0
-    r = json.loads(p.stdout)
-    return subprocess.CompletedProcess(args, r["rc"], r["out"], r["err"]), r["mb"], took
+    rc, out, err, mb = cli_peak(args, env=env, timeout=timeout)
+    assert rc is not None, f"killed after {timeout} s: {err[-800:]}"
+    return subprocess.CompletedProcess(args, rc, out, err), mb, time.monotonic() - t0
 
 
 # ---------------------------------------------------------------------- before decoding

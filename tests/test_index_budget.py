@@ -5,14 +5,11 @@ line with the estimate, the budget and the ways out) unless the budget is raised
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import hostile_corpus as hc
 import pytest
+from cli_peak import cli_peak
 
 from viper_rs.index.chips import ChipGrid, plan
 from viper_rs.index.sources import Source
@@ -24,21 +21,11 @@ TIMEOUT_S = 120
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
-    """Run ``python -m viper_rs ARGV``: exit code, stdout, stderr and the child's own peak
-    resident memory (MB, ``os.wait4``: not other children of this test process)."""
-    full_env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "viper_rs", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=full_env)
-    timer = threading.Timer(TIMEOUT_S, proc.kill)
-    timer.start()
-    try:
-        out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        timer.cancel()
-    assert proc.returncode != -9, f"killed after {TIMEOUT_S} s: {err[-800:]}"
-    return proc.returncode, out, err, usage.ru_maxrss / 1024
+    """Run ``python -m viper_rs ARGV``: exit code, stdout, stderr and the CLI process's own
+    peak resident memory (MB; measured from a small wrapper, see tests/cli_peak.py)."""
+    rc, out, err, peak_mb = cli_peak(argv, env=env, timeout=TIMEOUT_S)
+    assert rc is not None, f"killed after {TIMEOUT_S} s: {err[-800:]}"
+    return rc, out, err, peak_mb
 
 
 def _sparse(path: Path, dtype: str) -> Path:

@@ -185,14 +185,20 @@ def _raise_it() -> str:
             f"{setting_source('index_max_time_s')})")
 
 
+def _over(chips: int, seconds: float, budget: IndexBudget) -> list[str]:
+    """What of ``chips`` and ``seconds`` is over ``budget`` (``"3 chips > 2"``...)."""
+    over = []
+    if chips > budget.chips:
+        over.append(f"{chips:,} chips > {budget.chips:,}")
+    if seconds > budget.seconds:
+        over.append(f"{duration_text(seconds)} > {duration_text(budget.seconds)}")
+    return over
+
+
 def source_over_budget(cost: SourceCost, budget: IndexBudget) -> str | None:
     """Why ``cost``'s source alone is over ``budget`` (the reason it is skipped with: the
     estimate, the budget and the ways out), or None when it fits."""
-    over = []
-    if cost.chips > budget.chips:
-        over.append(f"{cost.chips:,} chips > {budget.chips:,}")
-    if cost.seconds > budget.seconds:
-        over.append(f"{duration_text(cost.seconds)} > {duration_text(budget.seconds)}")
+    over = _over(cost.chips, cost.seconds, budget)
     if not over:
         return None
     return (f"{cost.uri}: over the index build's budget on its own ({'; '.join(over)}): "
@@ -203,11 +209,7 @@ def source_over_budget(cost: SourceCost, budget: IndexBudget) -> str | None:
 def check_build(cost: BuildCost, budget: IndexBudget) -> None:
     """Raise :class:`IndexTooLarge` when ``cost`` is over ``budget``, with the estimate,
     the budget and the ways out."""
-    over = []
-    if cost.chips > budget.chips:
-        over.append(f"{cost.chips:,} chips > {budget.chips:,}")
-    if cost.seconds > budget.seconds:
-        over.append(f"{duration_text(cost.seconds)} > {duration_text(budget.seconds)}")
+    over = _over(cost.chips, cost.seconds, budget)
     if not over:
         return
     raise IndexTooLarge(

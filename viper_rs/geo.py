@@ -380,6 +380,9 @@ def _checked_source(path: str | Path, gsd: float | None, remote: bool = False) -
     p: Any = str(path) if is_remote(path) else Path(path)
     if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
         raise ImageError(f"{p}: --gsd must be a positive number of metres, got {gsd}")
+    problem = gsd_problem(str(p), gsd)  # the plausible range, before any pixel is read
+    if problem is not None:
+        raise ImageError(problem)
     return p
 
 
@@ -664,9 +667,6 @@ def _georeference(
     one is an ImageError naming the value, unless ``gsd`` is given, which then measures
     the image instead (with a note). ``whole``: the raster is the whole file at its own
     resolution (its transform is the file's, e.g. a world file's)."""
-    problem = gsd_problem(str(p), gsd)
-    if problem is not None:
-        raise ImageError(problem)
     crs, transform = raster.crs, raster.transform
     if crs is None and override_crs is not None:
         if transform_override is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +64,6 @@ def open_region(
     if not found.sources:
         why = "; ".join(r if r.startswith(u) else f"{u}: {r}" for u, r in found.skipped[:3])
         raise InputError("no readable source raster" + (f" ({why})" if why else ""))
-    if pixel_m is not None and not (math.isfinite(pixel_m) and pixel_m > 0):
-        raise InputError(f"--gsd/--pixel-m must be a positive number of metres, got {pixel_m:g}")
     problem = gsd_problem("the region", pixel_m)
     if problem is not None:
         raise InputError(problem)

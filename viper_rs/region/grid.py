@@ -13,7 +13,7 @@ from shapely.ops import unary_union
 
 from viper_rs.errors import InputError
 from viper_rs.geo import linear_unit_factor
-from viper_rs.georef import check_georeference
+from viper_rs.georef import check_georeference, utm_epsg
 from viper_rs.index.sources import Source
 
 #: Points per side when a rectangle is carried into another CRS (curved edges).
@@ -84,8 +84,7 @@ def utm_crs(lon: float, lat: float) -> Any:
     """The WGS84 UTM zone CRS of a point."""
     from rasterio.crs import CRS
 
-    zone = min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return CRS.from_epsg(utm_epsg(lon, lat))
 
 
 def parse_bbox(text: str | Sequence[float] | None) -> tuple[float, float, float, float] | None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 
 
 def random_checkpoints(folder: Path) -> dict[str, Path]:

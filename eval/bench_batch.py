@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

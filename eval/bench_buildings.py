@@ -25,7 +25,7 @@ def run(gsds: Sequence[float] = GSDS_M, size: int = 512, rounds: int = 3) -> lis
     """One row per ground resolution: median cold seconds over ``rounds``, cached ms."""
     import torch
 
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
     from viper_rs.synthetic import make_scene
     from viper_rs.vision.buildings.checkpoint import load_building_model
     from viper_rs.vision.buildings.detector import BuildingDetector

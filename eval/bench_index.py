@@ -86,7 +86,7 @@ ANN_CHOICES = ("build_ann", "IVF_SQ", "IVF_PQ", "IVF_PQ4", "IVF_FLAT", "IVF_HNSW
 # ---------------------------------------------------------------------------- indexing
 def write_scenes(folder: Path, n: int, size: int = 1024) -> list[Path]:
     """``n`` synthetic scenes (``size`` px at 1 m) as GeoTIFFs in ``folder``."""
-    from viper_rs.geo import write_geotiff
+    from viper_rs.core.geo import write_geotiff
     from viper_rs.synthetic import make_scene
 
     return [write_geotiff(make_scene(seed, size=size, gsd=1.0).image,
@@ -102,7 +102,7 @@ def warm_up() -> None:
     """Pay this process's one-off costs (imports, first class maps) before any timing."""
     import lancedb  # noqa: F401 - after viper_rs.index, which sets its log level
 
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
     from viper_rs.index.embedders import build_chip_embedder
 
     rng = np.random.default_rng(0)

@@ -76,7 +76,7 @@ def write_mosaic(folder: Path, tiles: int, px: int) -> list[Path]:
     written as ``tile_{i}_{j}.tif``; the object density is that of one scene."""
     from affine import Affine
 
-    from viper_rs.geo import GeoImage, write_geotiff
+    from viper_rs.core.geo import GeoImage, write_geotiff
     from viper_rs.synthetic import make_scene
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -234,8 +234,8 @@ def memory_child(folder: Path, k: int) -> dict[str, Any]:
     """In a fresh process: the full in-process scan of the top-left ``k`` x ``k`` tiles;
     the RSS before the scan (modules imported, no pixel read) and the scan's own peak (the
     high-water mark is reset before the scan where Linux allows it)."""
-    import viper_rs.agent  # noqa: F401 - imported before the RSS is read
-    from viper_rs.config import Settings
+    import viper_rs.agent.loop  # noqa: F401 - imported before the RSS is read
+    from viper_rs.core.config import Settings
     from viper_rs.region import open_region
     from viper_rs.vision.factory import build_detector
 

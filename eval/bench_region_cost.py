@@ -86,7 +86,7 @@ def _paths(case: Case) -> list[str]:
 
 def estimate(case: Case) -> dict[str, Any]:
     """The library's estimate for ``case`` (concepts from the rule planner)."""
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
     from viper_rs.region import estimate_question
 
     settings = Settings.from_env(detector=case.detector, planner="rules")
@@ -158,7 +158,7 @@ def run_sampled(cmd: list[str], period: float = 0.05) -> dict[str, Any]:
 
 _STATS_CHILD = r"""
 import json, resource, sys, time
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.region import open_region
 from viper_rs.region.spectral import with_region_stats
 from viper_rs.vision.factory import build_detector
@@ -176,7 +176,7 @@ print(json.dumps({"base_bytes": base, "stats_peak_bytes": peak, "stats_s": dt, "
 
 _CHIP_CHILD = r"""
 import json, sys, threading, time
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.region import open_region
 from viper_rs.region.chips import Chip
 from viper_rs.region.scan import run_chip

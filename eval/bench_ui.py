@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.timing import ms_since
+from viper_rs.core.config import Settings
+from viper_rs.core.timing import ms_since
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUESTIONS = [
@@ -39,7 +39,7 @@ QUESTIONS = [
 def run(rounds: int = 3, large_px: tuple[int, int] = (3000, 4000),
         n_regions: int = 400) -> dict:
     """The figures as a dict (milliseconds unless named otherwise)."""
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
     from viper_rs.ui import evidence
     from viper_rs.ui.catalog import Catalog
     from viper_rs.ui.session import Controller, Options
@@ -112,8 +112,8 @@ def _map_cost(image: Any, answer: Any, rounds: int) -> dict:
 def _many_regions(image: Any, n: int) -> Any:
     """An answer with ``n`` blob regions (irregular, some with holes) spread over
     ``image``, vectorised as the detectors do."""
-    from viper_rs.answer import Answer
-    from viper_rs.regions import Region
+    from viper_rs.core.answer import Answer
+    from viper_rs.core.regions import Region
     from viper_rs.vision.components import mask_polygon
 
     rng = np.random.default_rng(1)

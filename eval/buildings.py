@@ -151,7 +151,7 @@ def find_tiles(root: Path, places: Sequence[str] | None = None, limit: int | Non
 
 
 def _open(path: Path):
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -451,7 +451,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Every requested detector on every tile; returns plain data (see ``--json``)."""
     from viper_rs.agent import Agent
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
     from viper_rs.vision.spectral import SpectralDetector
 
     unknown = [k for k in detectors if k not in DETECTORS]

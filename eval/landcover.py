@@ -78,7 +78,7 @@ class ClassResult:
 
 
 def _read(path: Path, gsd: float):
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,7 +101,7 @@ def evaluate(data: Path, imagery: str = "naip2014", gsd: float = 1.0) -> dict:
     """Per-patch and total comparison; returns plain data (see ``--json``)."""
     from skimage.measure import label as cc_label
 
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
     from viper_rs.vision.spectral import COVER_NAMES, SpectralDetector
 
     patches = find_patches(data, imagery)
@@ -177,7 +177,7 @@ def answer_areas(data: Path, imagery: str = "naip2014", gsd: float = 1.0) -> dic
     import numpy as np
 
     from viper_rs.agent import Agent
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
 
     totals = {k: {"label_m2": 0.0, "answer_m2": 0.0, "errors": 0} for k in QUESTIONS}
     with Agent(Settings(detector="spectral", planner="rules")) as agent:

@@ -39,10 +39,10 @@ from affine import Affine
 from shapely.geometry import Polygon, box, mapping, shape
 
 from eval.rsvqa_data import load_images, load_split, read_question_ids
+from viper_rs.core.errors import ImageError, InputError, first_line
 from viper_rs.datasets.rsvqa import RSVQA_TILE_PX, lat_from_mercator_y, tile_transform
 from viper_rs.datasets.stac import PLANETARY_COMPUTER_STAC
 from viper_rs.datasets.stac import open_catalog as _open_stac
-from viper_rs.errors import ImageError, InputError, first_line
 
 log = logging.getLogger("eval.naip")
 
@@ -117,7 +117,7 @@ def target_year(record: dict[str, Any], year: int | None = None) -> int | None:
 # ---------------------------------------------------------------------- chip cache
 def default_chips_dir() -> Path:
     """``settings.cache_dir / "naip_chips"``."""
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
 
     return Path(Settings.from_env().cache_dir) / "naip_chips"
 
@@ -387,7 +387,7 @@ def open_naip_tile(chips_dir: Path, record: dict[str, Any], context_m: float = 0
     from rasterio.features import rasterize
     from rasterio.windows import Window
 
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
     image_id = int(record["id"])
     tif, _ = chip_paths(chips_dir, image_id)

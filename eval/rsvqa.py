@@ -33,8 +33,8 @@ from eval.scoring import (
     question_template,
     to_answer_space,
 )
-from viper_rs.answer import dumps_strict
-from viper_rs.config import Settings
+from viper_rs.core.answer import dumps_strict
+from viper_rs.core.config import Settings
 
 log = logging.getLogger("eval.rsvqa")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rsvqa_hr_mini"

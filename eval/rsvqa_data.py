@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from viper_rs.core.errors import ImageError
 from viper_rs.datasets.rsvqa import RSVQA_CRS, lat_from_mercator_y, tile_transform
-from viper_rs.errors import ImageError
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def image_path(data_dir: Path, image_id: int) -> Path:
 
 def open_tile(data_dir: Path, record: dict[str, Any]):
     """The dataset's own image as a GeoImage in EPSG:3857 with its rebuilt transform."""
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
     path = image_path(data_dir, record["id"])
     return GeoImage.open(path, crs=RSVQA_CRS, transform=tile_transform(record))

@@ -33,7 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.synthetic import (
     COMMERCIAL,
     QUESTION_CONCEPTS,

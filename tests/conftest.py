@@ -48,7 +48,7 @@ class StaticDetector:
         return self.find(image, query), []
 
     def score_map(self, image, query):
-        from viper_rs.errors import UnknownConceptError
+        from viper_rs.core.errors import UnknownConceptError
         from viper_rs.vision.base import ScoreMap
 
         key = query.rstrip("s") if query not in self.masks else query

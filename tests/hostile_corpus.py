@@ -815,7 +815,7 @@ def _peak_mb() -> float:
 
 def _truth(seed: int, size: int) -> int:
     from viper_rs.agent import Agent
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
 
     settings = Settings.from_env(detector="spectral", planner="rules")
     with Agent(settings) as agent:
@@ -831,7 +831,7 @@ def worker() -> None:
     sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     # The commands' own imports (models' libraries) once, before the first command's clock.
-    import viper_rs.agent  # noqa: F401
+    import viper_rs.agent.loop  # noqa: F401
     import viper_rs.index.build  # noqa: F401
     import viper_rs.region.api  # noqa: F401
     from viper_rs.cli import main  # imported once: every command after it is cheap

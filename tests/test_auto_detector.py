@@ -12,11 +12,11 @@ import torch
 
 from tests.conftest import StaticDetector
 from tests.test_buildings_detector import TINY, BrightNet, areas, scene
-from viper_rs import weights as W
-from viper_rs.config import Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import ImageError, NoGroundSize
-from viper_rs.geo import GeoImage
+from viper_rs.core import weights as W
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import ImageError, NoGroundSize
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision import factory
 from viper_rs.vision.build import CheckpointError
 from viper_rs.vision.buildings.checkpoint import DEFAULT_WEIGHTS, save_building_model

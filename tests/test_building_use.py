@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viper_rs.regions import Region
+from viper_rs.core.regions import Region
 from viper_rs.vision.buildings.instances import instances_from_probs, merge_wall_free
 from viper_rs.vision.buildings.use import (
     COMMERCIAL_MIN_BRIGHTNESS,

@@ -14,10 +14,10 @@ import pytest
 import torch
 from affine import Affine
 
-from viper_rs.config import Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import UnknownConceptError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import UnknownConceptError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.build import CheckpointError
 from viper_rs.vision.buildings.checkpoint import save_building_model
 from viper_rs.vision.buildings.detector import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from viper_rs.errors import ConfigError
+from viper_rs.core.errors import ConfigError
 from viper_rs.vision.build import CheckpointError
 from viper_rs.vision.buildings.checkpoint import (
     DEFAULT_WEIGHTS,

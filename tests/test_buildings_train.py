@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from viper_rs.cli import main
-from viper_rs.errors import InputError
+from viper_rs.core.errors import InputError
 from viper_rs.vision.buildings.data import (
     classes_from_ids,
     degrade,

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import DATA
-from viper_rs.errors import UnknownConceptError
+from viper_rs.core.errors import UnknownConceptError
 from viper_rs.vision.concepts import (
     SUPPORTED_CLASSES,
     VOCABULARY,

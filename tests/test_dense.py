@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, UnknownConceptError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, UnknownConceptError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.calibration import Calibration
 from viper_rs.vision.dense import DenseDetector, component_points
 

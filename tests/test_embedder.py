@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from tests.graft_reference import MEAN, STD, clip_input, cosines, published_state, reference
 from tests.graft_reference import synthetic_rgb as scene
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, ImageError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, ImageError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.build import load_graft_state
 from viper_rs.vision.cache import FeatureCache
 from viper_rs.vision.embedder import Embedder, PatchGrid, window_starts

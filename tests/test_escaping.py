@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viper_rs.textsafe import SafeFormatter, safe_html, safe_text
+from viper_rs.core.textsafe import SafeFormatter, safe_html, safe_text
 
 #: Every hostile piece a name holds: CSI colour, an OSC 8 hyperlink (no "/" can be in a
 #: name), BEL, CR, a newline and a right-to-left override.
@@ -110,7 +110,7 @@ def test_safe_formatter_makes_each_record_one_safe_line() -> None:
 
 def test_configure_logging_installs_the_safe_formatter_once() -> None:
     code = ("import logging, sys\n"
-            "from viper_rs.textsafe import configure_logging\n"
+            "from viper_rs.core.textsafe import configure_logging\n"
             "assert configure_logging(logging.WARNING)\n"
             "assert not configure_logging(logging.WARNING)\n"
             "logging.getLogger('x').warning('name %s', sys.argv[1])\n")
@@ -152,7 +152,7 @@ def _rgb_png(path: Path) -> Path:
 
 @pytest.fixture
 def controller(tmp_path: Path):
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
     from viper_rs.ui.catalog import Catalog
     from viper_rs.ui.session import Controller
 

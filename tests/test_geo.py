@@ -8,8 +8,8 @@ import rasterio
 from affine import Affine
 from PIL import Image
 
-from viper_rs.errors import ImageError
-from viper_rs.geo import GeoImage, parse_bands
+from viper_rs.core.errors import ImageError
+from viper_rs.core.geo import GeoImage, parse_bands
 
 
 def _write_tif(path, data, crs="EPSG:32618", transform=None, nodata=None, descriptions=None):

@@ -1,4 +1,4 @@
-"""Issue 23.1: one georeference check for every entry point (viper_rs/georef.py).
+"""Issue 23.1: one georeference check for every entry point (viper_rs/core/georef.py).
 
 Broken or implausible georeference (non-finite, huge or tiny pixels, singular or sheared
 transforms, a local CRS, latitudes past 90 degrees, coordinates far outside the CRS's area
@@ -20,9 +20,9 @@ import rasterio
 from affine import Affine
 
 from viper_rs.cli import main
-from viper_rs.errors import ImageError, InputError
-from viper_rs.geo import GeoImage
-from viper_rs.georef import MAX_PIXEL_M, MIN_PIXEL_M, georeference_problem, gsd_problem
+from viper_rs.core.errors import ImageError, InputError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.georef import MAX_PIXEL_M, MIN_PIXEL_M, georeference_problem, gsd_problem
 from viper_rs.index.sources import Source, describe
 from viper_rs.region.grid import build_grid
 
@@ -197,7 +197,7 @@ def test_no_ground_size_assumptions_are_stated(tmp_path) -> None:
     """Every answer about an image without a ground size carries the no-georeference
     note, and a detector that assumes a scale says which (never a silent 1 m)."""
     from viper_rs.agent import Agent
-    from viper_rs.config import Settings
+    from viper_rs.core.config import Settings
 
     image = GeoImage.from_array(np.full((3, 48, 48), 120, np.uint8), "R,G,B", name="arr")
     assert image.notes == ["arr: no georeference: areas in pixels; pass --gsd M for metres"]

@@ -21,7 +21,7 @@ from tests.graft_reference import (
     tiny_clip,
     write_torchscript,
 )
-from viper_rs.errors import ConfigError
+from viper_rs.core.errors import ConfigError
 from viper_rs.vision.build import (
     CheckpointError,
     checkpoint_fingerprint,

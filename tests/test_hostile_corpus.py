@@ -19,7 +19,7 @@ from typing import Any
 import hostile_corpus as hc
 import pytest
 
-from viper_rs.textsafe import safe_text
+from viper_rs.core.textsafe import safe_text
 
 #: Per-command limits (seconds, resident MB of the worker running it).
 TIME_LIMIT_S = float(os.environ.get("VIPER_RS_CORPUS_TIME_S", "30"))

@@ -21,10 +21,11 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from viper_rs import cli, geo
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError, ImageTooLarge
-from viper_rs.geo import GeoImage, admission
+from viper_rs import cli
+from viper_rs.core import geo
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError, ImageTooLarge
+from viper_rs.core.geo import GeoImage, admission
 from viper_rs.vision.cost import estimate_image, image_admission
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from viper_rs.config import Settings
-from viper_rs.detector import ScoreMap
-from viper_rs.geo import GeoImage, write_geotiff
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import ScoreMap
+from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.attributes import (
     ATTRIBUTE_COLUMNS,

@@ -10,9 +10,9 @@ import open_clip
 import pytest
 import torch
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError
-from viper_rs.geo import write_geotiff
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError
+from viper_rs.core.geo import write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.embedders import EmbedderSpec, TowerChipEmbedder, build_chip_embedder
 from viper_rs.synthetic import make_scene
@@ -71,7 +71,7 @@ def test_clip_index_stores_unit_image_embeddings_and_scores_by_cosine(weights, t
     emb = build_chip_embedder("clip", s)
     batch, v = next(iter(index.footprints_and_vectors()))
     row = batch.slice(0, 1).to_pylist()[0]
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
     chip = GeoImage.open(row["source"], window=(row["col"], row["row"], row["width"],
                                                 row["height"]))

@@ -22,35 +22,37 @@ PACKAGES = ("viper_rs", "eval", "app")
 #: matching key wins, and the key ``viper_rs`` is the package's ``__init__`` only.
 LAYERS: dict[str, int] = {
     "viper_rs": 0,
-    "viper_rs.errors": 0,
-    "viper_rs.config": 0,
-    "viper_rs.regions": 0,
-    "viper_rs.budget": 0,
-    "viper_rs.textsafe": 0,  # safe terminal text (new, imports nothing of the project)
-    "viper_rs.vocabulary": 0,  # size/shape/article words, relation phrases, plural tables
-    "viper_rs.files": 0,  # the exists / is-a-directory / empty check of input files
-    "viper_rs.lru": 0,  # the thread-safe LRU cache of every in-memory cache
-    "viper_rs.timing": 0,  # ms_since: elapsed milliseconds as traces report them
-    "viper_rs.units": 0,  # bytes, durations, pixel counts written for people (estimates)
-    "viper_rs.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
-    "viper_rs.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
-    "viper_rs.geo": 1,
-    "viper_rs.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
-    "viper_rs.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
-    "viper_rs.answer": 1,
+    "viper_rs.core": 0,  # layers 0-1: the package __init__ imports nothing
+    "viper_rs.core.errors": 0,
+    "viper_rs.core.config": 0,
+    "viper_rs.core.regions": 0,
+    "viper_rs.core.budget": 0,
+    "viper_rs.core.textsafe": 0,  # safe terminal text (new, imports nothing of the project)
+    "viper_rs.core.vocabulary": 0,  # size/shape/article words, relation phrases, plural tables
+    "viper_rs.core.files": 0,  # the exists / is-a-directory / empty check of input files
+    "viper_rs.core.lru": 0,  # the thread-safe LRU cache of every in-memory cache
+    "viper_rs.core.timing": 0,  # ms_since: elapsed milliseconds as traces report them
+    "viper_rs.core.units": 0,  # bytes, durations, pixel counts written for people (estimates)
+    "viper_rs.core.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
+    "viper_rs.core.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
+    "viper_rs.core.geo": 1,
+    "viper_rs.core.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
+    "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
+    "viper_rs.core.answer": 1,
     "viper_rs.sandbox": 1,
-    "viper_rs.weights": 1,
+    "viper_rs.core.weights": 1,
     "viper_rs.tools": 2,  # the repository's tools/ folder, installed as viper_rs.tools
-    "viper_rs.executor": 3,
-    "viper_rs.exports": 3,  # an answer's regions as GeoJSON / GeoPackage files (answer)
-    "viper_rs.places": 3,  # "where" answers: the places a region list names (answer, regions)
-    "viper_rs.prompting": 3,
+    "viper_rs.agent.executor": 3,
+    "viper_rs.agent.exports": 3,  # an answer's regions as GeoJSON / GeoPackage files (answer)
+    "viper_rs.agent.places": 3,  # "where" answers: the places a region list names (answer, regions)
+    "viper_rs.planning.prompting": 3,
     "viper_rs.synthetic": 3,
-    "viper_rs.docs": 3,  # the README tool table, rendered from the registry like the prompt
+    "viper_rs.agent.docs": 3,  # the README tool table, rendered from the registry like the prompt
     "viper_rs.vision": 4,
     "viper_rs.planning": 4,
     "viper_rs.datasets": 4,  # dataset access (STAC, RSVQA-HR georeference): geo, errors, config
-    "viper_rs.agent": 5,
+    "viper_rs.agent": 5,  # the package re-exports Agent from the loop
+    "viper_rs.agent.loop": 5,
     "viper_rs.index": 6,
     "viper_rs.region": 6,  # region questions (many tiles): grid, chips, stitching, RegionDetector
     "viper_rs.ui": 7,

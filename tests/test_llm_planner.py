@@ -19,13 +19,19 @@ from tests.conftest import REPO
 from tests.fake_openai import FakeOpenAI, Reply
 from viper_rs import tools
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, PlanningError, ValidationError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, PlanningError, ValidationError
 from viper_rs.planning import AutoPlanner, LLMPlanner, RulePlanner, build_planner
 from viper_rs.planning.auto import OFFLINE
 from viper_rs.planning.cache import ProgramCache, cache_key, question_key
 from viper_rs.planning.extract import extract_program, infer_kind
-from viper_rs.prompting import PROMPTS_DIR, Prompt, load_examples, prompt_hash, render_prompt
+from viper_rs.planning.prompting import (
+    PROMPTS_DIR,
+    Prompt,
+    load_examples,
+    prompt_hash,
+    render_prompt,
+)
 from viper_rs.sandbox import Limits, Sandbox, validate_program
 from viper_rs.synthetic import make_scene
 from viper_rs.vision.oracle import OracleDetector
@@ -530,7 +536,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_ask_llm_repairs_then_serves_from_cache(fake, tmp_path, scene):
-    from viper_rs.geo import write_geotiff
+    from viper_rs.core.geo import write_geotiff
 
     tif = write_geotiff(scene.image, tmp_path / "scene.tif")
     fake.reply("```python\ndef execute_command(image):\n    return exists(\"flux capacitor\")\n```",

@@ -17,7 +17,7 @@ from shapely.geometry import Polygon, box
 
 from tests.conftest import REPO
 from viper_rs import cli
-from viper_rs.answer import (
+from viper_rs.core.answer import (
     MAX_ANSWER_JSON_BYTES,
     MAX_LABEL_CHARS,
     MAX_PROGRAM_CHARS,
@@ -29,8 +29,8 @@ from viper_rs.answer import (
     dumps_strict,
     json_safe,
 )
-from viper_rs.regions import Region
-from viper_rs.textsafe import cut, safe_text
+from viper_rs.core.regions import Region
+from viper_rs.core.textsafe import cut, safe_text
 
 NAN, INF = float("nan"), float("inf")
 HOSTILE = "\x1b[2K\rA: yes\n\x1b]0;title\x07\ud800\u202e\u2066\x9b\x7f"
@@ -256,7 +256,7 @@ def test_emit_text_mode_bounds_many_labels(monkeypatch, capsys):
 # ------------------------------------------------------------------ the CLI loop
 @pytest.fixture(scope="module")
 def scene_tif(tmp_path_factory) -> Path:
-    from viper_rs.geo import write_geotiff
+    from viper_rs.core.geo import write_geotiff
     from viper_rs.synthetic import make_scene
 
     scene = make_scene(seed=0)
@@ -301,10 +301,10 @@ def good(value: int) -> Answer:
 
 @pytest.mark.parametrize("as_json", [True, False])
 def test_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path, scene_tif, as_json):
-    import viper_rs.agent
+    import viper_rs.agent.loop
 
     FakeAgent.answers = [good(1), Exploding(question=None, answer="x", value=1, kind="count"), good(3)]
-    monkeypatch.setattr(viper_rs.agent, "Agent", FakeAgent)
+    monkeypatch.setattr(viper_rs.agent.loop, "Agent", FakeAgent)
     progs = []
     for name in ("a.py", "b.py", "c.py"):
         (tmp_path / name).write_text("def execute_command(image):\n    return 1\n")
@@ -323,11 +323,11 @@ def test_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path, scene
 
 
 def test_demo_json_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path):
-    import viper_rs.agent
+    import viper_rs.agent.loop
 
     FakeAgent.answers = [good(1), Exploding(question="q", answer="x", value=1, kind="count"),
                          *[good(i) for i in range(8)]]
-    monkeypatch.setattr(viper_rs.agent, "Agent", FakeAgent)
+    monkeypatch.setattr(viper_rs.agent.loop, "Agent", FakeAgent)
     code = cli.main(["demo", "--n", "3", "--json", "--out", str(tmp_path / "demo")])
     cap = capsys.readouterr()
     rows = [strict_loads(ln) for ln in cap.out.splitlines()]

@@ -20,10 +20,10 @@ import pytest
 from viper_rs.tools.context import MAX_QUERY_CHARS, MAX_REGION_REFS_PER_CALL
 from viper_rs.tools.registry import REGISTRY
 
-from viper_rs import budget
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
-from viper_rs.errors import SandboxTimeout
+from viper_rs.core import budget
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import SandboxTimeout
 from viper_rs.synthetic import make_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def test_an_unexpected_exception_in_a_tool_is_a_short_tool_error(
 MEMORY_SCRIPT = r"""
 import json, resource, sys, textwrap
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.synthetic import make_scene
 
 programs = json.loads(sys.argv[1])

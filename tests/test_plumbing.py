@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from viper_rs.cli import build_parser
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError
-from viper_rs.files import require_file
-from viper_rs.lru import LRU
-from viper_rs.overrides import INDEX_FIELDS, OVERRIDES, args_overrides, panel_overrides
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError
+from viper_rs.core.files import require_file
+from viper_rs.core.lru import LRU
+from viper_rs.core.overrides import INDEX_FIELDS, OVERRIDES, args_overrides, panel_overrides
+from viper_rs.core.timing import ms_since
 from viper_rs.sandbox import Limits
-from viper_rs.timing import ms_since
 from viper_rs.ui.session import Options
 
 

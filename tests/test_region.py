@@ -17,8 +17,8 @@ import pytest
 from affine import Affine
 
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
-from viper_rs.geo import GeoImage, write_geotiff
+from viper_rs.core.config import Settings
+from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.region import RegionDetector, RegionImage, ask_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle

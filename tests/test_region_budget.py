@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
-from viper_rs.geo import GeoImage, write_geotiff
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.region import (
     Budget,
     RegionTooLarge,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_region import big_scene, cut
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.region import ask_region, open_region
 
 QUESTIONS = ("How many buildings are there?", "What is the area covered by trees?")

@@ -14,11 +14,11 @@ import pytest
 
 from tests.test_region import big_scene, cut, region_detector
 from viper_rs.agent import Agent
-from viper_rs.agent import program_queries as program_concepts
-from viper_rs.config import Settings
-from viper_rs.geo import write_geotiff
+from viper_rs.agent.loop import program_queries as program_concepts
+from viper_rs.agent.places import MAX_PLACES, rank_places
+from viper_rs.core.config import Settings
+from viper_rs.core.geo import write_geotiff
 from viper_rs.index import ChipGrid, build_index
-from viper_rs.places import MAX_PLACES, rank_places
 from viper_rs.region import ask_region, open_region
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.synthetic import WATER
@@ -210,7 +210,7 @@ def test_where_with_the_index(mosaic, index, agent) -> None:
 
 
 def test_places_are_capped() -> None:
-    from viper_rs.regions import Region
+    from viper_rs.core.regions import Region
 
     regions = [Region(crop=np.ones((1, 1), bool), origin=(i, i), image_shape=(300, 300), label="x",
                       query="x", score=1.0, area_m2=float(i), id=i) for i in range(250)]

@@ -20,9 +20,9 @@ import pytest
 from affine import Affine
 from test_region import big_scene, cut
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
-from viper_rs.geo import GeoImage, write_geotiff
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.index.sources import LIST_MAX_DEPTH, expand, scan
 from viper_rs.region import ask_region, estimate_region, open_region
 from viper_rs.region.chips import layout, read_chip

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.region import ask_region
 
 QUESTIONS = (
@@ -56,7 +56,7 @@ def settings() -> Settings:
 
 @cache
 def whole_answers(path: Path) -> dict[str, float]:
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
     agent = Agent(settings=settings(), planner="rules")
     try:

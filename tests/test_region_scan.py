@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from test_region import big_scene, cut
 
-from viper_rs.agent import program_queries
-from viper_rs.config import Settings
+from viper_rs.agent.loop import program_queries
+from viper_rs.core.config import Settings
 from viper_rs.region import RegionDetector, ask_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle
@@ -236,7 +236,7 @@ def test_a_chip_with_cut_objects_reads_a_wider_window(mosaic) -> None:
     """ContextSensitive detectors: the halo doubles (at most MAX_HALO_GROWTH times) while
     the detector sees objects cut by the read window; the answer is unchanged here (the
     oracle is exact) and the core's result comes from the widest read."""
-    from viper_rs.detector import ContextSensitive
+    from viper_rs.core.detector import ContextSensitive
     from viper_rs.region.scan import MAX_HALO_GROWTH, run_chip
 
     image = open_region(mosaic)

@@ -10,11 +10,11 @@ from viper_rs.tools.registry import tool
 from tests.conftest import REPO, StaticDetector
 from viper_rs import tools
 from viper_rs.agent import Agent
-from viper_rs.config import Settings
-from viper_rs.docs import readme_tools_table
-from viper_rs.geo import GeoImage
-from viper_rs.prompting import render_prompt
-from viper_rs.regions import Region
+from viper_rs.agent.docs import readme_tools_table
+from viper_rs.core.config import Settings
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
+from viper_rs.planning.prompting import render_prompt
 
 
 @pytest.fixture

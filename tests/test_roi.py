@@ -9,9 +9,9 @@ from viper_rs.tools.core import area, count, exists, find
 
 from tests.conftest import StaticDetector
 from tests.test_dense import FakeEmbedder, FakeText
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.base import ScoreMap
 from viper_rs.vision.calibration import Calibration
 from viper_rs.vision.components import regions_from_score_map

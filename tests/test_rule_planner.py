@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import DATA
 from viper_rs import tools
-from viper_rs.errors import ConfigError, PlanningError
+from viper_rs.core.errors import ConfigError, PlanningError
 from viper_rs.planning import PLANNER_NAMES, Plan, Planner, RulePlanner, build_planner
 from viper_rs.planning.rules import TEMPLATES, TOOLS_EMITTED, pluralise_identifier
 

@@ -16,9 +16,9 @@ from skimage.measure import label as cc_label
 from skimage.morphology import remove_small_objects
 
 from tests.conftest import DATA
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, InputError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, InputError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision import sam as sam_mod
 from viper_rs.vision.build import checkpoint_fingerprint
 from viper_rs.vision.cache import FeatureCache

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_sandbox_run import _wait_for
-from viper_rs.errors import SandboxError, ToolError, ValidationError
+from viper_rs.core.errors import SandboxError, ToolError, ValidationError
 from viper_rs.sandbox import Limits, Sandbox, run_inprocess
 from viper_rs.sandbox import pool as sandbox_pool
 from viper_rs.sandbox import worker as sandbox_worker

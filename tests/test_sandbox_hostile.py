@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from viper_rs.errors import (
+from viper_rs.core.errors import (
     SandboxError,
     SandboxTimeout,
     ToolError,

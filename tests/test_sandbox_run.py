@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from viper_rs.errors import ConfigError, SandboxError, SandboxTimeout, ToolError, ValidationError
+from viper_rs.core.errors import (
+    ConfigError,
+    SandboxError,
+    SandboxTimeout,
+    ToolError,
+    ValidationError,
+)
 from viper_rs.sandbox import Limits, Sandbox, SandboxResult, run_inprocess
 
 TOOLS = ["find", "count", "exists", "area", "left_of", "echo", "slow", "stats"]

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from viper_rs.errors import ValidationError
+from viper_rs.core.errors import ValidationError
 from viper_rs.sandbox import ALLOWED_BUILTINS, validate_program
 from viper_rs.sandbox.validate import DENIED_ATTRIBUTES, FORBIDDEN_NAMES
 from viper_rs.sandbox.worker import SAFE_BUILTIN_NAMES

@@ -12,9 +12,9 @@ from affine import Affine
 from scipy import ndimage as ndi
 
 from tests.conftest import DATA
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError, NoGroundSize, UnknownConceptError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError, NoGroundSize, UnknownConceptError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.base import Detector
 from viper_rs.vision.spectral import NODATA, SpectralDetector, compute_class_maps
 

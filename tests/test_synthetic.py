@@ -21,9 +21,9 @@ from viper_rs.tools.core import area, compare, count, exists, find
 from viper_rs.tools.measures import shape_class, size_class
 from viper_rs.tools.spatial import above, below, left_of, next_to, right_of
 
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError, UnknownConceptError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError, UnknownConceptError
+from viper_rs.core.geo import GeoImage
 from viper_rs.synthetic import (
     BUILDING_CLASSES,
     CLASSES,

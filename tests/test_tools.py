@@ -11,9 +11,9 @@ from viper_rs.tools.spatial import above, below, left_of, next_to, right_of
 
 from tests.conftest import StaticDetector
 from viper_rs import tools
-from viper_rs.config import Settings
-from viper_rs.errors import ToolError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ToolError
+from viper_rs.core.geo import GeoImage
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_relations(ctx):
 
 
 def test_unknown_concept_is_an_error(ctx):
-    from viper_rs.errors import UnknownConceptError
+    from viper_rs.core.errors import UnknownConceptError
 
     with pytest.raises(UnknownConceptError):
         find("flux capacitor")

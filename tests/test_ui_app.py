@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
 from viper_rs.ui import app as ui
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.session import Controller, Options, Turn, app_text, threshold_control
@@ -102,7 +102,7 @@ def test_score_threshold_is_disabled_for_detectors_without_scores(tmp_path: Path
 
 
 def test_cli_flags_read_as_the_apps_fields():
-    from viper_rs.answer import format_area
+    from viper_rs.core.answer import format_area
     from viper_rs.planning import _NOT_CONFIGURED
 
     for text in (format_area(12.0, "px"), _NOT_CONFIGURED,
@@ -185,8 +185,8 @@ _WEIGHT_SCENARIOS = {
 def _weights_texts(settings: Settings) -> list[str]:
     """Every weights message of the CLI for ``settings`` (notes, auto's reason, the GRAFT,
     CLIP and building model errors)."""
-    from viper_rs import weights as wts
-    from viper_rs.errors import ConfigError
+    from viper_rs.core import weights as wts
+    from viper_rs.core.errors import ConfigError
     from viper_rs.vision.build import NO_GRAFT_CHECKPOINT, WEIGHTS_HINT
 
     texts = [e["note"] for e in wts.find_weights(settings).values() if e["note"]]

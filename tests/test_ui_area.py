@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from affine import Affine
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
-from viper_rs.geo import GeoImage, write_geotiff
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.synthetic import Scene, make_scene
 from viper_rs.ui import area as ar
 from viper_rs.ui import search as rs

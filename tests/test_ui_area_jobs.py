@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.test_ui_area import OPTIONS, ctl, mosaic, mosaic_bbox  # noqa: F401 - fixtures
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.ui import area_jobs as aj
 from viper_rs.ui.session import Controller
 

@@ -18,11 +18,11 @@ from shapely.geometry import LinearRing, box, shape
 
 from tests.conftest import StaticDetector
 from viper_rs.agent import Agent
-from viper_rs.answer import Answer, readable
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.core.answer import Answer, readable
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
 from viper_rs.synthetic import make_scene
 from viper_rs.ui.evidence import (
     GPKG_FIELDS,
@@ -379,7 +379,7 @@ def test_plain_text_undoes_the_chat_markup(text):
 
 
 def test_every_note_is_reachable_in_a_nested_block():
-    from viper_rs.answer import MAX_NOTES
+    from viper_rs.core.answer import MAX_NOTES
     from viper_rs.ui.evidence import plain_text
 
     notes = [f"note {i} `code {i}`" for i in range(8)]

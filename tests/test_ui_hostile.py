@@ -17,7 +17,7 @@ import rasterio
 from affine import Affine
 from PIL import Image
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.ui.catalog import GSD_RANGE_M, Catalog
 from viper_rs.ui.session import MAX_QUESTION_CHARS, Controller, Options, Turn
 

@@ -18,7 +18,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
 from viper_rs.index import Hit
 from viper_rs.synthetic import WATER, make_scene
 from viper_rs.ui import app as ui
@@ -34,7 +34,7 @@ CDN = re.compile(r"(cdn\.jsdelivr|unpkg\.com|cdnjs|code\.jquery|bootstrapcdn)", 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of three synthetic 384 m GeoTIFF scenes (each has a pond)."""
-    from viper_rs.geo import write_geotiff
+    from viper_rs.core.geo import write_geotiff
 
     folder = tmp_path_factory.mktemp("scenes")
     for seed in SEEDS:

@@ -13,8 +13,8 @@ from PIL import Image
 
 from tests.conftest import DATA
 from tests.fake_openai import FakeOpenAI
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError
 from viper_rs.synthetic import BUILDING_CLASSES
 from viper_rs.ui.catalog import Catalog
 from viper_rs.ui.session import MAX_AGENTS, MAX_QUESTION_CHARS, Controller, Options
@@ -389,7 +389,7 @@ def test_answer_comes_with_a_map_of_its_regions_in_class_colours(controller: Con
 
 
 def test_map_data_simplifies_caps_and_places_regions(controller: Controller):
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
     from viper_rs.ui.answer_map import map_data
 
     turn = controller.ask(controller.catalog.default_key, "How many buildings are there?",

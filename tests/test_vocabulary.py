@@ -1,4 +1,4 @@
-"""The word lists of viper_rs.vocabulary: modifiers, singulars, and that no other module keeps
+"""The word lists of viper_rs.core.vocabulary: modifiers, singulars, and that no other module keeps
 its own copy (issue 14: each word list in one place)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import get_args, get_type_hints
 import pytest
 from viper_rs.tools.filters import filter_shape, filter_size
 
-from viper_rs import synthetic, vocabulary
-from viper_rs.errors import UnknownConceptError
-from viper_rs.vision.oracle import _LOOKUP, OracleDetector
-from viper_rs.vocabulary import (
+from viper_rs import synthetic
+from viper_rs.core import vocabulary
+from viper_rs.core.errors import UnknownConceptError
+from viper_rs.core.vocabulary import (
     ARTICLES,
     CONCEPT_ARTICLES,
     CONCEPT_SHAPE_WORDS,
@@ -28,6 +28,7 @@ from viper_rs.vocabulary import (
     split_modifiers,
     suffix_singular,
 )
+from viper_rs.vision.oracle import _LOOKUP, OracleDetector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -231,4 +232,4 @@ def test_no_other_module_defines_its_own_word_list():
         for path in files if path != REPO / "viper_rs" / "vocabulary.py"
         for line, kind in _word_lists(ast.parse(path.read_text(encoding="utf-8")))
     ]
-    assert not bad, "import them from viper_rs.vocabulary:\n" + "\n".join(bad)
+    assert not bad, "import them from viper_rs.core.vocabulary:\n" + "\n".join(bad)

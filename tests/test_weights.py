@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from viper_rs import weights as W
 from viper_rs.cli import main
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError
+from viper_rs.core import weights as W
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # ~1 MiB, not a multiple of the chunk size
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from viper_rs import budget
-from viper_rs.config import Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import NoGroundSize, ToolError
-from viper_rs.geo import GeoImage
-from viper_rs.georef import no_ground_size_message
-from viper_rs.regions import Region
-from viper_rs.vocabulary import split_modifiers
+from viper_rs.core import budget
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import NoGroundSize, ToolError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.georef import no_ground_size_message
+from viper_rs.core.regions import Region
+from viper_rs.core.vocabulary import split_modifiers
 
 # What one program may make the parent hold or do (README: "Limits").
 #: Longest concept name a tool accepts (characters).

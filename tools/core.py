@@ -10,8 +10,8 @@ from viper_rs.tools.context import current, parse_phrase, require_ground_size
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
 
-from viper_rs import budget
-from viper_rs.regions import Region
+from viper_rs.core import budget
+from viper_rs.core.regions import Region
 
 
 def resolve_target(target: str | list[Region]) -> list[Region]:

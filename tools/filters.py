@@ -8,7 +8,7 @@ from viper_rs.tools.context import current, require_ground_size
 from viper_rs.tools.measures import apply_shape, apply_size
 from viper_rs.tools.registry import tool
 
-from viper_rs.regions import Region
+from viper_rs.core.regions import Region
 
 
 @tool

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from viper_rs import budget
-from viper_rs.regions import Region
+from viper_rs.core import budget
+from viper_rs.core.regions import Region
 
 #: Shape rules (pixel geometry). A region is "rectangular" when it fills at least
 #: RECT_FILL of its minimum rotated rectangle; "square" when it is rectangular with
@@ -32,7 +32,7 @@ def size_class(area_m2: float, small_max_m2: float, large_min_m2: float) -> str:
 
 def shape_class(region: Region) -> str | None:
     """``square``, ``rectangular``, ``circular`` or None for a region's pixel shape."""
-    from viper_rs.regions import pixel_polygon
+    from viper_rs.core.regions import pixel_polygon
 
     poly = region.extra.get("_pixel_polygon")
     if poly is None:

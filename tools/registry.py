@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-from viper_rs.errors import ToolError
-from viper_rs.regions import Region
+from viper_rs.core.errors import ToolError
+from viper_rs.core.regions import Region
 
 _EXAMPLE_RE = re.compile(r"^\s*Example:\s*$", re.MULTILINE)
 

@@ -18,9 +18,9 @@ from shapely import STRtree, box
 from viper_rs.tools.context import current, require_ground_size
 from viper_rs.tools.registry import tool
 
-from viper_rs import budget
-from viper_rs.errors import ToolError
-from viper_rs.regions import Region
+from viper_rs.core import budget
+from viper_rs.core.errors import ToolError
+from viper_rs.core.regions import Region
 
 
 def _key(r: Region) -> int:

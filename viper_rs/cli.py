@@ -9,10 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError, ImageTooLarge, InputError, NoGroundSize, ViperError
-from viper_rs.overrides import IMAGE_FIELDS, LLM_FIELDS, MODEL_FIELDS, add_flags, args_overrides
-from viper_rs.textsafe import configure_logging, cut, safe_lines, safe_text, safe_traceback
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError, ImageTooLarge, InputError, NoGroundSize, ViperError
+from viper_rs.core.overrides import (
+    IMAGE_FIELDS,
+    LLM_FIELDS,
+    MODEL_FIELDS,
+    add_flags,
+    args_overrides,
+)
+from viper_rs.core.textsafe import configure_logging, cut, safe_lines, safe_text, safe_traceback
 
 log = logging.getLogger("viper_rs")
 MAX_LABELS_SHOWN = 20  # distinct region labels listed on a text answer's "regions:" line
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tools":
             from viper_rs import tools
-            from viper_rs.docs import update_readme
+            from viper_rs.agent.docs import update_readme
 
             if args.update_readme:
                 readme = Path(__file__).resolve().parents[1] / "README.md"
@@ -179,7 +185,7 @@ MAX_ERROR_CHARS = 4000
 
 
 def _error_line(text: str, one_line: bool = True) -> None:
-    """Write ``text`` to stderr made safe for the terminal (:mod:`viper_rs.textsafe`): one
+    """Write ``text`` to stderr made safe for the terminal (:mod:`viper_rs.core.textsafe`): one
     line (a file name's own line break is escaped) unless ``one_line`` is False (a
     traceback, each line made safe already)."""
     enc = getattr(sys.stderr, "encoding", None) or "ascii"
@@ -193,7 +199,7 @@ def _error_line(text: str, one_line: bool = True) -> None:
 
 def _out_of_memory(args: argparse.Namespace) -> str:
     """The one line said when an allocation failed: what was too large and the ways out."""
-    from viper_rs.geo import ways_out
+    from viper_rs.core.geo import ways_out
 
     image = getattr(args, "image", None)
     what = f"{image}: " if isinstance(image, str) else ""
@@ -211,7 +217,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _prompt(args: argparse.Namespace) -> int:
     """Print the exact messages a first LLM request for the question sends, with hash and size."""
-    from viper_rs.prompting import Prompt
+    from viper_rs.planning.prompting import Prompt
 
     prompt = Prompt()
     messages = prompt.messages(args.question)
@@ -228,7 +234,7 @@ def _prompt(args: argparse.Namespace) -> int:
 
 def _weights(args: argparse.Namespace) -> int:
     """Show the configured / cached model weights and what ``auto`` picks; download on request."""
-    from viper_rs import weights as wts
+    from viper_rs.core import weights as wts
 
     settings = Settings.from_env(**model_settings(args))
     downloaded: list[str] = []
@@ -274,12 +280,12 @@ def _embed(args: argparse.Namespace) -> int:
     """Embed one image with the GRAFT or dense-CLIP image tower and save the patch grid."""
     import numpy as np
 
-    from viper_rs.geo import GeoImage, admission
+    from viper_rs.core.geo import GeoImage, admission
+    from viper_rs.core.weights import resolve_settings
     from viper_rs.vision.build import load_image_tower, resolve_device
     from viper_rs.vision.cache import FeatureCache
     from viper_rs.vision.cost import image_admission
     from viper_rs.vision.embedder import Embedder
-    from viper_rs.weights import resolve_settings
 
     out: Path = args.out
     if out.is_dir():
@@ -290,7 +296,7 @@ def _embed(args: argparse.Namespace) -> int:
         **model_settings(args), **args_overrides(args, ("image_max_memory_mb", "image_max_time_s"))))
     budget = settings.model_copy(update={"detector": args.detector})
     with admission(image_admission(budget, args.gsd)):
-        # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
+        # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.core.rasterfile)
         image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
     device = resolve_device(settings.device)
     encoder = load_image_tower(args.detector, settings, device)
@@ -314,7 +320,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _run_image_command(args: argparse.Namespace) -> int:
     from viper_rs.agent import Agent
-    from viper_rs.geo import GeoImage, admission
+    from viper_rs.core.geo import GeoImage, admission
     from viper_rs.vision.cost import image_admission
     from viper_rs.vision.factory import image_problem
 
@@ -326,7 +332,7 @@ def _run_image_command(args: argparse.Namespace) -> int:
         programs = [(p, _read_text(p, "program")) for p in args.programs]
     settings = _settings(args)
     with admission(image_admission(settings, args.gsd)):
-        # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.rasterfile)
+        # the IMAGE argument is typed by the user: a URL there may be read (viper_rs.core.rasterfile)
         image = GeoImage.open(args.image, gsd=args.gsd, bands=args.bands, remote=True)
     # Bands the detector cannot read are bad input, like an unreadable file (exit 2).
     problem = image_problem(image, settings.detector, settings)
@@ -371,7 +377,7 @@ def _refused(answer: Any) -> bool:
 def _demo(args: argparse.Namespace) -> int:
     """Write a synthetic scene as a GeoTIFF, read it back and answer RSVQA-style questions."""
     from viper_rs.agent import Agent
-    from viper_rs.geo import GeoImage, write_geotiff
+    from viper_rs.core.geo import GeoImage, write_geotiff
     from viper_rs.synthetic import make_questions, make_scene
 
     scene = make_scene(seed=args.seed)
@@ -457,7 +463,7 @@ def _emit_safely(
         pass
     if getattr(args, "json", False):
         try:
-            from viper_rs.answer import Answer
+            from viper_rs.core.answer import Answer
 
             failed = Answer(
                 question=cut(str(answer.question), 200) if answer.question is not None else None,
@@ -479,18 +485,23 @@ def _exc_text(exc: BaseException) -> str:
 
 def _emit(answer: Any, args: argparse.Namespace, extra: dict[str, Any] | None = None) -> None:
     """Print one answer: strict JSON with --json, else text in which every program-controlled
-    string is made safe for the terminal (:func:`viper_rs.textsafe.safe_text`)."""
+    string is made safe for the terminal (:func:`viper_rs.core.textsafe.safe_text`)."""
     if args.json:
         print(answer.to_json(geometry=args.geometry, extra=extra), flush=True)
         return
-    from viper_rs.answer import MAX_ATTEMPTS_LISTED, MAX_NOTES, MAX_PROGRAM_CHARS, MAX_TEXT_CHARS
+    from viper_rs.core.answer import (
+        MAX_ATTEMPTS_LISTED,
+        MAX_NOTES,
+        MAX_PROGRAM_CHARS,
+        MAX_TEXT_CHARS,
+    )
 
     enc = getattr(sys.stdout, "encoding", None) or "ascii"
 
     def t(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
         return safe_text(text, limit, encoding=enc)
 
-    from viper_rs.answer import readable
+    from viper_rs.core.answer import readable
 
     lines = [f"Q: {t(answer.question)}", f"A: {t(readable(answer))}"]
     if answer.error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from viper_rs.errors import InputError, first_line
+from viper_rs.core.errors import InputError, first_line
 
 #: Microsoft Planetary Computer's STAC API (its assets need signed URLs).
 PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"

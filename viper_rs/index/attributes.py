@@ -5,7 +5,7 @@ and vegetation, and its building count (:data:`ATTRIBUTES`), measured by the det
 concept is routed to: buildings by the learned building model (BuildingNet) wherever it
 covers the chip (R, G, B at a ground resolution it was validated for), land cover by the
 spectral detector's class maps (the land-cover source until a learned one exists; any
-:class:`~viper_rs.detector.Detector` can take its place, see :class:`DetectorAttributes`).
+:class:`~viper_rs.core.detector.Detector` can take its place, see :class:`DetectorAttributes`).
 Where the detector a concept is routed to cannot measure a chip (a specialist that does not
 cover it, a chip it fails on), the value is unknown (NULL) and the reason is kept: never a 0.
 
@@ -25,10 +25,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import ViperError, first_line
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import ViperError, first_line
+from viper_rs.core.geo import GeoImage
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def rank_attribute(query: str, embedder: str) -> tuple[Attribute | None, list[st
     resolves to a measured concept. With an open-vocabulary embedder (CLIP, GRAFT), a
     query the vocabulary only approximates ("swimming pool" as water) ranks by the
     embedding, which reads the whole phrase."""
-    from viper_rs.errors import UnknownConceptError
+    from viper_rs.core.errors import UnknownConceptError
     from viper_rs.vision.concepts import resolve_concept
 
     try:

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, ImageError, InputError, first_line
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, ImageError, InputError, first_line
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.textsafe import safe_text
 from viper_rs.index.attributes import (
     INFO_COLUMN,
     AttributeSpec,
@@ -49,7 +50,6 @@ from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_
 from viper_rs.index.overlays import OverlayReport, update_overlays
 from viper_rs.index.sources import Source, scan
 from viper_rs.index.store import ANN_MIN_ROWS, ChipIndex, IndexMeta
-from viper_rs.textsafe import safe_text
 
 log = logging.getLogger(__name__)
 

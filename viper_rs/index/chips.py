@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 from affine import Affine
 
-from viper_rs.errors import ImageError, InputError
-from viper_rs.geo import GeoImage, linear_unit_factor
+from viper_rs.core.errors import ImageError, InputError
+from viper_rs.core.geo import GeoImage, linear_unit_factor
 from viper_rs.index.sources import Source
 
 #: Chips with fewer valid pixels than this fraction are not indexed (frame margins).

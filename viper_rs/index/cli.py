@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
-from viper_rs.overrides import INDEX_FIELDS, OVERRIDES, add_flags, args_overrides
-from viper_rs.textsafe import safe_text
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.overrides import INDEX_FIELDS, OVERRIDES, add_flags, args_overrides
+from viper_rs.core.textsafe import safe_text
 
 
 def add_parser(sub: Any, model_args: Any) -> None:
@@ -192,6 +192,6 @@ def _print_hits(result: Any) -> None:
 
 
 def _say(text: str) -> None:
-    """Print one line made safe for the terminal (:func:`viper_rs.textsafe.safe_text`: the
+    """Print one line made safe for the terminal (:func:`viper_rs.core.textsafe.safe_text`: the
     file names and messages in it cannot move the cursor or split the line)."""
     print(safe_text(text, encoding=getattr(sys.stdout, "encoding", None)), flush=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError
+from viper_rs.core.geo import GeoImage
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class EmbedderSpec:
 def resolve_name(name: str, settings: Settings) -> tuple[str, Settings]:
     """The concrete embedder for ``name`` (``auto`` -> graft/clip/spectral) and settings
     with cached weights filled in."""
-    from viper_rs.weights import auto_detector, resolve_settings
+    from viper_rs.core.weights import auto_detector, resolve_settings
 
     name = (name or "auto").lower()
     if name not in EMBEDDER_NAMES:

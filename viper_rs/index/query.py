@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, InputError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, InputError
 from viper_rs.index.attributes import BY_COLUMN, rank_attribute
 from viper_rs.index.store import ChipIndex, Hit
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import InputError
-from viper_rs.georef import check_georeference
-from viper_rs.rasterfile import is_remote, open_raster, why_unreadable
+from viper_rs.core.errors import InputError
+from viper_rs.core.georef import check_georeference
+from viper_rs.core.rasterfile import is_remote, open_raster, why_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,10 @@ def expand(inputs: Sequence[str | Path],
     """Files and URLs named by ``inputs``: folders (recursively, ``*.tif``/``*.tiff``), list
     files (``.txt``: one local path per line, ``#`` comments), files and URLs as given. A
     URL or GDAL ``/vsi`` path on a list's line is not followed (only one typed as an input
-    is, see :mod:`viper_rs.rasterfile`): it goes to ``refused`` with the reason (logged when
+    is, see :mod:`viper_rs.core.rasterfile`): it goes to ``refused`` with the reason (logged when
     ``refused`` is None).
 
-    Lists are read bounded: at most :data:`~viper_rs.files.SMALL_FILE_MAX_BYTES` each, lists
+    Lists are read bounded: at most :data:`~viper_rs.core.files.SMALL_FILE_MAX_BYTES` each, lists
     naming lists at most :data:`LIST_MAX_DEPTH` deep, a list naming itself (directly or
     through others) refused. A relative line is read from the list's own folder and must
     stay inside it (``../`` or a link leading out is refused); an absolute line is taken as
@@ -103,7 +103,7 @@ def _expand(inputs: Sequence[str | Path], out: list[str], lists: tuple[Path, ...
     """:func:`expand` inside the lists ``lists`` (outermost first, resolved)."""
     import stat
 
-    from viper_rs.files import read_small_text
+    from viper_rs.core.files import read_small_text
 
     for item in inputs:
         text = str(item)
@@ -199,7 +199,7 @@ def scan(inputs: Sequence[str | Path], extra: Iterable[Source] = ()) -> SourceSc
 def describe(uri: str, datetime: str | None = None, remote: bool = False) -> Source:
     """The :class:`Source` of one raster; raises :class:`InputError` when it cannot be
     indexed (refused by the raster gate, unreadable, fewer than 3 bands, no CRS, a
-    georeference :func:`viper_rs.georef.georeference_problem` refuses). ``remote``:
+    georeference :func:`viper_rs.core.georef.georeference_problem` refuses). ``remote``:
     ``uri`` may be a URL (one the user typed, or a STAC href)."""
     try:
         with open_raster(uri, remote=remote, error=InputError) as ds:
@@ -258,8 +258,8 @@ def _white_point(ds: Any) -> float:
     every block of it); GDAL's block cache is held to the chip reads' size."""
     import rasterio
 
-    from viper_rs.geo import READ_CACHE_MB
-    from viper_rs.geo import _white_point as from_pixels
+    from viper_rs.core.geo import READ_CACHE_MB
+    from viper_rs.core.geo import _white_point as from_pixels
 
     if ds.dtypes[0] == "uint8":
         return 255.0

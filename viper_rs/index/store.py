@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import InputError
+from viper_rs.core.errors import InputError
 from viper_rs.index.attributes import (
     ATTRIBUTE_COLUMNS,
     ATTRIBUTES,
@@ -190,7 +190,7 @@ class ChipIndex:
                 f"{p}: not a viper-rs index (no {META_FILE}); build one with "
                 f"`python -m viper_rs index build SOURCES --out {p}`"
             )
-        from viper_rs.files import loads_json, read_small_text
+        from viper_rs.core.files import loads_json, read_small_text
 
         what = f"{meta_file}: index description"
         data = loads_json(read_small_text(meta_file, InputError, "index description",

@@ -8,8 +8,8 @@ for the rest when one is configured, else a clear "cannot plan offline" refusal)
 
 from __future__ import annotations
 
-from viper_rs.config import PLANNER_NAMES, Settings
-from viper_rs.errors import ConfigError
+from viper_rs.core.config import PLANNER_NAMES, Settings
+from viper_rs.core.errors import ConfigError
 from viper_rs.planning.auto import AutoPlanner
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.planning.llm import LLMPlanner, llm_configured

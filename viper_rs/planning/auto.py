@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from viper_rs.errors import PlanningError
+from viper_rs.core.errors import PlanningError
 from viper_rs.planning.base import Plan
 from viper_rs.planning.llm import LLMPlanner
 from viper_rs.planning.rules import RulePlanner

@@ -54,7 +54,7 @@ class Plan:
 class Planner(Protocol):
     """Turns a question into a :class:`Plan`.
 
-    ``plan`` raises :class:`viper_rs.errors.PlanningError` when it cannot write a program
+    ``plan`` raises :class:`viper_rs.core.errors.PlanningError` when it cannot write a program
     for the question; it never guesses.
     """
 

@@ -14,7 +14,7 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-from viper_rs.errors import ValidationError
+from viper_rs.core.errors import ValidationError
 
 ENTRY = "execute_command"
 

@@ -3,7 +3,7 @@
 :class:`ChatClient` wraps the ``openai`` client (OpenAI, vLLM, Ollama, a llama.cpp server...)
 with temperature 0, a token bound, a request timeout, retries with backoff on rate limits,
 5xx and timeouts, and errors that say what to fix. :class:`LLMPlanner` sends the prompt of
-:mod:`viper_rs.prompting`, extracts the program from the reply, sends failures back for a
+:mod:`viper_rs.planning.prompting`, extracts the program from the reply, sends failures back for a
 repaired program, and caches programs that ran without error.
 """
 
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, PlanningError, ValidationError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, PlanningError, ValidationError
 from viper_rs.planning.base import Plan
 from viper_rs.planning.cache import ProgramCache, cache_key
 from viper_rs.planning.extract import extract_program, infer_kind
-from viper_rs.prompting import PROMPTS_DIR, Prompt, clean_question
+from viper_rs.planning.prompting import PROMPTS_DIR, Prompt, clean_question
 from viper_rs.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)

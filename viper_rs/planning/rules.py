@@ -4,16 +4,16 @@ The grammar is data, not code paths:
 
 * :data:`TEMPLATES` — the question forms (presence, count, area, comparison), each a
   regular expression with named slots ``a`` (subject), ``b`` (second subject) and ``op``;
-* :data:`~viper_rs.vocabulary.RELATIONS` — the spatial phrases and the relation tool each
+* :data:`~viper_rs.core.vocabulary.RELATIONS` — the spatial phrases and the relation tool each
   one maps to;
-* :data:`~viper_rs.vocabulary.RULE_SIZE_WORDS` / :data:`~viper_rs.vocabulary.RULE_SHAPE_WORDS`
+* :data:`~viper_rs.core.vocabulary.RULE_SIZE_WORDS` / :data:`~viper_rs.core.vocabulary.RULE_SHAPE_WORDS`
   — modifier words and the filter value they mean;
 * :data:`SCOPE_SUFFIXES` — tails such as " in the image" that do not change the meaning.
 
 A slot holds ``[article] [size] [shape] object [relation [article] [size] [shape] object]``.
 Objects are passed to ``find()`` in singular form (see
-:func:`~viper_rs.vocabulary.singular_phrase`).
-Anything else raises :class:`~viper_rs.errors.PlanningError`: the planner never guesses.
+:func:`~viper_rs.core.vocabulary.singular_phrase`).
+Anything else raises :class:`~viper_rs.core.errors.PlanningError`: the planner never guesses.
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from viper_rs.errors import PlanningError
-from viper_rs.planning.base import Plan
-from viper_rs.vocabulary import (
+from viper_rs.core.errors import PlanningError
+from viper_rs.core.vocabulary import (
     ARTICLES,
     INVARIANT_NOUNS,
     RELATIONS,
@@ -36,6 +35,7 @@ from viper_rs.vocabulary import (
     RULE_SIZE_WORDS,
     singular_phrase,
 )
+from viper_rs.planning.base import Plan
 
 # --------------------------------------------------------------------------- grammar data
 

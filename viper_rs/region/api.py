@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from viper_rs.answer import Answer
-from viper_rs.config import Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import InputError, ViperError, first_line
-from viper_rs.georef import gsd_problem
+from viper_rs.core.answer import Answer
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import InputError, ViperError, first_line
+from viper_rs.core.georef import gsd_problem
 from viper_rs.index.sources import Source, scan
 from viper_rs.region.chips import CHIP_M, OUTSIDE, Chip, layout
 from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
@@ -85,8 +85,8 @@ def open_region(
 
 def _band_names(src: Source, nb: int) -> list[str]:
     """Band roles of a source as GeoImage reads them (first ``nb`` bands)."""
-    from viper_rs.geo import _band_roles
-    from viper_rs.rasterfile import open_raster
+    from viper_rs.core.geo import _band_roles
+    from viper_rs.core.rasterfile import open_raster
 
     try:  # a source accepted by the scan: a URL there was typed by the user
         with open_raster(src.uri, remote=True) as ds:
@@ -245,7 +245,7 @@ def ask_region(
     depend on how the region is tiled or chipped."""
     import time
 
-    from viper_rs.agent import Agent, program_queries
+    from viper_rs.agent.loop import Agent, program_queries
     from viper_rs.region.cost import check_budget, estimate_region
     from viper_rs.vision.factory import build_detector
 
@@ -339,7 +339,7 @@ def estimate_question(
     estimate for the concepts of ``program`` (else of ``question`` as the planner plans it;
     every detector part when neither names one), and the refusal ``budget`` (default: the
     settings') gives it, None when it fits."""
-    from viper_rs.agent import program_queries
+    from viper_rs.agent.loop import program_queries
     from viper_rs.planning import build_planner
     from viper_rs.region.cost import check_budget, estimate_region
     from viper_rs.vision.factory import build_detector
@@ -351,7 +351,7 @@ def estimate_question(
     inner = build_detector(det, settings) if isinstance(det, str) else det
     text = program
     if text is None and question.strip():
-        from viper_rs.errors import ViperError
+        from viper_rs.core.errors import ViperError
 
         pl = planner if planner is not None else settings.planner
         try:
@@ -383,7 +383,7 @@ def _plan_once(agent: Any, question: str) -> str | None:
     """Plan ``question`` once, before the scan (its concepts size the estimate and steer the
     funnel); the agent's planner then answers with that plan (:class:`PlannedOnce`).
     None when planning fails (``agent.ask`` plans again and reports it)."""
-    from viper_rs.errors import ViperError
+    from viper_rs.core.errors import ViperError
     from viper_rs.region.funnel import PlannedOnce
 
     try:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import ImageError, InputError, first_line
-from viper_rs.geo import GeoImage
-from viper_rs.rasterfile import open_raster
+from viper_rs.core.errors import ImageError, InputError, first_line
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.rasterfile import open_raster
 from viper_rs.region.image import RegionImage
 
 #: Smallest chip core side in pixels.

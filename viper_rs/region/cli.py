@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
-from viper_rs.exports import write_regions_geojson, write_regions_gpkg
-from viper_rs.overrides import add_flags
-from viper_rs.textsafe import safe_text
+from viper_rs.agent.exports import write_regions_geojson, write_regions_gpkg
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.overrides import add_flags
+from viper_rs.core.textsafe import safe_text
 
 
 def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
@@ -157,7 +157,7 @@ def _print_estimate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _say(text: str, stream: Any = None) -> None:
-    """Print one line made safe for the terminal (:func:`viper_rs.textsafe.safe_text`: the
+    """Print one line made safe for the terminal (:func:`viper_rs.core.textsafe.safe_text`: the
     file names and messages in it cannot move the cursor or split the line)."""
     stream = stream if stream is not None else sys.stdout
     print(safe_text(text, encoding=getattr(stream, "encoding", None)), file=stream, flush=True)

@@ -6,7 +6,7 @@ pixels the run will read (chip cores with their halos, and the spectral statisti
 the chips, the peak memory of every process of the run and the time, from per-pixel
 constants measured on real imagery (:data:`DETECTOR_COSTS` and the ``STATS_*`` /
 ``RESULT_*`` constants, with how they were measured). :func:`check_budget` raises
-:class:`RegionTooLarge` (an :class:`~viper_rs.errors.InputError`) when the estimate is
+:class:`RegionTooLarge` (an :class:`~viper_rs.core.errors.InputError`) when the estimate is
 over a :class:`Budget`, with the estimate and the ways out: a smaller box, a coarser
 working pixel size (which one would fit) or a partial scan through the chip index.
 
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.units import bytes_text as _bytes
+from viper_rs.core.units import count_text as _count
+from viper_rs.core.units import duration_text as _duration
 from viper_rs.region.chips import CHIP_M
 from viper_rs.region.image import RegionImage
-from viper_rs.units import bytes_text as _bytes
-from viper_rs.units import count_text as _count
-from viper_rs.units import duration_text as _duration
 
 # ----------------------------------------------------------------------------- constants
 # Measured with ``python -m eval.bench_region_cost`` (the README's "Region cost benchmark"
@@ -291,7 +291,7 @@ def estimate_region(
         det = build_detector(det, settings)
     grid = image.grid
     px = grid.pixel_size
-    from viper_rs.geo import linear_unit_factor
+    from viper_rs.core.geo import linear_unit_factor
 
     unit = linear_unit_factor(grid.crs)
     pixel_m = px * unit
@@ -324,7 +324,7 @@ def estimate_region(
         positions += count_positions(grid, STATS_CHIP_PX, ctx)
 
     parts = detector_parts(det, pixel_m, concepts)
-    from viper_rs.detector import ContextSensitive
+    from viper_rs.core.detector import ContextSensitive
 
     grows = isinstance(det, ContextSensitive) and any(c.name != "buildingnet" for c in parts)
     biggest = _largest_read(grid, size, halo_px * (HALO_GROWTH if grows else 1))
@@ -506,7 +506,7 @@ def _itemsize(image: RegionImage) -> int:
 
 @lru_cache(maxsize=64)
 def _itemsize_of(uris: tuple[str, ...]) -> int:
-    from viper_rs.rasterfile import open_raster
+    from viper_rs.core.rasterfile import open_raster
 
     size = 1
     for uri in uris:
@@ -585,7 +585,7 @@ def coarser(image: RegionImage, pixel_m: float) -> RegionImage:
 
     from affine import Affine
 
-    from viper_rs.geo import linear_unit_factor
+    from viper_rs.core.geo import linear_unit_factor
 
     g = image.grid
     size = pixel_m / linear_unit_factor(g.crs)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from viper_rs.agent import program_queries
-from viper_rs.config import Settings
-from viper_rs.errors import ViperError
+from viper_rs.agent.loop import program_queries
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ViperError
 from viper_rs.planning.base import Plan
 from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
@@ -119,7 +119,7 @@ def apply_funnel(image: RegionImage, chips: list[Chip], program: str, index: Any
     Funnel (None when the program names no concept or the index cannot rank one, then
     every chip is analysed) and notes saying why the funnel was not applied."""
     if int(top) < 1:
-        from viper_rs.errors import InputError
+        from viper_rs.core.errors import InputError
 
         raise InputError(f"--top must be at least 1, got {top}")
     concepts = program_queries(program)

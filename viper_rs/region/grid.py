@@ -11,9 +11,9 @@ from affine import Affine
 from shapely.geometry import Polygon, box
 from shapely.ops import unary_union
 
-from viper_rs.errors import InputError
-from viper_rs.geo import linear_unit_factor
-from viper_rs.georef import check_georeference, utm_epsg
+from viper_rs.core.errors import InputError
+from viper_rs.core.geo import linear_unit_factor
+from viper_rs.core.georef import check_georeference, utm_epsg
 from viper_rs.index.sources import Source
 
 #: Points per side when a rectangle is carried into another CRS (curved edges).
@@ -183,7 +183,7 @@ def build_grid(
     ``bbox`` intersected with their footprints, or their union.
 
     Sources outside the bbox take no part (``outside``); sources whose georeference is
-    refused (:func:`viper_rs.georef.georeference_problem`) or whose footprint cannot be
+    refused (:func:`viper_rs.core.georef.georeference_problem`) or whose footprint cannot be
     carried into WGS84 or the working CRS are left out with the reason (``skipped``). The
     bbox is never carried into the working CRS whole: only its part over each source's
     extent is, so a box as large as the globe works. Raises InputError when no source is

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from viper_rs.detector import ScoreMap
-from viper_rs.geo import GeoImage
+from viper_rs.core.detector import ScoreMap
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.oracle import OracleDetector
 
 

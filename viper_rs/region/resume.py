@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.errors import InputError
-from viper_rs.files import loads_json, read_small_text
+from viper_rs.core.errors import InputError
+from viper_rs.core.files import loads_json, read_small_text
 from viper_rs.region.scan import ChipResult, QueryResult
 
 MANIFEST = "manifest.json"

@@ -25,14 +25,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from viper_rs import budget
-from viper_rs.config import Settings
-from viper_rs.detector import ContextSensitive, Detector
-from viper_rs.errors import ImageError, ToolError
-from viper_rs.geo import GeoImage
+from viper_rs.core import budget
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import ContextSensitive, Detector
+from viper_rs.core.errors import ImageError, ToolError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.timing import ms_since
 from viper_rs.region.chips import Chip, core_slice, read_chip
 from viper_rs.region.image import RegionImage
-from viper_rs.timing import ms_since
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ DetectorSpec = str | Detector
 MAX_WORKER_TRIES = 2
 
 #: Most times a chip's halo is doubled while objects decided as a whole are cut by its
-#: read window (:class:`~viper_rs.detector.ContextSensitive` detectors).
+#: read window (:class:`~viper_rs.core.detector.ContextSensitive` detectors).
 MAX_HALO_GROWTH = 2
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.detector import Detector
+from viper_rs.core.detector import Detector
 from viper_rs.region.chips import HALO_M, layout, read_chip
 from viper_rs.region.image import RegionImage
 from viper_rs.region.scan import ChipReader
@@ -72,7 +72,7 @@ def chip_halo_m(halo_m: float | str | None, det: Any, image: RegionImage) -> flo
     """The chip halo in metres: ``halo_m``, or the detector's default (``None``/``auto``:
     :func:`region_halo_m` with :data:`~viper_rs.region.chips.HALO_M`); InputError when it
     is neither a number of metres >= 0 nor ``auto``."""
-    from viper_rs.errors import InputError
+    from viper_rs.core.errors import InputError
 
     if halo_m is None or (isinstance(halo_m, str) and halo_m.strip().lower() == "auto"):
         return region_halo_m(det, image, HALO_M)
@@ -91,7 +91,7 @@ def region_stats(image: RegionImage, thresholds: Any = None,
     region's working grid (chips of :data:`STATS_CHIP_PX` px with the rules' halo, each
     counting its core), so a region gives the same statistics however its sources are
     tiled. ``None`` when no pixel can be read."""
-    from viper_rs.errors import ImageError
+    from viper_rs.core.errors import ImageError
     from viper_rs.vision.spectral import DEFAULT_THRESHOLDS, context_m, scene_stats
 
     t = thresholds or DEFAULT_THRESHOLDS

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.measure import regionprops
 
-from viper_rs import budget
-from viper_rs.regions import Region
+from viper_rs.core import budget
+from viper_rs.core.regions import Region
 from viper_rs.vision.components import label_components, mask_polygon
 
 

@@ -9,8 +9,8 @@ exception); after any limit, crash or kill it is discarded and replaced in the
 background.
 
 ``Limits.wall_s`` covers everything a program causes, its tool calls included: the
-handler runs inside a :func:`viper_rs.budget.deadline`, so tools that call
-:func:`viper_rs.budget.check` between steps stop at the limit, and a program whose
+handler runs inside a :func:`viper_rs.core.budget.deadline`, so tools that call
+:func:`viper_rs.core.budget.check` between steps stop at the limit, and a program whose
 deadline passes during a tool call is killed as on any other timeout.
 """
 
@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from viper_rs import budget
-from viper_rs.config import Settings
-from viper_rs.errors import (
+from viper_rs.core import budget
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import (
     ConfigError,
     SandboxError,
     SandboxTimeout,

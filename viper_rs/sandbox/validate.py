@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable
 
-from viper_rs.errors import ValidationError
+from viper_rs.core.errors import ValidationError
 
 __all__ = [
     "ALLOWED_BUILTINS",
@@ -306,7 +306,7 @@ def validate_program(
 ) -> ast.Module:
     """Check an untrusted program and return its AST.
 
-    Raises :class:`viper_rs.errors.ValidationError` (message names the line) when the
+    Raises :class:`viper_rs.core.errors.ValidationError` (message names the line) when the
     source is too long, unparsable, nested too deeply, uses forbidden syntax, names or
     attributes, or does not define ``execute_command`` with exactly one positional
     parameter.

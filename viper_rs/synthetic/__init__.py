@@ -37,10 +37,11 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
 
-from viper_rs import vocabulary
-from viper_rs.config import Settings
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.core import vocabulary
+from viper_rs.core.config import Settings
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
+from viper_rs.core.vocabulary import SHAPE_WORDS, SIZE_WORDS
 from viper_rs.synthetic.classes import (
     BUILDING_CLASSES,
     COMMERCIAL,
@@ -57,7 +58,6 @@ from viper_rs.synthetic.classes import (
 from viper_rs.synthetic.paint import paint
 from viper_rs.tools.measures import shape_class, size_class
 from viper_rs.tools.spatial import gap_px, is_above, is_left_of
-from viper_rs.vocabulary import SHAPE_WORDS, SIZE_WORDS
 
 #: RSVQA-HR concept words used in questions -> the scene classes they cover.
 QUESTION_CONCEPTS: dict[str, tuple[str, ...]] = {

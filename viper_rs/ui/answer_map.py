@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.geo import GeoImage
+from viper_rs.core.geo import GeoImage
 
 #: Most polygons drawn on one map (the largest are kept; the table lists them all).
 MAX_MAP_POLYGONS = 500

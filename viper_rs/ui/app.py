@@ -14,10 +14,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from viper_rs.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
-from viper_rs.errors import InputError
-from viper_rs.lru import LRU
-from viper_rs.textsafe import configure_logging
+from viper_rs.core.config import DETECTOR_NAMES, PLANNER_NAMES, Settings
+from viper_rs.core.errors import InputError
+from viper_rs.core.lru import LRU
+from viper_rs.core.textsafe import configure_logging
 from viper_rs.ui.answer_map import EMPTY_ANSWER_MAP, FULLSCREEN_LISTENER, HIGHLIGHT_JS
 from viper_rs.ui.area import (
     AREA_CHIP_M,
@@ -664,7 +664,7 @@ def _show(controller: Controller, key: str | None, gsd_value: Any) -> tuple[Any,
 def weights_markdown(settings: Settings) -> str:
     """The model weights: a table (model, role, found or missing, the file used) and, below
     it, how to get each missing one (long texts stay out of the table's cells)."""
-    from viper_rs.weights import auto_reason, find_weights
+    from viper_rs.core.weights import auto_reason, find_weights
 
     lines = ["| model | role | status | file |", "|---|---|---|---|"]
     how: list[str] = []

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from viper_rs.errors import InputError
-from viper_rs.textsafe import safe_text
+from viper_rs.core.errors import InputError
+from viper_rs.core.textsafe import safe_text
 from viper_rs.ui.answer_map import colour_for
 from viper_rs.ui.leaflet import leaflet_assets
 

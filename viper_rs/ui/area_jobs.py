@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
-from viper_rs.errors import InputError
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import InputError
 from viper_rs.ui.area import (
     AreaView,
     area_geojson,

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError
+from viper_rs.core.geo import GeoImage, admission, out_of_memory
+from viper_rs.core.lru import LRU
+from viper_rs.core.rasterfile import ALLOWED_DRIVERS, open_raster
+from viper_rs.core.textsafe import safe_text
 from viper_rs.datasets.rsvqa import RSVQA_CRS, find_image_record, tile_transform
-from viper_rs.errors import ImageError
-from viper_rs.geo import GeoImage, admission, out_of_memory
-from viper_rs.lru import LRU
-from viper_rs.rasterfile import ALLOWED_DRIVERS, open_raster
-from viper_rs.textsafe import safe_text
 from viper_rs.vision.cost import image_admission
 
 log = logging.getLogger(__name__)

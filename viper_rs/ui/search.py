@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, ViperError
-from viper_rs.textsafe import safe_html, safe_text
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, ViperError
+from viper_rs.core.textsafe import safe_html, safe_text
 from viper_rs.ui.area import VIEW_TYPE, new_map_id, view_post_js
 from viper_rs.ui.evidence import escape_markdown
 from viper_rs.ui.leaflet import leaflet_assets  # also used by the answer map
@@ -182,7 +182,7 @@ class RegionSearch:
     def build(self, progress: Progress | None = None) -> str:
         """Add the folders' new chips to the index (created when missing); a markdown
         summary. ViperError when nothing can be indexed."""
-        from viper_rs.errors import InputError
+        from viper_rs.core.errors import InputError
         from viper_rs.index import ChipGrid, ChipIndex, build_index
 
         if not self.folders:
@@ -226,7 +226,7 @@ class RegionSearch:
         return load_overlays(self.path)
 
     def _draw_missing_overlays(self) -> None:
-        from viper_rs.errors import InputError
+        from viper_rs.core.errors import InputError
         from viper_rs.index import ChipIndex
         from viper_rs.index.overlays import known_sources, update_overlays
         from viper_rs.index.sources import describe
@@ -305,7 +305,7 @@ class RegionSearch:
 
 def source_key(uri: str) -> str:
     """The index's key of a source URI (a URL without its query string: signing tokens)."""
-    from viper_rs.rasterfile import is_remote
+    from viper_rs.core.rasterfile import is_remote
 
     return uri.split("?")[0] if is_remote(uri) else uri
 
@@ -367,7 +367,7 @@ def _result_message(result: Any) -> str:
 
 
 def _error_message(exc: ViperError) -> str:
-    from viper_rs.errors import UnknownConceptError
+    from viper_rs.core.errors import UnknownConceptError
 
     if isinstance(exc, UnknownConceptError):
         return f"Cannot search for that: {escape_markdown(str(exc))}"
@@ -401,7 +401,7 @@ def thumbnail(hit: Any, side: int = THUMB_SIDE) -> str | None:
     when its pixels cannot be read."""
     from PIL import Image
 
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
     from viper_rs.ui.evidence import overlay
 
     col, row, width, height = (int(v) for v in hit.window)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings, env_var
-from viper_rs.errors import ConfigError, ImageError, InputError, ViperError
-from viper_rs.geo import GeoImage, out_of_memory
-from viper_rs.lru import LRU
-from viper_rs.overrides import OVERRIDES, panel_overrides
+from viper_rs.core.config import Settings, env_var
+from viper_rs.core.errors import ConfigError, ImageError, InputError, ViperError
+from viper_rs.core.geo import GeoImage, out_of_memory
+from viper_rs.core.lru import LRU
+from viper_rs.core.overrides import OVERRIDES, panel_overrides
 from viper_rs.ui.answer_map import map_html
 from viper_rs.ui.area import (
     AREA_CHIP_M,
@@ -97,7 +97,7 @@ FIELD_LABELS: dict[str, str] = {
 }
 
 #: CLI flags in library texts and what the app calls them: its fields. The other flags of
-#: :data:`~viper_rs.overrides.OVERRIDES` read as their ``VIPER_RS_*`` variables.
+#: :data:`~viper_rs.core.overrides.OVERRIDES` read as their ``VIPER_RS_*`` variables.
 APP_NAMES: dict[str, str] = {
     "--llm-base-url": "Settings › LLM endpoint (base URL)",
     "--llm-model": "Settings › LLM model",
@@ -164,7 +164,7 @@ def threshold_control(detector: str, settings: Settings) -> tuple[bool, str]:
     it resolves with ``settings``)."""
     name = detector or "auto"
     if name == "auto":
-        from viper_rs.weights import auto_detector
+        from viper_rs.core.weights import auto_detector
 
         try:
             resolved = auto_detector(settings)
@@ -198,7 +198,7 @@ class Options:
     def settings(self, base: Settings) -> Settings:
         """``base`` with this panel's values on top (blank fields keep the base value);
         every field is the Settings field of its name, converted as
-        :data:`viper_rs.overrides.OVERRIDES` says."""
+        :data:`viper_rs.core.overrides.OVERRIDES` says."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return base.model_copy(update=panel_overrides(values))
 

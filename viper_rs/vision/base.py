@@ -1,7 +1,7 @@
-"""The detector protocol and the ScoreMap it returns (defined in :mod:`viper_rs.detector`,
+"""The detector protocol and the ScoreMap it returns (defined in :mod:`viper_rs.core.detector`,
 below the tools that call detectors)."""
 
-from viper_rs.detector import (
+from viper_rs.core.detector import (
     Detector,
     ImageEmbedder,
     MaskRefiner,

@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, first_line
-from viper_rs.files import require_file
-from viper_rs.overrides import setting_hint, setting_source
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, first_line
+from viper_rs.core.files import require_file
+from viper_rs.core.overrides import setting_hint, setting_source
 from viper_rs.vision.modeling.graft import GraftConfig, GraftPixelModel
 from viper_rs.vision.modeling.keymap import IGNORED_HF_KEYS, hf_to_open_clip, open_clip_to_hf
 

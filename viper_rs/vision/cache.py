@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from viper_rs.lru import LRU
+from viper_rs.core.lru import LRU
 
 log = logging.getLogger(__name__)
 

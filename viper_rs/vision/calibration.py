@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from viper_rs.errors import ConfigError, UnknownConceptError
+from viper_rs.core.errors import ConfigError, UnknownConceptError
+from viper_rs.core.vocabulary import suffix_singular
 from viper_rs.vision.concepts import normalize_phrase, resolve_concept
-from viper_rs.vocabulary import suffix_singular
 
 DEFAULT_FILE = "calibration.json"
 

@@ -14,9 +14,9 @@ from shapely.ops import unary_union
 from skimage.measure import label as cc_label
 from skimage.measure import regionprops
 
-from viper_rs import budget
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region, pixel_polygon  # noqa: F401  (re-export)
+from viper_rs.core import budget
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region, pixel_polygon  # noqa: F401  (re-export)
 from viper_rs.vision.base import ScoreMap
 
 

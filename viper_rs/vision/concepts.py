@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import re
 
-from viper_rs.errors import UnknownConceptError
-from viper_rs.vocabulary import (
+from viper_rs.core.errors import UnknownConceptError
+from viper_rs.core.vocabulary import (
     CONCEPT_ARTICLES,
     CONCEPT_SHAPE_WORDS,
     RELATION_WORDS,

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from viper_rs import budget
-from viper_rs.config import Settings
-from viper_rs.detector import ImageEmbedder, MaskRefiner, ScoreMap, Stages, TextEmbedder
-from viper_rs.errors import UnknownConceptError
-from viper_rs.geo import GeoImage
-from viper_rs.lru import LRU
-from viper_rs.regions import Region
-from viper_rs.timing import ms_since
+from viper_rs.core import budget
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import ImageEmbedder, MaskRefiner, ScoreMap, Stages, TextEmbedder
+from viper_rs.core.errors import UnknownConceptError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.lru import LRU
+from viper_rs.core.regions import Region
+from viper_rs.core.timing import ms_since
 from viper_rs.vision.calibration import Calibration
 from viper_rs.vision.components import label_components, regions_from_labels
 from viper_rs.vision.concepts import normalize_phrase

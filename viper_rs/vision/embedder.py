@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, ImageError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, ImageError
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.cache import FeatureCache, cache_key
 from viper_rs.vision.modeling.clip_dense import CLIP_MEAN, CLIP_STD
 
@@ -332,7 +332,7 @@ def _progress(total: int, name: str) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    from viper_rs.textsafe import safe_text
+    from viper_rs.core.textsafe import safe_text
 
     return tqdm(total=total, desc=f"embedding {safe_text(name, 80)}", unit="window", leave=False)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from viper_rs.config import DETECTOR_NAMES, ORACLE_DETECTOR, Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import ConfigError
-from viper_rs.geo import GeoImage
+from viper_rs.core.config import DETECTOR_NAMES, ORACLE_DETECTOR, Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import ConfigError
+from viper_rs.core.geo import GeoImage
 
 if TYPE_CHECKING:
     from viper_rs.vision.buildings.detector import BuildingDetector
@@ -26,7 +26,7 @@ def build_detector(name: str, settings: Settings | None = None) -> Detector:
     with the learned building model (a :class:`~viper_rs.vision.routed.RoutedDetector`)
     when its weights load; the result's ``choice_note`` says why. Named detectors
     (``spectral``, ``graft``, ``clip``) answer every concept themselves."""
-    from viper_rs.weights import auto_detector, auto_reason, resolve_settings
+    from viper_rs.core.weights import auto_detector, auto_reason, resolve_settings
 
     name = (name or "auto").lower()
     settings = settings or Settings()
@@ -63,7 +63,7 @@ def image_problem(image: GeoImage, detector: str, settings: Settings) -> str | N
     name = detector or "auto"
     resolved = name
     if name == "auto":
-        from viper_rs.weights import auto_detector
+        from viper_rs.core.weights import auto_detector
 
         resolved = auto_detector(settings)
     if resolved == "spectral":
@@ -91,16 +91,16 @@ def build_building_detector(settings: Settings) -> BuildingDetector:
 def build_auto_buildings(settings: Settings) -> tuple[BuildingDetector | None, str | None]:
     """``(detector, None)`` when ``auto`` answers buildings with the learned model, else
     ``(None, why not)``. Turned off, or shipped weights missing: ``(None, None)``
-    (:func:`~viper_rs.weights.auto_reason` says why itself); shipped weights that do not
+    (:func:`~viper_rs.core.weights.auto_reason` says why itself); shipped weights that do not
     load: ``(None, the loader's message)``, since the model is optional for ``auto``. A
     configured ``building_checkpoint`` is what the user asked for: when it is missing,
     truncated or of another architecture, CheckpointError is raised."""
-    from viper_rs.weights import building_weights
+    from viper_rs.core.weights import building_weights
 
     if not settings.building_model:
         return None, None
     if settings.building_checkpoint is not None:
-        from viper_rs.overrides import setting_hint, setting_source
+        from viper_rs.core.overrides import setting_hint, setting_source
         from viper_rs.vision.build import CheckpointError
 
         try:
@@ -124,6 +124,7 @@ def build_auto_buildings(settings: Settings) -> tuple[BuildingDetector | None, s
 
 def build_dense_detector(name: str, settings: Settings) -> DenseDetector:
     """A GRAFT or CLIP DenseDetector with its text tower, caches and (optional) SAM."""
+    from viper_rs.core.weights import check_configured
     from viper_rs.vision.build import (
         graft_checkpoint,
         load_image_tower,
@@ -135,7 +136,6 @@ def build_dense_detector(name: str, settings: Settings) -> DenseDetector:
     from viper_rs.vision.dense import DenseDetector
     from viper_rs.vision.embedder import Embedder
     from viper_rs.vision.text import TextEncoder
-    from viper_rs.weights import check_configured
 
     if name == "graft":
         graft_checkpoint(settings)  # fail before loading anything without one

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.errors import ImageError, UnknownConceptError
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ImageError, UnknownConceptError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
+from viper_rs.core.vocabulary import ORACLE_ARTICLES, suffix_singular
 from viper_rs.synthetic import (
     COMMERCIAL,
     GRASS,
@@ -31,7 +32,6 @@ from viper_rs.synthetic import (
 )
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-from viper_rs.vocabulary import ORACLE_ARTICLES, suffix_singular
 
 #: Canonical concept -> (scene classes, phrases that name it).
 _CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -17,11 +17,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from viper_rs.detector import ContextSensitive, Detector
-from viper_rs.errors import ImageError, NoGroundSize
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
-from viper_rs.timing import ms_since
+from viper_rs.core.detector import ContextSensitive, Detector
+from viper_rs.core.errors import ImageError, NoGroundSize
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
+from viper_rs.core.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.buildings.detector import BuildingDetector, is_building_query
 
@@ -106,7 +106,7 @@ class RoutedDetector:
     def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
                      cut: tuple[bool, bool, bool, bool], queries: Sequence[str]) -> int:
         """The primary's objects cut by ``image``'s edge for the queries it answers (0 when
-        it has no whole-object rules): see :class:`~viper_rs.detector.ContextSensitive`."""
+        it has no whole-object rules): see :class:`~viper_rs.core.detector.ContextSensitive`."""
         theirs = [q for q in queries if self.route(image, q)[0] is self.primary]
         if theirs and isinstance(self.primary, ContextSensitive):
             return self.primary.open_objects(image, core, cut, theirs)

@@ -39,12 +39,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from viper_rs import budget
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError, InputError, first_line
-from viper_rs.files import require_file
-from viper_rs.geo import GeoImage
-from viper_rs.timing import ms_since
+from viper_rs.core import budget
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError, InputError, first_line
+from viper_rs.core.files import require_file
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.timing import ms_since
 from viper_rs.vision.build import checkpoint_fingerprint, resolve_device
 from viper_rs.vision.cache import FeatureCache, cache_key
 

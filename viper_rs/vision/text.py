@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from viper_rs.lru import LRU
+from viper_rs.core.lru import LRU
 from viper_rs.vision.build import resolve_device
 from viper_rs.vision.cache import FeatureCache, cache_key
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from viper_rs.errors import first_line
-from viper_rs.files import require_file
+from viper_rs.core.errors import first_line
+from viper_rs.core.files import require_file
 from viper_rs.vision.build import CheckpointError, check_state_keys, resolve_device, save_atomically
 from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from viper_rs.errors import InputError
+from viper_rs.core.errors import InputError
 from viper_rs.vision.buildings.model import BACKGROUND, BOUNDARY, INTERIOR
 
 #: Half-width in model pixels (0.3 m) of the boundary ring drawn inside each footprint

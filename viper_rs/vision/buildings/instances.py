@@ -14,7 +14,7 @@ import torch
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from viper_rs import budget
+from viper_rs.core import budget
 from viper_rs.vision.build import resolve_device
 from viper_rs.vision.buildings.model import BOUNDARY, INTERIOR, BuildingNet, pad_to_stride
 
@@ -37,7 +37,7 @@ def predict_probs(
 
     Inputs larger than ``tile_px`` on a side run as overlapping tiles (each with
     :data:`TILE_MARGIN_PX` of context that is discarded), so memory stays bounded;
-    :func:`viper_rs.budget.check` runs between tiles."""
+    :func:`viper_rs.core.budget.check` runs between tiles."""
     arr = np.asarray(rgb, dtype=np.float32)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"predict_probs needs an (H, W, 3) RGB array, got shape {arr.shape}")

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from viper_rs.errors import InputError
+from viper_rs.core.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported when training starts: the CLI parser stays light
     import torch

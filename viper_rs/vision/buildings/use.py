@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
 
 #: Smallest footprint (m2) of a commercial building (a small shop or office).
 COMMERCIAL_MIN_M2 = 120.0

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.config import Settings
-from viper_rs.errors import NoGroundSize
-from viper_rs.geo import GeoImage
-from viper_rs.georef import no_ground_size_message
-from viper_rs.lru import LRU
-from viper_rs.regions import Region
-from viper_rs.timing import ms_since
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import NoGroundSize
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.georef import no_ground_size_message
+from viper_rs.core.lru import LRU
+from viper_rs.core.regions import Region
+from viper_rs.core.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
 from viper_rs.vision.concepts import (

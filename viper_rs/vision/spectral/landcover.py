@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import morphology
 
-from viper_rs.geo import GeoImage
+from viper_rs.core.geo import GeoImage
 from viper_rs.vision.spectral.pixels import (
     _EPS,
     _block_reduce_mean,

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from viper_rs.errors import ImageError
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.core.errors import ImageError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
 from viper_rs.vision.concepts import OBJECT_CLASSES
 from viper_rs.vision.spectral.landcover import (
     BARE,

@@ -20,7 +20,7 @@ from viper_rs.vision.spectral.stats import (
 from viper_rs.vision.spectral.thresholds import DEFAULT_THRESHOLDS, SpectralThresholds
 
 if TYPE_CHECKING:
-    from viper_rs.geo import GeoImage
+    from viper_rs.core.geo import GeoImage
 
 def stats_of(image: GeoImage, thresholds: SpectralThresholds = DEFAULT_THRESHOLDS) -> SceneStats:
     """The statistics the single-image path measures on ``image`` (for images finer than
@@ -96,7 +96,7 @@ def scene_stats(
     water candidates of the NDVI split, the land cover under the paved reference) match
     the whole image's when each chip carries a halo of :func:`context_m`.
     """
-    from viper_rs.geo import _white_point
+    from viper_rs.core.geo import _white_point
     from viper_rs.vision.spectral.landcover import (
         _land_cover,
         _ndvi_threshold,

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.regions import Region
-from viper_rs.textsafe import cut
+from viper_rs.core.regions import Region
+from viper_rs.core.textsafe import cut
 
 KINDS = ("presence", "count", "area", "comparison", "other")
 
@@ -56,7 +56,7 @@ class Answer:
     area_unit: str = "m2"
     stdout: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    #: Ranked places of a "where" program (one returning regions), see viper_rs.places.
+    #: Ranked places of a "where" program (one returning regions), see viper_rs.agent.places.
     places: list[dict[str, Any]] = field(default_factory=list)
     places_total: int = 0
 
@@ -404,7 +404,7 @@ def normalise(value: Any, kind_hint: str | None, area_unit: str) -> tuple[str, A
 def _relation_text() -> dict[str, str]:
     """Relation tool -> the words that read it ("water areas next to roads"): the
     RSVQA-HR phrase of the shared vocabulary."""
-    from viper_rs.vocabulary import RELATIONS
+    from viper_rs.core.vocabulary import RELATIONS
 
     return {tool: phrases[0] for tool, phrases in RELATIONS.items()}
 
@@ -428,7 +428,7 @@ class _Label:
 
 def plural(phrase: str) -> str:
     """``phrase`` with its last word in the plural ("water area" -> "water areas")."""
-    from viper_rs.vocabulary import INVARIANT_NOUNS
+    from viper_rs.core.vocabulary import INVARIANT_NOUNS
 
     head, _, word = phrase.rpartition(" ")
     if not word or word in INVARIANT_NOUNS:
@@ -493,7 +493,7 @@ def _operand(arg: Any, labels: dict[tuple, _Label], regions: list[Region]
     if isinstance(arg, int):
         return arg, None
     if isinstance(arg, str):
-        from viper_rs.vocabulary import split_modifiers
+        from viper_rs.core.vocabulary import split_modifiers
 
         phrase = " ".join(arg.lower().split())
         base, size, shape = split_modifiers(phrase)

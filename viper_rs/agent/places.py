@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from viper_rs.regions import Region
+from viper_rs.core.regions import Region
 
 #: Places listed in ``Answer.places`` (``places_total`` counts all).
 MAX_PLACES = 100
@@ -112,7 +112,7 @@ def add_places(answer: Any, value: Any, regions: dict[int, Region], image: Any) 
 def _noun(answer: Any, found: list[Region]) -> str:
     """What the returned list holds, in the number's form: the trace's reading of the call
     that made it ("large buildings"), else the regions' labels."""
-    from viper_rs.answer import _set_key, _trace_labels, plural
+    from viper_rs.core.answer import _set_key, _trace_labels, plural
 
     n = len(found)
     last = answer.trace[-1] if answer.trace else None

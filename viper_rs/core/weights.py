@@ -31,9 +31,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from viper_rs.config import Settings
-from viper_rs.errors import ConfigError
-from viper_rs.overrides import OVERRIDES, setting_hint, setting_source
+from viper_rs.core.config import Settings
+from viper_rs.core.errors import ConfigError
+from viper_rs.core.overrides import OVERRIDES, setting_hint, setting_source
 
 log = logging.getLogger(__name__)
 

@@ -8,18 +8,18 @@ import time
 from typing import Any
 
 from viper_rs import tools  # noqa: F401  (registers the tools)
-from viper_rs.answer import Answer, normalise
-from viper_rs.config import Settings
-from viper_rs.detector import Detector
-from viper_rs.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
-from viper_rs.executor import ToolExecutor
-from viper_rs.geo import GeoImage
-from viper_rs.places import add_places
+from viper_rs.agent.executor import ToolExecutor
+from viper_rs.agent.places import add_places
+from viper_rs.core.answer import Answer, normalise
+from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
+from viper_rs.core.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.timing import ms_since
 from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.sandbox import Limits, Sandbox
 from viper_rs.sandbox.validate import validate_program
-from viper_rs.timing import ms_since
 from viper_rs.tools.context import ToolContext, parse_phrase
 from viper_rs.tools.registry import REGISTRY
 from viper_rs.vision.factory import build_detector

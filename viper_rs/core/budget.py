@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from viper_rs.errors import SandboxTimeout
+from viper_rs.core.errors import SandboxTimeout
 
 __all__ = ["check", "deadline", "remaining"]
 

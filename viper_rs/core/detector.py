@@ -12,8 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from viper_rs.geo import GeoImage
-from viper_rs.regions import Region
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.regions import Region
 
 
 @dataclass

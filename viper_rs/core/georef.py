@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from viper_rs.errors import ImageError
-from viper_rs.textsafe import cut, safe_text
+from viper_rs.core.errors import ImageError
+from viper_rs.core.textsafe import cut, safe_text
 
 #: Smallest plausible pixel size (ground sampling distance), metres (1 mm).
 MIN_PIXEL_M = 0.001

@@ -42,10 +42,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from viper_rs.errors import ImageError, ViperError, first_line
-from viper_rs.files import require_file, special_kind
-from viper_rs.lru import LRU
-from viper_rs.textsafe import safe_text
+from viper_rs.core.errors import ImageError, ViperError, first_line
+from viper_rs.core.files import require_file, special_kind
+from viper_rs.core.lru import LRU
+from viper_rs.core.textsafe import safe_text
 
 log = logging.getLogger(__name__)
 

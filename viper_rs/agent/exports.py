@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs.answer import Answer
+from viper_rs.core.answer import Answer
 
 #: Fields of the GeoPackage layer written by :func:`write_regions_gpkg`.
 GPKG_FIELDS: list[str] = ["id", "query", "label", "area", "unit", "score", "centroid_col",

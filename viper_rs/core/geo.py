@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from viper_rs.errors import ImageError, ImageTooLarge, first_line
-from viper_rs.georef import georeference_problem, gsd_problem, no_georeference_note
-from viper_rs.rasterfile import (
+from viper_rs.core.errors import ImageError, ImageTooLarge, first_line
+from viper_rs.core.georef import georeference_problem, gsd_problem, no_georeference_note
+from viper_rs.core.rasterfile import (
     REMOTE_PREFIXES,
     checked_path,
     is_remote,
@@ -144,14 +144,14 @@ class GeoImage:
         ``gsd`` (m/pixel) gives plain images a ground size; ``crs`` + ``transform``
         georeference an image that has none (they are ignored when the file has a CRS).
         ``drivers`` limits the GDAL formats tried (default
-        :data:`viper_rs.rasterfile.ALLOWED_DRIVERS`: a VRT renamed ``.tif`` never reads
+        :data:`viper_rs.core.rasterfile.ALLOWED_DRIVERS`: a VRT renamed ``.tif`` never reads
         other files); special files (FIFO, device, socket) are refused before GDAL sees them.
         ``window`` = ``(col_off, row_off, width, height)`` reads only those pixels, with the
         window's own transform; ``out_size`` = ``(width, height)`` reads them averaged to
         that size (overviews are used when present); ``white_point`` fixes the value that
         maps to 1.0 (chips of one source share the source's). With ``remote`` (a URL typed by
         the user, or a source accepted under that rule), ``path`` may also be a GDAL URL
-        (``https://``, ``/vsicurl/``, ``s3://``); see :mod:`viper_rs.rasterfile`.
+        (``https://``, ``/vsicurl/``, ``s3://``); see :mod:`viper_rs.core.rasterfile`.
         """
         p = _checked_source(path, gsd, remote)
         raster = _read_raster(p, drivers, window, out_size)
@@ -181,7 +181,7 @@ class GeoImage:
         roi: np.ndarray | None = None,
     ) -> GeoImage:
         """Wrap an in-memory ``(bands, H, W)`` or ``(H, W)`` array; ImageError when ``crs``
-        and ``transform`` (or ``gsd``) are not a usable georeference (:mod:`viper_rs.georef`)."""
+        and ``transform`` (or ``gsd``) are not a usable georeference (:mod:`viper_rs.core.georef`)."""
         if isinstance(band_names, str):
             band_names = parse_bands(band_names) or []
         label = name or "<array>"
@@ -374,7 +374,7 @@ class _Raster:
 
 def _checked_source(path: str | Path, gsd: float | None, remote: bool = False) -> Any:
     """``path`` as a URL string (only with ``remote``) or an existing, non-empty regular
-    local file (:func:`viper_rs.rasterfile.checked_path`); ImageError when the file or
+    local file (:func:`viper_rs.core.rasterfile.checked_path`); ImageError when the file or
     ``gsd`` is unusable."""
     checked_path(path, remote=remote, error=ImageError)
     p: Any = str(path) if is_remote(path) else Path(path)
@@ -391,7 +391,7 @@ def _read_raster(
     out_size: tuple[int, int] | None,
 ) -> _Raster:
     """Pixels, mask, band metadata and georeference of a file through the raster gate
-    (:func:`viper_rs.rasterfile.open_raster`: GeoTIFF, PNG, JPEG by default); every failure
+    (:func:`viper_rs.core.rasterfile.open_raster`: GeoTIFF, PNG, JPEG by default); every failure
     becomes an ImageError."""
     from rasterio.errors import RasterioIOError
 
@@ -538,7 +538,7 @@ def admission(check: Callable[[RasterHeader], None] | None) -> Iterator[None]:
     """Inside the block, every :meth:`GeoImage.open` (in this thread or task) calls
     ``check(header)`` with the file's :class:`RasterHeader` once the header is read and
     before any pixel is decoded; ``check`` refuses the read by raising an ImageError
-    (e.g. :class:`~viper_rs.errors.ImageTooLarge`). ``None`` checks nothing."""
+    (e.g. :class:`~viper_rs.core.errors.ImageTooLarge`). ``None`` checks nothing."""
     token = _ADMISSION.set(check)
     try:
         yield
@@ -663,7 +663,7 @@ def _georeference(
     """(CRS, transform, gsd, notes) of a read file: its own CRS, else the override CRS and
     transform, else a plain pixel grid of ``gsd`` metres (or pixels, with a note saying so).
 
-    The georeference is checked (:func:`viper_rs.georef.georeference_problem`): a broken
+    The georeference is checked (:func:`viper_rs.core.georef.georeference_problem`): a broken
     one is an ImageError naming the value, unless ``gsd`` is given, which then measures
     the image instead (with a note). ``whole``: the raster is the whole file at its own
     resolution (its transform is the file's, e.g. a world file's)."""

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from viper_rs import budget
-from viper_rs.errors import ToolError, ViperError
-from viper_rs.geo import out_of_memory
-from viper_rs.regions import Region
-from viper_rs.timing import ms_since
+from viper_rs.core import budget
+from viper_rs.core.errors import ToolError, ViperError
+from viper_rs.core.geo import out_of_memory
+from viper_rs.core.regions import Region
+from viper_rs.core.timing import ms_since
 from viper_rs.tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context
 from viper_rs.tools.registry import REGISTRY, Registry
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from viper_rs.config import Settings, env_var
+from viper_rs.core.config import Settings, env_var
 
 #: argparse ``type`` of each kind with a typed CLI value.
 _CLI_TYPES: dict[str, type] = {"float": float, "int": int, "path": Path}

@@ -54,7 +54,7 @@ CHUNK = 1 << 20
 #: ``viper_rs.vision.buildings.checkpoint.DEFAULT_WEIGHTS`` (named here because this module
 #: sits below ``vision``; a test checks the two agree).
 SHIPPED_BUILDING_WEIGHTS = (
-    Path(__file__).resolve().parent / "vision" / "buildings" / "weights" / "buildingnet.pt"
+    Path(__file__).resolve().parents[1] / "vision" / "buildings" / "weights" / "buildingnet.pt"
 )
 #: How notes and ``auto`` reasons name the learned building model.
 BUILDING_MODEL_TITLE = "the learned building model (viper_rs BuildingNet)"

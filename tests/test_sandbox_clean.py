@@ -18,7 +18,7 @@ from viper_rs.core.errors import SandboxError, ToolError, ValidationError
 from viper_rs.sandbox import Limits, Sandbox, run_inprocess
 from viper_rs.sandbox import pool as sandbox_pool
 from viper_rs.sandbox import worker as sandbox_worker
-from viper_rs.sandbox.pool import _Worker
+from viper_rs.sandbox.process import WorkerProcess
 
 # 35 million list slots are 280 MB: the 512 MB address space holds one such list, not two.
 BIG = "[0] * 35_000_000"
@@ -144,7 +144,7 @@ STASH_SMALL = STASH.format(value="[str(i) for i in range(300_000)]")  # 300,000 
 def _run_raw(sources: list[str]) -> list[dict]:
     """Run programs one after the other on one worker, skipping validation (as if a
     program had found a way to keep objects alive past the collection)."""
-    worker = _Worker(LIMITS.memory_mb)
+    worker = WorkerProcess(LIMITS.memory_mb)
     outcomes = []
     try:
         worker.wait_ready(time.monotonic() + 10)

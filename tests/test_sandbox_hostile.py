@@ -20,7 +20,7 @@ from viper_rs.core.errors import (
     ViperError,
 )
 from viper_rs.sandbox import Limits, Sandbox, run_inprocess
-from viper_rs.sandbox.pool import _Worker
+from viper_rs.sandbox.process import WorkerProcess
 
 LIMITS = Limits(
     wall_s=2.0,
@@ -412,7 +412,7 @@ def execute_command(image):
 
 def _run_unvalidated(source: str) -> dict:
     """Send a program straight to a worker, skipping validation (layer 2 on its own)."""
-    worker = _Worker(LIMITS.memory_mb)
+    worker = WorkerProcess(LIMITS.memory_mb)
     try:
         worker.wait_ready(time.monotonic() + 10)
         message = {"op": "run", "source": source, "tools": [], "image": {},
@@ -493,11 +493,11 @@ elif MODE == "silent":
     ],
 )
 def test_misbehaving_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode, expected, match):
-    from viper_rs.sandbox import pool
+    from viper_rs.sandbox import process
 
     script = tmp_path / f"fake_worker_{mode}.py"
     script.write_text(FAKE_WORKER.format(mode=mode))
-    monkeypatch.setattr(pool, "WORKER_PATH", script)
+    monkeypatch.setattr(process, "WORKER_PATH", script)
     with Sandbox(Limits(wall_s=1.0, cpu_s=1.0), workers=1) as sb:
         started = time.perf_counter()
         result = sb.run(NORMAL, handler, TOOLS)

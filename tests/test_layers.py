@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("viper_rs", "eval", "app")
 
 #: The layer of every module, from the bottom (0). A module may import only from its own
-#: layer or below. README's architecture table (and ../shared/DESIGN.md, "Layers") states
+#: layer or below. docs/development.md's layer table (and ../shared/DESIGN.md, "Layers") states
 #: the same. A key names a module or a package (its modules included); the longest
 #: matching key wins, and the key ``viper_rs`` is the package's ``__init__`` only.
 LAYERS: dict[str, int] = {
@@ -40,6 +40,11 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
     "viper_rs.core.answer": 1,
     "viper_rs.sandbox": 1,
+    "viper_rs.sandbox.limits": 1,  # Limits, SandboxResult (config, errors)
+    "viper_rs.sandbox.dispatch": 1,  # the parent's side of tool calls (budget, limits)
+    "viper_rs.sandbox.inprocess": 1,  # run_inprocess: the worker runtime without isolation
+    "viper_rs.sandbox.process": 1,  # one worker process seen from the parent
+    "viper_rs.sandbox.pool": 1,  # the warm worker pool and Sandbox
     "viper_rs.core.weights": 1,
     "viper_rs.tools": 2,  # the repository's tools/ folder, installed as viper_rs.tools
     "viper_rs.agent.executor": 3,
@@ -47,7 +52,9 @@ LAYERS: dict[str, int] = {
     "viper_rs.agent.places": 3,  # "where" answers: the places a region list names (answer, regions)
     "viper_rs.planning.prompting": 3,
     "viper_rs.synthetic": 3,
-    "viper_rs.agent.docs": 3,  # the README tool table, rendered from the registry like the prompt
+    "viper_rs.synthetic.scene": 3,  # the scene types and builder (make_scene)
+    "viper_rs.synthetic.questions": 3,  # the question writer and its exact answers
+    "viper_rs.agent.docs": 3,  # the tool table of docs/tools.md, rendered from the registry
     "viper_rs.vision": 4,
     "viper_rs.planning": 4,
     "viper_rs.datasets": 4,  # dataset access (STAC, RSVQA-HR georeference): geo, errors, config
@@ -56,6 +63,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.index": 6,
     "viper_rs.region": 6,  # region questions (many tiles): grid, chips, stitching, RegionDetector
     "viper_rs.ui": 7,
+    "viper_rs.ui.search_map": 7,  # the region search results map (folium HTML, thumbnails)
     "viper_rs.cli": 7,
     "viper_rs.__main__": 7,
     "app": 8,

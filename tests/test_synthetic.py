@@ -24,14 +24,13 @@ from viper_rs.tools.spatial import above, below, left_of, next_to, right_of
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageError, UnknownConceptError
 from viper_rs.core.geo import GeoImage
+from viper_rs.core.vocabulary import SHAPE_WORDS, SIZE_WORDS
 from viper_rs.synthetic import (
     BUILDING_CLASSES,
     CLASSES,
     QUESTION_CONCEPTS,
     RELATIONS,
-    SHAPE_WORDS,
     SIZE_MARGIN,
-    SIZE_WORDS,
     Scene,
     SceneQuestion,
     answer_matches,

@@ -31,16 +31,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from eval.buildings import (
-    DEFAULT_CACHE,
-    DEFAULT_DATA,
-    Tile,
-    _open,
-    find_tiles,
-    shipped_recipe,
-    train_fold,
-    truth_mask,
-)
+from eval.buildings import DEFAULT_CACHE, DEFAULT_DATA, Tile, _open, find_tiles, truth_mask
+from eval.buildings_folds import shipped_recipe, train_fold
 
 #: The candidates: extent thresholds on p_interior + p_boundary (None: the mask itself).
 EXTENT_THRESHOLDS: tuple[float | None, ...] = (None, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)

@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 
 from eval import buildings as eb
-from eval.buildings import TileAnswer, mask_iou, rel_error, score_tile, summarize, within
+from eval import buildings_folds as folds
+from eval.buildings_metrics import (
+    PAN_GROUP,
+    RGB_GROUP,
+    TileAnswer,
+    goal_checks,
+    mask_iou,
+    rel_error,
+    score_tile,
+    summarize,
+    within,
+)
+from eval.buildings_report import markdown_report, print_report
 
 
 @pytest.fixture
@@ -85,22 +97,22 @@ def test_fold_config_copies_the_recipe_but_not_the_data_selection(tmp_path):
     recipe = {"steps": 700, "batch": 6, "crop_px": 128, "places": ["kampala_ug"],
               "exclude_places": [], "val_fraction": 0.2, "data": "/elsewhere",
               "scales_m": [0.3, 0.5], "unknown_key": 1}
-    cfg = eb.fold_config(tmp_path, "kavre_np", None, None, recipe)
+    cfg = folds.fold_config(tmp_path, "kavre_np", None, None, recipe)
     assert (cfg.steps, cfg.batch, cfg.crop_px, cfg.scales_m) == (700, 6, 128, (0.3, 0.5))
     assert cfg.exclude_places == ("kavre_np",) and cfg.places is None
     assert cfg.val_fraction == 0.0 and cfg.data == tmp_path and cfg.out is None
-    short = eb.fold_config(tmp_path, "kavre_np", 5, 3, recipe)
+    short = folds.fold_config(tmp_path, "kavre_np", 5, 3, recipe)
     assert (short.steps, short.seed) == (5, 3)
-    assert eb.fold_key(cfg) != eb.fold_key(short)
-    assert eb.fold_key(cfg) == eb.fold_key(eb.fold_config(tmp_path, "kavre_np", None, None, recipe))
-    assert eb.fold_key(cfg) != eb.fold_key(eb.fold_config(tmp_path, "kampala_ug", None, None,
+    assert folds.fold_key(cfg) != folds.fold_key(short)
+    assert folds.fold_key(cfg) == folds.fold_key(folds.fold_config(tmp_path, "kavre_np", None, None, recipe))
+    assert folds.fold_key(cfg) != folds.fold_key(folds.fold_config(tmp_path, "kampala_ug", None, None,
                                                           recipe))
 
 
 def test_goal_checks():
-    s = {"spectral": {eb.RGB_GROUP: {"n": 3, "count_within": 0.6, "area_median_rel_err": 0.31,
+    s = {"spectral": {RGB_GROUP: {"n": 3, "count_within": 0.6, "area_median_rel_err": 0.31,
                                      "presence": 0.96}}}
-    g = eb.goal_checks(s)["spectral"]
+    g = goal_checks(s)["spectral"]
     assert g["within"]["pass"] and not g["area_median_rel_err"]["pass"] and g["presence"]["pass"]
 
 
@@ -147,16 +159,16 @@ def test_harness_on_real_tiles(labeled, monkeypatch, tmp_path, capsys):
             if r["truth_area_m2"]:
                 assert r["area_rel_err"] == pytest.approx(
                     abs(r["pred_area_m2"] - r["truth_area_m2"]) / r["truth_area_m2"], abs=1e-3)
-        s = res["summary"][det][eb.RGB_GROUP]
+        s = res["summary"][det][RGB_GROUP]
         assert s["n"] == 2 and s["count_within"] == sum(r["count_within"] for r in rows) / 2
     assert res["tiles"]["learned"][0]["detector"].startswith("buildingnet")
     assert res["tiles"]["spectral"][0]["detector"] == "spectral"
     assert set(res["goals"]) == {"spectral", "learned", "lopo"}
     json.dumps(res)  # plain data
-    eb.print_report(res, per_tile=True)
+    print_report(res, per_tile=True)
     out = capsys.readouterr().out
-    assert "leave-one-place-out" in out and "IN-SAMPLE" in out and eb.RGB_GROUP in out
-    md = eb.markdown_report(res)
+    assert "leave-one-place-out" in out and "IN-SAMPLE" in out and RGB_GROUP in out
+    md = markdown_report(res)
     assert "| spectral | 2 |" in md and "| learned (leave-one-place-out) | 2 |" in md
 
 
@@ -165,9 +177,9 @@ def test_single_band_tile_is_a_counted_error(labeled, monkeypatch, tmp_path):
         pytest.skip("the single-band Atlanta tiles are absent")
     res = eb.evaluate(labeled, ["spectral"], ["atlanta"], limit=1, cache=tmp_path, quiet=True)
     (row,) = res["tiles"]["spectral"]
-    assert row["group"] == eb.PAN_GROUP and row["errors"]
+    assert row["group"] == PAN_GROUP and row["errors"]
     assert not row["count_within"] and not row["presence_correct"]
-    assert res["summary"]["spectral"][eb.PAN_GROUP]["errors"] == 1
+    assert res["summary"]["spectral"][PAN_GROUP]["errors"] == 1
     assert "spectral" not in res["goals"]  # the goals are on RGB tiles
 
 
@@ -175,5 +187,5 @@ def test_cli_json(labeled, capsys, tmp_path):
     assert eb.main(["--data", str(labeled), "--detectors", "spectral", "--places", "kavre_np",
                     "--limit", "1", "--rsvqa", "0", "--cache", str(tmp_path), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["summary"]["spectral"][eb.RGB_GROUP]["n"] == 1
+    assert res["summary"]["spectral"][RGB_GROUP]["n"] == 1
     assert "all zero" in res["baselines"]

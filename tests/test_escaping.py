@@ -196,7 +196,8 @@ def test_app_folder_listing_keys_are_safe(tmp_path: Path) -> None:
 
 
 def test_search_hit_html_escapes_the_source_name() -> None:
-    from viper_rs.ui.search import callout_html, result_rows
+    from viper_rs.ui.search import result_rows
+    from viper_rs.ui.search_map import callout_html
 
     hit = SimpleNamespace(rank=1, score=0.5, center=(10.0, 50.0), window=(0, 0, 64, 64),
                           source_name=f"<img src=x onerror=alert(1)>{HOSTILE}.tif",

@@ -23,7 +23,9 @@ from viper_rs.index import Hit
 from viper_rs.synthetic import WATER, make_scene
 from viper_rs.ui import app as ui
 from viper_rs.ui import search as rs
+from viper_rs.ui import search_map as sm
 from viper_rs.ui.catalog import Catalog
+from viper_rs.ui.leaflet import leaflet_assets
 from viper_rs.ui.session import Controller, Options
 
 SEEDS = (0, 1, 2)
@@ -75,8 +77,8 @@ def _water_in(hit: Hit) -> float:
 def test_map_inlines_leaflet_and_draws_every_hit():
     hits = [_hit(r, lon=5 + r / 10) for r in (1, 2, 3)]
     thumbs = {1: "data:image/png;base64,AAAA", 3: "data:image/png;base64,BBBB"}
-    doc = rs.map_document(hits, thumbs)
-    js, css = rs.leaflet_assets()
+    doc = sm.map_document(hits, thumbs)
+    js, css = leaflet_assets()
     assert js[:2000] in doc and css[:500] in doc  # Leaflet inlined
     assert not CDN.search(doc), CDN.search(doc)
     assert not re.search(r"<(script|link)[^>]+(src|href)=", doc)  # nothing fetched but tiles
@@ -89,10 +91,10 @@ def test_map_inlines_leaflet_and_draws_every_hit():
     # no imagery: no image overlays, no layer control; one place: no places box
     assert "L.imageOverlay(" not in body and "L.control.layers(" not in body
     assert "viper-places" not in body
-    frame = rs.map_html(hits, thumbs)
+    frame = sm.map_html(hits, thumbs)
     assert frame.startswith("<iframe") and 'sandbox="allow-scripts allow-popups"' in frame
     assert "<script" not in frame and html.unescape(frame).count("L.polygon(") == 3
-    assert rs.map_html([]) == rs.EMPTY_MAP
+    assert sm.map_html([]) == sm.EMPTY_MAP
 
 
 def _overlay(tmp: Path, key: str, bounds: tuple[float, float, float, float], kb: int = 1):
@@ -107,10 +109,10 @@ def _overlay(tmp: Path, key: str, bounds: tuple[float, float, float, float], kb:
 def test_map_draws_the_sources_imagery_under_the_hits(tmp_path: Path):
     hits = [_hit(1), _hit(2, lon=5.02)]
     own = _overlay(tmp_path, "/x/a.tif", (4.99, 44.99, 5.05, 45.03))
-    body = rs.map_document(hits, imagery=[own]).split("</head>", 1)[1]
+    body = sm.map_document(hits, imagery=[own]).split("</head>", 1)[1]
     assert body.count("L.imageOverlay(") == 1 and '"pane": "viper-imagery"' in body
     assert own.data_uri() in body
-    assert "L.control.layers(" in body and rs.OSM_LAYER in body and rs.IMAGERY_LAYER in body
+    assert "L.control.layers(" in body and sm.OSM_LAYER in body and sm.IMAGERY_LAYER in body
     assert body.count(".bringToFront()") == 2  # a click shows the hit's own source on top
     assert "tile.openstreetmap.org" in body  # the online background stays
 
@@ -118,10 +120,10 @@ def test_map_draws_the_sources_imagery_under_the_hits(tmp_path: Path):
 def test_far_apart_hits_are_places_and_the_map_opens_on_the_best(tmp_path: Path):
     hits = [_hit(1), _hit(2, lon=100.0, lat=10.0), _hit(3, lon=5.05), _hit(4, lon=100.1,
                                                                               lat=10.0)]
-    groups = rs.places(hits)
+    groups = sm.places(hits)
     assert [[h.rank for h in g] for g in groups] == [[1, 3], [2, 4]]
-    assert [[h.rank for h in g] for g in rs.places(hits, km=1.0)] == [[1], [2], [3], [4]]
-    body = rs.map_document(hits).split("</head>", 1)[1]
+    assert [[h.rank for h in g] for g in sm.places(hits, km=1.0)] == [[1], [2], [3], [4]]
+    body = sm.map_document(hits).split("</head>", 1)[1]
     assert "Hits in 2 places" in body and "All hits" in body
     fit = re.search(r"let target = (.*?), shown", body, re.S).group(1)
     s, w, n, e = (float(v) for v in re.findall(r"-?\d+\.?\d*", fit))
@@ -136,17 +138,17 @@ def test_map_imagery_prefers_the_hits_sources_within_the_budget(tmp_path: Path):
     near = _overlay(tmp_path, "/x/near.tif", (5.04, 44.99, 5.05, 45.02), kb=40)
     far = _overlay(tmp_path, "/x/far.tif", (50.0, 0.0, 50.1, 0.1), kb=1)
     pictures = {o.key: o for o in (a, b, near, far)}
-    assert [o.key for o in rs.map_imagery(hits, pictures)] == [near.key, b.key, a.key]
-    assert [o.key for o in rs.map_imagery(hits, pictures, max_bytes=90_000)] == [b.key, a.key]
-    assert [o.key for o in rs.map_imagery(hits, pictures, max_bytes=10)] == [a.key]
-    assert rs.map_imagery([], pictures) == [] and rs.map_imagery(hits, {}) == []
+    assert [o.key for o in sm.map_imagery(hits, pictures)] == [near.key, b.key, a.key]
+    assert [o.key for o in sm.map_imagery(hits, pictures, max_bytes=90_000)] == [b.key, a.key]
+    assert [o.key for o in sm.map_imagery(hits, pictures, max_bytes=10)] == [a.key]
+    assert sm.map_imagery([], pictures) == [] and sm.map_imagery(hits, {}) == []
 
 
 def test_callouts_escape_source_names():
     evil = 'x<img src=y onerror=alert(1)>`${z}`.tif'
-    doc = rs.map_document([_hit(1, name=evil)])
+    doc = sm.map_document([_hit(1, name=evil)])
     assert "<img src=y" not in doc and "\\u003cimg src=y" not in doc
-    callout = rs.callout_html(_hit(1, name=evil), "data:image/png;base64,AA")
+    callout = sm.callout_html(_hit(1, name=evil), "data:image/png;base64,AA")
     assert "&lt;img src=y onerror=alert(1)&gt;" in callout
     assert 'data-rank="1"' in callout and "Ask about this chip" in callout
 
@@ -210,7 +212,7 @@ def test_first_search_builds_the_index_then_ranks_water_chips_first(ctl: Control
     assert doc.count("L.polygon(") == 5 and doc.count("viper-thumb") == 5
     # the three scenes' pictures, built with the index, under an imagery layer
     assert doc.count("L.imageOverlay(") == 3 and "L.control.layers(" in doc
-    assert rs.IMAGERY_LAYER in doc and rs.OSM_LAYER in doc
+    assert sm.IMAGERY_LAYER in doc and sm.OSM_LAYER in doc
     fc = json.loads(Path(view.files[0]).read_text())
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 5
     assert fc["features"][0]["geometry"]["type"] == "Polygon"
@@ -242,12 +244,12 @@ def test_build_again_adds_nothing(ctl: Controller):
 
 def test_thumbnail_is_a_small_png_of_the_chip(ctl: Controller):
     hit = ctl.search_region("water", k=1).hits[0]
-    uri = rs.thumbnail(hit, side=64)
+    uri = sm.thumbnail(hit, side=64)
     assert uri.startswith("data:image/png;base64,")
     picture = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert picture.format == "PNG" and max(picture.size) == 64 and picture.mode == "RGB"
     gone = _hit(1, source="/no/such/file.tif")
-    assert rs.thumbnail(gone) is None and rs.thumbnails([gone]) == {}
+    assert sm.thumbnail(gone) is None and sm.thumbnails([gone]) == {}
 
 
 @pytest.mark.parametrize("query, expected", [
@@ -373,22 +375,22 @@ def test_real_tiles_water_comes_from_ponds_and_harbour(shared_data: Path, tmp_pa
 
 def test_the_map_keeps_hits_clear_of_its_controls_and_callouts_inside():
     hits = [_hit(1), _hit(2, lon=100.0, lat=10.0)]
-    body = rs.map_document(hits, {1: "data:image/png;base64,AAAA"}, map_id="m42").split(
+    body = sm.map_document(hits, {1: "data:image/png;base64,AAAA"}, map_id="m42").split(
         "</head>", 1)[1]
     assert "viperFitPadding(map, L.latLngBounds(target), 30)" in body
     assert "paddingTopLeft: pad[0], paddingBottomRight: pad[1]" in body
     assert 'viperWatchView(map, "m42")' in body and "e.popup.update()" in body
     assert "autoPanPadding" in body
     # The thumbnail's size is known before it loads (the callout is laid out once).
-    assert rs.thumb_size(_hit(1, window=(0, 0, 512, 256))) == (160, 80)
-    assert rs.thumb_size(_hit(1, window=(0, 0, 100, 120))) == (100, 120)
-    callout = rs.callout_html(_hit(1, window=(0, 0, 512, 256)), "data:image/png;base64,AA")
+    assert sm.thumb_size(_hit(1, window=(0, 0, 512, 256))) == (160, 80)
+    assert sm.thumb_size(_hit(1, window=(0, 0, 100, 120))) == (100, 120)
+    callout = sm.callout_html(_hit(1, window=(0, 0, 512, 256)), "data:image/png;base64,AA")
     assert 'width="160" height="80"' in callout
 
 
 def test_each_map_has_an_id_its_views_carry():
-    first, second = rs.map_html([_hit(1)]), rs.map_html([_hit(1)])
+    first, second = sm.map_html([_hit(1)]), sm.map_html([_hit(1)])
     a, b = rs.SearchView("", map_html=first).map_id, rs.SearchView("", map_html=second).map_id
     assert a and b and a != b
     assert f'viperWatchView(map, "{a}")' in html.unescape(first)
-    assert rs.SearchView("").map_id == "" and rs.map_html([]) == rs.EMPTY_MAP
+    assert rs.SearchView("").map_id == "" and sm.map_html([]) == sm.EMPTY_MAP

@@ -249,7 +249,7 @@ def _thumb() -> str:
 
 def _map_page(browser, hits, width: int, height: int, thumbs: dict | None = None):  # noqa: F811
     """A page holding the results map of ``hits`` alone, fitted."""
-    from viper_rs.ui.search import map_document
+    from viper_rs.ui.search_map import map_document
 
     page = browser.new_page(viewport={"width": width, "height": height})
     page.set_content(map_document(hits, thumbs or {}, map_id="test"))

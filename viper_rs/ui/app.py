@@ -30,13 +30,8 @@ from viper_rs.ui.area import (
 from viper_rs.ui.area_jobs import AREA_MEMORY_BYTES, AREA_TIME_S, GIB
 from viper_rs.ui.catalog import GSD_RANGE_M, IMAGE_SUFFIXES, Catalog
 from viper_rs.ui.evidence import REGION_COLUMNS, escape_markdown, overlay
-from viper_rs.ui.search import (
-    DEFAULT_CHIP_M,
-    EMPTY_MAP,
-    MAP_LISTENER,
-    RESULT_COLUMNS,
-    RegionSearch,
-)
+from viper_rs.ui.search import DEFAULT_CHIP_M, RESULT_COLUMNS, RegionSearch
+from viper_rs.ui.search_map import EMPTY_MAP, MAP_LISTENER
 from viper_rs.ui.session import (
     FIELD_LABELS,
     Controller,

@@ -229,7 +229,7 @@ def test_no_other_module_defines_its_own_word_list():
                                 for p in sorted((REPO / d).rglob("*.py")))]
     bad = [
         f"{path.relative_to(REPO)}:{line} defines its own {kind} words"
-        for path in files if path != REPO / "viper_rs" / "vocabulary.py"
+        for path in files if path != REPO / "viper_rs" / "core" / "vocabulary.py"
         for line, kind in _word_lists(ast.parse(path.read_text(encoding="utf-8")))
     ]
     assert not bad, "import them from viper_rs.core.vocabulary:\n" + "\n".join(bad)

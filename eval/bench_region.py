@@ -19,7 +19,7 @@
    the mosaic, each in a fresh subprocess: the child's peak RSS and the growth of its RSS
    during the scan, per km2 and per building found.
 4. Scale estimate on paper: from the measured spectral cost per chip (scaled to 0.6 m
-   pixels) and the README's measured CPU costs of GRAFT and SAM, the time for a US county
+   pixels) and docs/benchmarks.md's measured CPU costs of GRAFT and SAM, the time for a US county
    and a US state on N-node Ray clusters, with and without GPUs (the GPU speed-up is an
    assumption, see :data:`GPU_SPEEDUPS`).
 """
@@ -44,7 +44,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: Shared real imagery, by folder (only rasters with at least 3 bands are used).
 REAL_GLOBS = ("naip/*.tif", "naip/north_dakota/*.tif", "aerial/*.tif")
 BACKENDS = ("in-process", "processes", "ray local")
-#: The README's ``python -m eval.bench`` CPU figures (2-core CPU, real-size models on a
+#: docs/benchmarks.md's ``python -m eval.bench`` CPU figures (2-core CPU, real-size models on a
 #: 500 x 500 px image): GRAFT ViT-B/16 image tower per window and windows per image, SAM
 #: ViT-B image embedding per image (one 1024 px input), SAM decoding per region.
 GRAFT_WINDOW_S, GRAFT_WINDOWS_PER_500PX = 0.307, 9
@@ -423,7 +423,7 @@ def tables(r: dict[str, Any]) -> str:
               f"with halo); spectral {s['spectral_chip_s_measured']} s/chip at 1 m measured, x"
               f"{(1 / NAIP_M) ** 2:.2f} for 0.6 m pixels; GRAFT+SAM on CPU {s['deep_cpu_chip_s']} "
               f"s/chip ({s['graft_windows_per_chip']} GRAFT windows, 1 SAM embedding, "
-              f"{s['sam_regions_per_chip']} SAM decodes; README eval.bench figures); "
+              f"{s['sam_regions_per_chip']} SAM decodes; docs/benchmarks.md eval.bench figures); "
               f"{s['cores_per_node']} cores or {s['gpus_per_node']} GPU per node; GPU speed-ups "
               f"are assumptions",
               f"{'area':11}{'chips':>11}{'model':>34}{'s/chip':>9}"

@@ -45,7 +45,7 @@ from viper_rs.synthetic import (
     make_scene,
 )
 
-#: Question families as the README names them.
+#: Question families as docs/synthetic.md names them.
 FAMILIES = {"presence": "presence", "count": "count", "comp": "comparison", "area": "area"}
 
 

@@ -1,5 +1,5 @@
 """One declaration per tool: a new tool shows up in the prompt API text, the sandbox
-namespace, argument validation and the README docs table."""
+namespace, argument validation and the tool table of docs/tools.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from viper_rs.tools.registry import tool
 from tests.conftest import REPO, StaticDetector
 from viper_rs import tools
 from viper_rs.agent import Agent
-from viper_rs.agent.docs import readme_tools_table
+from viper_rs.agent.docs import TOOLS_DOC, docs_tools_table
 from viper_rs.core.config import Settings
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
@@ -57,7 +57,7 @@ def test_new_tool_appears_everywhere(widest_tool, agent, image):
     # 3. argument validation
     bad = agent.run_program(image, "def execute_command(image):\n    return widest(find('building'), k='two')\n")
     assert bad.error["type"] == "tool" and "'k' must be int" in bad.error["message"]
-    # 4. the README docs table
+    # 4. the docs tool table
     assert "| `widest` |" in tools.REGISTRY.docs_table()
 
 
@@ -66,8 +66,9 @@ def test_unregistered_name_is_rejected_before_running(agent, image):
     assert ans.error["type"] == "validation"
 
 
-def test_readme_tool_table_is_generated_from_registry():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert readme_tools_table(tools.REGISTRY) in readme, (
-        "README tool table is stale: run `python -m viper_rs tools --update-readme`"
+def test_docs_tool_table_is_generated_from_registry():
+    assert TOOLS_DOC == REPO / "docs" / "tools.md"
+    page = TOOLS_DOC.read_text(encoding="utf-8")
+    assert docs_tools_table(tools.REGISTRY) in page, (
+        "docs/tools.md tool table is stale: run `python -m viper_rs tools --update-docs`"
     )

@@ -2,7 +2,7 @@
 
 A developer adds a tool by adding one decorated function (``@tool``) in a module here
 that is imported below: the prompt API text, the sandbox namespace, argument validation
-and the README's docs table all derive from the registry.
+and the tool table of docs/tools.md all derive from the registry.
 """
 
 from viper_rs.tools import core, filters, spatial  # noqa: F401  (registration side effects)

@@ -17,7 +17,7 @@ from viper_rs.core.georef import no_ground_size_message
 from viper_rs.core.regions import Region
 from viper_rs.core.vocabulary import split_modifiers
 
-# What one program may make the parent hold or do (README: "Limits").
+# What one program may make the parent hold or do (docs/limits.md).
 #: Longest concept name a tool accepts (characters).
 MAX_QUERY_CHARS = 200
 #: Most region references one tool call may pass.

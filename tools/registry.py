@@ -1,5 +1,5 @@
 """The tool registry: one declaration per tool drives the prompt API text, the sandbox
-namespace, argument validation and the README docs table."""
+namespace, argument validation and the tool table of docs/tools.md."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class Registry:
         return "\n\n".join(blocks)
 
     def docs_table(self) -> str:
-        """Markdown table of tools for the README."""
+        """Markdown table of tools for docs/tools.md."""
         rows = ["| tool | signature | what it does | example |", "|---|---|---|---|"]
         for t in self:
             ex = "<br>".join(f"`{line.strip()}`" for line in t.example.splitlines() if line.strip())

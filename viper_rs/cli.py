@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the chat messages, hash and size as JSON")
 
     tl = sub.add_parser("tools", help="print the tool table (Markdown)")
-    tl.add_argument("--update-readme", action="store_true", help="rewrite README.md's tool table")
+    tl.add_argument("--update-docs", action="store_true", help="rewrite docs/tools.md's tool table")
 
     wt = sub.add_parser("weights", help="show the model weights found; download CLIP / SAM")
     wt.add_argument("--download", nargs="?", const="all", choices=["clip", "sam", "all", "graft"],
@@ -136,12 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tools":
             from viper_rs import tools
-            from viper_rs.agent.docs import update_readme
+            from viper_rs.agent.docs import TOOLS_DOC, update_tools_doc
 
-            if args.update_readme:
-                readme = Path(__file__).resolve().parents[1] / "README.md"
-                changed = update_readme(readme, tools.REGISTRY)
-                print(f"{readme}: {'updated' if changed else 'already up to date'}")
+            if args.update_docs:
+                changed = update_tools_doc(TOOLS_DOC, tools.REGISTRY)
+                print(f"{TOOLS_DOC}: {'updated' if changed else 'already up to date'}")
             else:
                 print(tools.REGISTRY.docs_table())
             return 0

@@ -1,7 +1,7 @@
 """The one gate every raster read goes through: which paths may reach GDAL, which GDAL
 drivers may read them, and GDAL's network access off for local files.
 
-Rules (README "Input files GDAL may read" says the same):
+Rules (docs/limits.md, "Input rasters GDAL may read", says the same):
 
 - **Drivers:** only :data:`ALLOWED_DRIVERS` (GeoTIFF - COGs are GeoTIFFs -, PNG, JPEG).
   Formats that point at other files or URLs (VRT, GTI, WMS, MBTiles...) never open, whatever

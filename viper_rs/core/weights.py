@@ -315,7 +315,7 @@ def auto_reason(settings: Settings, building_error: str | None = None) -> str:
                 f"{settings.clip_model}, not GRAFT's text tower {CLIP_ARCH}" + tail)
     if choice == "clip":
         return (f"{head}: CLIP weights are present but no GRAFT checkpoint "
-                "(see the README section 'Model weights')" + tail)
+                "(see docs/weights.md)" + tail)
     return (f"{head}: no CLIP weights (needed by the graft and clip detectors); "
             f"run `python -m viper_rs weights --download clip`, or "
             f"{setting_hint('clip_checkpoint')}" + tail)

@@ -36,14 +36,14 @@ from viper_rs.vision.cost import BUILDING_GSD_M, BUILDING_GSD_RANGE_M
 # 427 px (0.3 m, 128 m) 0.116 s; with chip attributes 0.009 s (5 m: BuildingNet does not
 # cover it, the class maps are shared with the embedder), 0.122 s and 0.215 s (BuildingNet
 # at its 0.3 m scale: +0.10 s for 0.18 Mpx). On a loaded machine the same builds take 2-3x
-# (README's index benchmark: 0.048 s and 0.9 s a 128 px chip at load 4-6).
+# (docs/benchmarks.md, index benchmark: 0.048 s and 0.9 s a 128 px chip at load 4-6).
 
 #: Seconds per chip besides its pixels (the read's open, the row, the store).
 CHIP_S = 0.006
 #: The spectral class maps (the spectral embedder, and the land-cover attributes), seconds
 #: per million pixels of the chip as read.
 SPECTRAL_S_PER_MPX = 0.8
-#: An image tower (GRAFT, CLIP: one 224 px window per chip), seconds per chip: the README's
+#: An image tower (GRAFT, CLIP: one 224 px window per chip), seconds per chip: docs/benchmarks.md's
 #: ``python -m eval.bench`` figure (307 ms per window; no weights on this machine).
 TOWER_S_PER_CHIP = 0.31
 #: BuildingNet (building attributes, where it covers the source's pixel size), seconds per

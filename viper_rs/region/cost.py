@@ -37,7 +37,7 @@ from viper_rs.region.chips import CHIP_M
 from viper_rs.region.image import RegionImage
 
 # ----------------------------------------------------------------------------- constants
-# Measured with ``python -m eval.bench_region_cost`` (the README's "Region cost benchmark"
+# Measured with ``python -m eval.bench_region_cost`` (docs/benchmarks.md, "Region cost benchmark"
 # gives the table): 17 runs of ``python -m viper_rs region ... --json`` on real imagery
 # (North Dakota NAIP 5 m, Napa NAIP 1 m, SpaceNet aerial 1 m float64, OpenAerialMap drone
 # tiles 0.149 m), at the imagery's own pixel size and resampled (``--gsd`` 2 to 0.149 m),
@@ -81,7 +81,7 @@ class DetectorCost:
 #: included); BuildingNet 160-165 B and 2.0 CPU s per Mpx at its 0.3 m scale plus about
 #: 0.9 s per Mpx of the chip as read (0.149 m chips are downsampled 4x: 60 s for 40 Mpx
 #: read), a process with torch and its weights loaded about 640 MB. ``graft``/``clip``/
-#: ``sam`` are not measured here (no weights on the machine): from the README's
+#: ``sam`` are not measured here (no weights on the machine): from docs/benchmarks.md's
 #: ``python -m eval.bench`` figures (ViT-B/16 image tower 307 ms per 224 px window at
 #: stride 160 at its 1 m scale = 12 s per Mpx; cold start 27 s; SAM ViT-B image embedding
 #: 19.6 s per chip), memory per pixel assumed. ``other`` (oracle, test detectors) is

@@ -525,7 +525,7 @@ IMAGE_TOWERS = ("graft", "clip")
 ClipModel = tuple[torch.nn.Module, Any, str]
 NO_GRAFT_CHECKPOINT = (
     f"the graft image tower needs a GRAFT checkpoint: {setting_hint('graft_checkpoint')} "
-    "(README 'Model weights' says where to get it)"
+    "(docs/weights.md says where to get it)"
 )
 
 

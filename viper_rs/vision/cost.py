@@ -30,7 +30,7 @@ from viper_rs.core.geo import RasterHeader, ways_out
 from viper_rs.core.overrides import setting_hint
 
 # ----------------------------------------------------------------------------- constants
-# Measured with ``python -m eval.bench_image_memory`` (README, "Image memory benchmark"):
+# Measured with ``python -m eval.bench_image_memory`` (docs/benchmarks.md, "Image memory benchmark"):
 # ``python -m viper_rs ask`` in a fresh process under /usr/bin/time -v on uint8 RGB
 # GeoTIFFs of 0.25 to 16 Mpx at 0.3 m (synthetic scenes tiled), a building count (auto:
 # BuildingNet, at its own 0.3 m scale here) and a water area (auto: the spectral rules)

@@ -7,7 +7,7 @@ scale the building model reads); every other building is **residential** (small 
 pitched roofs: shingles, tiles). It is what the roof suggests from above, not the use
 mapped on the ground (OpenStreetMap's building=retail, =house...): a white-roofed house is
 called commercial and a tar-roofed shop residential. Measured on the RSVQA-HR questions
-that name residential / commercial buildings (README, "Synthetic scenes").
+that name residential / commercial buildings (docs/synthetic.md).
 """
 
 from __future__ import annotations

@@ -28,6 +28,17 @@ class Tool:
     summary: str
     description: str
     example: str
+    #: Answer kinds a program returning this tool's result may have, the first being the
+    #: kind its result gives (``count`` -> ``("count", "other")``); empty for tools whose
+    #: result is no answer by itself (find, the filters, the relations).
+    kinds: tuple[str, ...] = ()
+    #: Parameters that take a concept phrase (``find(name)``, ``count(target)``): the
+    #: detector work a program's literal strings there will ask for.
+    concepts: tuple[str, ...] = ()
+
+    def concept_positions(self) -> tuple[int, ...]:
+        """Positions of the :attr:`concepts` parameters in the signature."""
+        return tuple(i for i, p in enumerate(self.signature.parameters) if p in self.concepts)
 
     def signature_text(self) -> str:
         """``name(arg: type = default, ...) -> type`` as shown to programs."""
@@ -47,16 +58,19 @@ class Registry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
 
-    def register(self, func: Callable[..., Any] | None = None, *, name: str | None = None):
-        """Decorator: declare ``func`` as a tool. Its docstring must contain ``Example:``."""
+    def register(self, func: Callable[..., Any] | None = None, *, name: str | None = None,
+                 kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = ()):
+        """Decorator: declare ``func`` as a tool. Its docstring must contain ``Example:``;
+        ``kinds`` and ``concepts`` fill :attr:`Tool.kinds` and :attr:`Tool.concepts`."""
 
         def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(f, name=name)
+            self.add(f, name=name, kinds=kinds, concepts=concepts)
             return f
 
         return deco(func) if func is not None else deco
 
-    def add(self, func: Callable[..., Any], name: str | None = None) -> Tool:
+    def add(self, func: Callable[..., Any], name: str | None = None,
+            kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = ()) -> Tool:
         """Register ``func`` (see :meth:`register`)."""
         tname = name or func.__name__
         if not tname.isidentifier() or tname.startswith("_"):
@@ -76,7 +90,11 @@ class Registry:
                 raise ValueError(f"tool {tname!r}: parameter {p.name!r} has no type annotation")
         if "return" not in hints:
             raise ValueError(f"tool {tname!r}: return type annotation missing")
-        t = Tool(tname, func, sig, hints, summary, body, inspect.cleandoc(example))
+        unknown = [c for c in concepts if c not in sig.parameters]
+        if unknown:
+            raise ValueError(f"tool {tname!r}: concept parameters {unknown} are not parameters")
+        t = Tool(tname, func, sig, hints, summary, body, inspect.cleandoc(example),
+                 tuple(kinds), tuple(concepts))
         self._tools[tname] = t
         return t
 
@@ -96,6 +114,10 @@ class Registry:
     def names(self) -> list[str]:
         """Tool names, in declaration order (the sandbox namespace)."""
         return list(self._tools)
+
+    def kinds(self) -> dict[str, tuple[str, ...]]:
+        """Tool name -> :attr:`Tool.kinds`, for the tools whose result is an answer."""
+        return {t.name: t.kinds for t in self if t.kinds}
 
     # -------------------------------------------------------------- validation
     def bind(self, name: str, args: list | tuple, kwargs: dict) -> inspect.BoundArguments:

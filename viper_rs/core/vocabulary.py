@@ -130,6 +130,12 @@ _NO_STRIP = ("ss", "us", "is")
 # --------------------------------------------------------------------------- functions
 
 
+def query_key(query: str) -> str:
+    """A concept query as the detectors' caches and the answer's wording key it: lower case,
+    single-spaced, no leading or trailing space (``" Water  Area"`` -> ``"water area"``)."""
+    return " ".join(query.lower().split())
+
+
 def split_modifiers(phrase: str) -> tuple[str, str | None, str | None]:
     """Split the leading articles, size and shape words off a lower-case phrase:
     ``"a small round water area"`` -> (``"water area"``, ``"small"``, ``"circular"``).

@@ -38,7 +38,9 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.geo": 1,
     "viper_rs.core.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
     "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
-    "viper_rs.core.answer": 1,
+    "viper_rs.core.answer_json": 1,  # an answer as bounded strict JSON: output caps, json_safe
+    "viper_rs.core.answer": 1,  # the Answer record, and its tool calls as data (answer_json)
+    "viper_rs.core.wording": 1,  # an answer's text: value wording, what was counted (answer)
     "viper_rs.sandbox": 1,
     "viper_rs.core.weights": 1,
     "viper_rs.tools": 2,  # the repository's tools/ folder, installed as viper_rs.tools

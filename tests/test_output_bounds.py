@@ -17,7 +17,8 @@ from shapely.geometry import Polygon, box
 
 from tests.conftest import REPO
 from viper_rs import cli
-from viper_rs.core.answer import (
+from viper_rs.core.answer import Answer
+from viper_rs.core.answer_json import (
     MAX_ANSWER_JSON_BYTES,
     MAX_LABEL_CHARS,
     MAX_PROGRAM_CHARS,
@@ -25,7 +26,6 @@ from viper_rs.core.answer import (
     MAX_STDOUT_CHARS,
     MAX_TEXT_CHARS,
     MAX_TRACE_ENTRIES,
-    Answer,
     dumps_strict,
     json_safe,
 )

@@ -10,13 +10,14 @@ from typing import Any
 from viper_rs import tools  # noqa: F401  (registers the tools)
 from viper_rs.agent.executor import ToolExecutor
 from viper_rs.agent.places import add_places
-from viper_rs.core.answer import Answer, normalise
+from viper_rs.core.answer import Answer
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.timing import ms_since
 from viper_rs.core.vocabulary import query_key
+from viper_rs.core.wording import normalise
 from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.sandbox import Limits, Sandbox
@@ -172,6 +173,7 @@ class Agent:
             question=question,
             program=program,
             trace=executor.trace,
+            calls=executor.calls,
             # A timed-out program's partial regions are not evidence of anything.
             regions=[] if timed_out else [ctx.regions[i] for i in sorted(ctx.regions)],
             timings=timings,

@@ -312,7 +312,8 @@ def _call(tool: str, *args: object, result: object) -> ToolCall:
     """A tool call as the executor records it (kinds from the registry)."""
     from viper_rs.tools import REGISTRY
 
-    return ToolCall(tool, REGISTRY[tool].kinds, tuple(args), result=result)
+    declared = REGISTRY[tool]
+    return ToolCall(tool, declared.kinds, declared.describes, tuple(args), result=result)
 
 
 def _traced(kind: str, value: object, calls: list[ToolCall]) -> Answer:
@@ -357,7 +358,7 @@ def test_answers_show_their_numbers():
     assert readable(other) == "4"
     # A failed last call, or a trace without calls as data, names nothing.
     failed = _traced("count", 3, [_call("find", "tree", result=_set(1, 2, 3)),
-                                  ToolCall("count", ("count", "other"), (_set(1, 2, 3),),
+                                  ToolCall("count", ("count", "other"), None, (_set(1, 2, 3),),
                                            failed=True)])
     assert readable(failed) == "3"
 

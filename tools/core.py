@@ -19,7 +19,7 @@ def resolve_target(target: str | list[Region]) -> list[Region]:
     return find(target) if isinstance(target, str) else list(target)
 
 
-@tool(concepts=("name",))
+@tool(concepts=("name",), describes="concept")
 def find(name: str) -> list[Region]:
     """Instances of a concept in the image, e.g. "building", "small residential building".
 

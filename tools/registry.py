@@ -15,6 +15,8 @@ from viper_rs.core.errors import ToolError
 from viper_rs.core.regions import Region
 
 _EXAMPLE_RE = re.compile(r"^\s*Example:\s*$", re.MULTILINE)
+#: Values of :attr:`Tool.describes`.
+Describes = Literal["concept", "modifier", "relation"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class Tool:
     #: Parameters that take a concept phrase (``find(name)``, ``count(target)``): the
     #: detector work a program's literal strings there will ask for.
     concepts: tuple[str, ...] = ()
+    #: How an answer names the region list this tool returns: ``"concept"`` (the regions
+    #: of its concept argument: find), ``"modifier"`` (its second argument, a word, before
+    #: the first argument's name: the size and shape filters), ``"relation"`` (the first
+    #: argument's name, the relation's phrase, the second's: the spatial relations), or
+    #: None (not named).
+    describes: Describes | None = None
 
     def concept_positions(self) -> tuple[int, ...]:
         """Positions of the :attr:`concepts` parameters in the signature."""
@@ -59,18 +67,20 @@ class Registry:
         self._tools: dict[str, Tool] = {}
 
     def register(self, func: Callable[..., Any] | None = None, *, name: str | None = None,
-                 kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = ()):
+                 kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = (),
+                 describes: Describes | None = None):
         """Decorator: declare ``func`` as a tool. Its docstring must contain ``Example:``;
-        ``kinds`` and ``concepts`` fill :attr:`Tool.kinds` and :attr:`Tool.concepts`."""
+        ``kinds``, ``concepts`` and ``describes`` fill the :class:`Tool` fields of those names."""
 
         def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(f, name=name, kinds=kinds, concepts=concepts)
+            self.add(f, name=name, kinds=kinds, concepts=concepts, describes=describes)
             return f
 
         return deco(func) if func is not None else deco
 
     def add(self, func: Callable[..., Any], name: str | None = None,
-            kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = ()) -> Tool:
+            kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = (),
+            describes: Describes | None = None) -> Tool:
         """Register ``func`` (see :meth:`register`)."""
         tname = name or func.__name__
         if not tname.isidentifier() or tname.startswith("_"):
@@ -94,7 +104,7 @@ class Registry:
         if unknown:
             raise ValueError(f"tool {tname!r}: concept parameters {unknown} are not parameters")
         t = Tool(tname, func, sig, hints, summary, body, inspect.cleandoc(example),
-                 tuple(kinds), tuple(concepts))
+                 tuple(kinds), tuple(concepts), describes)
         self._tools[tname] = t
         return t
 

@@ -75,9 +75,11 @@ class ToolExecutor:
             if len(self.ctx.stages) > n_stages:
                 entry["detections"] = self.ctx.stages[n_stages:]
             self.trace.append(entry)
+            tool = self.registry[name] if name in self.registry else None
             self.calls.append(ToolCall(
                 tool=name,
-                kinds=self.registry[name].kinds if name in self.registry else (),
+                kinds=tool.kinds if tool is not None else (),
+                describes=tool.describes if tool is not None else None,
                 args=tuple(call_value(a) for a in real_args),
                 kwargs={str(k): call_value(v) for k, v in real_kwargs.items()},
                 result=call_value(done[0]) if done else None,

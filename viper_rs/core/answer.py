@@ -40,12 +40,14 @@ CallValue = RegionSet | bool | int | float | str | None
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One tool call of a program, as the executor ran it: the tool, the answer kinds its
-    result may have (the registry's ``Tool.kinds``), the positional and keyword arguments
-    and the result (:data:`CallValue`), and whether it failed."""
+    """One tool call of a program, as the executor ran it: the tool, what the registry
+    declares of it (``Tool.kinds``: the answer kinds its result may have; ``Tool.describes``:
+    how answers name the region list it returns), the positional and keyword arguments and
+    the result (:data:`CallValue`), and whether it failed."""
 
     tool: str
     kinds: tuple[str, ...] = ()
+    describes: str | None = None
     args: tuple[CallValue, ...] = ()
     kwargs: dict[str, CallValue] = field(default_factory=dict)
     result: CallValue = None

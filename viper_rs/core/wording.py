@@ -87,8 +87,8 @@ def plural(phrase: str) -> str:
 
 def call_labels(calls: list[ToolCall]) -> dict[tuple[int, ...], Label]:
     """What each region list of the calls holds, by its ids, from the calls that made it
-    (find, filter_size, filter_shape and the relation tools); a later call that gives the
-    same list relabels it."""
+    (as their tools' ``describes`` says: find, the size and shape filters, the relations);
+    a later call that gives the same list relabels it."""
     labels: dict[tuple[int, ...], Label] = {}
 
     def of(arg: CallValue) -> Label | None:
@@ -101,13 +101,13 @@ def call_labels(calls: list[ToolCall]) -> dict[tuple[int, ...], Label]:
             continue
         args = call.args
         label: Label | None = None
-        if call.tool == "find" and args and isinstance(args[0], str):
+        if call.describes == "concept" and args and isinstance(args[0], str):
             label = of(args[0])
-        elif call.tool in ("filter_size", "filter_shape") and len(args) >= 2:
+        elif call.describes == "modifier" and len(args) >= 2:
             src = of(args[0])
             if src is not None and isinstance(args[1], str):
                 label = Label(f"{args[1]} {src.noun}", src.tail)
-        elif call.tool in _RELATION_TEXT and len(args) >= 2:
+        elif call.describes == "relation" and call.tool in _RELATION_TEXT and len(args) >= 2:
             a, b = of(args[0]), of(args[1])
             if a is not None and b is not None:
                 label = Label(a.noun, f"{a.tail} {_RELATION_TEXT[call.tool]} {b.text(2)}")
@@ -145,15 +145,15 @@ def answer_parts(answer: Answer) -> tuple[str, str]:
     last = answer.calls[-1]
     if last.failed or answer.kind not in last.kinds:
         return "", ""
-    tool, result = last.tool, last.result
-    if tool != "area" and (type(result) is not type(answer.value) or result != answer.value):
+    kind, result = last.kinds[0], last.result  # the kind the tool's result gives
+    if kind != "area" and (type(result) is not type(answer.value) or result != answer.value):
         return "", ""
     args = last.args
     if not args:
         return "", ""
     labels = call_labels(answer.calls[:-1])
     n, label = _operand(args[0], labels, answer.regions)
-    if tool == "compare":
+    if kind == "comparison":
         if len(args) < 2:
             return "", ""
         m, other = _operand(args[1], labels, answer.regions)
@@ -162,9 +162,9 @@ def answer_parts(answer: Answer) -> tuple[str, str]:
         return f"{_side(n, label)} vs {_side(m, other)} → ", ""
     if label is None:
         return "", ""
-    if tool == "count":
+    if kind == "count":
         return "", f" {label.text(answer.value if isinstance(answer.value, int) else None)}"
-    if tool == "area":
+    if kind == "area":
         return "", f" of {label.text(2)}"
     return "", f" ({n if n is not None else '?'} {label.text(n)})"
 

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.regions": 0,
     "viper_rs.core.budget": 0,
     "viper_rs.core.textsafe": 0,  # safe terminal text (new, imports nothing of the project)
+    "viper_rs.core.classes": 0,  # the concept table: classes, phrases, colours, detectors
     "viper_rs.core.vocabulary": 0,  # size/shape/article words, relation phrases, plural tables
     "viper_rs.core.files": 0,  # the exists / is-a-directory / empty check of input files
     "viper_rs.core.lru": 0,  # the thread-safe LRU cache of every in-memory cache

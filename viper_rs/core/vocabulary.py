@@ -49,8 +49,6 @@ ARTICLES: tuple[str, ...] = ("a", "an", "the", "some", "any")
 #: the detector with the concept, and the rule planner reads it only where a question form
 #: names it (e.g. "Count all X").
 CONCEPT_ARTICLES: tuple[str, ...] = (*ARTICLES, "all")
-#: Determiners the oracle detector drops (synthetic questions write "a" and "the").
-ORACLE_ARTICLES: tuple[str, ...] = ("a", "an", "the")
 
 # --------------------------------------------------------------------------- relations
 

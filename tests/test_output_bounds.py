@@ -301,10 +301,10 @@ def good(value: int) -> Answer:
 
 @pytest.mark.parametrize("as_json", [True, False])
 def test_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path, scene_tif, as_json):
-    import viper_rs.agent.loop
+    import viper_rs.agent
 
     FakeAgent.answers = [good(1), Exploding(question=None, answer="x", value=1, kind="count"), good(3)]
-    monkeypatch.setattr(viper_rs.agent.loop, "Agent", FakeAgent)
+    monkeypatch.setattr(viper_rs.agent, "Agent", FakeAgent)
     progs = []
     for name in ("a.py", "b.py", "c.py"):
         (tmp_path / name).write_text("def execute_command(image):\n    return 1\n")
@@ -323,11 +323,11 @@ def test_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path, scene
 
 
 def test_demo_json_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path):
-    import viper_rs.agent.loop
+    import viper_rs.agent
 
     FakeAgent.answers = [good(1), Exploding(question="q", answer="x", value=1, kind="count"),
                          *[good(i) for i in range(8)]]
-    monkeypatch.setattr(viper_rs.agent.loop, "Agent", FakeAgent)
+    monkeypatch.setattr(viper_rs.agent, "Agent", FakeAgent)
     code = cli.main(["demo", "--n", "3", "--json", "--out", str(tmp_path / "demo")])
     cap = capsys.readouterr()
     rows = [strict_loads(ln) for ln in cap.out.splitlines()]

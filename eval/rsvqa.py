@@ -33,7 +33,7 @@ from eval.scoring import (
     question_template,
     to_answer_space,
 )
-from viper_rs.core.answer import dumps_strict
+from viper_rs.core.answer_json import dumps_strict
 from viper_rs.core.config import Settings
 
 log = logging.getLogger("eval.rsvqa")

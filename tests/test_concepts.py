@@ -8,9 +8,9 @@ import re
 import pytest
 
 from tests.conftest import DATA
+from viper_rs.core.classes import SUPPORTED_CLASSES
 from viper_rs.core.errors import UnknownConceptError
 from viper_rs.vision.concepts import (
-    SUPPORTED_CLASSES,
     VOCABULARY,
     known_concepts,
     normalize_phrase,

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.regions": 0,
     "viper_rs.core.budget": 0,
     "viper_rs.core.textsafe": 0,  # safe terminal text (new, imports nothing of the project)
+    "viper_rs.core.classes": 0,  # the concept table: classes, phrases, colours, detectors
     "viper_rs.core.vocabulary": 0,  # size/shape/article words, relation phrases, plural tables
     "viper_rs.core.files": 0,  # the exists / is-a-directory / empty check of input files
     "viper_rs.core.lru": 0,  # the thread-safe LRU cache of every in-memory cache
@@ -38,7 +39,9 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.geo": 1,
     "viper_rs.core.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
     "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
-    "viper_rs.core.answer": 1,
+    "viper_rs.core.answer_json": 1,  # an answer as bounded strict JSON: output caps, json_safe
+    "viper_rs.core.answer": 1,  # the Answer record, and its tool calls as data (answer_json)
+    "viper_rs.core.wording": 1,  # an answer's text: value wording, what was counted (answer)
     "viper_rs.sandbox": 1,
     "viper_rs.sandbox.limits": 1,  # Limits, SandboxResult (config, errors)
     "viper_rs.sandbox.dispatch": 1,  # the parent's side of tool calls (budget, limits)

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from viper_rs.cli import main
+from viper_rs.core.classes import METRIC_CLASSES, SUPPORTED_CLASSES
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import NoGroundSize
 from viper_rs.core.geo import GeoImage
 from viper_rs.synthetic import make_scene
-from viper_rs.vision.concepts import METRIC_CLASSES, SUPPORTED_CLASSES
 from viper_rs.vision.spectral import SpectralDetector
 
 SPECTRAL = ("--detector", "spectral", "--planner", "rules")

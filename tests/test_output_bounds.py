@@ -17,7 +17,8 @@ from shapely.geometry import Polygon, box
 
 from tests.conftest import REPO
 from viper_rs import cli
-from viper_rs.core.answer import (
+from viper_rs.core.answer import Answer
+from viper_rs.core.answer_json import (
     MAX_ANSWER_JSON_BYTES,
     MAX_LABEL_CHARS,
     MAX_PROGRAM_CHARS,
@@ -25,7 +26,6 @@ from viper_rs.core.answer import (
     MAX_STDOUT_CHARS,
     MAX_TEXT_CHARS,
     MAX_TRACE_ENTRIES,
-    Answer,
     dumps_strict,
     json_safe,
 )
@@ -301,10 +301,10 @@ def good(value: int) -> Answer:
 
 @pytest.mark.parametrize("as_json", [True, False])
 def test_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path, scene_tif, as_json):
-    import viper_rs.agent.loop
+    import viper_rs.agent
 
     FakeAgent.answers = [good(1), Exploding(question=None, answer="x", value=1, kind="count"), good(3)]
-    monkeypatch.setattr(viper_rs.agent.loop, "Agent", FakeAgent)
+    monkeypatch.setattr(viper_rs.agent, "Agent", FakeAgent)
     progs = []
     for name in ("a.py", "b.py", "c.py"):
         (tmp_path / name).write_text("def execute_command(image):\n    return 1\n")
@@ -323,11 +323,11 @@ def test_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path, scene
 
 
 def test_demo_json_failed_emit_costs_only_that_answer(monkeypatch, capsys, tmp_path):
-    import viper_rs.agent.loop
+    import viper_rs.agent
 
     FakeAgent.answers = [good(1), Exploding(question="q", answer="x", value=1, kind="count"),
                          *[good(i) for i in range(8)]]
-    monkeypatch.setattr(viper_rs.agent.loop, "Agent", FakeAgent)
+    monkeypatch.setattr(viper_rs.agent, "Agent", FakeAgent)
     code = cli.main(["demo", "--n", "3", "--json", "--out", str(tmp_path / "demo")])
     cap = capsys.readouterr()
     rows = [strict_loads(ln) for ln in cap.out.splitlines()]

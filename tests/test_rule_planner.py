@@ -13,7 +13,7 @@ from tests.conftest import DATA
 from viper_rs import tools
 from viper_rs.core.errors import ConfigError, PlanningError
 from viper_rs.planning import PLANNER_NAMES, Plan, Planner, RulePlanner, build_planner
-from viper_rs.planning.rules import TEMPLATES, TOOLS_EMITTED, pluralise_identifier
+from viper_rs.planning.rules import TEMPLATES, answer_tool, pluralise_identifier
 
 QUESTIONS = DATA / "rsvqa_hr_mini" / "USGS_split_mini_questions.json"
 KIND_OF_TYPE = {"presence": "presence", "count": "count", "area": "area", "comp": "comparison"}
@@ -357,8 +357,22 @@ def test_identifiers_are_readable_plurals():
 # --------------------------------------------------------------------------- factory
 
 
-def test_emitted_tools_are_registered():
-    assert set(TOOLS_EMITTED) <= set(tools.REGISTRY.names())
+def test_emitted_tools_are_registered(planner):
+    """Every name a rule-planned program calls is a registered tool (the registry is the one
+    list of tool names); each question kind is answered by the tool whose kind it is."""
+    called = set()
+    for template in TEMPLATES:
+        for q in (template.example, template.example.replace("buildings", "small buildings "
+                                                              "at the left of a road")):
+            tree = ast.parse(planner.plan(q).program)
+            called |= {n.func.id for n in ast.walk(tree)
+                       if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert called <= set(tools.REGISTRY.names())
+    assert {"find", "filter_size", "left_of", "exists", "count", "area", "compare"} <= called
+    assert [answer_tool(k) for k in ("presence", "count", "area", "comparison")] == [
+        "exists", "count", "area", "compare"]
+    with pytest.raises(PlanningError):
+        answer_tool("colour")
 
 
 @pytest.mark.parametrize("name", ["rules", "auto", "RULES", " Auto "])

@@ -102,7 +102,7 @@ def test_score_threshold_is_disabled_for_detectors_without_scores(tmp_path: Path
 
 
 def test_cli_flags_read_as_the_apps_fields():
-    from viper_rs.core.answer import format_area
+    from viper_rs.core.wording import format_area
     from viper_rs.planning import _NOT_CONFIGURED
 
     for text in (format_area(12.0, "px"), _NOT_CONFIGURED,

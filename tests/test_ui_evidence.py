@@ -18,11 +18,12 @@ from shapely.geometry import LinearRing, box, shape
 
 from tests.conftest import StaticDetector
 from viper_rs.agent import Agent
-from viper_rs.core.answer import Answer, readable
+from viper_rs.core.answer import Answer, RegionSet, ToolCall
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
+from viper_rs.core.wording import readable
 from viper_rs.synthetic import make_scene
 from viper_rs.ui.evidence import (
     GPKG_FIELDS,
@@ -307,46 +308,75 @@ def test_answer_markdown_errors(oracle_answers):
     assert "&amp;" in md
 
 
-def _traced(kind: str, value: object, trace: list[dict]) -> Answer:
+def _call(tool: str, *args: object, result: object) -> ToolCall:
+    """A tool call as the executor records it (kinds from the registry)."""
+    from viper_rs.tools import REGISTRY
+
+    declared = REGISTRY[tool]
+    return ToolCall(tool, declared.kinds, declared.describes, tuple(args), result=result)
+
+
+def _traced(kind: str, value: object, calls: list[ToolCall]) -> Answer:
     text = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-    return Answer(question="q", answer=text, value=value, kind=kind, trace=trace)
+    return Answer(question="q", answer=text, value=value, kind=kind, calls=calls)
 
 
-def _set(*ids: int) -> dict:
-    return {"regions": len(ids), "ids": list(ids)}
+def _set(*ids: int) -> RegionSet:
+    return RegionSet(ids)
 
 
 def test_answers_show_their_numbers():
     small, large, every = _set(3, 5, 6, 9), _set(0, 1, 2, 4), _set(*range(10))
     comparison = _traced("comparison", False, [
-        {"tool": "find", "args": ["building"], "result": every},
-        {"tool": "filter_size", "args": [every, "small"], "result": small},
-        {"tool": "filter_size", "args": [every, "large"], "result": large},
-        {"tool": "compare", "args": [small, large, "more"], "result": False},
+        _call("find", "building", result=every),
+        _call("filter_size", every, "small", result=small),
+        _call("filter_size", every, "large", result=large),
+        _call("compare", small, large, "more", result=False),
     ])
     assert readable(comparison) == "4 small buildings vs 4 large buildings → no"
     md = answer_markdown(comparison)
     assert md.startswith("4 small buildings vs 4 large buildings → **no**")
     assert comparison.value is False and comparison.kind == "comparison"
-    count = _traced("count", 3, [{"tool": "find", "args": ["water area"], "result": _set(1, 2, 3)},
-                                 {"tool": "count", "args": [_set(1, 2, 3)], "result": 3}])
+    count = _traced("count", 3, [_call("find", "water area", result=_set(1, 2, 3)),
+                                 _call("count", _set(1, 2, 3), result=3)])
     assert answer_markdown(count).startswith("**3** water areas")
-    one = _traced("count", 1, [{"tool": "find", "args": ["tree"], "result": _set(7)},
-                               {"tool": "count", "args": [_set(7)], "result": 1}])
+    one = _traced("count", 1, [_call("find", "tree", result=_set(7)),
+                               _call("count", _set(7), result=1)])
     assert readable(one) == "1 tree"
     near = _traced("presence", False, [
-        {"tool": "find", "args": ["water area"], "result": _set(0)},
-        {"tool": "find", "args": ["road"], "result": _set(1, 2)},
-        {"tool": "next_to", "args": [_set(0), _set(1, 2)], "result": []},
-        {"tool": "exists", "args": [[]], "result": False},
+        _call("find", "water area", result=_set(0)),
+        _call("find", "road", result=_set(1, 2)),
+        _call("next_to", _set(0), _set(1, 2), result=_set()),
+        _call("exists", _set(), result=False),
     ])
     assert readable(near) == "no (0 water areas next to roads)"
     area = Answer(question="q", answer="12.0 m2", value=12.0, kind="area",
-                  trace=[{"tool": "area", "args": ["tree"], "result": 12.0}])
+                  calls=[_call("area", "tree", result=12.0)])
     assert readable(area) == "12.0 m2 of trees"
     # A program whose return is not the last tool call's result reads as before.
-    other = _traced("count", 4, [{"tool": "count", "args": ["building"], "result": 3}])
+    other = _traced("count", 4, [_call("count", "building", result=3)])
     assert readable(other) == "4"
+    # A failed last call, or a trace without calls as data, names nothing.
+    failed = _traced("count", 3, [_call("find", "tree", result=_set(1, 2, 3)),
+                                  ToolCall("count", ("count", "other"), None, (_set(1, 2, 3),),
+                                           failed=True)])
+    assert readable(failed) == "3"
+
+
+def test_wording_reads_whole_region_lists():
+    """The labels come from the calls' whole id lists: two lists of 13 regions that share
+    their first 12 ids are told apart (the trace lists 12 ids per list, and reading the
+    answer from it gave both lists the label of the later call)."""
+    every = _set(*range(30))
+    small, near = _set(*range(12), 20), _set(*range(12), 25)
+    answer = _traced("comparison", False, [
+        _call("find", "building", result=every),
+        _call("filter_size", every, "small", result=small),
+        _call("find", "road", result=_set(40, 41)),
+        _call("next_to", every, _set(40, 41), result=near),
+        _call("compare", small, near, "more", result=False),
+    ])
+    assert readable(answer) == "13 small buildings vs 13 buildings next to roads → no"
 
 
 def test_notes_are_one_details_block_with_code_spans():
@@ -379,7 +409,7 @@ def test_plain_text_undoes_the_chat_markup(text):
 
 
 def test_every_note_is_reachable_in_a_nested_block():
-    from viper_rs.core.answer import MAX_NOTES
+    from viper_rs.core.answer_json import MAX_NOTES
     from viper_rs.ui.evidence import plain_text
 
     notes = [f"note {i} `code {i}`" for i in range(8)]

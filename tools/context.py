@@ -15,7 +15,7 @@ from viper_rs.core.errors import NoGroundSize, ToolError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.georef import no_ground_size_message
 from viper_rs.core.regions import Region
-from viper_rs.core.vocabulary import split_modifiers
+from viper_rs.core.vocabulary import query_key, split_modifiers
 
 # What one program may make the parent hold or do (docs/limits.md).
 #: Longest concept name a tool accepts (characters).
@@ -50,7 +50,7 @@ class ToolContext:
 
     def detect(self, query: str) -> list[Region]:
         """Regions of a base concept (no size/shape words), cached for this run."""
-        key = " ".join(query.lower().split())
+        key = query_key(query)
         if key not in self.detect_cache:
             budget.check()
             for note in self.detector.notes(self.image, key):

@@ -19,7 +19,7 @@ def resolve_target(target: str | list[Region]) -> list[Region]:
     return find(target) if isinstance(target, str) else list(target)
 
 
-@tool
+@tool(concepts=("name",), describes="concept")
 def find(name: str) -> list[Region]:
     """Instances of a concept in the image, e.g. "building", "small residential building".
 
@@ -43,7 +43,7 @@ def find(name: str) -> list[Region]:
     return regions
 
 
-@tool
+@tool(kinds=("presence",), concepts=("target",))
 def exists(target: str | list[Region]) -> bool:
     """Whether at least one instance exists (a concept name or a list of regions).
 
@@ -54,7 +54,7 @@ def exists(target: str | list[Region]) -> bool:
     return len(resolve_target(target)) > 0
 
 
-@tool
+@tool(kinds=("count", "other"), concepts=("target",))
 def count(target: str | list[Region]) -> int:
     """Number of instances (a concept name or a list of regions).
 
@@ -65,7 +65,7 @@ def count(target: str | list[Region]) -> int:
     return len(resolve_target(target))
 
 
-@tool
+@tool(kinds=("area",), concepts=("target",))
 def area(target: str | list[Region]) -> float:
     """Ground area covered, in m2 (union of the instances' masks; pixels if the image has no ground size).
 
@@ -116,7 +116,7 @@ def _overlap_clusters(regions: list[Region]) -> list[list[Region]]:
     return list(groups.values())
 
 
-@tool
+@tool(kinds=("comparison", "presence"), concepts=("a", "b"))
 def compare(
     a: int | str | list[Region],
     b: int | str | list[Region],

@@ -11,7 +11,7 @@ from viper_rs.tools.registry import tool
 from viper_rs.core.regions import Region
 
 
-@tool
+@tool(describes="modifier")
 def filter_size(
     regions: list[Region],
     size: Literal["small", "medium", "large"],
@@ -33,7 +33,7 @@ def filter_size(
     return apply_size(regions, size, small, large)
 
 
-@tool
+@tool(describes="modifier")
 def filter_shape(
     regions: list[Region], shape: Literal["square", "rectangular", "circular"]
 ) -> list[Region]:

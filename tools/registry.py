@@ -15,6 +15,8 @@ from viper_rs.core.errors import ToolError
 from viper_rs.core.regions import Region
 
 _EXAMPLE_RE = re.compile(r"^\s*Example:\s*$", re.MULTILINE)
+#: Values of :attr:`Tool.describes`.
+Describes = Literal["concept", "modifier", "relation"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,23 @@ class Tool:
     summary: str
     description: str
     example: str
+    #: Answer kinds a program returning this tool's result may have, the first being the
+    #: kind its result gives (``count`` -> ``("count", "other")``); empty for tools whose
+    #: result is no answer by itself (find, the filters, the relations).
+    kinds: tuple[str, ...] = ()
+    #: Parameters that take a concept phrase (``find(name)``, ``count(target)``): the
+    #: detector work a program's literal strings there will ask for.
+    concepts: tuple[str, ...] = ()
+    #: How an answer names the region list this tool returns: ``"concept"`` (the regions
+    #: of its concept argument: find), ``"modifier"`` (its second argument, a word, before
+    #: the first argument's name: the size and shape filters), ``"relation"`` (the first
+    #: argument's name, the relation's phrase, the second's: the spatial relations), or
+    #: None (not named).
+    describes: Describes | None = None
+
+    def concept_positions(self) -> tuple[int, ...]:
+        """Positions of the :attr:`concepts` parameters in the signature."""
+        return tuple(i for i, p in enumerate(self.signature.parameters) if p in self.concepts)
 
     def signature_text(self) -> str:
         """``name(arg: type = default, ...) -> type`` as shown to programs."""
@@ -47,16 +66,21 @@ class Registry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
 
-    def register(self, func: Callable[..., Any] | None = None, *, name: str | None = None):
-        """Decorator: declare ``func`` as a tool. Its docstring must contain ``Example:``."""
+    def register(self, func: Callable[..., Any] | None = None, *, name: str | None = None,
+                 kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = (),
+                 describes: Describes | None = None):
+        """Decorator: declare ``func`` as a tool. Its docstring must contain ``Example:``;
+        ``kinds``, ``concepts`` and ``describes`` fill the :class:`Tool` fields of those names."""
 
         def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(f, name=name)
+            self.add(f, name=name, kinds=kinds, concepts=concepts, describes=describes)
             return f
 
         return deco(func) if func is not None else deco
 
-    def add(self, func: Callable[..., Any], name: str | None = None) -> Tool:
+    def add(self, func: Callable[..., Any], name: str | None = None,
+            kinds: tuple[str, ...] = (), concepts: tuple[str, ...] = (),
+            describes: Describes | None = None) -> Tool:
         """Register ``func`` (see :meth:`register`)."""
         tname = name or func.__name__
         if not tname.isidentifier() or tname.startswith("_"):
@@ -76,7 +100,11 @@ class Registry:
                 raise ValueError(f"tool {tname!r}: parameter {p.name!r} has no type annotation")
         if "return" not in hints:
             raise ValueError(f"tool {tname!r}: return type annotation missing")
-        t = Tool(tname, func, sig, hints, summary, body, inspect.cleandoc(example))
+        unknown = [c for c in concepts if c not in sig.parameters]
+        if unknown:
+            raise ValueError(f"tool {tname!r}: concept parameters {unknown} are not parameters")
+        t = Tool(tname, func, sig, hints, summary, body, inspect.cleandoc(example),
+                 tuple(kinds), tuple(concepts), describes)
         self._tools[tname] = t
         return t
 
@@ -96,6 +124,10 @@ class Registry:
     def names(self) -> list[str]:
         """Tool names, in declaration order (the sandbox namespace)."""
         return list(self._tools)
+
+    def kinds(self) -> dict[str, tuple[str, ...]]:
+        """Tool name -> :attr:`Tool.kinds`, for the tools whose result is an answer."""
+        return {t.name: t.kinds for t in self if t.kinds}
 
     # -------------------------------------------------------------- validation
     def bind(self, name: str, args: list | tuple, kwargs: dict) -> inspect.BoundArguments:

@@ -135,7 +135,7 @@ def _near_any(a: Region, others: list[Region], limit_px: float) -> bool:
     return False
 
 
-@tool
+@tool(describes="relation")
 def left_of(regions: list[Region], others: list[Region]) -> list[Region]:
     """Regions (first list) lying left of at least one region of the second list.
 
@@ -145,7 +145,7 @@ def left_of(regions: list[Region], others: list[Region]) -> list[Region]:
     return _keep_beyond(regions, others, lambda r: r.centroid[0])
 
 
-@tool
+@tool(describes="relation")
 def right_of(regions: list[Region], others: list[Region]) -> list[Region]:
     """Regions (first list) lying right of at least one region of the second list.
 
@@ -155,7 +155,7 @@ def right_of(regions: list[Region], others: list[Region]) -> list[Region]:
     return _keep_beyond(regions, others, lambda r: -r.centroid[0])
 
 
-@tool
+@tool(describes="relation")
 def above(regions: list[Region], others: list[Region]) -> list[Region]:
     """Regions (first list) lying above ("at the top of") at least one region of the second list.
 
@@ -165,7 +165,7 @@ def above(regions: list[Region], others: list[Region]) -> list[Region]:
     return _keep_beyond(regions, others, lambda r: r.centroid[1])
 
 
-@tool
+@tool(describes="relation")
 def below(regions: list[Region], others: list[Region]) -> list[Region]:
     """Regions (first list) lying below ("at the bottom of") at least one region of the second list.
 
@@ -175,7 +175,7 @@ def below(regions: list[Region], others: list[Region]) -> list[Region]:
     return _keep_beyond(regions, others, lambda r: -r.centroid[1])
 
 
-@tool
+@tool(describes="relation")
 def next_to(regions: list[Region], others: list[Region], max_distance_m: float | None = None) -> list[Region]:
     """Regions (first list) within max_distance_m (default from settings, 10 m) of a region of the second list.
 

@@ -488,7 +488,7 @@ def _emit(answer: Any, args: argparse.Namespace, extra: dict[str, Any] | None = 
     if args.json:
         print(answer.to_json(geometry=args.geometry, extra=extra), flush=True)
         return
-    from viper_rs.core.answer import (
+    from viper_rs.core.answer_json import (
         MAX_ATTEMPTS_LISTED,
         MAX_NOTES,
         MAX_PROGRAM_CHARS,
@@ -500,7 +500,7 @@ def _emit(answer: Any, args: argparse.Namespace, extra: dict[str, Any] | None = 
     def t(text: Any, limit: int = MAX_TEXT_CHARS) -> str:
         return safe_text(text, limit, encoding=enc)
 
-    from viper_rs.core.answer import readable
+    from viper_rs.core.wording import readable
 
     lines = [f"Q: {t(answer.question)}", f"A: {t(readable(answer))}"]
     if answer.error:

@@ -1,5 +1,7 @@
 """Runs tool calls coming from a sandboxed program: resolves region references,
-validates arguments against the registry, times each call and records the trace."""
+validates arguments against the registry, times each call and records it twice: as a
+trace entry (bounded, for people and the JSON) and as data (:class:`ToolCall`, for the
+answer's wording)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.core import budget
+from viper_rs.core.answer import CallValue, RegionSet, ToolCall
 from viper_rs.core.errors import ToolError, ViperError
 from viper_rs.core.geo import out_of_memory
 from viper_rs.core.regions import Region
@@ -30,12 +33,17 @@ class ToolExecutor:
         self.ctx = ctx
         self.registry = registry
         self.trace: list[dict[str, Any]] = []
+        #: Every call as data (ids and labels of the region lists it took and gave).
+        self.calls: list[ToolCall] = []
         self._refs = 0  # region references unpacked in the current call
 
     def __call__(self, name: str, args: list, kwargs: dict) -> Any:
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"tool": name, "args": summarize(args), "kwargs": summarize(kwargs)}
         n_stages = len(self.ctx.stages)
+        real_args: list[Any] = []
+        real_kwargs: dict[str, Any] = {}
+        done: list[Any] = []  # the result, once the tool returned
         try:
             self._refs = 0
             real_args = [self.from_plain(a) for a in args]
@@ -46,6 +54,7 @@ class ToolExecutor:
             if isinstance(result, list):
                 self.ctx.register([r for r in result if isinstance(r, Region)])
             entry["result"] = summarize(result)
+            done.append(result)
             return self.to_plain(result)
         except ViperError as exc:
             entry["error"] = exc.to_dict()
@@ -66,6 +75,16 @@ class ToolExecutor:
             if len(self.ctx.stages) > n_stages:
                 entry["detections"] = self.ctx.stages[n_stages:]
             self.trace.append(entry)
+            tool = self.registry[name] if name in self.registry else None
+            self.calls.append(ToolCall(
+                tool=name,
+                kinds=tool.kinds if tool is not None else (),
+                describes=tool.describes if tool is not None else None,
+                args=tuple(call_value(a) for a in real_args),
+                kwargs={str(k): call_value(v) for k, v in real_kwargs.items()},
+                result=call_value(done[0]) if done else None,
+                failed=not done or "error" in entry,
+            ))
 
     def from_plain(self, value: Any, depth: int = 0) -> Any:
         """Region references back to Regions; containers recursively.
@@ -102,6 +121,19 @@ class ToolExecutor:
         if isinstance(value, np.generic):
             return value.item()
         return value
+
+
+def call_value(value: Any) -> CallValue:
+    """What a :class:`ToolCall` keeps of a tool's argument or result: a list of regions (an
+    empty list too) as its :class:`RegionSet`, a scalar as itself (numpy ones as Python's),
+    anything else as None."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, Region) for v in value):
+        return RegionSet.of(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return None
 
 
 def summarize(value: Any, limit: int = 12) -> Any:

@@ -10,12 +10,14 @@ from typing import Any
 from viper_rs import tools  # noqa: F401  (registers the tools)
 from viper_rs.agent.executor import ToolExecutor
 from viper_rs.agent.places import add_places
-from viper_rs.core.answer import Answer, normalise
+from viper_rs.core.answer import Answer
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.timing import ms_since
+from viper_rs.core.vocabulary import query_key
+from viper_rs.core.wording import normalise
 from viper_rs.planning import build_planner
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.sandbox import Limits, Sandbox
@@ -171,6 +173,7 @@ class Agent:
             question=question,
             program=program,
             trace=executor.trace,
+            calls=executor.calls,
             # A timed-out program's partial regions are not evidence of anything.
             regions=[] if timed_out else [ctx.regions[i] for i in sorted(ctx.regions)],
             timings=timings,
@@ -263,17 +266,10 @@ def _image_notes(image: GeoImage) -> list[str]:
     return [str(n) for n in getattr(image, "notes", None) or []]
 
 
-#: Tools whose leading string arguments are concept names, and how many of them.
-CONCEPT_ARGS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "find": (1, ("name",)), "exists": (1, ("target",)), "count": (1, ("target",)),
-    "area": (1, ("target",)), "compare": (2, ("a", "b")),
-}
-
-
 def program_queries(program: str) -> list[str]:
-    """The base concepts a program names literally (string constants given to find, exists,
-    count, area and compare), as the keys ``ToolContext.detect`` will look up, each once in
-    order of first use;
+    """The base concepts a program names literally (string constants given to the concept
+    parameters the registry declares: find, exists, count, area, compare), as the keys
+    ``ToolContext.detect`` will look up, each once in order of first use;
     concepts computed at run time are not seen."""
     try:
         tree = ast.parse(program)
@@ -283,10 +279,12 @@ def program_queries(program: str) -> list[str]:
     calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)),
                    key=lambda n: (n.lineno, n.col_offset))  # in order of first use
     for node in calls:
-        if not (isinstance(node.func, ast.Name) and node.func.id in CONCEPT_ARGS):
+        if not (isinstance(node.func, ast.Name) and node.func.id in REGISTRY):
             continue
-        n, names = CONCEPT_ARGS[node.func.id]
-        args = list(node.args[:n]) + [kw.value for kw in node.keywords if kw.arg in names]
+        tool = REGISTRY[node.func.id]
+        positions = tool.concept_positions()
+        args = [a for i, a in enumerate(node.args) if i in positions]
+        args += [kw.value for kw in node.keywords if kw.arg in tool.concepts]
         for arg in args:
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 continue
@@ -294,7 +292,7 @@ def program_queries(program: str) -> list[str]:
                 base, _, _ = parse_phrase(arg.value)
             except ViperError:
                 continue
-            key = " ".join(base.lower().split())
+            key = query_key(base)
             if key not in out:
                 out.append(key)
     return out

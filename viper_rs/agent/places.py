@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from viper_rs.core.regions import Region
+from viper_rs.core.wording import plural, returned_label
 
 #: Places listed in ``Answer.places`` (``places_total`` counts all).
 MAX_PLACES = 100
@@ -110,17 +111,12 @@ def add_places(answer: Any, value: Any, regions: dict[int, Region], image: Any) 
 
 
 def _noun(answer: Any, found: list[Region]) -> str:
-    """What the returned list holds, in the number's form: the trace's reading of the call
+    """What the returned list holds, in the number's form: the calls' reading of the call
     that made it ("large buildings"), else the regions' labels."""
-    from viper_rs.core.answer import _set_key, _trace_labels, plural
-
     n = len(found)
-    last = answer.trace[-1] if answer.trace else None
-    if isinstance(last, dict) and "error" not in last:
-        key = _set_key(last.get("result"))
-        label = _trace_labels(answer.trace).get(key) if key is not None else None
-        if label is not None:
-            return label.text(n)
+    label = returned_label(answer)
+    if label is not None:
+        return label.text(n)
     labels = sorted({str(r.label) for r in found if r.label})
     if len(labels) == 1:
         return plural(labels[0]) if n != 1 else labels[0]

@@ -49,8 +49,6 @@ ARTICLES: tuple[str, ...] = ("a", "an", "the", "some", "any")
 #: the detector with the concept, and the rule planner reads it only where a question form
 #: names it (e.g. "Count all X").
 CONCEPT_ARTICLES: tuple[str, ...] = (*ARTICLES, "all")
-#: Determiners the oracle detector drops (synthetic questions write "a" and "the").
-ORACLE_ARTICLES: tuple[str, ...] = ("a", "an", "the")
 
 # --------------------------------------------------------------------------- relations
 
@@ -128,6 +126,12 @@ MEN_SINGULARS: frozenset[str] = frozenset("specimen abdomen omen stamen regimen 
 _NO_STRIP = ("ss", "us", "is")
 
 # --------------------------------------------------------------------------- functions
+
+
+def query_key(query: str) -> str:
+    """A concept query as the detectors' caches and the answer's wording key it: lower case,
+    single-spaced, no leading or trailing space (``" Water  Area"`` -> ``"water area"``)."""
+    return " ".join(query.lower().split())
 
 
 def split_modifiers(phrase: str) -> tuple[str, str | None, str | None]:

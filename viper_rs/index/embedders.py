@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from viper_rs.core.classes import BY_NAME, INDEX_DIMENSIONS
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ConfigError
 from viper_rs.core.geo import GeoImage
@@ -27,11 +28,9 @@ from viper_rs.core.geo import GeoImage
 log = logging.getLogger(__name__)
 
 EMBEDDER_NAMES = ("auto", "spectral", "clip", "graft")
-#: The spectral embedding's dimensions: fractions of the chip's valid pixels.
-SPECTRAL_CLASSES = ("water", "tree", "low_vegetation", "bare_soil", "impervious", "road",
-                    "building", "parking", "built_up")
-#: Spectral query classes that are unions of dimensions.
-_SPECTRAL_UNIONS = {"vegetation": ("tree", "low_vegetation")}
+#: The spectral embedding's dimensions: fractions of the chip's valid pixels (the concept
+#: table's index dimensions; a union class such as vegetation scores its parts).
+SPECTRAL_CLASSES = INDEX_DIMENSIONS
 #: Spectral embedding format version (part of the model id: a change re-indexes).
 _SPECTRAL_VERSION = 1
 
@@ -115,7 +114,7 @@ class SpectralChipEmbedder:
         from viper_rs.vision.concepts import resolve_concept
 
         cls, notes = resolve_concept(query)
-        parts = _SPECTRAL_UNIONS.get(cls, (cls,))
+        parts = BY_NAME[cls].parts or (cls,)
         if not all(p in SPECTRAL_CLASSES for p in parts):  # pragma: no cover - vocabulary guard
             raise ConfigError(f"the spectral index has no dimension for {cls!r}")
         v = np.zeros(self.dim, dtype=np.float32)

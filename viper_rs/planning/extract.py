@@ -15,6 +15,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from viper_rs.core.errors import ValidationError
+from viper_rs.tools.registry import REGISTRY
 
 ENTRY = "execute_command"
 
@@ -110,13 +111,17 @@ def _is_usage(stmt: ast.stmt) -> bool:
 
 # --------------------------------------------------------------------------- answer kind
 
-#: Tools whose result decides the kind of answer.
-_TOOL_KINDS = {"exists": "presence", "count": "count", "len": "count", "area": "area",
-               "compare": "comparison"}
+#: Builtins whose result decides the kind of answer (the tools' kinds are the registry's).
+_BUILTIN_KINDS = {"len": "count"}
 #: Builtins that pass the kind of their first argument through.
 _PASS_THROUGH = frozenset({"round", "abs", "float", "int", "max", "min", "sum", "sorted"})
-_MEASURES = frozenset({"count", "area", "compare", "len", "exists"})
 _NUMBER = "number"
+
+
+def _call_kinds() -> dict[str, str]:
+    """Callable name -> the answer kind its result gives: the registered tools' first
+    :attr:`~viper_rs.tools.Tool.kinds`, and ``len``."""
+    return {**{name: kinds[0] for name, kinds in REGISTRY.kinds().items()}, **_BUILTIN_KINDS}
 
 
 def infer_kind(program: str) -> str:
@@ -135,7 +140,8 @@ def infer_kind(program: str) -> str:
             target = node.targets[0]
             if isinstance(target, ast.Name):
                 assigned.setdefault(target.id, node.value)
-    kinds = [_kind(r.value, assigned, 0) for r in ast.walk(entry)
+    calls = _call_kinds()
+    kinds = [_kind(r.value, assigned, 0, calls) for r in ast.walk(entry)
              if isinstance(r, ast.Return) and r.value is not None]
     return _merge(kinds) or "other"
 
@@ -151,12 +157,13 @@ def _merge(kinds: list[str | None]) -> str | None:
     return "other"
 
 
-def _kind(node: ast.expr | None, assigned: dict[str, ast.expr], depth: int) -> str | None:
+def _kind(node: ast.expr | None, assigned: dict[str, ast.expr], depth: int,
+          calls: dict[str, str]) -> str | None:
     """Kind of an expression: a kind, ``_NUMBER`` for a number literal (neutral in guards
-    such as ``return 0.0``), or None when unknown."""
+    such as ``return 0.0``), or None when unknown; ``calls`` is :func:`_call_kinds`."""
     if node is None or depth > 8:
         return None
-    rec = lambda n: _kind(n, assigned, depth + 1)  # noqa: E731
+    rec = lambda n: _kind(n, assigned, depth + 1, calls)  # noqa: E731
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool):
             return "presence"
@@ -169,8 +176,8 @@ def _kind(node: ast.expr | None, assigned: dict[str, ast.expr], depth: int) -> s
         return "area" if node.attr == "area_m2" else None
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         name = node.func.id
-        if name in _TOOL_KINDS:
-            return _TOOL_KINDS[name]
+        if name in calls:
+            return calls[name]
         if name in _PASS_THROUGH and node.args:
             return rec(node.args[0])
         return None
@@ -188,7 +195,7 @@ def _kind(node: ast.expr | None, assigned: dict[str, ast.expr], depth: int) -> s
     if isinstance(node, ast.Compare):
         sides = [node.left, *node.comparators]
         measured = sum(any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                           and n.func.id in _MEASURES for n in ast.walk(s)) for s in sides)
+                           and n.func.id in calls for n in ast.walk(s)) for s in sides)
         return "comparison" if measured >= 2 else "presence"
     if isinstance(node, ast.BoolOp) or (
         isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)

@@ -36,6 +36,7 @@ from viper_rs.core.vocabulary import (
     singular_phrase,
 )
 from viper_rs.planning.base import Plan
+from viper_rs.tools.registry import REGISTRY
 
 # --------------------------------------------------------------------------- grammar data
 
@@ -53,13 +54,15 @@ COMPARISON_OPS: dict[str, str] = {
     "equal": "equal", "the same as": "equal", "as many": "equal",
 }
 
-#: Question kind -> the tool that produces the answer (comparison uses ``compare``).
-ANSWER_TOOLS: dict[str, str] = {"presence": "exists", "count": "count", "area": "area"}
 
-#: Every tool name a rule-planned program may call.
-TOOLS_EMITTED: tuple[str, ...] = (
-    "find", "filter_size", "filter_shape", *RELATIONS, "exists", "count", "area", "compare",
-)
+def answer_tool(kind: str) -> str:
+    """The tool whose result answers a question of ``kind`` ("count" -> ``count``): the
+    first registered tool whose result gives that kind (:attr:`~viper_rs.tools.Tool.kinds`)."""
+    for name, kinds in REGISTRY.kinds().items():
+        if kinds[0] == kind:
+            return name
+    raise PlanningError(f"no registered tool answers {kind} questions")
+
 
 _NUMBER = r"(?:the )?(?:total )?(?:number|amount|count)"
 _OTHER = rf"(?:{_NUMBER} of |that of )?"
@@ -164,9 +167,8 @@ _RELATION_RE = re.compile(
     ) + r")\b"
 )
 _PHRASE_TO_RELATION = {p: tool for tool, phrases in RELATIONS.items() for p in phrases}
-_RESERVED_NAMES = (
-    frozenset(TOOLS_EMITTED) | frozenset(dir(builtins)) | {"image", "execute_command"}
-)
+#: Names a variable of a rule-planned program must not take (the tools' come from the registry).
+_RESERVED_NAMES = frozenset(dir(builtins)) | {"image", "execute_command"}
 _FORMS_HELP = (
     "it covers presence ('Is there a X?', 'Is a X present?'), count ('How many X are there?', "
     "'What is the number/amount of X?'), area ('What is the area covered by X?') and "
@@ -194,7 +196,7 @@ def pluralise_identifier(noun: str) -> str:
         plural = w + "s"
     words[head] = plural
     name = "_".join(words)
-    if name[0].isdigit() or keyword.iskeyword(name) or name in _RESERVED_NAMES:
+    if name[0].isdigit() or keyword.iskeyword(name) or name in _RESERVED_NAMES or name in REGISTRY:
         name = f"{name}_regions"
     return name
 
@@ -457,7 +459,7 @@ def write_program(parsed: ParsedQuestion) -> str:
         assert parsed.second_subject is not None and parsed.op is not None
         b = writer.target(parsed.second_subject)
         return writer.program(f"compare({a}, {b}, {_lit(parsed.op)})")
-    return writer.program(f"{ANSWER_TOOLS[parsed.kind]}({a})")
+    return writer.program(f"{answer_tool(parsed.kind)}({a})")
 
 
 # --------------------------------------------------------------------------- planner

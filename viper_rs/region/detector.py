@@ -12,6 +12,7 @@ from viper_rs.core.detector import Detector, ScoreMap, Stages
 from viper_rs.core.errors import ImageError, ToolError
 from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
+from viper_rs.core.vocabulary import query_key
 from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
 from viper_rs.region.resume import ResumeStore
@@ -81,7 +82,7 @@ class RegionDetector:
         """Scan the chips for ``queries`` not scanned yet (each chip read once for all);
         unknown concepts are left for the program to meet."""
         t0 = time.perf_counter()
-        keys = [k for k in dict.fromkeys(" ".join(q.lower().split()) for q in queries)
+        keys = [k for k in dict.fromkeys(query_key(q) for q in queries)
                 if k and k not in self._cache]
         if keys:
             self._scan(keys, strict=False)
@@ -129,7 +130,7 @@ class RegionDetector:
         return self.deadline is not None and time.monotonic() > self.deadline
 
     def _detect(self, query: str) -> tuple[list[Region], Stages, list[str]]:
-        key = " ".join(query.lower().split())
+        key = query_key(query)
         if key not in self._cache:
             self._scan([key], strict=True)
         return self._cache[key]

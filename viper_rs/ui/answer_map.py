@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from viper_rs.core.classes import CONCEPT_CLASSES
 from viper_rs.core.geo import GeoImage
 
 #: Most polygons drawn on one map (the largest are kept; the table lists them all).
@@ -35,25 +36,10 @@ HIGHLIGHT_TYPE = "viper-highlight"
 FULLSCREEN_TYPE = "viper-answer-fullscreen"
 
 #: Colour of each canonical class (:func:`viper_rs.vision.concepts.resolve_concept`).
-CLASS_COLOURS: dict[str, str] = {
-    "water": "#1f78b4",
-    "tree": "#1a9641",
-    "vegetation": "#66bd63",
-    "low_vegetation": "#b2df8a",
-    "bare_soil": "#a6611a",
-    "impervious": "#525252",
-    "building": "#e31a1c",
-    "road": "#9e9e9e",
-    "parking": "#4d4d4d",
-    "built_up": "#ff7f00",
-}
+CLASS_COLOURS: dict[str, str] = {c.name: c.colour for c in CONCEPT_CLASSES}
 #: Words tried when a label is no known concept (dataset classes such as "car").
-_KEYWORDS: tuple[tuple[str, str], ...] = (
-    ("water", "water"), ("river", "water"), ("lake", "water"), ("tree", "tree"),
-    ("forest", "tree"), ("grass", "low_vegetation"), ("low veg", "low_vegetation"),
-    ("vegetation", "vegetation"), ("soil", "bare_soil"), ("bare", "bare_soil"),
-    ("impervious", "impervious"), ("building", "building"), ("road", "road"),
-    ("parking", "parking"),
+_KEYWORDS: tuple[tuple[str, str], ...] = tuple(
+    (word, c.name) for c in CONCEPT_CLASSES for word in c.keywords
 )
 #: Colours of anything else, picked by a stable hash of the label.
 _OTHER_COLOURS = ("#6a3d9a", "#e7298a", "#17becf", "#ffd92f", "#8c564b", "#00e5ff",

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from viper_rs.agent.exports import GPKG_FIELDS, GPKG_LAYER, polygonal, write_regions_gpkg  # noqa: F401
-from viper_rs.core.answer import MAX_NOTES, Answer, answer_parts
+from viper_rs.core.answer import Answer
+from viper_rs.core.answer_json import MAX_NOTES
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
 from viper_rs.core.textsafe import safe_text
+from viper_rs.core.wording import answer_parts
 
 #: Longest side, in pixels, of the picture shown in the chat.
 OVERLAY_MAX_SIDE = 1024
@@ -318,10 +320,10 @@ def answer_markdown(answer: Answer, translate: Callable[[str], str] | None = Non
     """The chat reply for an answer, as Markdown.
 
     A successful answer gives the answer text in bold with what it counted, measured or
-    compared (:func:`viper_rs.core.answer.answer_parts`), a line naming the evidence (region
+    compared (:func:`viper_rs.core.wording.answer_parts`), a line naming the evidence (region
     counts per query, detector and planner) and its notes in one collapsed ``<details>``
     block (``Notes (n)``): the first five, then the rest (up to the answer's
-    :data:`~viper_rs.core.answer.MAX_NOTES`) in a nested collapsed block; notes in ``hide`` are
+    :data:`~viper_rs.core.answer_json.MAX_NOTES`) in a nested collapsed block; notes in ``hide`` are
     left out. A failed one
     starts with ``"Could not answer:"`` and adds a hint for planning and tool errors.
     ``translate`` rewrites notes and error messages for the reader (e.g. CLI flags as the

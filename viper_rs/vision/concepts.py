@@ -1,30 +1,18 @@
 """The spectral detector's vocabulary: concept words -> one canonical land-cover class.
 
-The vocabulary is data (``VOCABULARY``): each entry maps a normalised phrase to a
+The vocabulary is data (``VOCABULARY``), built from the concept table
+(:data:`viper_rs.core.classes.CONCEPT_CLASSES`): each entry maps a normalised phrase to a
 canonical class and, when the class only approximates the phrase, the reason. A query is
 normalised (case, whitespace, hyphens, a leading article, plurals, size/shape words) and
 looked up; ``resolve_concept`` returns the class plus notes that record every
 approximation, so answers can say what was really measured.
-
-Canonical classes (``SUPPORTED_CLASSES``):
-
-- ``water``: open water (lakes, ponds, rivers, pools).
-- ``tree``: tree canopy (woods, forests, orchards).
-- ``low_vegetation``: grass, meadows, lawns, fields, crops.
-- ``vegetation``: any vegetation (``tree`` plus ``low_vegetation``).
-- ``bare_soil``: barren ground, sand, construction sites.
-- ``impervious``: any paved or built surface (roofs, roads, parking, plazas).
-- ``building``: compact impervious objects of building size (roofs).
-- ``road``: elongated impervious strips (roads, paths, railways).
-- ``parking``: large, open, non-elongated paved areas that are not roofs.
-- ``built_up``: developed land use (residential/commercial/industrial areas), measured
-  as land with a high density of impervious surface.
 """
 
 from __future__ import annotations
 
 import re
 
+from viper_rs.core.classes import CONCEPT_CLASSES, SUPPORTED_CLASSES
 from viper_rs.core.errors import UnknownConceptError
 from viper_rs.core.vocabulary import (
     CONCEPT_ARTICLES,
@@ -34,190 +22,12 @@ from viper_rs.core.vocabulary import (
     suffix_singular,
 )
 
-#: Canonical classes the spectral detector can score.
-SUPPORTED_CLASSES: tuple[str, ...] = (
-    "water",
-    "tree",
-    "low_vegetation",
-    "vegetation",
-    "bare_soil",
-    "impervious",
-    "building",
-    "road",
-    "parking",
-    "built_up",
-)
-
-#: Classes that are objects (counted as instances) rather than land cover.
-OBJECT_CLASSES: frozenset[str] = frozenset({"building", "road", "parking"})
-
-#: Classes whose spectral rules decide in metres what the class is, so that they cannot be
-#: told on an image without a ground size (refused there: NoGroundSize), and why. The
-#: others (``vegetation``, ``impervious``) are decided pixel by pixel from band indices;
-#: their metre sizes only fill holes and drop specks, which are then taken in pixels.
-#: Measured on 20 RSVQA-HR 15 cm RGB tiles read without their ground size (at 1 m pixels)
-#: against the same tiles at 0.15 m: water area x9.5, bare soil x4.1, low vegetation
-#: x3.5 (vegetation x0.94, impervious x0.90).
-METRIC_CLASSES: dict[str, str] = {
-    "building": "buildings are told by shape rules in metres (footprints of 20-40,000 m2)",
-    "road": "roads are told by shape rules in metres (centre lines of 40 m or more, "
-            "2.5-28 m wide)",
-    "parking": "parking lots are told by shape rules in metres (open paved areas of "
-               "150 m2 or more)",
-    "built_up": "built-up land is impervious density over 30 m blocks in patches of "
-                "400 m2 or more",
-    "tree": "tree canopy is told from grass by its texture over 5 m windows",
-    "low_vegetation": "grass is told from tree canopy by its texture over 5 m windows",
-    "water": "water bodies are told from shadows and dark roofs by their size in m2 "
-             "(20-300 m2 and more) and smoothness over 3 m",
-    "bare_soil": "bare soil is told from brown roofs and cars by patches of 30 m2 or more",
-}
-
-# Reasons recorded when a phrase is only approximated by its class.
-_USE = "the spectral detector cannot tell building use"
-_LANDUSE = "land use is measured as land densely covered by impervious surface"
-_LINEAR = "it is found as an elongated paved strip; surface material and traffic type are not told apart"
-_GREEN = "it is found as its vegetated ground (trees and grass together)"
-_GRASS = "it is found as its grass/low-vegetation cover"
-_TREES = "it is found as tree canopy"
-_BARE = "it is found as bare, unvegetated ground"
-_WATER = "it is found as open water only"
-_PAVED = "it is found as paved surface"
-_PARK_LOT = "it is found as a large open paved area"
-
-#: Phrase groups: canonical class -> [(phrase, reason or None for a true synonym)].
-_GROUPS: dict[str, list[tuple[str, str | None]]] = {
-    "water": [
-        *[(p, None) for p in (
-            "water", "water area", "water body", "open water", "surface water", "lake",
-            "pond", "river", "stream", "canal", "reservoir", "basin", "sea", "ocean", "bay",
-            "creek", "brook", "waterway", "riverbank", "lagoon", "water surface",
-        )],
-        *[(p, _WATER) for p in (
-            "salt pond", "swimming pool", "pool", "fountain", "marina", "harbour", "harbor",
-            "dock", "wetland", "marsh", "swamp", "reedbed", "ditch", "drain", "moat",
-            "water treatment", "wastewater plant", "mudflat",
-        )],
-    ],
-    "tree": [
-        *[(p, None) for p in (
-            "tree", "tree canopy", "canopy", "wood", "forest", "woodland", "tree cover",
-            "tree area", "wooded area", "grove", "tree row",
-            "treeline", "tree line",
-        )],
-        *[(p, _TREES) for p in ("orchard", "hedge", "hedgerow", "plantation", "nature reserve")],
-    ],
-    "low_vegetation": [
-        *[(p, None) for p in (
-            "low vegetation", "grass", "grass area", "grassland", "lawn", "meadow", "field",
-            "farmland", "farm field", "crop", "cropland", "crop field", "pasture",
-            "hay field", "prairie", "turf", "green field", "agricultural land",
-            "arable land",
-        )],
-        *[(p, _GRASS) for p in (
-            "greenfield", "recreation ground", "village green", "pitch", "sports field",
-            "playing field", "football pitch", "football field", "soccer field",
-            "baseball field", "golf course", "heath", "playground",
-        )],
-    ],
-    "vegetation": [
-        *[(p, None) for p in (
-            "vegetation", "green area", "green space", "greenery", "plant", "vegetated area",
-            "green", "natural area", "scrub", "shrub", "shrubland", "bush",
-        )],
-        *[(p, _GREEN) for p in (
-            "park", "garden", "allotment", "cemetery", "graveyard", "vineyard",
-            "plant nursery", "nursery", "flowerbed",
-        )],
-    ],
-    "bare_soil": [
-        *[(p, None) for p in (
-            "bare soil", "soil", "barren", "barren land", "bare ground", "bare land", "dirt",
-            "sand", "beach", "dune", "earth", "gravel", "bare rock", "rock", "mud",
-        )],
-        *[(p, _BARE) for p in (
-            "construction area", "construction site", "construction", "landfill", "quarry",
-            "brownfield", "mine", "excavation",
-        )],
-    ],
-    "impervious": [
-        *[(p, None) for p in (
-            "impervious", "impervious surface", "paved area", "paved surface", "pavement",
-            "asphalt", "concrete", "hard surface", "man made surface", "built surface",
-            "sealed surface",
-        )],
-        *[(p, _PAVED) for p in (
-            "plaza", "town square", "courtyard", "tennis court", "basketball court",
-            "sports court", "helipad", "apron", "yard", "schoolyard", "patio", "terrace",
-        )],
-    ],
-    "building": [
-        *[(p, None) for p in (
-            "building", "house", "roof", "rooftop", "structure", "shed", "hut", "cabin",
-            "home", "building roof",
-        )],
-        *[(p, _USE) for p in (
-            "residential building", "commercial building", "industrial building",
-            "retail building", "office building", "public building", "civic building",
-            "government building", "apartment", "apartment building", "office",
-            "detached house", "semidetached house", "bungalow", "townhouse", "dormitory",
-            "shop", "store", "supermarket", "mall", "shopping mall", "shopping centre",
-            "shopping center", "warehouse", "factory", "barn", "farm building", "garage",
-            "hangar", "hospital", "clinic", "school", "university", "college",
-            "kindergarten", "church", "chapel", "cathedral", "mosque", "synagogue", "temple",
-            "place of worship", "theatre", "theater", "cinema", "museum", "library",
-            "hotel", "bank", "restaurant", "fire station", "police station", "town hall",
-            "train station", "station", "greenhouse", "silo", "storage tank", "tank",
-            "tower", "sports centre", "sports center", "gym",
-        )],
-    ],
-    "road": [
-        *[(p, None) for p in (
-            "road", "street", "highway", "motorway", "freeway", "expressway", "avenue",
-            "boulevard", "lane", "alley", "road surface", "carriageway", "trunk road",
-            "primary road", "secondary road", "tertiary road", "residential road",
-            "service road", "roundabout", "intersection", "junction",
-        )],
-        *[(p, _LINEAR) for p in (
-            "driveway", "path", "footway", "footpath", "sidewalk", "cycleway", "bike path",
-            "bicycle path", "bridleway", "track", "trail", "pedestrian", "pedestrian way",
-            "pedestrian area", "pedestrian street", "crossing", "crosswalk", "steps",
-            "bridge", "railway", "rail", "railroad", "railway track", "train track",
-            "tram", "tramway", "subway", "runway", "taxiway", "pier", "boardwalk",
-            "jetty", "causeway",
-        )],
-    ],
-    "parking": [
-        *[(p, None) for p in (
-            "parking", "parking lot", "parking area", "car park", "parking place",
-            "parking space", "parking zone",
-        )],
-        *[(p, _PARK_LOT) for p in (
-            "parking garage", "multistorey car park", "bus station", "bus depot",
-        )],
-    ],
-    "built_up": [
-        *[(p, None) for p in (
-            "built up", "built up area", "built up land", "urban area", "urban",
-            "developed area", "developed land", "settlement", "city", "town",
-            "downtown",
-        )],
-        *[(p, _LANDUSE) for p in (
-            "residential area", "residential", "residential land", "housing",
-            "neighbourhood", "neighborhood", "suburb", "village", "hamlet",
-            "commercial area", "commercial", "retail area", "retail", "business area",
-            "industrial area", "industrial", "industrial zone", "industrial estate",
-            "military area", "military", "religious area", "farmyard", "farm", "depot",
-            "port", "railway yard", "rail yard", "campus", "school ground",
-            "hospital ground", "stadium", "airport", "aerodrome", "power plant",
-            "substation", "institutional area", "education area", "leisure area",
-        )],
-    ],
-}
-
 #: Normalised phrase -> (canonical class, approximation reason or None).
 VOCABULARY: dict[str, tuple[str, str | None]] = {
-    phrase: (cls, reason) for cls, entries in _GROUPS.items() for phrase, reason in entries
+    phrase: (c.name, reason)
+    for c in CONCEPT_CLASSES
+    for phrases, reason in ((c.synonyms, None), (c.approximated, c.approximation))
+    for phrase in phrases
 }
 # The class names themselves (with spaces) are always their own synonyms.
 for _cls in SUPPORTED_CLASSES:

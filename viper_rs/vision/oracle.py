@@ -9,7 +9,6 @@ question exactly.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,49 +18,18 @@ from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageError, UnknownConceptError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
-from viper_rs.core.vocabulary import ORACLE_ARTICLES, suffix_singular
-from viper_rs.synthetic import (
-    COMMERCIAL,
-    GRASS,
-    PARKING,
-    RESIDENTIAL,
-    ROAD,
-    TREE,
-    WATER,
-    Scene,
-)
+from viper_rs.synthetic import CLASSES, Scene
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-
-#: Canonical concept -> (scene classes, phrases that name it).
-_CONCEPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "building": ((RESIDENTIAL, COMMERCIAL), ("building",)),
-    RESIDENTIAL: ((RESIDENTIAL,), ("residential building", "house", "home", "dwelling")),
-    COMMERCIAL: ((COMMERCIAL,), ("commercial building", "retail building", "office building")),
-    ROAD: ((ROAD,), ("road", "street")),
-    WATER: ((WATER,), ("water area", "water", "water body", "pond", "lake")),
-    TREE: ((TREE,), ("tree", "wood", "forest", "woodland", "tree canopy", "wooded area")),
-    GRASS: ((GRASS,), ("grass area", "grass", "grassland", "lawn")),
-    PARKING: ((PARKING,), ("parking", "parking lot", "car park", "parking area")),
-}
+from viper_rs.vision.concepts import building_use, concept_class, resolve_concept
 
 
-def _normalise(query: str) -> str:
-    words = re.sub(r"[^\w\s]", " ", query.lower().replace("-", " ")).split()
-    while words and words[0] in ORACLE_ARTICLES:
-        words.pop(0)
-    return " ".join(words)
-
-
-def _singular(phrase: str) -> str:
-    """The phrase with its last word singular (the detectors' reading, vocabulary.suffix_singular)."""
-    words = phrase.split(" ")
-    return " ".join([*words[:-1], suffix_singular(words[-1])])
-
-
-_LOOKUP: dict[str, str] = {
-    phrase: concept for concept, (_, phrases) in _CONCEPTS.items() for phrase in phrases
-}
+def _scene_classes(cls: str, use: str | None) -> tuple[str, ...]:
+    """The scene classes (:data:`viper_rs.synthetic.CLASSES`) a canonical class of the
+    concept table covers, as the vocabulary reads their names ("grass area" ->
+    low_vegetation); only those of building use ``use`` when given."""
+    return tuple(s for s in CLASSES if concept_class(s) == cls
+                 and (use is None or building_use(s) == use))
 
 
 class OracleDetector:
@@ -85,21 +53,28 @@ class OracleDetector:
 
     @staticmethod
     def concepts() -> list[str]:
-        """Canonical concepts this detector knows."""
-        return list(_CONCEPTS)
+        """Canonical classes of the concept table this detector knows (those a scene class
+        belongs to)."""
+        return list(dict.fromkeys(c for s in CLASSES if (c := concept_class(s)) is not None))
 
     @staticmethod
     def resolve(query: str) -> tuple[str, tuple[str, ...]]:
-        """(canonical concept, scene classes) for a query; UnknownConceptError if none."""
-        text = _normalise(query)
-        for candidate in (text, _singular(text)):
-            if candidate in _LOOKUP:
-                concept = _LOOKUP[candidate]
-                return concept, _CONCEPTS[concept][0]
-        known = ", ".join(sorted(_LOOKUP))
-        raise UnknownConceptError(
-            f"the oracle detector does not know {query!r}; known concepts: {known}"
-        )
+        """(label, scene classes) for a query read by the shared vocabulary: a synonym of a
+        class the scene has (label: its one scene class, else the class), or a building use
+        ("residential building"); UnknownConceptError for anything it only approximates."""
+        try:
+            cls, notes = resolve_concept(query)
+        except UnknownConceptError:
+            cls, notes = None, []
+        use = building_use(query) if cls is not None else None
+        classes = _scene_classes(cls, use) if cls is not None and (use or not notes) else ()
+        if not classes:
+            known = ", ".join(OracleDetector.concepts())
+            raise UnknownConceptError(
+                f"the oracle detector does not know {query!r}; it knows the synonyms of the "
+                f"classes {known} and the building uses (e.g. 'residential building')"
+            )
+        return (classes[0] if len(classes) == 1 else cls), classes
 
     def _check(self, image: GeoImage) -> None:
         if image is not self.scene.image and image.content_hash != self._hash:

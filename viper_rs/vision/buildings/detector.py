@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from viper_rs.core import budget
+from viper_rs.core.classes import answered_by
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import UnknownConceptError
 from viper_rs.core.geo import GeoImage
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The canonical concept this detector answers (:func:`resolve_concept`).
-BUILDING = "building"
+#: The canonical concept this detector answers (the concept table's row for "buildingnet").
+(BUILDING,) = answered_by("buildingnet")
 #: What answers name the model (notes, ``auto`` reasons).
 MODEL_TITLE = "the learned building model (viper_rs BuildingNet)"
 #: Model-grid pixels above which an image is not run in one piece (about 6300 x 6300 px,

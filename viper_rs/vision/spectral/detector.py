@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from viper_rs.core.classes import BY_NAME, METRIC_CLASSES, OBJECT_CLASSES
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import NoGroundSize
 from viper_rs.core.geo import GeoImage
@@ -20,12 +21,7 @@ from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.components import regions_from_score_map
-from viper_rs.vision.concepts import (
-    METRIC_CLASSES,
-    OBJECT_CLASSES,
-    concept_class,
-    resolve_concept,
-)
+from viper_rs.vision.concepts import concept_class, resolve_concept
 from viper_rs.vision.spectral.landcover import NODATA
 from viper_rs.vision.spectral.maps import ClassMaps, band_problem, compute_class_maps
 from viper_rs.vision.spectral.scene import scene_stats
@@ -206,12 +202,12 @@ class SpectralDetector:
     @staticmethod
     def _soft(maps: ClassMaps, cls: str) -> np.ndarray:
         conf = maps.confidence
-        if cls in ("tree", "low_vegetation"):
+        if cls in BY_NAME["vegetation"].parts:  # tree / grass: told apart by texture
             t = conf["tree"]
             return (t if cls == "tree" else 1.0 - t) * 0.5 + conf["vegetation"] * 0.5
         if cls in conf:
             return conf[cls]
-        if cls in ("road", "building", "parking"):
+        if cls in OBJECT_CLASSES:
             return conf["impervious"]
         return np.full(maps.cover.shape, 0.5, dtype=np.float32)
 

@@ -7,17 +7,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from viper_rs.core.classes import CONCEPT_CLASSES, OBJECT_CLASSES, SUPPORTED_CLASSES
 from viper_rs.core.errors import ImageError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
-from viper_rs.vision.concepts import OBJECT_CLASSES
 from viper_rs.vision.spectral.landcover import (
-    BARE,
+    COVER_NAMES,
     IMPERVIOUS,
-    LOW_VEG,
     NODATA,
-    TREE,
-    WATER,
     _land_cover,
 )
 from viper_rs.vision.spectral.objects import _objects
@@ -100,14 +97,16 @@ class ClassMaps:
         raise KeyError(cls)
 
 
-#: Land-cover classes as sets of cover codes; object classes as ClassMaps layers.
+#: Land-cover classes as sets of cover codes (a union class: its parts' codes); the other
+#: classes of the concept table are ClassMaps layers of the same name.
 _COVER_CODES: dict[str, tuple[int, ...]] = {
-    "water": (WATER,), "tree": (TREE,), "low_vegetation": (LOW_VEG,),
-    "vegetation": (TREE, LOW_VEG), "bare_soil": (BARE,), "impervious": (IMPERVIOUS,),
+    name: (code,) for code, name in COVER_NAMES.items() if code != NODATA
 }
-_OBJECT_LAYERS: dict[str, str] = {
-    "road": "road", "building": "building", "parking": "parking", "built_up": "built_up",
+_COVER_CODES |= {
+    c.name: tuple(code for part in c.parts for code in _COVER_CODES[part])
+    for c in CONCEPT_CLASSES if c.parts
 }
+_OBJECT_LAYERS: dict[str, str] = {c: c for c in SUPPORTED_CLASSES if c not in _COVER_CODES}
 
 
 

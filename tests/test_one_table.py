@@ -43,10 +43,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the spectral land-cover codes' names (test_cover_codes_name_table_classes)",
     ("viper_rs/vision/concepts.py", "_unknown_message"): "example phrases of an error message",
     ("viper_rs/ui/app.py", "REGION_EXAMPLES"): "example searches shown in the app",
-    ("viper_rs/synthetic/__init__.py", "QUESTION_CONCEPTS"):
+    ("viper_rs/synthetic/questions.py", "QUESTION_CONCEPTS"):
         "the RSVQA-HR words synthetic questions use ('water area', 'wood'), not classes",
-    ("viper_rs/synthetic/__init__.py", "_CONCEPT_WEIGHTS"): "how often each question word is drawn",
-    ("viper_rs/synthetic/__init__.py", "_Truth"):
+    ("viper_rs/synthetic/questions.py", "_CONCEPT_WEIGHTS"): "how often each question word is drawn",
+    ("viper_rs/synthetic/questions.py", "_Truth"):
         "the relations' geometry when the synthetic writer answers its own questions",
 }
 

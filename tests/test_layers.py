@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.agent.docs": 3,  # the README tool table, rendered from the registry like the prompt
     "viper_rs.vision": 4,
     "viper_rs.planning": 4,
+    "viper_rs.tiling": 4,  # sources and the one chip grid (Chip, windows, halo) of index and region
     "viper_rs.datasets": 4,  # dataset access (STAC, RSVQA-HR georeference): geo, errors, config
     "viper_rs.agent": 5,  # the package re-exports Agent from the loop
     "viper_rs.agent.loop": 5,

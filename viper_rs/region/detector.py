@@ -12,11 +12,11 @@ from viper_rs.core.detector import Detector, ScoreMap, Stages
 from viper_rs.core.errors import ImageError, ToolError
 from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
-from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
 from viper_rs.region.resume import ResumeStore
 from viper_rs.region.scan import ChipReader, ChipResult, ChipRunner, InProcessRunner
 from viper_rs.region.stitch import Stitcher, build_regions
+from viper_rs.tiling.chips import Chip
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.core.geo import projected_row_areas
-from viper_rs.index.sources import Source
 from viper_rs.region.grid import WorkingGrid
+from viper_rs.tiling.sources import Source
 
 
 @dataclass

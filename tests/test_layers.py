@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
     "viper_rs.core.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
     "viper_rs.core.geo": 1,
+    "viper_rs.core.image": 0,  # the Image protocol GeoImage and RegionImage implement (no imports)
     "viper_rs.core.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
     "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
     "viper_rs.core.answer": 1,

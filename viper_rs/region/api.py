@@ -291,9 +291,9 @@ def ask_region(
                                     deadline=t_start + SCAN_TIME_SLACK * budget.seconds)
         agent.detector = region_det
         if program is not None:
-            answer = agent.run_program(image, program, question=question or None)  # type: ignore[arg-type]
+            answer = agent.run_program(image, program, question=question or None)
         else:
-            answer = agent.ask(image, question)  # type: ignore[arg-type]
+            answer = agent.ask(image, question)
     finally:
         agent.detector, agent.planner = previous, planner_before
         if own:

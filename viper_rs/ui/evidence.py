@@ -22,6 +22,7 @@ from viper_rs.agent.exports import GPKG_FIELDS, GPKG_LAYER, polygonal, write_reg
 from viper_rs.core.answer import MAX_NOTES, Answer, answer_parts
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 from viper_rs.core.textsafe import safe_text
 
@@ -167,7 +168,7 @@ def _paint_display(region: Region, target: np.ndarray, row_group: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- table
-def region_rows(image: GeoImage, answer: Answer | None) -> list[list]:
+def region_rows(image: Image, answer: Answer | None) -> list[list]:
     """One row per evidence region, in :data:`REGION_COLUMNS` order.
 
     Area is in the region's unit (``"m2"`` or ``"px"``); the centroid is given in WGS84
@@ -188,7 +189,7 @@ def region_rows(image: GeoImage, answer: Answer | None) -> list[list]:
     return rows
 
 
-def _lonlats(image: GeoImage, points: list[tuple[float, float]]
+def _lonlats(image: Image, points: list[tuple[float, float]]
              ) -> list[tuple[float, float] | None]:
     """WGS84 (lon, lat) of pixel (col, row) points, ``None`` each without a CRS."""
     if image.crs is None or not points:
@@ -201,7 +202,7 @@ def _lonlats(image: GeoImage, points: list[tuple[float, float]]
 
 
 # ---------------------------------------------------------------------------- files
-def evidence_geojson(image: GeoImage, answer: Answer) -> dict:
+def evidence_geojson(image: Image, answer: Answer) -> dict:
     """The evidence regions as an RFC 7946 FeatureCollection in WGS84 (lon, lat).
 
     Exterior rings are counter-clockwise, coordinates have 7 decimals, and each feature's
@@ -250,7 +251,7 @@ def evidence_geojson(image: GeoImage, answer: Answer) -> dict:
     return out
 
 
-def write_evidence(image: GeoImage, answer: Answer, out_dir: Path) -> list[Path]:
+def write_evidence(image: Image, answer: Answer, out_dir: Path) -> list[Path]:
     """Write the evidence files into ``out_dir`` (created) and return their paths.
 
     In order: ``evidence.geojson`` (WGS84, see :func:`evidence_geojson`; only when the

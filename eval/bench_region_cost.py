@@ -178,7 +178,7 @@ _CHIP_CHILD = r"""
 import json, sys, threading, time
 from viper_rs.core.config import Settings
 from viper_rs.region import open_region
-from viper_rs.region.chips import Chip
+from viper_rs.tiling.chips import Chip
 from viper_rs.region.scan import run_chip
 from viper_rs.region.spectral import with_region_stats
 from viper_rs.vision.factory import build_detector
@@ -192,7 +192,7 @@ def rss():
 paths, pixel_m, detector, query = json.loads(sys.argv[1])
 image = open_region(paths, None, pixel_m)
 det = with_region_stats(build_detector(detector, Settings(detector=detector)), image)
-srcs = list(range(len(image.sources)))
+srcs = tuple(image.sources)
 run_chip(det, image, Chip("warm", (0, 0), (0, 0, 64, 64), (0, 0, 64, 64), srcs), [query])
 h, w = image.shape
 chip = Chip("all", (0, 0), (0, 0, h, w), (0, 0, h, w), srcs)  # the whole grid: never grows

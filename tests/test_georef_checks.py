@@ -23,8 +23,8 @@ from viper_rs.cli import main
 from viper_rs.core.errors import ImageError, InputError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.georef import MAX_PIXEL_M, MIN_PIXEL_M, georeference_problem, gsd_problem
-from viper_rs.index.sources import Source, describe
 from viper_rs.region.grid import build_grid
+from viper_rs.tiling.sources import Source, describe
 
 UTM = "EPSG:32633"  # UTM 33N: 12-18 E
 #: A valid 0.5 m grid in UTM 33N (about 15 E, 37.9 N).

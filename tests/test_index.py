@@ -20,11 +20,12 @@ from viper_rs.core.errors import InputError, UnknownConceptError
 from viper_rs.core.geo import write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.attributes import ATTRIBUTE_COLUMNS
-from viper_rs.index.chips import plan, starts
+from viper_rs.index.chips import chip_image, plan, read_size
 from viper_rs.index.embedders import SPECTRAL_CLASSES
-from viper_rs.index.sources import describe, expand, scan
 from viper_rs.index.store import IndexMeta
 from viper_rs.synthetic import make_scene
+from viper_rs.tiling.chips import starts
+from viper_rs.tiling.sources import describe, expand, scan
 
 GRID = ChipGrid(chip_m=128, overlap=0.25)
 #: Builds that test chipping, files and backends measure chip attributes with the spectral
@@ -65,11 +66,11 @@ def test_chips_have_the_ground_size_and_a_wgs84_footprint(scenes):
     source = describe(str(folder / "scene0.tif"))
     chips = plan(source, GRID)
     assert len(chips) == 16
-    assert {(c.width, c.height) for c in chips} == {(128, 128)}
-    assert {c.col for c in chips} == {0, 96, 192, 256}
+    assert {c.window[2:] for c in chips} == {(128, 128)}
+    assert {c.window[0] for c in chips} == {0, 96, 192, 256}
     img = truth[0].image
     for c in chips:
-        lon, lat = img.pixel_to_lonlat(c.col + 64, c.row + 64)
+        lon, lat = img.pixel_to_lonlat(c.window[0] + 64, c.window[1] + 64)
         w, s, e, n = c.bbox
         assert w < lon < e and s < lat < n
         assert len(c.corners) == 8
@@ -78,33 +79,33 @@ def test_chips_have_the_ground_size_and_a_wgs84_footprint(scenes):
     assert len({c.id for c in chips}) == len(chips)
     # pixels of a chip are its window of the file
     chip = chips[5]
-    image = chip.read()
+    image = chip_image(chip)
+    col, row = chip.window[:2]
     assert image.shape == (128, 128)
-    np.testing.assert_array_equal(
-        image.data, img.data[:, chip.row:chip.row + 128, chip.col:chip.col + 128])
-    assert image.transform.c == pytest.approx(img.transform.c + chip.col)
+    np.testing.assert_array_equal(image.data, img.data[:, row:row + 128, col:col + 128])
+    assert image.transform.c == pytest.approx(img.transform.c + col)
 
 
 def test_coarse_pixels_give_fewer_pixels_per_chip(tmp_path):
     scene = make_scene(3, size=128, gsd=4.0)
     write_geotiff(scene.image, tmp_path / "coarse.tif")
     chips = plan(describe(str(tmp_path / "coarse.tif")), GRID)
-    assert {(c.width, c.height) for c in chips} == {(32, 32)}
+    assert {c.window[2:] for c in chips} == {(32, 32)}
 
 
 def test_very_fine_imagery_is_read_averaged_to_a_bounded_chip(tmp_path):
     scene = make_scene(4, size=512, gsd=0.1)
     write_geotiff(scene.image, tmp_path / "drone.tif")
     chips = plan(describe(str(tmp_path / "drone.tif")), ChipGrid(51.2, 0.0))
-    assert [(c.width, c.height, c.read_size) for c in chips] == [(512, 512, None)]
+    assert [(*c.window[2:], read_size(c)) for c in chips] == [(512, 512, None)]
     chips = plan(describe(str(tmp_path / "drone.tif")), ChipGrid(1000.0, 0.0))
-    assert chips[0].width == 512  # a source smaller than a chip is one chip
+    assert chips[0].window[2] == 512  # a source smaller than a chip is one chip
     import viper_rs.index.chips as chips_mod
 
     old = chips_mod.MAX_CHIP_PX
     chips_mod.MAX_CHIP_PX = 128
     try:
-        image = chips[0].read()
+        image = chip_image(chips[0])
     finally:
         chips_mod.MAX_CHIP_PX = old
     assert image.shape == (128, 128)
@@ -152,7 +153,7 @@ def test_sources_skip_what_cannot_be_indexed(scenes, tmp_path):
     ("scene0.tif", None), ("x_20141399.tif", None), ("id_120140720.tif", None),
 ])
 def test_acquisition_date_from_file_names(name, date):
-    from viper_rs.index.sources import date_from_name
+    from viper_rs.tiling.sources import date_from_name
 
     assert date_from_name(f"/data/{name}") == date
 

@@ -12,7 +12,7 @@ import pytest
 from cli_peak import cli_peak
 
 from viper_rs.index.chips import ChipGrid, plan
-from viper_rs.index.sources import Source
+from viper_rs.tiling.sources import Source
 
 #: The CLI's peak resident memory allowed while it skips a header-only 200k x 200k px file
 #: (the interpreter, rasterio, LanceDB and the spectral detector take ~300 MB).

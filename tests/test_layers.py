@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
     "viper_rs.core.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
     "viper_rs.core.geo": 1,
+    "viper_rs.core.image": 0,  # the Image protocol GeoImage and RegionImage implement (no imports)
     "viper_rs.core.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
     "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions
     "viper_rs.core.answer_json": 1,  # an answer as bounded strict JSON: output caps, json_safe
@@ -60,6 +61,7 @@ LAYERS: dict[str, int] = {
     "viper_rs.agent.docs": 3,  # the tool table of docs/tools.md, rendered from the registry
     "viper_rs.vision": 4,
     "viper_rs.planning": 4,
+    "viper_rs.tiling": 4,  # sources and the one chip grid (Chip, windows, halo) of index and region
     "viper_rs.datasets": 4,  # dataset access (STAC, RSVQA-HR georeference): geo, errors, config
     "viper_rs.agent": 5,  # the package re-exports Agent from the loop
     "viper_rs.agent.loop": 5,

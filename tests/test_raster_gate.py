@@ -21,7 +21,7 @@ from viper_rs.cli import main
 from viper_rs.core.errors import ImageError, InputError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.rasterfile import ALLOWED_DRIVERS, checked_path, open_raster
-from viper_rs.index.sources import scan
+from viper_rs.tiling.sources import scan
 from viper_rs.ui.catalog import Catalog
 
 #: Longest any refusal may take (a FIFO must be refused, not waited on).

@@ -23,12 +23,12 @@ from test_region import big_scene, cut
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage, write_geotiff
-from viper_rs.index.sources import LIST_MAX_DEPTH, expand, scan
 from viper_rs.region import ask_region, estimate_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.region.resume import MANIFEST, ResumeStore
 from viper_rs.synthetic import BUILDING_CLASSES
+from viper_rs.tiling.sources import LIST_MAX_DEPTH, expand, scan
 
 BUILDINGS = "How many buildings are there?"
 WATER = "How many water areas are there?"

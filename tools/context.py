@@ -12,8 +12,8 @@ from viper_rs.core import budget
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import NoGroundSize, ToolError
-from viper_rs.core.geo import GeoImage
 from viper_rs.core.georef import no_ground_size_message
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 from viper_rs.core.vocabulary import query_key, split_modifiers
 
@@ -33,11 +33,12 @@ class ToolContext:
     """Everything tools need for one image; regions get run-wide ids here.
 
     ``image`` is a GeoImage, or a region's virtual image (``viper_rs.region.RegionImage``):
-    tools use only its ``shape``, ``ground_sampling_distance``, ``area_unit`` and
-    ``window_area``, never a full-size array of it.
+    tools read it through :class:`~viper_rs.core.image.Image` (``shape``,
+    ``ground_sampling_distance``, ``area_unit``, ``window_area``...), never a full-size
+    array of it.
     """
 
-    image: GeoImage
+    image: Image
     detector: Detector
     settings: Settings = field(default_factory=Settings)
     regions: dict[int, Region] = field(default_factory=dict)
@@ -122,8 +123,7 @@ def require_ground_size(why: str) -> None:
     ``why``: what is in metres (a size class, an area bound, a distance)."""
     image = current().image
     if image.ground_sampling_distance is None:
-        name = getattr(image, "name", "the image")
-        raise NoGroundSize(no_ground_size_message(name, why))
+        raise NoGroundSize(no_ground_size_message(image.name, why))
 
 
 def parse_phrase(name: str) -> tuple[str, str | None, str | None]:

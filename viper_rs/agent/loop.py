@@ -14,7 +14,7 @@ from viper_rs.core.answer import Answer
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import SandboxError, SandboxTimeout, ValidationError, ViperError
-from viper_rs.core.geo import GeoImage
+from viper_rs.core.image import Image
 from viper_rs.core.timing import ms_since
 from viper_rs.core.vocabulary import query_key
 from viper_rs.core.wording import normalise
@@ -58,7 +58,7 @@ class Agent:
         return Limits.from_settings(self.settings)
 
     # ------------------------------------------------------------------ public API
-    def ask(self, image: GeoImage, question: str, settings: Settings | None = None) -> Answer:
+    def ask(self, image: Image, question: str, settings: Settings | None = None) -> Answer:
         """Plan a program for ``question`` and run it on ``image``.
 
         When the program fails (validation, sandbox, timeout or tool error) and the planner
@@ -119,7 +119,7 @@ class Agent:
         return answer
 
     def _try(
-        self, image: GeoImage, question: str, plan: Plan, settings: Settings | None
+        self, image: Image, question: str, plan: Plan, settings: Settings | None
     ) -> Answer:
         """Run one plan; a plan that carries an error (no program in the reply) fails as is."""
         if plan.error is not None:
@@ -142,7 +142,7 @@ class Agent:
 
     def run_program(
         self,
-        image: GeoImage,
+        image: Image,
         program: str,
         question: str | None = None,
         plan: Plan | None = None,
@@ -213,7 +213,7 @@ class Agent:
         self.close()
 
     # ------------------------------------------------------------------ helpers
-    def _prepare(self, image: GeoImage, program: str) -> float | None:
+    def _prepare(self, image: Image, program: str) -> float | None:
         """The detector's per-image work (features, class maps; a region's chip scan for the
         concepts the program names literally), done before the program starts so that its
         wall-clock limit covers only what the program causes; cached per image by the
@@ -237,7 +237,7 @@ class Agent:
 
     def _failed(
         self,
-        image: GeoImage,
+        image: Image,
         question: str | None,
         program: str | None,
         exc: ViperError,
@@ -261,9 +261,9 @@ class Agent:
         )
 
 
-def _image_notes(image: GeoImage) -> list[str]:
+def _image_notes(image: Image) -> list[str]:
     """What the image itself says an answer must carry (no georeference: areas in pixels)."""
-    return [str(n) for n in getattr(image, "notes", None) or []]
+    return [str(n) for n in image.notes]
 
 
 def program_queries(program: str) -> list[str]:
@@ -298,7 +298,7 @@ def program_queries(program: str) -> list[str]:
     return out
 
 
-def image_info(image: GeoImage) -> dict[str, Any]:
+def image_info(image: Image) -> dict[str, Any]:
     """Plain facts about the image that programs may read as ``image.<key>``."""
     d = image.describe()
     return {

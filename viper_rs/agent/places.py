@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 from viper_rs.core.wording import plural, returned_label
 
@@ -35,7 +36,8 @@ def returned_region_ids(value: Any) -> list[int] | None:
     return ids
 
 
-def rank_places(regions: list[Region], image: Any, cap: int = MAX_PLACES) -> list[dict[str, Any]]:
+def rank_places(regions: list[Region], image: Image | None, cap: int = MAX_PLACES
+                ) -> list[dict[str, Any]]:
     """The first ``cap`` of ``regions`` ranked by area (largest first, then id) as plain
     records: rank, region id, label, area and unit, pixel centroid, WGS84 centroid (when
     the image is georeferenced) and the chips a region-scale object came from."""
@@ -59,17 +61,17 @@ def rank_places(regions: list[Region], image: Any, cap: int = MAX_PLACES) -> lis
     return out
 
 
-def _lonlat(image: Any, cents: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
-    """WGS84 (lon, lat) of pixel points, or None when the image has no CRS."""
-    crs = getattr(image, "crs", None)
-    if crs is None or not getattr(image, "georeferenced", True):
+def _lonlat(image: Image | None, cents: list[tuple[float, float]]
+            ) -> list[tuple[float, float]] | None:
+    """WGS84 (lon, lat) of pixel points, or None when there is no image or it has no CRS."""
+    if image is None or image.crs is None or not image.georeferenced:
         return None
     if not cents:
         return []
     from rasterio.warp import transform as warp
 
     xy = [image.transform @ c for c in cents]
-    xs, ys = warp(crs, "EPSG:4326", [p[0] for p in xy], [p[1] for p in xy])
+    xs, ys = warp(image.crs, "EPSG:4326", [p[0] for p in xy], [p[1] for p in xy])
     return [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
 
 
@@ -98,7 +100,7 @@ def places_text(n: int, noun: str, places: list[dict[str, Any]], shown: int = TE
     return f"{text}; largest: {items}{more}"
 
 
-def add_places(answer: Any, value: Any, regions: dict[int, Region], image: Any) -> None:
+def add_places(answer: Any, value: Any, regions: dict[int, Region], image: Image) -> None:
     """Give ``answer`` (of a program that returned ``value``) its places and their text,
     when ``value`` is a region or region list; its value and kind stay as they are."""
     ids = returned_region_ids(value)

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from viper_rs.core.geo import GeoImage
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 
 
@@ -54,7 +55,7 @@ class Detector(Protocol):
     name: str
     choice_note: str | None
 
-    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
+    def prepare(self, image: Image, queries: Sequence[str] = ()) -> dict[str, Any]:
         """Compute the per-image work every query shares (cached); returns its stats.
 
         ``queries`` are the base concepts the program names literally (the keys ``find``
@@ -66,15 +67,15 @@ class Detector(Protocol):
         """Score every pixel of ``image`` for ``query``; unknown concepts raise UnknownConceptError."""
         ...
 
-    def find(self, image: GeoImage, query: str) -> list[Region]:
+    def find(self, image: Image, query: str) -> list[Region]:
         """Instances of ``query`` in ``image`` (score map -> components -> regions)."""
         ...
 
-    def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
+    def find_with_stages(self, image: Image, query: str) -> tuple[list[Region], Stages]:
         """Regions plus the timed stages that produced them (empty for one-step detectors)."""
         ...
 
-    def notes(self, image: GeoImage, query: str) -> list[str]:
+    def notes(self, image: Image, query: str) -> list[str]:
         """How ``query`` is answered on ``image`` (approximations, fallbacks), for the answer."""
         ...
 

@@ -64,7 +64,8 @@ def parse_bands(spec: str | list[str] | None) -> list[str] | None:
 
 @dataclass
 class GeoImage:
-    """Bands x H x W pixels with CRS, affine transform, validity mask and band roles.
+    """Bands x H x W pixels with CRS, affine transform, validity mask and band roles (an
+    :class:`~viper_rs.core.image.Image` with its pixels).
 
     ``pixel_area_m2`` is the true ground area of one pixel: |det(transform)| for a
     projected CRS (converted to metres), geodesic per-row area for a geographic CRS,
@@ -327,7 +328,7 @@ class GeoImage:
         inside = mask & self.answer_mask[r0 : r0 + h, c0 : c0 + w]
         return float(inside.sum(axis=1) @ self.row_pixel_area[r0 : r0 + h])
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Plain summary for answers and logs."""
         return {
             "name": self.name,

@@ -5,11 +5,11 @@ chips for a query, GeoJSON, density rasters) and ``ChipIndex`` (the on-disk inde
 """
 
 from viper_rs.index.build import BuildReport, build_index
-from viper_rs.index.chips import Chip, ChipGrid
+from viper_rs.index.chips import ChipGrid
 from viper_rs.index.query import DensityMap, Searcher, SearchResult, hits_geojson
 from viper_rs.index.store import ChipIndex, Hit, IndexMeta
 
 __all__ = [
-    "BuildReport", "Chip", "ChipGrid", "ChipIndex", "DensityMap", "Hit", "IndexMeta",
+    "BuildReport", "ChipGrid", "ChipIndex", "DensityMap", "Hit", "IndexMeta",
     "SearchResult", "Searcher", "build_index", "hits_geojson",
 ]

@@ -38,7 +38,7 @@ from viper_rs.index.attributes import (
     ChipMeasures,
     parse_info,
 )
-from viper_rs.index.chips import DEFAULT_MIN_VALID, Chip, ChipGrid, plan
+from viper_rs.index.chips import DEFAULT_MIN_VALID, ChipGrid, chip_image, plan
 from viper_rs.index.cost import (
     IndexBudget,
     check_build,
@@ -48,8 +48,9 @@ from viper_rs.index.cost import (
 )
 from viper_rs.index.embedders import EmbedderSpec, build_chip_embedder, resolve_name
 from viper_rs.index.overlays import OverlayReport, update_overlays
-from viper_rs.index.sources import Source, scan
 from viper_rs.index.store import ANN_MIN_ROWS, ChipIndex, IndexMeta
+from viper_rs.tiling.chips import Chip
+from viper_rs.tiling.sources import Source, scan
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def embed_batch(embedder: Any, chips: Sequence[Chip], min_valid: float,
     images, kept = [], []
     for chip in chips:
         try:
-            image = chip.read()
+            image = chip_image(chip)
         except ImageError as exc:
             if "every pixel is nodata" in str(exc):
                 result.skipped.append((chip.id, "no valid pixels"))
@@ -248,13 +249,15 @@ def _measure(attributer: ChipAttributer, image: GeoImage) -> ChipMeasures:
 
 
 def _row(chip: Chip, valid: float, white_point: float) -> dict[str, Any]:
-    s = chip.source
+    s = chip.sources[0]
+    assert chip.bbox is not None and chip.corners is not None  # set by index.chips.plan
     w, so, e, n = chip.bbox
+    col, row, width, height = chip.window
     return {
         "id": chip.id, "source": s.uri, "source_name": s.name, "source_key": s.key,
         "fingerprint": s.fingerprint, "datetime": s.datetime,
-        "crs": s.crs, "col": chip.col, "row": chip.row, "width": chip.width,
-        "height": chip.height, "west": w, "south": so, "east": e, "north": n,
+        "crs": s.crs, "col": col, "row": row, "width": width,
+        "height": height, "west": w, "south": so, "east": e, "north": n,
         "corners": list(chip.corners), "white_point": float(white_point), "valid": valid,
     }
 

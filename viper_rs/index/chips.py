@@ -17,7 +17,8 @@ from affine import Affine
 
 from viper_rs.core.errors import ImageError, InputError
 from viper_rs.core.geo import GeoImage, linear_unit_factor
-from viper_rs.index.sources import Source
+from viper_rs.tiling.chips import Chip, box, count_starts, starts, windows
+from viper_rs.tiling.sources import Source
 
 #: Chips with fewer valid pixels than this fraction are not indexed (frame margins).
 DEFAULT_MIN_VALID = 0.5
@@ -44,56 +45,28 @@ class ChipGrid:
         return self.chip_m * (1.0 - self.overlap)
 
 
-@dataclass(frozen=True)
-class Chip:
-    """One window of one source, with its WGS84 footprint."""
+def read_size(chip: Chip) -> tuple[int, int] | None:
+    """``(width, height)`` an index chip is read at when it is wider than :data:`MAX_CHIP_PX`."""
+    _, _, width, height = chip.window
+    side = max(width, height)
+    if side <= MAX_CHIP_PX:
+        return None
+    f = MAX_CHIP_PX / side
+    return (max(1, round(width * f)), max(1, round(height * f)))
 
-    id: str
-    source: Source
-    col: int
-    row: int
-    width: int
-    height: int
-    bbox: tuple[float, float, float, float]  # west, south, east, north (degrees)
-    corners: tuple[float, ...]  # lon/lat of the corners: UL, UR, LR, LL (8 numbers)
 
-    @property
-    def window(self) -> tuple[int, int, int, int]:
-        """``(col_off, row_off, width, height)`` in source pixels."""
-        return (self.col, self.row, self.width, self.height)
-
-    @property
-    def read_size(self) -> tuple[int, int] | None:
-        """``(width, height)`` the chip is read at when it is wider than :data:`MAX_CHIP_PX`."""
-        side = max(self.width, self.height)
-        if side <= MAX_CHIP_PX:
-            return None
-        f = MAX_CHIP_PX / side
-        return (max(1, round(self.width * f)), max(1, round(self.height * f)))
-
-    def read(self) -> GeoImage:
-        """The chip's pixels (the source's white point, the window's georeference)."""
-        # an accepted source (a URL there was typed by the user or found by a STAC search)
-        return GeoImage.open(self.source.uri, window=self.window,
-                             white_point=self.source.white_point, out_size=self.read_size,
-                             remote=True)
+def chip_image(chip: Chip) -> GeoImage:
+    """An index chip's pixels (its source's white point, the window's georeference)."""
+    source = chip.sources[0]
+    # an accepted source (a URL there was typed by the user or found by a STAC search)
+    return GeoImage.open(source.uri, window=chip.window, white_point=source.white_point,
+                         out_size=read_size(chip), remote=True)
 
 
 def chip_id(source: Source, window: tuple[int, int, int, int]) -> str:
     """Stable id of a window of a source version."""
     text = f"{source.key}|{source.fingerprint}|{','.join(map(str, window))}"
     return hashlib.sha1(text.encode()).hexdigest()[:24]
-
-
-def starts(length: int, size: int, stride: int) -> list[int]:
-    """Origins along one axis: every ``stride``, the last flush with the end (``[0]`` when
-    the axis is shorter than one chip)."""
-    if length <= size:
-        return [0]
-    out = list(range(0, length - size + 1, stride))
-    if out[-1] != length - size:
-        out.append(length - size)
-    return out
 
 
 def metres_per_unit(crs_wkt: str) -> float:
@@ -142,14 +115,6 @@ def _units(source: Source) -> tuple[float, float]:
     return 111_320.0 * float(np.cos(np.radians(lat))), 110_574.0
 
 
-def count_starts(length: int, size: int, stride: int) -> int:
-    """``len(starts(length, size, stride))``, without listing them."""
-    if length <= size:
-        return 1
-    n = (length - size) // stride + 1
-    return n + (1 if (length - size) % stride else 0)
-
-
 def chip_count(source: Source, grid: ChipGrid) -> int:
     """How many chips :func:`plan` makes of ``source`` (nothing listed or read)."""
     cw, ch, sw, sh = chip_shape(source, grid)
@@ -161,13 +126,17 @@ def plan(source: Source, grid: ChipGrid) -> list[Chip]:
     from rasterio.warp import transform as warp
 
     cw, ch, sw, sh = chip_shape(source, grid)
-    windows = [(c, r, min(cw, source.width), min(ch, source.height))
-               for r in starts(source.height, ch, sh) for c in starts(source.width, cw, sw)]
+    rows, cols = starts(source.height, ch, sh), starts(source.width, cw, sw)
+    ii, jj = np.meshgrid(np.arange(len(rows)), np.arange(len(cols)), indexing="ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    cores, _ = windows(np.asarray(rows)[ii], np.asarray(cols)[jj], (ch, cw), 0,
+                       (source.height, source.width))
+    boxes = [box(row) for row in cores]
     t = Affine(*source.transform)
     xs: list[float] = []
     ys: list[float] = []
-    for c, r, w, h in windows:
-        for px, py in ((c, r), (c + w, r), (c + w, r + h), (c, r + h)):
+    for r0, c0, r1, c1 in boxes:
+        for px, py in ((c0, r0), (c1, r0), (c1, r1), (c0, r1)):
             x, y = t @ (px, py)
             xs.append(x)
             ys.append(y)
@@ -175,10 +144,11 @@ def plan(source: Source, grid: ChipGrid) -> list[Chip]:
     lon = np.asarray(lons).reshape(-1, 4)
     lat = np.asarray(lats).reshape(-1, 4)
     chips = []
-    for i, window in enumerate(windows):
+    for i, core in enumerate(boxes):
         corners = tuple(float(v) for pair in zip(lon[i], lat[i], strict=True) for v in pair)
         bbox = (float(lon[i].min()), float(lat[i].min()), float(lon[i].max()),
                 float(lat[i].max()))
-        chips.append(Chip(chip_id(source, window), source, *window, bbox=bbox,
-                          corners=corners))
+        r0, c0, r1, c1 = core
+        chips.append(Chip(chip_id(source, (c0, r0, c1 - c0, r1 - r0)), (int(ii[i]), int(jj[i])),
+                          core, core, (source,), bbox=bbox, corners=corners))
     return chips

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _build(args: argparse.Namespace, settings: Settings) -> int:
     from viper_rs.index.build import build_index
     from viper_rs.index.chips import ChipGrid
-    from viper_rs.index.sources import stac_sources
+    from viper_rs.tiling.sources import stac_sources
 
     extra = []
     skipped: list[tuple[str, str]] = []

@@ -26,7 +26,7 @@ from viper_rs.core.errors import InputError
 from viper_rs.core.overrides import setting_source
 from viper_rs.core.units import bytes_text, duration_text
 from viper_rs.index.chips import MAX_CHIP_PX, ChipGrid, chip_count, chip_shape, pixel_m
-from viper_rs.index.sources import Source
+from viper_rs.tiling.sources import Source
 from viper_rs.vision.cost import BUILDING_GSD_M, BUILDING_GSD_RANGE_M
 
 # ----------------------------------------------------------------------------- constants

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.core.errors import ImageError, first_line
-from viper_rs.index.sources import Source
+from viper_rs.tiling.sources import Source
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import InputError, ViperError, first_line
 from viper_rs.core.georef import gsd_problem
-from viper_rs.index.sources import Source, scan
-from viper_rs.region.chips import CHIP_M, OUTSIDE, Chip, layout
+from viper_rs.region.chips import CHIP_M, OUTSIDE, layout
 from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
 from viper_rs.region.detector import ChipReader, RegionDetector
 from viper_rs.region.grid import build_grid, parse_bbox
 from viper_rs.region.image import RegionImage
 from viper_rs.region.spectral import chip_halo_m, with_region_stats
+from viper_rs.tiling.chips import Chip
+from viper_rs.tiling.sources import Source, scan
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def chip_rows(image: RegionImage, chips: list[Chip]) -> list[dict[str, Any]]:
     for c in chips:
         status = c.status if c.status != "pending" else "skipped"
         row = {
-            "id": c.id, "sources": [image.sources[k].name for k in c.sources],
+            "id": c.id, "sources": [s.name for s in c.sources],
             "footprint_wgs84": image.grid.lonlat_bounds(*c.core), "status": status,
             "ms": round(c.ms, 3),
         }
@@ -290,9 +291,9 @@ def ask_region(
                                     deadline=t_start + SCAN_TIME_SLACK * budget.seconds)
         agent.detector = region_det
         if program is not None:
-            answer = agent.run_program(image, program, question=question or None)  # type: ignore[arg-type]
+            answer = agent.run_program(image, program, question=question or None)
         else:
-            answer = agent.ask(image, question)  # type: ignore[arg-type]
+            answer = agent.ask(image, question)
     finally:
         agent.detector, agent.planner = previous, planner_before
         if own:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,8 @@ from viper_rs.core.errors import ImageError, InputError, first_line
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.rasterfile import open_raster
 from viper_rs.region.image import RegionImage
+from viper_rs.tiling.chips import Chip, box, windows
+from viper_rs.tiling.sources import Source
 
 #: Smallest chip core side in pixels.
 MIN_CHIP_PX = 16
@@ -22,25 +23,6 @@ HALO_M = 64.0
 OUTSIDE = "outside the requested area or every source"
 #: Up to this many chip positions (summed over the footprints) are counted exactly.
 EXACT_POSITIONS = 2_000_000
-
-
-@dataclass
-class Chip:
-    """One chip: its ``core`` (r0, c0, r1, c1) on the working grid, the ``read`` window
-    (core plus halo, inside the grid), the sources that intersect it and its status
-    (pending | ok | failed | skipped)."""
-
-    id: str
-    index: tuple[int, int]  # (chip row, chip column)
-    core: tuple[int, int, int, int]
-    read: tuple[int, int, int, int]
-    sources: list[int]
-    status: str = "pending"
-    ms: float = 0.0
-    error: str | None = None
-    attempts: int = 0
-    valid_m2: float = 0.0  # ground area of the core's valid pixels (once read)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
@@ -66,13 +48,10 @@ def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
     if not len(pos):
         return []
     ii, jj = pos[:, 0], pos[:, 1]
-    r0, c0 = ii * size, jj * size
-    r1, c1 = np.minimum(r0 + size, h), np.minimum(c0 + size, w)
     # The halo stops at the grid's edge: a chip touching it sees the edge as the whole
     # image would (windowed rules treat an image edge unlike nodata).
-    q0, p0 = np.maximum(r0 - halo, 0), np.maximum(c0 - halo, 0)
-    q1, p1 = np.minimum(r1 + halo, h), np.minimum(c1 + halo, w)
-    cores, reads = _boxes(grid.transform, r0, c0, r1, c1), _boxes(grid.transform, q0, p0, q1, p1)
+    core_px, read_px = windows(ii * size, jj * size, (size, size), halo, (h, w))
+    cores, reads = _boxes(grid.transform, *core_px.T), _boxes(grid.transform, *read_px.T)
     tree = shapely.STRtree(grid.footprints)
     which, src = tree.query(reads, predicate="intersects")
     per_chip: list[list[int]] = [[] for _ in range(len(pos))]
@@ -89,9 +68,8 @@ def layout(image: RegionImage, chip_m: float, halo_m: float) -> list[Chip]:
         if not srcs:
             continue
         i, j = int(ii[k]), int(jj[k])
-        chip = Chip(id=f"r{i}c{j}", index=(i, j),
-                    core=(int(r0[k]), int(c0[k]), int(r1[k]), int(c1[k])),
-                    read=(int(q0[k]), int(p0[k]), int(q1[k]), int(p1[k])), sources=srcs)
+        chip = Chip(id=f"r{i}c{j}", index=(i, j), core=box(core_px[k]), read=box(read_px[k]),
+                    sources=tuple(image.sources[s] for s in srcs))
         if not inside[k]:
             chip.status = "skipped"
             chip.error = OUTSIDE
@@ -174,8 +152,7 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
     bounds = image.grid.window_box(*chip.read).bounds
     method = Resampling[resampling]
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
-        for k in chip.sources:
-            src = image.sources[k]
+        for src in chip.sources:
             aligned = _aligned(image, src, r0, c0, h, w)
             if aligned is not None and aligned[1] is None:
                 continue  # on the grid but outside this window
@@ -235,7 +212,7 @@ def read_chip(image: RegionImage, chip: Chip, resampling: str = "nearest") -> Ge
         return None
 
 
-def _aligned(image: RegionImage, src: Any, r0: int, c0: int, h: int, w: int
+def _aligned(image: RegionImage, src: Source, r0: int, c0: int, h: int, w: int
              ) -> tuple[tuple[int, int, int, int, int, int] | None, Any] | None:
     """Where a source lying on the working grid (same CRS, pixel size and whole-pixel
     offset) meets the window rows ``r0:r0+h``, columns ``c0:c0+w``: ((window row, window
@@ -246,7 +223,7 @@ def _aligned(image: RegionImage, src: Any, r0: int, c0: int, h: int, w: int
     if b != 0 or d != 0 or t.b != 0 or t.d != 0:
         return None
     tol = 1e-9 * max(abs(t.a), 1e-12)
-    if abs(a - t.a) > tol or abs(e - t.e) > tol or src.crs != _crs_text(image):
+    if abs(a - t.a) > tol or abs(e - t.e) > tol or src.crs != image.grid.crs_text:
         return None
     col, row = (c - t.c) / t.a, (f - t.f) / t.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
@@ -257,18 +234,6 @@ def _aligned(image: RegionImage, src: Any, r0: int, c0: int, h: int, w: int
     if bottom <= top or right <= left:
         return None, None
     return (top - r0, left - c0, top - row, left - col, bottom - top, right - left), True
-
-
-def _crs_text(image: RegionImage) -> str:
-    """The working CRS written as sources write theirs (``Source.crs``)."""
-    cached = getattr(image.grid, "_crs_text", None)
-    if cached is None:
-        cached = image.grid.crs.to_string()
-        try:
-            object.__setattr__(image.grid, "_crs_text", cached)
-        except AttributeError:
-            pass
-    return cached
 
 
 def _valid_mask(ds: Any, window: Any, pixels: np.ndarray) -> np.ndarray:
@@ -290,10 +255,3 @@ def _valid_mask(ds: Any, window: Any, pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype.kind == "f":
         valid &= np.isfinite(pixels).all(axis=0)
     return valid.astype(np.uint8)
-
-
-def core_slice(chip: Chip) -> tuple[slice, slice]:
-    """The chip's core inside its read window."""
-    r0, c0, r1, c1 = chip.core
-    rr, cc = chip.read[0], chip.read[1]
-    return slice(r0 - rr, r1 - rr), slice(c0 - cc, c1 - cc)

@@ -420,9 +420,11 @@ def chip_pixels(grid: Any, size: int, halo: int) -> tuple[int, int, int]:
     h, w = grid.height, grid.width
     if math.ceil(h / size) * math.ceil(w / size) <= EXACT_CHIPS:
         return _exact(grid, grid.area, size, halo, 0, (h - 1) // size, 0, (w - 1) // size)
+    import shapely
+
     inv = ~grid.transform
     n = core = read = 0
-    for part in getattr(grid.area, "geoms", [grid.area]):
+    for part in shapely.get_parts(grid.area):
         if part.is_empty or not part.area > 0:
             continue
         x0, y0, x1, y1 = part.bounds

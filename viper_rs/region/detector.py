@@ -10,14 +10,15 @@ from typing import Any
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector, ScoreMap, Stages
 from viper_rs.core.errors import ImageError, ToolError
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
 from viper_rs.core.vocabulary import query_key
-from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
 from viper_rs.region.resume import ResumeStore
 from viper_rs.region.scan import ChipReader, ChipResult, ChipRunner, InProcessRunner
 from viper_rs.region.stitch import Stitcher, build_regions
+from viper_rs.tiling.chips import Chip
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class RegionDetector:
         self.scan_s = 0.0
 
     # ------------------------------------------------------------------ protocol
-    def prepare(self, image: Any, queries: Sequence[str] = ()) -> dict[str, Any]:
+    def prepare(self, image: Image, queries: Sequence[str] = ()) -> dict[str, Any]:
         """Scan the chips for ``queries`` not scanned yet (each chip read once for all);
         unknown concepts are left for the program to meet."""
         t0 = time.perf_counter()
@@ -88,19 +89,19 @@ class RegionDetector:
             self._scan(keys, strict=False)
         return {"ms": ms_since(t0), "queries": keys}
 
-    def score_map(self, image: Any, query: str) -> ScoreMap:
+    def score_map(self, image: Image, query: str) -> ScoreMap:
         """A region has no whole-image score map (it would be full-size); use :meth:`find`."""
         raise ImageError("a region is scored chip by chip; it has no whole score map")
 
-    def notes(self, image: Any, query: str) -> list[str]:
+    def notes(self, image: Image, query: str) -> list[str]:
         """Notes of the chips' detections for ``query``, and missing coverage."""
         return list(self._detect(query)[2]) + self.coverage_notes()
 
-    def find(self, image: Any, query: str) -> list[Region]:
+    def find(self, image: Image, query: str) -> list[Region]:
         """Whole objects of ``query`` over the region."""
         return self._detect(query)[0]
 
-    def find_with_stages(self, image: Any, query: str) -> tuple[list[Region], Stages]:
+    def find_with_stages(self, image: Image, query: str) -> tuple[list[Region], Stages]:
         """The regions of :meth:`find` and the timed chip stage."""
         regions, stages, _ = self._detect(query)
         return regions, stages

@@ -17,8 +17,8 @@ from viper_rs.agent.loop import program_queries
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ViperError
 from viper_rs.planning.base import Plan
-from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
+from viper_rs.tiling.chips import Chip
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from affine import Affine
@@ -14,7 +15,7 @@ from shapely.ops import unary_union
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import linear_unit_factor
 from viper_rs.core.georef import check_georeference, utm_epsg
-from viper_rs.index.sources import Source
+from viper_rs.tiling.sources import Source
 
 #: Points per side when a rectangle is carried into another CRS (curved edges).
 DENSIFY = 21
@@ -56,6 +57,11 @@ class WorkingGrid:
     def shape(self) -> tuple[int, int]:
         """(rows, cols)."""
         return self.height, self.width
+
+    @cached_property
+    def crs_text(self) -> str:
+        """The working CRS written as sources write theirs (``Source.crs``)."""
+        return str(self.crs.to_string())
 
     @property
     def pixel_size(self) -> float:

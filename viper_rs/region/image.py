@@ -11,13 +11,13 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.core.geo import projected_row_areas
-from viper_rs.index.sources import Source
 from viper_rs.region.grid import WorkingGrid
+from viper_rs.tiling.sources import Source
 
 
 @dataclass
 class RegionImage:
-    """What the tools need from an image, for a region: shape, CRS, transform, ground area
+    """A region as an :class:`~viper_rs.core.image.Image`: shape, CRS, transform, ground area
     per pixel row and of mask windows; the pixels stay in the sources and are read chip by
     chip (:mod:`viper_rs.region.chips`), never as one array."""
 
@@ -25,6 +25,9 @@ class RegionImage:
     sources: list[Source]
     band_names: list[str] = field(default_factory=lambda: ["R", "G", "B"])
     path: str | None = None
+    #: What an answer about the region says of its imagery (none so far: a region is
+    #: always georeferenced).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -31,8 +31,9 @@ from viper_rs.core.detector import ContextSensitive, Detector
 from viper_rs.core.errors import ImageError, ToolError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.timing import ms_since
-from viper_rs.region.chips import Chip, core_slice, read_chip
+from viper_rs.region.chips import read_chip
 from viper_rs.region.image import RegionImage
+from viper_rs.tiling.chips import Chip, box, core_slice, windows
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,11 @@ def _grown(chip: Chip, shape: tuple[int, int], factor: int) -> Chip | None:
     read window cannot grow (it already reaches the grid's edge on every side)."""
     from dataclasses import replace
 
-    h, w = shape
     r0, c0, r1, c1 = chip.core
     q0, p0, q1, p1 = chip.read
     halo = max(r0 - q0, c0 - p0, q1 - r1, p1 - c1, 1)
-    read = (max(r0 - factor * halo, 0), max(c0 - factor * halo, 0),
-            min(r1 + factor * halo, h), min(c1 + factor * halo, w))
+    _, reads = windows(np.array([r0]), np.array([c0]), (r1 - r0, c1 - c0), factor * halo, shape)
+    read = box(reads[0])
     if read == chip.read:
         return None
     return replace(chip, read=read, extra=dict(chip.extra))

@@ -15,6 +15,7 @@ import numpy as np
 from skimage.measure import regionprops
 
 from viper_rs.core import budget
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 from viper_rs.vision.components import label_components, mask_polygon
 
@@ -181,7 +182,7 @@ class Stitcher:
 
 
 def build_regions(
-    objects: list[list[Part]], image: object, label: str, query: str, detector: str,
+    objects: list[list[Part]], image: Image, label: str, query: str, detector: str,
     min_area_m2: float = 0.0,
 ) -> list[Region]:
     """One Region per object: cropped mask on the working grid, polygon in the working CRS,
@@ -196,12 +197,12 @@ def build_regions(
         crop = np.zeros((r1 - r0, c1 - c0), dtype=bool)
         for p in parts:
             crop[p.r0 - r0 : p.r0 - r0 + p.crop.shape[0], p.c0 - c0 : p.c0 - c0 + p.crop.shape[1]] |= p.crop
-        area = image.window_area(crop, r0, c0)  # type: ignore[attr-defined]
+        area = image.window_area(crop, r0, c0)
         if area < min_area_m2:
             continue
         n = int(crop.sum())
         region = Region(
-            crop=crop, origin=(r0, c0), image_shape=image.shape,  # type: ignore[attr-defined]
+            crop=crop, origin=(r0, c0), image_shape=image.shape,
             label=label, query=query,
             score=sum(p.score_sum for p in parts) / n if n else 0.0,
             area_m2=area, area_unit="m2", detector=detector,
@@ -209,7 +210,7 @@ def build_regions(
         )
         if parts[0].instance:
             region.extra["instance"] = parts[0].instance
-        region.polygon = mask_polygon(image, crop, (r0, c0))  # type: ignore[arg-type]
+        region.polygon = mask_polygon(image, crop, (r0, c0))
         out.append(region)
     out.sort(key=lambda r: (r.origin, r.bbox))
     return out

@@ -16,12 +16,17 @@ import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.errors import InputError
 from viper_rs.core.textsafe import safe_text
 from viper_rs.ui.answer_map import colour_for
 from viper_rs.ui.leaflet import leaflet_assets
+
+if TYPE_CHECKING:  # the region package loads shapely: imported where an area is asked
+    from viper_rs.core.image import Image
+    from viper_rs.core.regions import Region
+    from viper_rs.region.image import RegionImage
 
 #: Chip core side (m) of the app's area questions.
 AREA_CHIP_M = 256.0
@@ -96,7 +101,7 @@ def parse_area(text: str | Sequence[float] | None) -> list[float] | None:
     return values
 
 
-def chip_estimate(image: Any, chip_m: float) -> int:
+def chip_estimate(image: RegionImage, chip_m: float) -> int:
     """How many chips of ``chip_m`` metres cover ``image`` (a RegionImage)."""
     side = float(image.grid.pixel_size)
     rows = max(1, math.ceil(image.height * side / chip_m))
@@ -104,7 +109,7 @@ def chip_estimate(image: Any, chip_m: float) -> int:
     return rows * cols
 
 
-def region_lonlats(image: Any, regions: Sequence[Any]) -> list[tuple[float, float]]:
+def region_lonlats(image: Image, regions: Sequence[Region]) -> list[tuple[float, float]]:
     """WGS84 (lon, lat) of each region's centroid."""
     if not regions:
         return []

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
@@ -51,6 +51,11 @@ from viper_rs.ui.area import (
     chip_values,
     region_lonlats,
 )
+
+if TYPE_CHECKING:  # the region package loads shapely and rasterio: imported in the worker
+    from viper_rs.core.geo import GeoImage
+    from viper_rs.region.image import RegionImage
+    from viper_rs.tiling.chips import Chip
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,7 @@ class AreaPlan:
     """An area question that fits the budget: its region (working grid and sources), its
     size, and the limits its worker runs under."""
 
-    image: Any  # viper_rs.region.RegionImage
+    image: RegionImage
     chips: int
     pixels: int
     memory_bytes: int
@@ -151,7 +156,7 @@ class AreaRequest:
     words library texts (a module-level function: it travels by name)."""
 
     question: str
-    image: Any
+    image: RegionImage
     bbox: list[float]
     settings: Settings
     chip_m: float
@@ -176,7 +181,7 @@ class AreaOutcome:
     exitcode: int | None = None
 
 
-def area_view(image: Any, answer: Any, report: Any, bbox: list[float], folder: Path,
+def area_view(image: RegionImage, answer: Any, report: Any, bbox: list[float], folder: Path,
               app_text: Callable[[str], str] = str) -> AreaView:
     """The AreaView of an answered area question: message, chips table, GeoJSON and GPKG
     (written in ``folder``) and what the area map draws (``map_data``; the app adds the
@@ -258,7 +263,7 @@ def _worker_main(conn: Any, request: AreaRequest) -> None:
         seen: set[str] = set()  # chips read in this pass over the area
         state = {"pass": 1, "last": None}
 
-        def reader(image: Any, chip: Any) -> Any:
+        def reader(image: RegionImage, chip: Chip) -> GeoImage | None:
             # A pass (the area's statistics, each query's detection) reads the chips in
             # order, a chip maybe twice (a wider context): an earlier chip starts a pass.
             with lock:

@@ -23,6 +23,7 @@ from viper_rs.core.answer import Answer
 from viper_rs.core.answer_json import MAX_NOTES
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
 from viper_rs.core.textsafe import safe_text
 from viper_rs.core.wording import answer_parts
@@ -169,7 +170,7 @@ def _paint_display(region: Region, target: np.ndarray, row_group: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- table
-def region_rows(image: GeoImage, answer: Answer | None) -> list[list]:
+def region_rows(image: Image, answer: Answer | None) -> list[list]:
     """One row per evidence region, in :data:`REGION_COLUMNS` order.
 
     Area is in the region's unit (``"m2"`` or ``"px"``); the centroid is given in WGS84
@@ -190,7 +191,7 @@ def region_rows(image: GeoImage, answer: Answer | None) -> list[list]:
     return rows
 
 
-def _lonlats(image: GeoImage, points: list[tuple[float, float]]
+def _lonlats(image: Image, points: list[tuple[float, float]]
              ) -> list[tuple[float, float] | None]:
     """WGS84 (lon, lat) of pixel (col, row) points, ``None`` each without a CRS."""
     if image.crs is None or not points:
@@ -203,7 +204,7 @@ def _lonlats(image: GeoImage, points: list[tuple[float, float]]
 
 
 # ---------------------------------------------------------------------------- files
-def evidence_geojson(image: GeoImage, answer: Answer) -> dict:
+def evidence_geojson(image: Image, answer: Answer) -> dict:
     """The evidence regions as an RFC 7946 FeatureCollection in WGS84 (lon, lat).
 
     Exterior rings are counter-clockwise, coordinates have 7 decimals, and each feature's
@@ -252,7 +253,7 @@ def evidence_geojson(image: GeoImage, answer: Answer) -> dict:
     return out
 
 
-def write_evidence(image: GeoImage, answer: Answer, out_dir: Path) -> list[Path]:
+def write_evidence(image: Image, answer: Answer, out_dir: Path) -> list[Path]:
     """Write the evidence files into ``out_dir`` (created) and return their paths.
 
     In order: ``evidence.geojson`` (WGS84, see :func:`evidence_geojson`; only when the

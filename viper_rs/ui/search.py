@@ -205,7 +205,7 @@ class RegionSearch:
         from viper_rs.core.errors import InputError
         from viper_rs.index import ChipIndex
         from viper_rs.index.overlays import known_sources, update_overlays
-        from viper_rs.index.sources import describe
+        from viper_rs.tiling.sources import describe
 
         known = known_sources(self.path)
         missing = [u for u in ChipIndex.open(self.path).sources() if source_key(u) not in known]

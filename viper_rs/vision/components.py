@@ -16,6 +16,7 @@ from skimage.measure import regionprops
 
 from viper_rs.core import budget
 from viper_rs.core.geo import GeoImage
+from viper_rs.core.image import Image
 from viper_rs.core.regions import Region, pixel_polygon  # noqa: F401  (re-export)
 from viper_rs.vision.base import ScoreMap
 
@@ -27,7 +28,7 @@ def label_components(mask: np.ndarray, connectivity: int = 2) -> np.ndarray:
     return cc_label(mask, connectivity=connectivity)
 
 
-def mask_polygon(image: GeoImage, crop: np.ndarray, origin: tuple[int, int]):
+def mask_polygon(image: Image, crop: np.ndarray, origin: tuple[int, int]):
     """Vectorise a cropped boolean mask into a shapely (Multi)Polygon in the image CRS."""
     from rasterio.features import shapes
 

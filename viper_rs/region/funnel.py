@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.agent.loop import program_queries
 from viper_rs.core.config import Settings
@@ -20,6 +20,10 @@ from viper_rs.core.errors import PlanningError, ViperError
 from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.region.chips import Chip
 from viper_rs.region.image import RegionImage
+
+if TYPE_CHECKING:
+    from viper_rs.index.query import Searcher
+    from viper_rs.index.store import ChipIndex
 
 
 @dataclass
@@ -99,7 +103,7 @@ def select_chips(image: RegionImage, chips: list[Chip], footprints: dict[str, li
                   selected=[live[k].id for k in sorted(chosen)], total=len(live), share=share)
 
 
-def index_footprints(index: str | Path | Any, concepts: list[str], top: int,
+def index_footprints(index: str | Path | ChipIndex | Searcher, concepts: list[str], top: int,
                      image: RegionImage, settings: Settings | None = None) -> dict[str, list[Any]]:
     """The WGS84 footprint polygons of the best ``top`` index chips of each concept within
     the region's bounds (``index``: a path, a ChipIndex or a Searcher)."""
@@ -114,7 +118,8 @@ def index_footprints(index: str | Path | Any, concepts: list[str], top: int,
     return out
 
 
-def apply_funnel(image: RegionImage, chips: list[Chip], program: str, index: Any, top: int,
+def apply_funnel(image: RegionImage, chips: list[Chip], program: str,
+                 index: str | Path | ChipIndex | Searcher, top: int,
                  settings: Settings | None = None) -> tuple[Funnel | None, list[str]]:
     """Skip the chips the index does not point to for ``program``'s concepts. Returns the
     Funnel (None when the program names no concept or the index cannot rank one, then

@@ -128,11 +128,11 @@ def real_places(root: Path = SHARED) -> dict[str, list[Path]]:
 # ---------------------------------------------------------------------------- runs
 def ask(sources: Any, question: str, **kw: Any) -> dict[str, Any]:
     """One region question (spectral detector, rule planner): its figures."""
-    from viper_rs.region import ask_region
+    from viper_rs.region import RegionOptions, ask_region
 
     t0 = time.perf_counter()
-    answer, report = ask_region(sources, question, chip_m=CHIP_M, halo_m=HALO_M,
-                                detector="spectral", planner="rules", **kw)
+    answer, report = ask_region(sources, question, RegionOptions(
+        chip_m=CHIP_M, halo_m=HALO_M, detector="spectral", planner="rules", **kw))
     total = time.perf_counter() - t0
     cov = report.coverage
     km2 = cov["scanned_m2"] / 1e6

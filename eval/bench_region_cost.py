@@ -87,12 +87,12 @@ def _paths(case: Case) -> list[str]:
 def estimate(case: Case) -> dict[str, Any]:
     """The library's estimate for ``case`` (concepts from the rule planner)."""
     from viper_rs.core.config import Settings
-    from viper_rs.region import estimate_question
+    from viper_rs.region import RegionOptions, estimate_question
 
     settings = Settings.from_env(detector=case.detector, planner="rules")
-    cost, _ = estimate_question(_paths(case), case.question, bbox=case.bbox,
-                                chip_m=case.chip_m, settings=settings, pixel_m=case.pixel_m,
-                                workers=case.workers)
+    cost, _ = estimate_question(_paths(case), case.question, RegionOptions(
+        bbox=case.bbox, chip_m=case.chip_m, settings=settings, pixel_m=case.pixel_m,
+        workers=case.workers))
     return cost.to_dict()
 
 

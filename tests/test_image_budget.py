@@ -187,7 +187,7 @@ def test_memory_error_in_the_detector_is_exit_2_with_one_line(tmp_path, monkeypa
     # inside a tool call of the program: the answer says so and the exit is 2 too
     from viper_rs.agent import Agent
 
-    monkeypatch.setattr(Agent, "_prepare", lambda self, image, program: None)
+    monkeypatch.setattr(Agent, "_prepare", lambda self, image, detector, program: None)
     assert cli.main(args) == 2
     answer = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert answer["error"]["type"] == "too_large"
@@ -236,7 +236,7 @@ def test_region_chip_out_of_memory_is_failed_not_empty(tmp_path) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     from test_region import big_scene, cut
 
-    from viper_rs.region import ask_region, open_region
+    from viper_rs.region import RegionOptions, ask_region, open_region
     from viper_rs.region.oracle import MosaicOracle
 
     class NoMemoryOnOneChip(MosaicOracle):
@@ -251,8 +251,9 @@ def test_region_chip_out_of_memory_is_failed_not_empty(tmp_path) -> None:
     detector = NoMemoryOnOneChip(scene)
     detector.calls = 0
     image = open_region(cut(scene, tmp_path))
-    answer, report = ask_region(image, BUILDINGS, chip_m=256.0, halo_m=0.0, detector=detector,
-                                planner="rules")
+    answer, report = ask_region(image, BUILDINGS,
+                                RegionOptions(chip_m=256.0, halo_m=0.0, detector=detector,
+                                              planner="rules"))
     failed = [c for c in report.chips if c["status"] == "failed"]
     assert len(failed) == 1 and "out of memory" in failed[0]["reason"]
     assert report.coverage["partial"]

@@ -19,7 +19,7 @@ from affine import Affine
 from viper_rs.agent import Agent
 from viper_rs.core.config import Settings
 from viper_rs.core.geo import GeoImage, write_geotiff
-from viper_rs.region import RegionDetector, RegionImage, ask_region, open_region
+from viper_rs.region import RegionDetector, RegionImage, RegionOptions, ask_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.synthetic import (
@@ -99,10 +99,9 @@ def region_detector(image: RegionImage, chip_m: float, halo_m: float = 0.0, read
 
 def check_all_questions(agent: Agent, image: RegionImage, det: RegionDetector) -> list[str]:
     """Every synthetic question on the region; returns the failures."""
-    agent.detector = det
     failures = []
     for q in questions():
-        ans = agent.ask(image, q.question)
+        ans = agent.ask(image, q.question, detector=det)
         if ans.error is not None:
             ok = False
         elif q.type == "area":
@@ -245,8 +244,10 @@ def test_failing_chip_is_retried_then_reported(mosaic, agent) -> None:
             raise OSError("transient read error")
         return read_chip(img, chip)
 
-    answer, report = ask_region(image, "How many buildings are there?", chip_m=256.0, halo_m=0.0,
-                                detector=MosaicOracle(big_scene()), reader=flaky, agent=agent)
+    answer, report = ask_region(image, "How many buildings are there?",
+                                RegionOptions(chip_m=256.0, halo_m=0.0,
+                                              detector=MosaicOracle(big_scene()), reader=flaky),
+                                agent=agent)
     truth = len(big_scene().objects_of(*BUILDING_CLASSES))
     assert answer.value == truth
     assert all(c["status"] == "ok" for c in report.chips)
@@ -261,8 +262,10 @@ def test_failing_chip_is_retried_then_reported(mosaic, agent) -> None:
             raise OSError("disk on fire")
         return read_chip(img, chip)
 
-    answer, report = ask_region(image, "How many buildings are there?", chip_m=256.0, halo_m=0.0,
-                                detector=MosaicOracle(big_scene()), reader=broken, agent=agent)
+    answer, report = ask_region(image, "How many buildings are there?",
+                                RegionOptions(chip_m=256.0, halo_m=0.0,
+                                              detector=MosaicOracle(big_scene()), reader=broken),
+                                agent=agent)
     status = {c["id"]: c["status"] for c in report.chips}
     assert status["r1c1"] == "failed" and sum(s == "ok" for s in status.values()) == 8
     assert report.coverage["partial"] and report.coverage["failed_chips"] == ["r1c1"]
@@ -355,9 +358,11 @@ def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
     assert routed.buildings._cache.max_items == REGION_CACHE_ITEMS == routed.primary.cache_size
     assert routed.primary.stats is not None and det.primary.stats is None
     q = "What is the area covered by trees?"
-    a1, _ = ask_region(mosaic, q, chip_m=300.0, detector=det, planner="rules", progress=False)
-    a2, _ = ask_region(mosaic, q, chip_m=300.0, detector="spectral", planner="rules",
-                       progress=False)
+    a1, _ = ask_region(mosaic, q,
+                       RegionOptions(chip_m=300.0, detector=det, planner="rules", progress=False))
+    a2, _ = ask_region(mosaic, q,
+                       RegionOptions(chip_m=300.0, detector="spectral", planner="rules",
+                                     progress=False))
     assert a1.error is None and a1.value == a2.value
     from rasterio.warp import transform_bounds
 
@@ -365,7 +370,8 @@ def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
     x0, y1 = scene.transform @ (0, 0)
     x1, y0 = scene.transform @ (300, 300)
     corner = transform_bounds(scene.crs, "EPSG:4326", x0, y0, x1, y1)
-    a3, report = ask_region(mosaic, "How many buildings are there?", bbox=corner,
-                            chip_m=150.0, detector=det, planner="rules", progress=False)
+    a3, report = ask_region(mosaic, "How many buildings are there?",
+                            RegionOptions(bbox=corner, chip_m=150.0, detector=det, planner="rules",
+                                          progress=False))
     assert a3.error is None and not report.coverage["partial"]
     assert {r.detector for r in a3.regions} <= {"buildingnet"}

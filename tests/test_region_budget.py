@@ -26,6 +26,7 @@ from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.region import (
     Budget,
+    RegionOptions,
     RegionTooLarge,
     ask_region,
     check_budget,
@@ -187,7 +188,7 @@ def test_a_source_that_cannot_be_placed_is_left_out_with_its_reason(folders, tmp
     assert [s.name for s in image.sources] == ["coarse_2m.tif"]
     assert len(image.grid.skipped) == 1 and "nowhere.tif" in image.grid.skipped[0][0]
     assert "cannot be carried" in image.grid.skipped[0][1]
-    answer, _ = ask_region(image, WATER, detector="spectral", planner="rules")
+    answer, _ = ask_region(image, WATER, RegionOptions(detector="spectral", planner="rules"))
     assert answer.error is None
     assert any("left out" in n and "nowhere.tif" in n for n in answer.notes)
 
@@ -225,8 +226,9 @@ def test_refused_before_any_chip_is_read(folders) -> None:
         return read_chip(img, chip)
 
     with pytest.raises(RegionTooLarge) as info:
-        ask_region(image, WATER, detector="spectral", planner="rules", reader=counting,
-                   budget=Budget(memory_bytes=200_000_000, seconds=3600))
+        ask_region(image, WATER,
+                   RegionOptions(detector="spectral", planner="rules", reader=counting,
+                                 budget=Budget(memory_bytes=200_000_000, seconds=3600)))
     assert isinstance(info.value, InputError) and info.value.type == "budget"
     assert calls == []
     err = info.value

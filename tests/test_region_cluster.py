@@ -20,7 +20,7 @@ import pytest
 from test_region import big_scene, cut
 
 from viper_rs.core.config import Settings
-from viper_rs.region import ask_region, open_region
+from viper_rs.region import RegionOptions, ask_region, open_region
 
 QUESTIONS = ("How many buildings are there?", "What is the area covered by trees?")
 
@@ -71,8 +71,9 @@ def test_region_on_a_running_ray_cluster_by_address(mosaic) -> None:
     settings = Settings(planner="rules", detector="spectral")
     local = {}
     for q in QUESTIONS:
-        answer, _ = ask_region(open_region(mosaic), q, chip_m=256.0, detector="spectral",
-                               settings=settings, planner="rules")
+        answer, _ = ask_region(open_region(mosaic), q,
+                               RegionOptions(chip_m=256.0, detector="spectral", settings=settings,
+                                             planner="rules"))
         assert answer.error is None, answer.error
         local[q] = answer.value
     temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # Ray's socket paths must stay short

@@ -19,7 +19,7 @@ from viper_rs.agent.places import MAX_PLACES, rank_places
 from viper_rs.core.config import Settings
 from viper_rs.core.geo import write_geotiff
 from viper_rs.index import ChipGrid, build_index
-from viper_rs.region import ask_region, open_region
+from viper_rs.region import RegionOptions, ask_region, open_region
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.synthetic import WATER
 
@@ -48,8 +48,9 @@ def agent():
 
 
 def ask(image, question, agent, **kw):
-    return ask_region(image, question, chip_m=CHIP_M, halo_m=0.0, detector=MosaicOracle(big_scene()),
-                      agent=agent, **kw)
+    return ask_region(image, question,
+                      RegionOptions(chip_m=CHIP_M, halo_m=0.0, detector=MosaicOracle(big_scene()),
+                                    **kw), agent=agent)
 
 
 def test_program_concepts() -> None:

@@ -23,7 +23,8 @@ from test_region import big_scene, cut
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage, write_geotiff
-from viper_rs.region import ask_region, estimate_region, open_region
+from viper_rs.tiling.sources import LIST_MAX_DEPTH, expand, scan
+from viper_rs.region import RegionOptions, ask_region, estimate_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.region.resume import MANIFEST, ResumeStore
@@ -110,7 +111,8 @@ def test_sparse_sources_lay_out_chips_over_themselves_only(tmp_path) -> None:
     assert 8 <= len(chips) <= 32  # 4 cores per tile, with neighbours the halo touches
     cost = estimate_region(image, "spectral", chip_m=64.0, halo_m=16.0)
     assert cost.chip_positions < 200
-    answer, report = ask_region(image, WATER, chip_m=64.0, detector="spectral", planner="rules")
+    answer, report = ask_region(image, WATER,
+                                RegionOptions(chip_m=64.0, detector="spectral", planner="rules"))
     assert answer.error is None
     assert report.coverage["share"] == pytest.approx(1.0)
 
@@ -235,8 +237,9 @@ def test_hostile_manifests_are_refused(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- 4. forged chips
 def _resumed(image, folder: Path):
-    return ask_region(image, BUILDINGS, chip_m=256.0, halo_m=0.0,
-                      detector=MosaicOracle(big_scene()), planner="rules", resume=folder)
+    return ask_region(image, BUILDINGS,
+                      RegionOptions(chip_m=256.0, halo_m=0.0, detector=MosaicOracle(big_scene()),
+                                    planner="rules", resume=folder))
 
 
 def test_forged_stored_chips_refuse_the_resume(mosaic, tmp_path) -> None:
@@ -299,9 +302,10 @@ def test_nothing_scanned_is_no_answer_and_exit_2(mosaic, monkeypatch, capsys) ->
     assert "nothing of the region was scanned" in out.err and "MemoryError" in out.err
     assert len(out.err.strip().splitlines()) == 1
 
-    answer, report = ask_region(open_region(mosaic), BUILDINGS, chip_m=256.0, halo_m=0.0,
-                                detector=MosaicOracle(big_scene()), planner="rules",
-                                reader=out_of_memory)
+    answer, report = ask_region(open_region(mosaic), BUILDINGS,
+                                RegionOptions(chip_m=256.0, halo_m=0.0,
+                                              detector=MosaicOracle(big_scene()), planner="rules",
+                                              reader=out_of_memory))
     assert report.coverage["share"] == 0.0 and len(report.coverage["failed_chips"]) == 9
     assert answer.notes[0].startswith("nothing of the region was scanned")
 
@@ -338,9 +342,10 @@ def test_an_all_nan_tile_is_never_valid_ground(tmp_path) -> None:
     want = len(ids & set(np.unique(inst).tolist()))
     assert want < len(ids)
     image = open_region(paths)
-    answer, report = ask_region(image, BUILDINGS, chip_m=128.0, halo_m=0.0,
-                                detector=MosaicOracle(scene), planner="rules",
-                                settings=Settings())
+    answer, report = ask_region(image, BUILDINGS,
+                                RegionOptions(chip_m=128.0, halo_m=0.0,
+                                              detector=MosaicOracle(scene), planner="rules",
+                                              settings=Settings()))
     assert answer.value == want
     assert report.coverage["share"] == pytest.approx(8 / 9, rel=1e-3)
 

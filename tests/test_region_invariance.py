@@ -13,7 +13,7 @@ import pytest
 
 from viper_rs.agent import Agent
 from viper_rs.core.config import Settings
-from viper_rs.region import ask_region
+from viper_rs.region import RegionOptions, ask_region
 
 QUESTIONS = (
     "What is the area covered by trees?",
@@ -114,8 +114,9 @@ def test_cut_tile_answers_like_the_whole(shared_data, quarters, tile, chip_m, qu
         request.applymarker(pytest.mark.xfail(reason="a paved component cut by the "
                                               "read window changes a segment's class", strict=True))
     want = float(whole_answers(shared_data.joinpath(*TILES[tile]))[question])
-    answer, report = ask_region(quarters[tile], question, chip_m=chip_m, settings=settings(),
-                                planner="rules", progress=False)
+    answer, report = ask_region(quarters[tile], question,
+                                RegionOptions(chip_m=chip_m, settings=settings(), planner="rules",
+                                              progress=False))
     assert answer.error is None, answer.error
     assert not report.coverage["partial"]
     got = float(answer.value)
@@ -129,8 +130,9 @@ def test_cut_tile_answers_like_the_whole(shared_data, quarters, tile, chip_m, qu
 @pytest.mark.parametrize("chip_m", (256.0, 1024.0))
 def test_cut_large_tile_answers_like_the_whole(shared_data, quarters, chip_m, question) -> None:
     want = float(whole_answers(shared_data.joinpath(*LARGE))[question])
-    answer, report = ask_region(quarters["large"], question, chip_m=chip_m, settings=settings(),
-                                planner="rules", progress=False)
+    answer, report = ask_region(quarters["large"], question,
+                                RegionOptions(chip_m=chip_m, settings=settings(), planner="rules",
+                                              progress=False))
     assert answer.error is None, answer.error
     assert len(report.chips) > 16  # many chips, each seeing much less than the tile
     got = float(answer.value)

@@ -18,7 +18,7 @@ from test_region import big_scene, cut
 
 from viper_rs.agent.loop import program_queries
 from viper_rs.core.config import Settings
-from viper_rs.region import RegionDetector, ask_region, open_region
+from viper_rs.region import RegionDetector, RegionOptions, ask_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle
 from viper_rs.region.scan import ProcessRunner
@@ -66,17 +66,21 @@ def test_scan_longer_than_the_wall_clock_runs_before_the_program(mosaic) -> None
     scanned in prepare and the program only reads the cache."""
     settings = Settings(sandbox_wall_s=1.0)
     image = open_region(mosaic)
-    answer, report = ask_region(image, QUESTION, chip_m=64.0, halo_m=0.0,
-                                detector=SlowOracle(big_scene()), settings=settings, planner="rules")
+    answer, report = ask_region(image, QUESTION,
+                                RegionOptions(chip_m=64.0, halo_m=0.0,
+                                              detector=SlowOracle(big_scene()), settings=settings,
+                                              planner="rules"))
     assert answer.error is None, answer.error
     assert answer.value == n_buildings()
     assert answer.timings["prepare_ms"] > 1000.0 > answer.timings["program_ms"]
     assert report.coverage["computed_chips"] == len(report.chips) == 144
 
     # a concept known only at run time is scanned inside the program, under its limit
-    answer, _ = ask_region(image, QUESTION, chip_m=64.0, halo_m=0.0,
-                           detector=SlowOracle(big_scene()), settings=settings,
-                           program='def execute_command(image):\n    c = "build" + "ing"\n    return count(c)\n')
+    answer, _ = ask_region(image, QUESTION,
+                           RegionOptions(chip_m=64.0, halo_m=0.0, detector=SlowOracle(big_scene()),
+                                         settings=settings,
+                                         program='def execute_command(image):\n'
+                                                 '    c = "build" + "ing"\n    return count(c)\n'))
     assert answer.error is not None and answer.error["type"] == "timeout"
 
 
@@ -123,10 +127,12 @@ def test_backends_give_the_in_process_answer(mosaic, backend) -> None:
 
 def test_ask_region_on_two_processes(mosaic) -> None:
     image = open_region(mosaic)
-    one, rep1 = ask_region(image, QUESTION, chip_m=128.0, detector=MosaicOracle(big_scene()),
-                           planner="rules")
-    two, rep2 = ask_region(image, QUESTION, chip_m=128.0, detector=MosaicOracle(big_scene()),
-                           planner="rules", workers=2)
+    one, rep1 = ask_region(image, QUESTION,
+                           RegionOptions(chip_m=128.0, detector=MosaicOracle(big_scene()),
+                                         planner="rules"))
+    two, rep2 = ask_region(image, QUESTION,
+                           RegionOptions(chip_m=128.0, detector=MosaicOracle(big_scene()),
+                                         planner="rules", workers=2))
     assert one.value == two.value == n_buildings()
     assert rep2.coverage["backend"] == "2 processes"
     assert [c["status"] for c in rep1.chips] == [c["status"] for c in rep2.chips]
@@ -140,9 +146,10 @@ def test_worker_dying_on_a_chip_is_retried_then_missing_coverage(mosaic, backend
         from ray import cloudpickle
 
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    answer, report = ask_region(image, QUESTION, chip_m=256.0, halo_m=0.0,
-                                detector=MosaicOracle(big_scene()), planner="rules",
-                                reader=dies_on_r1c1, **where)
+    answer, report = ask_region(image, QUESTION,
+                                RegionOptions(chip_m=256.0, halo_m=0.0,
+                                              detector=MosaicOracle(big_scene()), planner="rules",
+                                              reader=dies_on_r1c1, **where))
     status = {c["id"]: c["status"] for c in report.chips}
     assert status["r1c1"] == "failed" and sum(s == "ok" for s in status.values()) == 8
     row = next(c for c in report.chips if c["id"] == "r1c1")

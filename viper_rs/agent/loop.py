@@ -58,7 +58,14 @@ class Agent:
         return Limits.from_settings(self.settings)
 
     # ------------------------------------------------------------------ public API
-    def ask(self, image: Image, question: str, settings: Settings | None = None) -> Answer:
+    def ask(
+        self,
+        image: Image,
+        question: str,
+        settings: Settings | None = None,
+        detector: Detector | None = None,
+        planner: Planner | None = None,
+    ) -> Answer:
         """Plan a program for ``question`` and run it on ``image``.
 
         When the program fails (validation, sandbox, timeout or tool error) and the planner
@@ -66,34 +73,38 @@ class Agent:
         ``llm_repair_attempts`` times; ``Answer.attempts`` records every try and the answer
         is the last one's. A program that ran without error is given to the planner's
         ``accept`` (the LLM planner caches it). ``settings`` overrides the agent's settings
-        for the tools of this one question (e.g. size-word thresholds); detector and
-        planner stay as built.
+        for the tools of this one question (e.g. size-word thresholds); ``detector`` and
+        ``planner`` answer and plan this one question instead of the agent's own (a region
+        question's chip-by-chip detector, a plan made beforehand); the agent is not changed.
         """
+        detector = detector if detector is not None else self.detector
+        planner = planner if planner is not None else self.planner
         t0 = time.perf_counter()
         attempts: list[dict[str, Any]] = []
         try:
-            plan = self.planner.plan(question)
+            plan = planner.plan(question)
         except ViperError as exc:
             ms = ms_since(t0)
-            answer = self._failed(image, question, None, exc, {"plan_ms": ms, "total_ms": ms})
+            answer = self._failed(image, detector, planner, question, None, exc,
+                                  {"plan_ms": ms, "total_ms": ms})
             answer.attempts = [_attempt(1, answer.planner, None, exc.to_dict(), ms)]
             return answer
         plan_ms = ms_since(t0)
         plan_total = plan_ms
         failures: list[tuple[Plan, dict[str, str]]] = []
         while True:
-            answer = self._try(image, question, plan, settings)
+            answer = self._try(image, detector, planner, question, plan, settings)
             attempts.append(_attempt(
                 len(attempts) + 1, plan.planner, plan.program, answer.error, plan_ms,
                 answer.timings.get("run_ms", 0.0), plan.cached, plan.meta,
             ))
             if answer.error is None:
-                self._accept(question, plan)
+                if isinstance(planner, RepairingPlanner):
+                    planner.accept(question, plan)
                 break
-            if not self._repairable(plan, answer.error, len(failures)):
+            if not self._repairable(planner, plan, answer.error, len(failures)):
                 break
             failures.append((plan, answer.error))
-            planner = self.planner
             assert isinstance(planner, RepairingPlanner)  # _repairable checked it
             t1 = time.perf_counter()
             try:
@@ -119,26 +130,25 @@ class Agent:
         return answer
 
     def _try(
-        self, image: Image, question: str, plan: Plan, settings: Settings | None
+        self, image: Image, detector: Detector, planner: Planner, question: str, plan: Plan,
+        settings: Settings | None,
     ) -> Answer:
         """Run one plan; a plan that carries an error (no program in the reply) fails as is."""
         if plan.error is not None:
             exc = ValidationError(plan.error.get("message", "no program"))
-            return self._failed(image, question, plan.program, exc, {"run_ms": 0.0}, plan)
-        return self.run_program(image, plan.program, question=question, plan=plan, settings=settings)
+            return self._failed(image, detector, planner, question, plan.program, exc,
+                                {"run_ms": 0.0}, plan)
+        return self.run_program(image, plan.program, question=question, plan=plan,
+                                settings=settings, detector=detector)
 
-    def _repairable(self, plan: Plan, error: dict[str, str], done: int) -> bool:
+    def _repairable(self, planner: Planner, plan: Plan, error: dict[str, str], done: int) -> bool:
         """Whether a failure should be sent back: a program fault, a repairing planner, and
         repairs left."""
         if error.get("type") not in REPAIRABLE_ERRORS:
             return False
-        if not isinstance(self.planner, RepairingPlanner) or not self.planner.can_repair(plan):
+        if not isinstance(planner, RepairingPlanner) or not planner.can_repair(plan):
             return False
         return done < self.settings.llm_repair_attempts
-
-    def _accept(self, question: str, plan: Plan) -> None:
-        if isinstance(self.planner, RepairingPlanner):
-            self.planner.accept(question, plan)
 
     def run_program(
         self,
@@ -148,17 +158,20 @@ class Agent:
         plan: Plan | None = None,
         kind: str | None = None,
         settings: Settings | None = None,
+        detector: Detector | None = None,
     ) -> Answer:
         """Validate and run a program in the sandbox; wrap its result as an Answer.
 
         The sandbox validates before running: a rejected program comes back as a
-        ``validation`` error without reaching a worker.
+        ``validation`` error without reaching a worker. ``detector`` answers the program's
+        tool calls instead of the agent's own (the agent is not changed).
         """
+        detector = detector if detector is not None else self.detector
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        ctx = ToolContext(image=image, detector=self.detector, settings=settings or self.settings)
+        ctx = ToolContext(image=image, detector=detector, settings=settings or self.settings)
         executor = ToolExecutor(ctx)
-        prepared = self._prepare(image, program)
+        prepared = self._prepare(image, detector, program)
         if prepared is not None:
             timings["prepare_ms"] = prepared
         t1 = time.perf_counter()
@@ -177,9 +190,9 @@ class Agent:
             # A timed-out program's partial regions are not evidence of anything.
             regions=[] if timed_out else [ctx.regions[i] for i in sorted(ctx.regions)],
             timings=timings,
-            detector=self.detector.name,
+            detector=detector.name,
             planner=plan.planner if plan else None,
-            notes=(_image_notes(image) + self._detector_notes() + list(plan.notes if plan else [])
+            notes=(_image_notes(image) + _detector_notes(detector) + list(plan.notes if plan else [])
                    + ctx.notes),
             image=image.describe(),
             area_unit=image.area_unit,
@@ -213,7 +226,7 @@ class Agent:
         self.close()
 
     # ------------------------------------------------------------------ helpers
-    def _prepare(self, image: Image, program: str) -> float | None:
+    def _prepare(self, image: Image, detector: Detector, program: str) -> float | None:
         """The detector's per-image work (features, class maps; a region's chip scan for the
         concepts the program names literally), done before the program starts so that its
         wall-clock limit covers only what the program causes; cached per image by the
@@ -226,18 +239,16 @@ class Agent:
             return None
         t0 = time.perf_counter()
         try:
-            self.detector.prepare(image, program_queries(program))
+            detector.prepare(image, program_queries(program))
         except ViperError as exc:  # the program's first tool call meets it again and reports it
             log.debug("detector preparation failed: %s", exc)
         return ms_since(t0)
 
-    def _detector_notes(self) -> list[str]:
-        note = self.detector.choice_note
-        return [note] if note else []
-
     def _failed(
         self,
         image: Image,
+        detector: Detector,
+        planner: Planner,
         question: str | None,
         program: str | None,
         exc: ViperError,
@@ -252,13 +263,19 @@ class Agent:
             program=program,
             error=exc.to_dict(),
             timings=timings,
-            detector=self.detector.name,
-            planner=plan.planner if plan else self.planner.name,
-            notes=(_image_notes(image) + self._detector_notes()
+            detector=detector.name,
+            planner=plan.planner if plan else planner.name,
+            notes=(_image_notes(image) + _detector_notes(detector)
                    + (list(plan.notes) if plan else [])),
             image=image.describe(),
             area_unit=image.area_unit,
         )
+
+
+def _detector_notes(detector: Detector) -> list[str]:
+    """The detector's note on why it was chosen, when it has one."""
+    note = detector.choice_note
+    return [note] if note else []
 
 
 def _image_notes(image: Image) -> list[str]:

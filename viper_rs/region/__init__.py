@@ -8,7 +8,13 @@ is read the run is estimated and checked against a budget (:mod:`.cost`:
 :func:`estimate_region`, :func:`check_budget`, :class:`RegionTooLarge`).
 """
 
-from viper_rs.region.api import ChipReport, ask_region, estimate_question, open_region
+from viper_rs.region.api import (
+    ChipReport,
+    RegionOptions,
+    ask_region,
+    estimate_question,
+    open_region,
+)
 from viper_rs.region.cost import (
     Budget,
     RegionCost,
@@ -21,7 +27,7 @@ from viper_rs.region.grid import WorkingGrid, build_grid
 from viper_rs.region.image import RegionImage
 
 __all__ = [
-    "Budget", "ChipReport", "RegionCost", "RegionDetector", "RegionImage", "RegionTooLarge",
-    "WorkingGrid", "ask_region", "build_grid", "check_budget", "estimate_question",
+    "Budget", "ChipReport", "RegionCost", "RegionDetector", "RegionImage", "RegionOptions",
+    "RegionTooLarge", "WorkingGrid", "ask_region", "build_grid", "check_budget", "estimate_question",
     "estimate_region", "open_region",
 ]

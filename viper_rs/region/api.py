@@ -6,13 +6,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.answer import Answer
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import InputError, ViperError, first_line
 from viper_rs.core.georef import gsd_problem
+from viper_rs.planning.base import Plan, Planner
 from viper_rs.region.chips import CHIP_M, OUTSIDE, layout
 from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
 from viper_rs.region.detector import ChipReader, RegionDetector
@@ -21,6 +22,14 @@ from viper_rs.region.image import RegionImage
 from viper_rs.region.spectral import chip_halo_m, with_region_stats
 from viper_rs.tiling.chips import Chip
 from viper_rs.tiling.sources import Source, scan
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
+
+    from viper_rs.agent.loop import Agent
+    from viper_rs.index.query import Searcher
+    from viper_rs.index.store import ChipIndex
+    from viper_rs.region.funnel import Funnel
 
 log = logging.getLogger(__name__)
 
@@ -193,109 +202,188 @@ def _stop(runner: Any, started: bool) -> None:
         ray.shutdown()
 
 
+@dataclass(frozen=True)
+class RegionOptions:
+    """How a region question is read and answered (:func:`ask_region`,
+    :func:`estimate_question`); every field has a default.
+
+    Where: ``bbox`` (WGS84 W,S,E,N, or a ``"W,S,E,N"`` string), ``pixel_m`` (the working
+    grid's pixel size in metres; default the finest of the sources meeting the bbox) and
+    ``crs`` (the working CRS); all three are ignored when the sources are a ready
+    :class:`RegionImage`. How: chips of ``chip_m`` metres read with ``halo_m`` of context
+    (``None`` or ``"auto"``: the detector's default), answered by ``detector`` (a name or a
+    built detector; default the settings', also when an agent is given), planned by ``planner`` (a name or a built
+    planner; default the agent's, else the settings'), or ``program`` run instead of a
+    plan. ``settings`` default to :meth:`Settings.from_env`, ``budget`` to the settings'
+    ``region_max_memory_mb`` and ``region_max_time_s``.
+
+    Only for :func:`ask_region`: ``index`` (a chip index path, ChipIndex or Searcher) and
+    ``top`` (the funnel, :mod:`viper_rs.region.funnel`), ``workers`` local processes or
+    ``ray_address`` (``local``, ``auto`` or ``HOST:PORT``), ``resume`` (a folder keeping
+    finished chips), ``progress`` (a chip progress bar on stderr), ``reader`` (reads one
+    chip's pixels; default :func:`~viper_rs.region.chips.read_chip`). ``workers`` and
+    ``ray_address`` also size the estimate."""
+
+    bbox: str | Sequence[float] | None = None
+    pixel_m: float | None = None
+    crs: CRS | str | None = None
+    chip_m: float = CHIP_M
+    halo_m: float | str | None = None
+    detector: str | Detector | None = None
+    planner: str | Planner | None = None
+    program: str | None = None
+    settings: Settings | None = None
+    budget: Budget | None = None
+    index: str | Path | ChipIndex | Searcher | None = None
+    top: int = 10
+    workers: int = 1
+    ray_address: str | None = None
+    resume: str | Path | None = None
+    progress: bool = False
+    reader: ChipReader | None = None
+
+
+@dataclass
+class _Prepared:
+    """What :func:`ask_region` and :func:`estimate_question` both start from: the settings,
+    budget, region, detector and planner, the plan made once before any chip is read
+    (None when ``program`` was given or planning failed) and the program whose concepts
+    size the estimate."""
+
+    settings: Settings
+    budget: Budget
+    image: RegionImage
+    detector: Detector
+    #: The chip halo in metres (``options.halo_m`` checked, or the detector's default).
+    halo_m: float
+    planner: Planner
+    plan: Plan | None
+    program: str | None
+
+    def estimate_args(self, options: RegionOptions) -> dict[str, Any]:
+        """The keyword arguments of :func:`~viper_rs.region.cost.estimate_region` and
+        :func:`~viper_rs.region.cost.check_budget` besides the image and detector."""
+        from viper_rs.agent.loop import program_queries
+
+        return {"chip_m": options.chip_m, "halo_m": options.halo_m, "workers": options.workers,
+                "concepts": program_queries(self.program) if self.program else None,
+                "ray_address": options.ray_address, "settings": self.settings}
+
+
+def _prepare(sources: Sequence[str | Path | Source] | RegionImage, question: str,
+             options: RegionOptions, agent: Agent | None) -> _Prepared:
+    """Settings, budget, the opened region, the built detector and planner, and the
+    question planned once (its concepts size the estimate and steer the funnel; a planning
+    failure leaves no plan: the agent plans again and reports it)."""
+    from viper_rs.planning import build_planner
+    from viper_rs.vision.factory import build_detector
+
+    settings = options.settings or Settings.from_env()
+    budget = options.budget or Budget.from_settings(settings)
+    image = sources if isinstance(sources, RegionImage) else open_region(
+        sources, options.bbox, options.pixel_m, options.crs)
+    det = options.detector if options.detector is not None else settings.detector
+    detector = build_detector(det, settings) if isinstance(det, str) else det
+    halo = chip_halo_m(options.halo_m, detector, image)
+    pl: str | Planner = (options.planner if options.planner is not None
+                         else agent.planner if agent is not None else settings.planner)
+    planner = build_planner(pl, settings) if isinstance(pl, str) else pl
+    plan, text = None, options.program
+    if text is None and question.strip():
+        try:
+            plan = planner.plan(question)
+        except ViperError:
+            plan = None
+        else:
+            text = plan.program if plan.error is None else None
+    return _Prepared(settings, budget, image, detector, halo, planner, plan, text)
+
+
 def ask_region(
     sources: Sequence[str | Path | Source] | RegionImage,
     question: str,
-    bbox: str | Sequence[float] | None = None,
-    chip_m: float = CHIP_M,
-    halo_m: float | str | None = None,
-    detector: str | Detector | None = None,
-    settings: Settings | None = None,
-    planner: Any = None,
-    pixel_m: float | None = None,
-    crs: Any = None,
-    reader: ChipReader | None = None,
-    agent: Any = None,
-    index: Any = None,
-    top: int = 10,
-    program: str | None = None,
-    workers: int = 1,
-    ray_address: str | None = None,
-    resume: str | Path | None = None,
-    progress: bool = False,
-    budget: Budget | None = None,
+    options: RegionOptions | None = None,
+    agent: Agent | None = None,
 ) -> tuple[Answer, ChipReport]:
-    """Answer ``question`` about the region of ``sources`` (in ``bbox``), as one image: the
-    program runs once; ``find`` is answered chip by chip and stitched. Returns the Answer
-    (notes name missing coverage) and the ChipReport (per chip, coverage, and the
-    ``estimate`` of the run's cost).
+    """Answer ``question`` about the region of ``sources`` (in ``options.bbox``), as one
+    image: the program runs once; ``find`` is answered chip by chip and stitched. Returns
+    the Answer (notes name missing coverage) and the ChipReport (per chip, coverage, and
+    the ``estimate`` of the run's cost). ``agent`` (default: one built for this call and
+    closed after it) runs the program in its sandbox, with the region's chip-by-chip
+    detector and the plan made beforehand handed to it for this question (the agent is not
+    changed).
 
     Before any chip is read, the run's pixels, chips, peak memory and time are estimated
     (:mod:`viper_rs.region.cost`, for the concepts the planned program names) and checked
-    against ``budget`` (default: the settings' ``region_max_memory_mb`` and
-    ``region_max_time_s``): over it, :class:`~viper_rs.region.cost.RegionTooLarge` (an
+    against the budget: over it, :class:`~viper_rs.region.cost.RegionTooLarge` (an
     InputError) is raised with the estimate and the ways out. A scan still running after
     twice the budget's time stops; the chips not reached are reported as missing coverage.
 
-    ``program`` runs that program instead of planning one. With ``index`` (a chip index
-    path, ChipIndex or Searcher) only the chips meeting the index's best ``top`` chips for
-    the program's concepts, and their neighbours, are analysed (a partial scan, see
-    :mod:`viper_rs.region.funnel`).
+    With ``options.program`` that program runs instead of a plan. With ``options.index``
+    only the chips meeting the index's best ``top`` chips for the program's concepts, and
+    their neighbours, are analysed (a partial scan, see :mod:`viper_rs.region.funnel`).
 
     Chips run in this process, on ``workers`` local processes (``workers > 1``) or on Ray
-    actors (``ray_address``: ``local``, ``auto`` or ``HOST:PORT``), one detector per worker
-    (built from the detector name, or the pickled detector object). ``resume`` names a
-    folder where finished chips are stored; a run stopped part-way goes on from there (a
-    folder of another question, detector or grid is refused). ``progress`` shows a chip
-    progress bar on stderr.
+    actors (``ray_address``), one detector per worker (built from the detector name, or
+    the pickled detector object). With ``resume`` a run stopped part-way goes on from the
+    stored chips (a folder of another question, detector or grid is refused).
 
-    ``halo_m`` (``None`` or ``"auto"``: the detector's default) is the context read around
-    each chip: for the spectral detector the reach of its windowed rules, else
+    The halo (``halo_m`` ``None`` or ``"auto"``: the detector's default) is the context
+    read around each chip: for the spectral detector the reach of its windowed rules, else
     :data:`HALO_M`. The spectral detector measures every chip with the statistics of the
     whole region (:mod:`viper_rs.region.spectral`), so its image-wide statistics do not
     depend on how the region is tiled or chipped."""
     import time
 
-    from viper_rs.agent.loop import Agent, program_queries
+    from viper_rs.agent.loop import Agent
     from viper_rs.region.cost import check_budget, estimate_region
-    from viper_rs.vision.factory import build_detector
+    from viper_rs.region.funnel import PlannedOnce
 
     t_start = time.monotonic()
-    settings = settings or Settings.from_env()
-    budget = budget or Budget.from_settings(settings)
-    image = sources if isinstance(sources, RegionImage) else open_region(sources, bbox, pixel_m, crs)
-    det = detector if detector is not None else settings.detector
-    inner = build_detector(det, settings) if isinstance(det, str) else det
-    halo = chip_halo_m(halo_m, inner, image)
+    options = options or RegionOptions()
+    prep = _prepare(sources, question, options, agent)
+    settings, budget, image, inner = prep.settings, prep.budget, prep.image, prep.detector
+    det = options.detector if options.detector is not None else settings.detector
+    halo = prep.halo_m
     own = agent is None
-    agent = agent or Agent(settings=settings, detector=inner, planner=planner)
-    previous, planner_before = agent.detector, agent.planner
+    agent = agent or Agent(settings=settings, detector=inner, planner=prep.planner)
+    planner = prep.planner if prep.plan is None else PlannedOnce(prep.plan, prep.planner)
     runner, started = None, False
     try:
-        text = program if program is not None else _plan_once(agent, question)
-        concepts = program_queries(text) if text else None
-        est = {"chip_m": chip_m, "halo_m": halo_m, "workers": workers, "concepts": concepts,
-               "ray_address": ray_address, "settings": settings}
+        est = prep.estimate_args(options)
         cost = estimate_region(image, inner, **est)
-        funnelled = index is not None and cost.chip_positions <= MAX_FUNNEL_CHIPS
+        funnelled = options.index is not None and cost.chip_positions <= MAX_FUNNEL_CHIPS
         if not funnelled:
             check_budget(cost, budget, image, inner, **est)
-        chips = layout(image, chip_m, halo)
-        funnel, funnel_notes = _funnel(image, chips, text, index, top, settings)
+        chips = layout(image, options.chip_m, halo)
+        funnel, funnel_notes = _funnel(image, chips, prep.program, options.index, options.top,
+                                       settings)
         if funnelled:  # the partial scan's own estimate (the statistics pass stays whole)
             cost = estimate_region(image, inner, chips=chips, **est)
             check_budget(cost, budget, image, inner, **est)
         log.info("region: %s", cost.describe())
-        region_inner = with_region_stats(inner, image, reader)
+        region_inner = with_region_stats(inner, image, options.reader)
         if region_inner is not inner:  # workers get the detector with the region's statistics
             inner = det = region_inner
-        runner, started = _runner(det, settings, image, workers, ray_address, reader)
+        runner, started = _runner(det, settings, image, options.workers, options.ray_address,
+                                  options.reader)
         store = None
-        if resume is not None:
+        if options.resume is not None:
             from viper_rs.region.resume import ResumeStore
 
-            store = ResumeStore(resume, run_recipe(image, question, inner.name, chip_m, halo))
+            store = ResumeStore(options.resume, run_recipe(image, question, inner.name,
+                                                           options.chip_m, halo))
             store.verify({c.id: (c.core[2] - c.core[0], c.core[3] - c.core[1]) for c in chips})
-        region_det = RegionDetector(inner, image, chips, settings=settings, reader=reader,
-                                    runner=runner, store=store, progress=progress,
+        region_det = RegionDetector(inner, image, chips, settings=settings,
+                                    reader=options.reader, runner=runner, store=store,
+                                    progress=options.progress,
                                     deadline=t_start + SCAN_TIME_SLACK * budget.seconds)
-        agent.detector = region_det
-        if program is not None:
-            answer = agent.run_program(image, program, question=question or None)
+        if options.program is not None:
+            answer = agent.run_program(image, options.program, question=question or None,
+                                       detector=region_det)
         else:
-            answer = agent.ask(image, question)
+            answer = agent.ask(image, question, detector=region_det, planner=planner)
     finally:
-        agent.detector, agent.planner = previous, planner_before
         if own:
             agent.close()
         _stop(runner, started)
@@ -323,49 +411,20 @@ def ask_region(
 def estimate_question(
     sources: Sequence[str | Path | Source] | RegionImage,
     question: str = "",
-    bbox: str | Sequence[float] | None = None,
-    chip_m: float = CHIP_M,
-    halo_m: float | str | None = None,
-    detector: str | Detector | None = None,
-    settings: Settings | None = None,
-    planner: Any = None,
-    pixel_m: float | None = None,
-    crs: Any = None,
-    workers: int = 1,
-    ray_address: str | None = None,
-    budget: Budget | None = None,
-    program: str | None = None,
+    options: RegionOptions | None = None,
 ) -> tuple[RegionCost, RegionTooLarge | None]:
     """What :func:`ask_region` with these arguments would cost (no chip is read): the
-    estimate for the concepts of ``program`` (else of ``question`` as the planner plans it;
-    every detector part when neither names one), and the refusal ``budget`` (default: the
-    settings') gives it, None when it fits."""
-    from viper_rs.agent.loop import program_queries
-    from viper_rs.planning import build_planner
+    estimate for the concepts of ``options.program`` (else of ``question`` as the planner
+    plans it; every detector part when neither names one), and the refusal the budget
+    gives it, None when it fits."""
     from viper_rs.region.cost import check_budget, estimate_region
-    from viper_rs.vision.factory import build_detector
 
-    settings = settings or Settings.from_env()
-    budget = budget or Budget.from_settings(settings)
-    image = sources if isinstance(sources, RegionImage) else open_region(sources, bbox, pixel_m, crs)
-    det = detector if detector is not None else settings.detector
-    inner = build_detector(det, settings) if isinstance(det, str) else det
-    text = program
-    if text is None and question.strip():
-        from viper_rs.core.errors import ViperError
-
-        pl = planner if planner is not None else settings.planner
-        try:
-            plan = (build_planner(pl, settings) if isinstance(pl, str) else pl).plan(question)
-            text = plan.program if plan.error is None else None
-        except ViperError:
-            text = None
-    est = {"chip_m": chip_m, "halo_m": halo_m, "workers": workers,
-           "concepts": program_queries(text) if text else None, "ray_address": ray_address,
-           "settings": settings}
-    cost = estimate_region(image, inner, **est)
+    options = options or RegionOptions()
+    prep = _prepare(sources, question, options, None)
+    est = prep.estimate_args(options)
+    cost = estimate_region(prep.image, prep.detector, **est)
     try:
-        check_budget(cost, budget, image, inner, **est)
+        check_budget(cost, prep.budget, prep.image, prep.detector, **est)
     except RegionTooLarge as exc:
         return cost, exc
     return cost, None
@@ -380,23 +439,9 @@ def skipped_notes(image: RegionImage) -> list[str]:
     return [f"{len(skipped)} source(s) left out of the region: {names}"]
 
 
-def _plan_once(agent: Any, question: str) -> str | None:
-    """Plan ``question`` once, before the scan (its concepts size the estimate and steer the
-    funnel); the agent's planner then answers with that plan (:class:`PlannedOnce`).
-    None when planning fails (``agent.ask`` plans again and reports it)."""
-    from viper_rs.core.errors import ViperError
-    from viper_rs.region.funnel import PlannedOnce
-
-    try:
-        plan = agent.planner.plan(question)
-    except ViperError:
-        return None
-    agent.planner = PlannedOnce(plan, agent.planner)
-    return plan.program if plan.error is None else None
-
-
-def _funnel(image: RegionImage, chips: list[Chip], program: str | None, index: Any, top: int,
-            settings: Settings) -> tuple[Any, list[str]]:
+def _funnel(image: RegionImage, chips: list[Chip], program: str | None,
+            index: str | Path | ChipIndex | Searcher | None, top: int,
+            settings: Settings) -> tuple[Funnel | None, list[str]]:
     """Retrieval first (issue 16.4): with an ``index``, skip the chips it does not point to
     for the ``program``'s concepts. Returns the Funnel (or None) and its notes."""
     if index is None or not program:

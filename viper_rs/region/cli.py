@@ -6,13 +6,16 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.agent.exports import write_regions_geojson, write_regions_gpkg
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
 from viper_rs.core.overrides import add_flags
 from viper_rs.core.textsafe import safe_text
+
+if TYPE_CHECKING:
+    from viper_rs.region.api import RegionOptions
 
 
 def add_parser(sub: Any, model_args: Any, llm_args: Any) -> None:
@@ -84,12 +87,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with_budget(args, settings)
     if args.estimate:
         return _print_estimate(args, settings)
-    answer, report = ask_region(
-        args.sources, args.question, bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
-        settings=settings, pixel_m=args.pixel_m, workers=args.workers,
-        ray_address=args.ray_address, resume=args.resume, progress=not args.no_progress,
+    answer, report = ask_region(args.sources, args.question, _options(
+        args, settings, resume=args.resume, progress=not args.no_progress,
         **({"index": str(args.index), "top": args.top} if args.index else {}),
-    )
+    ))
     if answer.error is not None and answer.error.get("type") == "planning":
         raise InputError(f"the question is outside the planner's reach: {answer.error.get('message')}")
     empty = nothing_scanned(report)
@@ -116,6 +117,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _options(args: argparse.Namespace, settings: Settings, **extra: Any) -> RegionOptions:
+    """The region options the flags give (those of the question and ``--estimate``), and
+    ``extra`` fields."""
+    from viper_rs.region.api import RegionOptions
+
+    return RegionOptions(bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
+                         settings=settings, pixel_m=args.pixel_m, workers=args.workers,
+                         ray_address=args.ray_address, **extra)
+
+
 def _with_budget(args: argparse.Namespace, settings: Settings) -> Settings:
     """``settings`` with the budget flags given (InputError when one is not positive)."""
     update: dict[str, Any] = {}
@@ -138,10 +149,7 @@ def _print_estimate(args: argparse.Namespace, settings: Settings) -> int:
     from viper_rs.region.api import estimate_question
     from viper_rs.region.cost import Budget, RegionTooLarge
 
-    cost, refusal = estimate_question(
-        args.sources, args.question, bbox=args.bbox, chip_m=args.chip_m, halo_m=args.halo_m,
-        settings=settings, pixel_m=args.pixel_m, workers=args.workers,
-        ray_address=args.ray_address)
+    cost, refusal = estimate_question(args.sources, args.question, _options(args, settings))
     budget = Budget.from_settings(settings)
     if args.json:
         print(json.dumps({"estimate": cost.to_dict(), "fits": refusal is None,

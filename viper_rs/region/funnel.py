@@ -9,16 +9,21 @@ scan and says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.agent.loop import program_queries
 from viper_rs.core.config import Settings
-from viper_rs.core.errors import ViperError
-from viper_rs.planning.base import Plan
+from viper_rs.core.errors import PlanningError, ViperError
+from viper_rs.planning.base import Plan, Planner, RepairingPlanner
 from viper_rs.region.image import RegionImage
 from viper_rs.tiling.chips import Chip
+
+if TYPE_CHECKING:
+    from viper_rs.index.query import Searcher
+    from viper_rs.index.store import ChipIndex
 
 
 @dataclass
@@ -98,7 +103,7 @@ def select_chips(image: RegionImage, chips: list[Chip], footprints: dict[str, li
                   selected=[live[k].id for k in sorted(chosen)], total=len(live), share=share)
 
 
-def index_footprints(index: str | Path | Any, concepts: list[str], top: int,
+def index_footprints(index: str | Path | ChipIndex | Searcher, concepts: list[str], top: int,
                      image: RegionImage, settings: Settings | None = None) -> dict[str, list[Any]]:
     """The WGS84 footprint polygons of the best ``top`` index chips of each concept within
     the region's bounds (``index``: a path, a ChipIndex or a Searcher)."""
@@ -113,7 +118,8 @@ def index_footprints(index: str | Path | Any, concepts: list[str], top: int,
     return out
 
 
-def apply_funnel(image: RegionImage, chips: list[Chip], program: str, index: Any, top: int,
+def apply_funnel(image: RegionImage, chips: list[Chip], program: str,
+                 index: str | Path | ChipIndex | Searcher, top: int,
                  settings: Settings | None = None) -> tuple[Funnel | None, list[str]]:
     """Skip the chips the index does not point to for ``program``'s concepts. Returns the
     Funnel (None when the program names no concept or the index cannot rank one, then
@@ -142,12 +148,13 @@ def apply_funnel(image: RegionImage, chips: list[Chip], program: str, index: Any
 
 class PlannedOnce:
     """A planner that answers its first ``plan`` call with a plan already made (the one the
-    funnel read its concepts from) and hands everything else to the planner it wraps."""
+    funnel read its concepts from) and hands everything else to the planner it wraps: a
+    :class:`~viper_rs.planning.base.RepairingPlanner` that repairs only when that one can."""
 
-    def __init__(self, plan: Plan, inner: Any) -> None:
+    def __init__(self, plan: Plan, inner: Planner) -> None:
         self._plan: Plan | None = plan
         self.inner = inner
-        self.name = getattr(inner, "name", plan.planner)
+        self.name = inner.name
 
     def plan(self, question: str) -> Plan:
         """The stored plan once, then the inner planner's."""
@@ -158,21 +165,18 @@ class PlannedOnce:
 
     def can_repair(self, plan: Plan) -> bool:
         """Whether the inner planner can repair ``plan``."""
-        f = getattr(self.inner, "can_repair", None)
-        return bool(f(plan)) if f is not None else False
+        return isinstance(self.inner, RepairingPlanner) and self.inner.can_repair(plan)
 
-    def repair(self, question: str, failures: Any) -> Plan:
-        """The inner planner's repair."""
+    def repair(self, question: str, failures: Sequence[tuple[Plan, dict[str, str]]]) -> Plan:
+        """The inner planner's repair (PlanningError when it cannot repair)."""
+        if not isinstance(self.inner, RepairingPlanner):
+            raise PlanningError(f"the {self.name} planner cannot repair a program")
         return self.inner.repair(question, failures)
 
     def accept(self, question: str, plan: Plan) -> None:
-        """The inner planner's accept, if it has one."""
-        f = getattr(self.inner, "accept", None)
-        if f is not None:
-            f(question, plan)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        """The inner planner's accept, when it keeps programs that worked."""
+        if isinstance(self.inner, RepairingPlanner):
+            self.inner.accept(question, plan)
 
 
 def place_chips(places: list[dict[str, Any]], chips: list[Chip]) -> None:

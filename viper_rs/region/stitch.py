@@ -17,7 +17,7 @@ from skimage.measure import regionprops
 from viper_rs.core import budget
 from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
-from viper_rs.vision.components import label_components, mask_polygon
+from viper_rs.vision.components import crop_area, crop_region, in_reading_order, label_components
 
 
 @dataclass
@@ -185,8 +185,9 @@ def build_regions(
     objects: list[list[Part]], image: Image, label: str, query: str, detector: str,
     min_area_m2: float = 0.0,
 ) -> list[Region]:
-    """One Region per object: cropped mask on the working grid, polygon in the working CRS,
-    true ground area and mean score; objects below ``min_area_m2`` are dropped."""
+    """One Region per object (:func:`~viper_rs.vision.components.crop_region`, as for one
+    image): cropped mask on the working grid, polygon in the working CRS, true ground area
+    and mean score; objects below ``min_area_m2`` are dropped."""
     out: list[Region] = []
     for parts in objects:
         budget.check()
@@ -197,20 +198,16 @@ def build_regions(
         crop = np.zeros((r1 - r0, c1 - c0), dtype=bool)
         for p in parts:
             crop[p.r0 - r0 : p.r0 - r0 + p.crop.shape[0], p.c0 - c0 : p.c0 - c0 + p.crop.shape[1]] |= p.crop
-        area = image.window_area(crop, r0, c0)
+        area = crop_area(image, crop, r0)
         if area < min_area_m2:
             continue
         n = int(crop.sum())
-        region = Region(
-            crop=crop, origin=(r0, c0), image_shape=image.shape,
-            label=label, query=query,
-            score=sum(p.score_sum for p in parts) / n if n else 0.0,
-            area_m2=area, area_unit="m2", detector=detector,
-            extra={"chips": sorted({p.chip for p in parts})},
-        )
+        extra: dict[str, object] = {"chips": sorted({p.chip for p in parts})}
         if parts[0].instance:
-            region.extra["instance"] = parts[0].instance
-        region.polygon = mask_polygon(image, crop, (r0, c0))
-        out.append(region)
-    out.sort(key=lambda r: (r.origin, r.bbox))
-    return out
+            extra["instance"] = parts[0].instance
+        out.append(crop_region(
+            image, crop, (r0, c0), area=area,
+            score=sum(p.score_sum for p in parts) / n if n else 0.0,
+            label=label, query=query, detector=detector, extra=extra,
+        ))
+    return in_reading_order(out)

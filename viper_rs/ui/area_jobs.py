@@ -253,7 +253,7 @@ def _worker_main(conn: Any, request: AreaRequest) -> None:
 
     try:
         from viper_rs.agent import Agent
-        from viper_rs.region import ask_region
+        from viper_rs.region import RegionOptions, ask_region
         from viper_rs.region.chips import read_chip
 
         settings = request.settings
@@ -281,8 +281,9 @@ def _worker_main(conn: Any, request: AreaRequest) -> None:
         try:
             send("stage", "Planning the question")
             answer, report = ask_region(
-                request.image, request.question, chip_m=request.chip_m,
-                detector=agent.detector, settings=settings, agent=agent, reader=reader)
+                request.image, request.question,
+                RegionOptions(chip_m=request.chip_m, detector=agent.detector, settings=settings,
+                              reader=reader), agent=agent)
             send("stage", "Drawing the map and writing the files")
             view = area_view(request.image, answer, report, request.bbox, request.folder,
                              request.app_text)

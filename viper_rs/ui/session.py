@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.config import Settings, env_var
 from viper_rs.core.errors import ConfigError, ImageError, InputError, ViperError
@@ -58,6 +58,9 @@ from viper_rs.ui.evidence import (
     write_evidence,
 )
 from viper_rs.ui.search import RegionSearch, SearchView
+
+if TYPE_CHECKING:
+    from viper_rs.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +285,7 @@ class Controller:
         self.jobs = AreaJobs()  # the running area questions' workers
 
     # ------------------------------------------------------------------ agents
-    def agent(self, options: Options, image_key: str | None = None) -> Any:
+    def agent(self, options: Options, image_key: str | None = None) -> Agent:
         """The agent for ``options`` (built once, the last few kept); ConfigError on bad
         settings (unknown detector, LLM without a model, oracle on a non-demo image...)."""
         from viper_rs.agent import Agent

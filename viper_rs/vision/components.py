@@ -44,6 +44,52 @@ def mask_polygon(image: Image, crop: np.ndarray, origin: tuple[int, int]):
     return geoms[0] if len(geoms) == 1 else unary_union(geoms)
 
 
+def crop_area(image: Image, crop: np.ndarray, r0: int) -> float:
+    """Ground area (m2, or pixels when the image has no ground size) of a cropped boolean
+    mask whose top row is row ``r0`` of ``image``."""
+    return float(crop.sum(axis=1) @ image.row_pixel_area[r0 : r0 + crop.shape[0]])
+
+
+def crop_region(
+    image: Image,
+    crop: np.ndarray,
+    origin: tuple[int, int],
+    *,
+    area: float,
+    score: float,
+    label: str,
+    query: str,
+    detector: str,
+    polygon: bool = True,
+    extra: dict | None = None,
+) -> Region:
+    """The Region of a cropped boolean mask at ``origin`` (row, col) of ``image``, with its
+    ground ``area`` (:func:`crop_area`) and ``score``, and its polygon in the image CRS. The
+    one way a score map's pixels become a Region, for one image and for a region's stitched
+    chips alike."""
+    region = Region(
+        crop=np.ascontiguousarray(crop),
+        origin=origin,
+        image_shape=image.shape,
+        label=label,
+        query=query,
+        score=score,
+        area_m2=area,
+        area_unit=image.area_unit,
+        detector=detector,
+        extra=dict(extra or {}),
+    )
+    if polygon:
+        region.polygon = mask_polygon(image, crop, origin)
+    return region
+
+
+def in_reading_order(regions: list[Region]) -> list[Region]:
+    """``regions`` sorted top to bottom, then left to right (by origin, then box), in place."""
+    regions.sort(key=lambda r: (r.origin, r.bbox))
+    return regions
+
+
 def regions_from_labels(
     image: GeoImage,
     labels: np.ndarray,
@@ -58,26 +104,15 @@ def regions_from_labels(
         budget.check()
         r0, c0, r1, c1 = prop.bbox
         crop = prop.image
-        area = float(crop.sum(axis=1) @ image.row_pixel_area[r0:r1])
+        area = crop_area(image, crop, r0)
         if area < min_area_m2:
             continue
         vals = scores[r0:r1, c0:c1][crop]
-        region = Region(
-            crop=np.ascontiguousarray(crop),
-            origin=(r0, c0),
-            image_shape=image.shape,
-            label=smap.label,
-            query=smap.query,
-            score=float(vals.mean()) if vals.size else 0.0,
-            area_m2=area,
-            area_unit=image.area_unit,
-            detector=smap.detector,
-        )
-        if polygons:
-            region.polygon = mask_polygon(image, crop, (r0, c0))
-        out.append(region)
-    out.sort(key=lambda r: (r.origin, r.bbox))
-    return out
+        out.append(crop_region(
+            image, crop, (r0, c0), area=area, score=float(vals.mean()) if vals.size else 0.0,
+            label=smap.label, query=smap.query, detector=smap.detector, polygon=polygons,
+        ))
+    return in_reading_order(out)
 
 
 def regions_from_score_map(

@@ -23,7 +23,6 @@ from test_region import big_scene, cut
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage, write_geotiff
-from viper_rs.tiling.sources import LIST_MAX_DEPTH, expand, scan
 from viper_rs.region import RegionOptions, ask_region, estimate_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle

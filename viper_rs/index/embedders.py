@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ConfigError
 from viper_rs.core.geo import GeoImage
+
+if TYPE_CHECKING:
+    from viper_rs.vision.spectral import SpectralDetector
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +95,11 @@ class SpectralChipEmbedder:
     dim = len(SPECTRAL_CLASSES)
     dimensions: tuple[str, ...] | None = SPECTRAL_CLASSES
 
-    def __init__(self, detector: Any = None) -> None:
+    def __init__(self, detector: SpectralDetector | None = None) -> None:
         from viper_rs.vision.spectral import SpectralDetector
 
-        self.detector = detector if detector is not None else SpectralDetector()
+        self.detector: SpectralDetector = (
+            detector if detector is not None else SpectralDetector())
 
     def embed(self, images: list[GeoImage]) -> np.ndarray:
         """(N, 9) class fractions of each image's valid pixels."""
@@ -130,6 +134,8 @@ class TowerChipEmbedder:
     """Image-level embeddings from GRAFT or an open_clip CLIP; CLIP text for queries."""
 
     dimensions: tuple[str, ...] | None = None
+    #: No detector whose per-chip work the chip attributes could share.
+    detector: SpectralDetector | None = None
 
     def __init__(self, name: str, settings: Settings) -> None:
         from viper_rs.vision.build import load_image_tower, load_settings_clip, resolve_device

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
@@ -51,6 +51,9 @@ from viper_rs.ui.area import (
     chip_values,
     region_lonlats,
 )
+
+if TYPE_CHECKING:
+    from viper_rs.core.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ class AreaPlan:
 
 def plan_area(folders: Sequence[Path], bbox: Sequence[float], settings: Settings,
               chip_m: float, budget: AreaBudget, pixel_m: float | None = None,
-              detector: Any = None) -> AreaPlan:
+              detector: str | Detector | None = None) -> AreaPlan:
     """The one call that decides whether an area question may start (instant, nothing is
     read): the area's region over ``folders`` inside ``bbox`` (W,S,E,N; its own sources set
     the working grid) at ``pixel_m`` metres per pixel (None: the sources'), its estimated

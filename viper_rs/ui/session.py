@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.config import Settings, env_var
 from viper_rs.core.errors import ConfigError, ImageError, InputError, ViperError
@@ -58,6 +58,9 @@ from viper_rs.ui.evidence import (
     write_evidence,
 )
 from viper_rs.ui.search import RegionSearch, SearchView
+
+if TYPE_CHECKING:
+    from viper_rs.core.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +302,7 @@ class Controller:
             if cached is not None:
                 return cached
             settings = options.settings(self.settings)
-            detector: Any = settings.detector
+            detector: str | Detector = settings.detector
             if scene is not None:
                 from viper_rs.vision.oracle import OracleDetector
 
@@ -352,7 +355,7 @@ class Controller:
             with self._lock:
                 answer = agent.ask(image, question, settings=options.settings(self.settings))
             step(0.9, "Writing the evidence")
-            note = getattr(agent.detector, "choice_note", None)
+            note = agent.detector.choice_note
             with self._lock:
                 hide = {note} if note and note in self._said else set()
                 if note:

@@ -9,7 +9,7 @@ the spectral detector or ``auto`` (BuildingNet for buildings, spectral for the r
 a fresh subprocess whose process tree's summed proportional set size (PSS, from
 ``/proc/PID/smaps_rollup``; shared library pages counted once) is sampled every 50 ms.
 A second subprocess per case measures the spectral statistics pass alone
-(:func:`viper_rs.region.spectral.with_region_stats`: its time and peak RSS above the
+(:func:`viper_rs.region.context.with_region_stats`: its time and peak RSS above the
 process before it).
 
 Printed per case: the estimate (:func:`viper_rs.region.cost.estimate_region`: pixels
@@ -160,7 +160,7 @@ _STATS_CHILD = r"""
 import json, resource, sys, time
 from viper_rs.core.config import Settings
 from viper_rs.region import open_region
-from viper_rs.region.spectral import with_region_stats
+from viper_rs.region.context import with_region_stats
 from viper_rs.vision.factory import build_detector
 paths, bbox, pixel_m, detector = json.loads(sys.argv[1])
 image = open_region(paths, bbox, pixel_m)
@@ -180,7 +180,7 @@ from viper_rs.core.config import Settings
 from viper_rs.region import open_region
 from viper_rs.tiling.chips import Chip
 from viper_rs.region.scan import run_chip
-from viper_rs.region.spectral import with_region_stats
+from viper_rs.region.context import with_region_stats
 from viper_rs.vision.factory import build_detector
 
 def rss():

@@ -34,6 +34,7 @@ from typing import Any
 from tqdm import tqdm
 
 from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
 from viper_rs.synthetic import (
     COMMERCIAL,
     QUESTION_CONCEPTS,
@@ -105,8 +106,8 @@ def evaluate(seeds: list[int], n: int = 60, detector: str = "auto", size: int = 
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     oracle = detector == "oracle"  # the ground truth of each scene: built per scene
-    det: Any = None if oracle else build_detector(detector, settings)
-    name = "oracle" if oracle else getattr(det, "name", detector)
+    det: Detector | None = None if oracle else build_detector(detector, settings)
+    name = det.name if det is not None else "oracle"
     with Agent(settings, detector=det, planner="rules") if not oracle else _nothing() as shared:
         for seed in tqdm(seeds, desc="scenes", disable=not progress):
             scene = make_scene(seed, size=size, gsd=gsd)

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from viper_rs.core.detector import DetectorBase
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
@@ -31,21 +33,15 @@ def four_band() -> np.ndarray:
     return img
 
 
-class StaticDetector:
+class StaticDetector(DetectorBase):
     """Test detector: fixed boolean masks per concept; components become regions."""
 
     name = "static"
-    choice_note = None
 
     def __init__(self, masks: dict[str, np.ndarray]):
+        super().__init__()
         self.masks = masks
         self.calls = 0
-
-    def prepare(self, image, queries=()):
-        return {}
-
-    def find_with_stages(self, image, query):
-        return self.find(image, query), []
 
     def score_map(self, image, query):
         from viper_rs.core.errors import UnknownConceptError
@@ -59,11 +55,11 @@ class StaticDetector:
     def notes(self, image, query):
         return self.score_map(image, query).notes
 
-    def find(self, image, query):
+    def find_with_stages(self, image, query):
         from viper_rs.vision.components import regions_from_score_map
 
         self.calls += 1
-        return regions_from_score_map(image, self.score_map(image, query))
+        return regions_from_score_map(image, self.score_map(image, query)), []
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from viper_rs.core.config import Settings
-from viper_rs.core.detector import ScoreMap
+from viper_rs.core.detector import DetectorBase, ScoreMap
 from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.attributes import (
@@ -129,14 +129,14 @@ def test_concepts_without_an_attribute_rank_by_the_embedding():
 
 
 # ---------------------------------------------------------------------------- measuring
-class _Raises:
+class _Raises(DetectorBase):
     name = "broken"
 
     def score_map(self, image, query):
         raise RuntimeError("model exploded")
 
 
-class _Half:
+class _Half(DetectorBase):
     """Half of every chip is the concept; one region per query."""
 
     name = "half"

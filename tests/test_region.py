@@ -342,7 +342,7 @@ def test_a_routing_detector_keeps_the_spectral_region_semantics(mosaic) -> None:
     detector's."""
     import torch
 
-    from viper_rs.region.spectral import REGION_CACHE_ITEMS, region_halo_m, with_region_stats
+    from viper_rs.region.context import REGION_CACHE_ITEMS, region_halo_m, with_region_stats
     from viper_rs.vision.buildings.detector import BuildingDetector
     from viper_rs.vision.buildings.model import BuildingNet, BuildingNetConfig
     from viper_rs.vision.routed import RoutedDetector

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageError, ImageTooLarge, InputError, NoGroundSize, ViperError
@@ -19,6 +19,9 @@ from viper_rs.core.overrides import (
     args_overrides,
 )
 from viper_rs.core.textsafe import configure_logging, cut, safe_lines, safe_text, safe_traceback
+
+if TYPE_CHECKING:
+    from viper_rs.core.detector import Detector
 
 log = logging.getLogger("viper_rs")
 MAX_LABELS_SHOWN = 20  # distinct region labels listed on a text answer's "regions:" line
@@ -384,7 +387,7 @@ def _demo(args: argparse.Namespace) -> int:
     (args.out / "truth.geojson").write_text(json.dumps(scene.to_geojson()))
     image = GeoImage.open(tif)
     settings = Settings.from_env()
-    detector: Any = args.detector or settings.detector
+    detector: str | Detector = args.detector or settings.detector
     if detector == "oracle":
         from viper_rs.vision.oracle import OracleDetector
 
@@ -405,7 +408,7 @@ def _demo(args: argparse.Namespace) -> int:
             if not _emit_safely(answer, args, f"question {q.question!r}", extra):
                 unprinted += 1
     if not args.json:
-        name = getattr(agent.detector, "name", "?")
+        name = agent.detector.name
         print(f"{right}/{len(questions)} right with the {name} detector")
         if name != "oracle":
             print("(--detector oracle answers from the ground-truth masks: it checks planner, "

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from viper_rs.core.config import Settings
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import ViperError, first_line
 from viper_rs.core.geo import GeoImage
+
+if TYPE_CHECKING:
+    from viper_rs.vision.spectral import SpectralDetector
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +130,10 @@ class ChipAttributer(Protocol):
 class DetectorAttributes:
     """:data:`ATTRIBUTES` from any detector: a share is the fraction of the chip's valid
     pixels its score map puts at or above the threshold, a count the number of regions
-    ``find`` returns. With a routing detector (one that has ``uncovered(image, query)``,
-    :class:`~viper_rs.vision.routed.RoutedDetector`), a concept whose specialist does not
-    cover the chip is unknown with the specialist's reason: a fallback detector that was
-    not validated there does not stand in for it.
+    ``find`` returns. A concept whose specialist does not cover the chip (the detector's
+    ``uncovered(image, query)``: a routing detector's building model outside its range)
+    is unknown with the specialist's reason: a fallback detector that was not validated
+    there does not stand in for it.
 
     Example: ``DetectorAttributes(SpectralDetector(), "spectral").measure(chip_image)``.
     """
@@ -144,10 +147,9 @@ class DetectorAttributes:
         out = ChipMeasures()
         valid = image.valid
         n_valid = int(valid.sum())
-        uncovered = getattr(self.detector, "uncovered", None)
         for concept in CONCEPTS:
             columns = [a for a in ATTRIBUTES if a.concept == concept]
-            why = uncovered(image, concept) if uncovered is not None else None
+            why = self.detector.uncovered(image, concept)
             if why is None and n_valid == 0:
                 why = "the chip has no valid pixels"
             if why is None:
@@ -192,7 +194,8 @@ def file_digest(path: str | Path) -> str:
     return _file_digest(str(path), st.st_size, st.st_mtime_ns)
 
 
-def build_attributer(settings: Settings | None = None, spectral: Any = None) -> DetectorAttributes:
+def build_attributer(settings: Settings | None = None,
+                     spectral: SpectralDetector | None = None) -> DetectorAttributes:
     """The attributes ``auto`` would measure: buildings by the learned building model where
     it covers a chip (when it is on and its weights load), land cover by the spectral
     detector (``spectral``: one to share, e.g. the spectral chip embedder's, so each chip's
@@ -229,7 +232,7 @@ class AttributeSpec:
         """Spec for ``settings``."""
         return cls((settings or Settings()).model_dump(mode="json"))
 
-    def build(self, spectral: Any = None) -> DetectorAttributes:
+    def build(self, spectral: SpectralDetector | None = None) -> DetectorAttributes:
         """The attributer (loads the building model)."""
         return build_attributer(Settings(**self.settings), spectral)
 

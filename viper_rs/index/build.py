@@ -196,7 +196,7 @@ def embed_batch(embedder: Any, chips: Sequence[Chip], min_valid: float,
         return result
     # An embedder whose per-chip work the attributer reuses (the spectral class maps, in
     # a small cache) runs chip by chip, each chip measured right after it is embedded.
-    step = 1 if attributer is not None and getattr(embedder, "detector", None) is not None \
+    step = 1 if attributer is not None and embedder.detector is not None \
         else max(1, len(images))
     vectors, good, attrs = [], [], []
     for i in range(0, len(images), step):
@@ -269,7 +269,7 @@ def _build_worker(spec: EmbedderSpec, attributes: AttributeSpec | None
                   ) -> tuple[Any, ChipAttributer | None]:
     """A worker's embedder and attributer (sharing the spectral detector when there is one)."""
     embedder = spec.build()
-    attributer = attributes.build(getattr(embedder, "detector", None)) if attributes else None
+    attributer = attributes.build(embedder.detector) if attributes else None
     return embedder, attributer
 
 
@@ -478,7 +478,7 @@ def _build(inputs: Sequence[str | Path], out: str | Path, extra_sources: Sequenc
     spec = EmbedderSpec.of(name, settings)
     model = build_chip_embedder(name, settings)
     attr_spec = AttributeSpec.of(settings) if o.attributes else None
-    attributer = attr_spec.build(getattr(model, "detector", None)) if attr_spec else None
+    attributer = attr_spec.build(model.detector) if attr_spec else None
     meta = IndexMeta(embedder=name, model_id=model.model_id, dim=int(model.dim),
                      chip_m=float(o.grid.chip_m), overlap=float(o.grid.overlap),
                      min_valid=float(o.min_valid),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from viper_rs.core.classes import BY_NAME, INDEX_DIMENSIONS
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ConfigError
 from viper_rs.core.geo import GeoImage
+
+if TYPE_CHECKING:
+    from viper_rs.vision.spectral import SpectralDetector
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +94,11 @@ class SpectralChipEmbedder:
     dim = len(SPECTRAL_CLASSES)
     dimensions: tuple[str, ...] | None = SPECTRAL_CLASSES
 
-    def __init__(self, detector: Any = None) -> None:
+    def __init__(self, detector: SpectralDetector | None = None) -> None:
         from viper_rs.vision.spectral import SpectralDetector
 
-        self.detector = detector if detector is not None else SpectralDetector()
+        self.detector: SpectralDetector = (
+            detector if detector is not None else SpectralDetector())
 
     def embed(self, images: list[GeoImage]) -> np.ndarray:
         """(N, 9) class fractions of each image's valid pixels."""
@@ -129,6 +133,8 @@ class TowerChipEmbedder:
     """Image-level embeddings from GRAFT or an open_clip CLIP; CLIP text for queries."""
 
     dimensions: tuple[str, ...] | None = None
+    #: No detector whose per-chip work the chip attributes could share.
+    detector: SpectralDetector | None = None
 
     def __init__(self, name: str, settings: Settings) -> None:
         from viper_rs.vision.build import load_image_tower, load_settings_clip, resolve_device

@@ -15,11 +15,11 @@ from viper_rs.core.errors import InputError, ViperError, first_line
 from viper_rs.core.georef import gsd_problem
 from viper_rs.planning.base import Plan, Planner
 from viper_rs.region.chips import CHIP_M, OUTSIDE, layout
+from viper_rs.region.context import chip_halo_m, with_region_stats
 from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
 from viper_rs.region.detector import ChipReader, RegionDetector
 from viper_rs.region.grid import build_grid, parse_bbox
 from viper_rs.region.image import RegionImage
-from viper_rs.region.spectral import chip_halo_m, with_region_stats
 from viper_rs.tiling.chips import Chip
 from viper_rs.tiling.sources import Source, scan
 
@@ -171,7 +171,7 @@ def run_recipe(image: RegionImage, question: str, detector: str, chip_m: float,
     }
 
 
-def _runner(det: Any, settings: Settings, image: RegionImage, workers: int,
+def _runner(det: str | Detector, settings: Settings, image: RegionImage, workers: int,
             ray_address: str | None, reader: ChipReader | None) -> tuple[Any, bool]:
     """The chip backend (None: in-process) and whether this call started Ray."""
     if ray_address:
@@ -331,7 +331,7 @@ def ask_region(
     The halo (``halo_m`` ``None`` or ``"auto"``: the detector's default) is the context
     read around each chip: for the spectral detector the reach of its windowed rules, else
     :data:`HALO_M`. The spectral detector measures every chip with the statistics of the
-    whole region (:mod:`viper_rs.region.spectral`), so its image-wide statistics do not
+    whole region (:mod:`viper_rs.region.context`), so its image-wide statistics do not
     depend on how the region is tiled or chipped."""
     import time
 

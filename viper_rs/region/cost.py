@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.core.config import Settings
+from viper_rs.core.detector import Detector
 from viper_rs.core.errors import InputError
 from viper_rs.core.units import bytes_text as _bytes
 from viper_rs.core.units import count_text as _count
@@ -102,7 +103,7 @@ DETECTOR_COSTS: dict[str, DetectorCost] = {
                           s_per_mpx=1.3, source="the spectral detector's"),
 }
 
-#: The spectral statistics pass (:func:`viper_rs.region.spectral.region_stats`) holds every
+#: The spectral statistics pass (:func:`viper_rs.region.context.with_region_stats`) holds every
 #: statistics chip's read window at once (its bands, validity and region-of-interest
 #: masks: the raw bands + :data:`STATS_HELD_BYTES_PER_PX`), pools the values of up to
 #: :data:`STATS_POOLED_PX` pixels (:data:`STATS_POOLED_BYTES_PER_PX` each) and works on one
@@ -264,7 +265,7 @@ class RegionTooLarge(InputError):
 # ----------------------------------------------------------------------------- estimate
 def estimate_region(
     image: RegionImage,
-    detector: Any,
+    detector: str | Detector,
     chip_m: float = CHIP_M,
     halo_m: float | str | None = None,
     workers: int = 1,
@@ -281,14 +282,12 @@ def estimate_region(
     answers it (buildings to the learned model where it covers the pixel size); None
     counts every part. ``chips`` (a layout after the index funnel) counts only those not
     skipped; by default every chip meeting the area. Nothing is read."""
-    from viper_rs.region.spectral import STATS_CHIP_PX, chip_halo_m, spectral_part
+    from viper_rs.region.context import STATS_CHIP_PX, chip_halo_m
 
     settings = settings or Settings()
-    det = detector
-    if isinstance(det, str):
-        from viper_rs.vision.factory import build_detector
+    from viper_rs.vision.factory import build_detector
 
-        det = build_detector(det, settings)
+    det = build_detector(detector, settings) if isinstance(detector, str) else detector
     grid = image.grid
     px = grid.pixel_size
     from viper_rs.core.geo import linear_unit_factor
@@ -313,12 +312,10 @@ def estimate_region(
         read_px = sum((c.read[2] - c.read[0]) * (c.read[3] - c.read[1]) for c in live)
     else:
         n_chips, core_px, read_px = chip_pixels(grid, size, halo_px)
-    spectral = spectral_part(det)
+    stats_halo = det.stats_halo(px)
     stats_px = stats_chip = 0
-    if spectral is not None and getattr(spectral, "stats", None) is None:
-        from viper_rs.vision.spectral import context_m
-
-        ctx = int(math.ceil(context_m(px, spectral.thresholds) / px))
+    if stats_halo is not None:
+        ctx = int(math.ceil(stats_halo / px))
         _, _, stats_px = chip_pixels(grid, STATS_CHIP_PX, ctx)
         stats_chip = _largest_read(grid, STATS_CHIP_PX, ctx)
         positions += count_positions(grid, STATS_CHIP_PX, ctx)
@@ -362,7 +359,7 @@ def estimate_region(
         chips=int(n_chips), memory_bytes=int(memory), seconds=float(seconds),
         pixel_m=float(pixel_m), crs=str(grid.crs), width=int(grid.width),
         height=int(grid.height), area_m2=float(grid.area.area) * unit * unit,
-        detector=str(getattr(det, "name", det)), parts=[c.name for c in parts],
+        detector=det.name, parts=[c.name for c in parts],
         workers=workers, sources=len(image.sources), sources_outside=int(grid.outside),
         sources_skipped=len(grid.skipped), chip_m=float(chip_m), halo_m=float(halo),
         largest_chip_pixels=int(biggest), chip_positions=int(positions),
@@ -374,42 +371,23 @@ def estimate_region(
     )
 
 
-def detector_parts(det: Any, pixel_m: float, concepts: Sequence[str] | None = None
+def detector_parts(det: Detector, pixel_m: float, concepts: Sequence[str] | None = None
                    ) -> list[DetectorCost]:
     """The cost entries of the detector parts that will analyse chips of ``pixel_m``
-    metres for ``concepts`` (None: every part): a routing detector's learned building
-    model where it covers the pixel size, its primary for the rest."""
-    from viper_rs.vision.routed import RoutedDetector
-
-    if isinstance(det, RoutedDetector):
-        from viper_rs.vision.buildings.detector import is_building_query
-
-        lo, hi = _gsd_range(det.buildings)
-        covered = lo <= pixel_m <= hi
-        ask_b = concepts is None or any(is_building_query(c) for c in concepts)
-        ask_rest = concepts is None or any(not is_building_query(c) for c in concepts)
-        out = [DETECTOR_COSTS["buildingnet"]] if ask_b and covered else []
-        if ask_rest or not out:  # the primary answers the rest (and uncovered buildings)
-            out = detector_parts(det.primary, pixel_m, None) + out
-        return out
-    name = str(getattr(det, "name", "other")).lower()
-    if name in ("spectral", "buildingnet", "graft", "clip"):
-        out = [DETECTOR_COSTS[name]]
-    else:
-        out = [DETECTOR_COSTS["other"]]
-    if getattr(det, "sam", None) is not None and name in ("graft", "clip"):
-        out.append(DETECTOR_COSTS["sam"])
-    return out
+    metres for ``concepts`` (None: every part; see
+    :meth:`~viper_rs.core.detector.Detector.cost_parts`)."""
+    return [_part_cost(n) for n in det.cost_parts(pixel_m, concepts)]
 
 
-def loaded_parts(det: Any) -> list[DetectorCost]:
+def loaded_parts(det: Detector) -> list[DetectorCost]:
     """The cost entries of every part ``det`` loads (whether or not it answers): a routing
     detector holds its learned building model even where the primary answers."""
-    from viper_rs.vision.routed import RoutedDetector
+    return [_part_cost(n) for n in det.loaded_parts()]
 
-    if isinstance(det, RoutedDetector):
-        return loaded_parts(det.primary) + [DETECTOR_COSTS["buildingnet"]]
-    return detector_parts(det, 1.0, None)
+
+def _part_cost(name: str) -> DetectorCost:
+    """The cost entry of the part ``name`` (``other`` for a part not measured)."""
+    return DETECTOR_COSTS.get(name.lower(), DETECTOR_COSTS["other"])
 
 
 def chip_pixels(grid: Any, size: int, halo: int) -> tuple[int, int, int]:
@@ -491,15 +469,6 @@ def _scale(cost: DetectorCost, pixel_m: float) -> float:
     return (pixel_m / cost.model_gsd_m) ** 2
 
 
-def _gsd_range(buildings: Any) -> tuple[float, float]:
-    """The learned building model's validated pixel sizes (m)."""
-    try:
-        lo, hi = buildings.config.gsd_range_m
-        return float(lo), float(hi)
-    except Exception:  # noqa: BLE001 - a stand-in without a config: assume it always answers
-        return 0.0, math.inf
-
-
 def _itemsize(image: RegionImage) -> int:
     """Bytes per band value of the region's first sources (a chip takes its first source's
     type)."""
@@ -522,7 +491,7 @@ def _itemsize_of(uris: tuple[str, ...]) -> int:
 
 # ----------------------------------------------------------------------------- budget
 def check_budget(cost: RegionCost, budget: Budget, image: RegionImage | None = None,
-                 detector: Any = None, **estimate_kw: Any) -> None:
+                 detector: str | Detector | None = None, **estimate_kw: Any) -> None:
     """Raise :class:`RegionTooLarge` when ``cost`` is over ``budget``: the message gives
     the estimate and the ways out (a smaller box, a coarser ``--gsd`` - the finest that
     fits, found by re-estimating ``image`` with ``detector`` when they are given - or a
@@ -550,7 +519,7 @@ def check_budget(cost: RegionCost, budget: Budget, image: RegionImage | None = N
         f"Ways out: {'; '.join(ways)}", cost, budget, fit)
 
 
-def fitting_pixel_m(image: RegionImage, detector: Any, budget: Budget, cost: RegionCost,
+def fitting_pixel_m(image: RegionImage, detector: str | Detector, budget: Budget, cost: RegionCost,
                     **estimate_kw: Any) -> float | None:
     """The finest working pixel size (m) at which ``image``'s area fits ``budget`` (coarser
     grids over the same area, each estimated), or None when none up to 1 km does."""

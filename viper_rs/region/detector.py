@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from viper_rs.core.config import Settings
-from viper_rs.core.detector import Detector, ScoreMap, Stages
+from viper_rs.core.detector import Detector, DetectorBase, ScoreMap, Stages
 from viper_rs.core.errors import ImageError, ToolError
 from viper_rs.core.image import Image
 from viper_rs.core.regions import Region
@@ -28,7 +28,7 @@ __all__ = ["MAX_CHIP_NOTES", "ChipReader", "RegionDetector"]
 MAX_CHIP_NOTES = 4
 
 
-class RegionDetector:
+class RegionDetector(DetectorBase):
     """Wraps a per-chip detector: ``find`` on a RegionImage reads every chip (with its halo),
     keeps each chip's core, stitches components across core borders and returns whole
     objects on the working grid. Results are cached per query.
@@ -58,22 +58,22 @@ class RegionDetector:
         progress: bool = False,
         deadline: float | None = None,
     ) -> None:
+        super().__init__(settings)
         self.inner = inner
         self.image = image
         self.chips = chips
-        self.settings = settings or Settings()
         self.reader = reader
         self.runner: ChipRunner = runner or InProcessRunner(inner, image, reader)
         self.store = store
         self.progress = progress
         self.deadline = deadline
         self._limit_s = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        inner_min = getattr(inner, "min_area_m2", None)
-        self.min_area_m2 = (min_area_m2 if min_area_m2 is not None
-                            else inner_min if inner_min is not None else self.settings.min_region_m2)
+        self.min_area_m2: float = next(a for a in (min_area_m2, inner.min_area_m2,
+                                                   self.settings.min_region_m2) if a is not None)
         self.name = inner.name
-        self.choice_note = getattr(inner, "choice_note", None)
-        self._cache: dict[str, tuple[list[Region], Stages, list[str]]] = {}
+        self.choice_note = inner.choice_note
+        #: Each query's stitched regions, stages and notes (one region: never evicted).
+        self._found: dict[str, tuple[list[Region], Stages, list[str]]] = {}
         #: Chip tasks computed (not resumed) and seconds spent scanning, over the run.
         self.computed = 0
         self.scan_s = 0.0
@@ -84,7 +84,7 @@ class RegionDetector:
         unknown concepts are left for the program to meet."""
         t0 = time.perf_counter()
         keys = [k for k in dict.fromkeys(query_key(q) for q in queries)
-                if k and k not in self._cache]
+                if k and k not in self._found]
         if keys:
             self._scan(keys, strict=False)
         return {"ms": ms_since(t0), "queries": keys}
@@ -97,12 +97,8 @@ class RegionDetector:
         """Notes of the chips' detections for ``query``, and missing coverage."""
         return list(self._detect(query)[2]) + self.coverage_notes()
 
-    def find(self, image: Image, query: str) -> list[Region]:
-        """Whole objects of ``query`` over the region."""
-        return self._detect(query)[0]
-
     def find_with_stages(self, image: Image, query: str) -> tuple[list[Region], Stages]:
-        """The regions of :meth:`find` and the timed chip stage."""
+        """Whole objects of ``query`` over the region, and the timed chip stage."""
         regions, stages, _ = self._detect(query)
         return regions, stages
 
@@ -132,9 +128,9 @@ class RegionDetector:
 
     def _detect(self, query: str) -> tuple[list[Region], Stages, list[str]]:
         key = query_key(query)
-        if key not in self._cache:
+        if key not in self._found:
             self._scan([key], strict=True)
-        return self._cache[key]
+        return self._found[key]
 
     def _scan(self, keys: list[str], strict: bool) -> None:
         """Scan every live chip for ``keys`` and cache each key's stitched regions. An
@@ -191,8 +187,8 @@ class RegionDetector:
                     results.pop(chip.id, None)
                     chip.status, chip.error = "failed", self._late_reason()
         keys = [k for k in keys if k not in unknown]
-        global_ids = bool(getattr(self.inner, "instance_ids_global", False))
-        stitchers = {k: Stitcher(self.settings.connectivity, global_instances=global_ids) for k in keys}
+        stitchers = {k: Stitcher(self.settings.connectivity,
+                                 global_instances=self.inner.instance_ids_global) for k in keys}
         notes: dict[str, list[str]] = {k: [] for k in keys}
         labels = {k: k for k in keys}
         names = dict.fromkeys(keys, self.inner.name)  # who answered (a routing detector's part)
@@ -229,7 +225,7 @@ class RegionDetector:
             stages = [{"stage": "chips", "ms": ms, "chips": n_read, "queries": len(keys),
                        "computed": len(tasks), "parts": len(stitchers[k].parts) - 1,
                        "objects": len(regions)}]
-            self._cache[k] = (regions, stages, notes[k])
+            self._found[k] = (regions, stages, notes[k])
 
     def _bar(self, total: int) -> Any:
         """A tqdm bar on stderr (chips done/total, chips/s), when progress is on."""

@@ -53,6 +53,7 @@ from viper_rs.ui.area import (
 )
 
 if TYPE_CHECKING:  # the region package loads shapely and rasterio: imported in the worker
+    from viper_rs.core.detector import Detector
     from viper_rs.core.geo import GeoImage
     from viper_rs.region.image import RegionImage
     from viper_rs.tiling.chips import Chip
@@ -109,7 +110,7 @@ class AreaPlan:
 
 def plan_area(folders: Sequence[Path], bbox: Sequence[float], settings: Settings,
               chip_m: float, budget: AreaBudget, pixel_m: float | None = None,
-              detector: Any = None) -> AreaPlan:
+              detector: str | Detector | None = None) -> AreaPlan:
     """The one call that decides whether an area question may start (instant, nothing is
     read): the area's region over ``folders`` inside ``bbox`` (W,S,E,N; its own sources set
     the working grid) at ``pixel_m`` metres per pixel (None: the sources'), its estimated

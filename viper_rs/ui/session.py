@@ -61,6 +61,7 @@ from viper_rs.ui.search import RegionSearch, SearchView
 
 if TYPE_CHECKING:
     from viper_rs.agent import Agent
+    from viper_rs.core.detector import Detector
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ class Controller:
             if cached is not None:
                 return cached
             settings = options.settings(self.settings)
-            detector: Any = settings.detector
+            detector: str | Detector = settings.detector
             if scene is not None:
                 from viper_rs.vision.oracle import OracleDetector
 
@@ -355,7 +356,7 @@ class Controller:
             with self._lock:
                 answer = agent.ask(image, question, settings=options.settings(self.settings))
             step(0.9, "Writing the evidence")
-            note = getattr(agent.detector, "choice_note", None)
+            note = agent.detector.choice_note
             with self._lock:
                 hide = {note} if note and note in self._said else set()
                 if note:

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
 
 from viper_rs.core import budget
 from viper_rs.core.config import Settings
-from viper_rs.core.detector import ImageEmbedder, MaskRefiner, ScoreMap, Stages, TextEmbedder
+from viper_rs.core.detector import (
+    DetectorBase,
+    ImageEmbedder,
+    MaskRefiner,
+    ScoreMap,
+    Stages,
+    TextEmbedder,
+)
 from viper_rs.core.errors import UnknownConceptError
 from viper_rs.core.geo import GeoImage
-from viper_rs.core.lru import LRU
 from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
 from viper_rs.vision.calibration import Calibration
@@ -29,10 +35,9 @@ from viper_rs.vision.components import label_components, regions_from_labels
 from viper_rs.vision.concepts import normalize_phrase
 
 
-class DenseDetector:
-    """Open-vocabulary detector over a patch embedder, a text encoder and optional SAM."""
-
-    choice_note: str | None = None
+class DenseDetector(DetectorBase):
+    """Open-vocabulary detector over a patch embedder, a text encoder and optional SAM;
+    keeps the results of ``max_cached_queries`` (image, query) pairs."""
 
     def __init__(
         self,
@@ -44,13 +49,12 @@ class DenseDetector:
         sam: MaskRefiner | None = None,
         max_cached_queries: int = 256,
     ) -> None:
+        super().__init__(settings, cache_size=max_cached_queries)
         self.name = name
         self.embedder = embedder
         self.text = text
-        self.settings = settings or Settings()
         self.calibration = calibration or Calibration.load(self.settings.calibration_file)
         self.sam = sam
-        self._results: LRU[tuple, tuple[ScoreMap, np.ndarray, Stages]] = LRU(max_cached_queries)
 
     # ------------------------------------------------------------------ protocol
     def notes(self, image: GeoImage, query: str) -> list[str]:
@@ -85,12 +89,9 @@ class DenseDetector:
         """Calibrated probability of ``query`` per pixel (patch scores upsampled)."""
         return self._run(image, query)[0]
 
-    def find(self, image: GeoImage, query: str) -> list[Region]:
-        """Instances of ``query`` as Regions with polygons and true area."""
-        return self.find_with_stages(image, query)[0]
-
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
-        """Regions plus the timed stages that produced them (for the answer's trace)."""
+        """Instances of ``query`` as Regions with polygons and true area, plus the timed
+        stages that produced them (for the answer's trace)."""
         t0 = time.perf_counter()
         smap, labels, stages = self._run(image, query)
         t1 = time.perf_counter()
@@ -98,6 +99,10 @@ class DenseDetector:
         stages = [*stages, {"stage": "regions", "n": len(regions), "ms": ms_since(t1)}]
         stages.append({"stage": "total", "ms": ms_since(t0)})
         return regions, stages
+
+    def cost_parts(self, pixel_m: float, concepts: Sequence[str] | None = None) -> list[str]:
+        """The detector's name, and ``sam`` when it refines masks with SAM."""
+        return [self.name, "sam"] if self.sam is not None else [self.name]
 
     # ------------------------------------------------------------------ internals
     def _phrase(self, query: str) -> str:
@@ -119,7 +124,7 @@ class DenseDetector:
     def _run(self, image: GeoImage, query: str) -> tuple[ScoreMap, np.ndarray, Stages]:
         phrase = self._phrase(query)
         key = self._key(image, phrase)
-        hit = self._results.get(key)
+        hit = cast("tuple[ScoreMap, np.ndarray, Stages] | None", self._cache.get(key))
         if hit is not None:
             smap, labels, _ = hit
             return smap, labels, [{"stage": "detection", "cached": True}]
@@ -169,7 +174,9 @@ class DenseDetector:
             labels, stats = self.sam.refine(image, labels, points, scores)
             stages.append({"stage": "sam_refine", **{k: v for k, v in stats.items()
                                                       if not k.startswith("embedding")}})
-        self._results.put(key, (smap, labels, stages))
+        with self._lock:
+            self.computations += 1
+            self._cache.put(key, (smap, labels, stages))
         return smap, labels, stages
 
 

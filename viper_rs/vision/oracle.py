@@ -9,12 +9,10 @@ question exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 
 from viper_rs.core.config import Settings
+from viper_rs.core.detector import DetectorBase
 from viper_rs.core.errors import ImageError, UnknownConceptError
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
@@ -32,24 +30,16 @@ def _scene_classes(cls: str, use: str | None) -> tuple[str, ...]:
                  and (use is None or building_use(s) == use))
 
 
-class OracleDetector:
-    """A perfect detector for one synthetic ``Scene`` (ground-truth masks and instances)."""
+class OracleDetector(DetectorBase):
+    """A perfect detector for one synthetic ``Scene`` (ground-truth masks and instances);
+    nothing to compute per image (the masks are the scene's)."""
 
     name = "oracle"
-    choice_note: str | None = None
 
     def __init__(self, scene: Scene, settings: Settings | None = None) -> None:
+        super().__init__(settings)
         self.scene = scene
-        self.settings = settings or Settings()
         self._hash = scene.image.content_hash
-
-    def prepare(self, image: GeoImage, queries: Sequence[str] = ()) -> dict[str, Any]:
-        """Nothing to compute per image (the masks are the scene's); ``queries`` is ignored."""
-        return {}
-
-    def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
-        """The regions of :meth:`find`, with no stages."""
-        return self.find(image, query), []
 
     @staticmethod
     def concepts() -> list[str]:
@@ -105,8 +95,9 @@ class OracleDetector:
             instances=np.where(hit, self.scene.instances, 0),
         )
 
-    def find(self, image: GeoImage, query: str) -> list[Region]:
-        """One region per ground-truth object of the matching classes (no minimum area)."""
+    def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
+        """One region per ground-truth object of the matching classes (no minimum area),
+        with no stages."""
         smap = self.score_map(image, query)
         regions = regions_from_score_map(
             image, smap, min_area_m2=0.0, connectivity=self.settings.connectivity
@@ -118,4 +109,4 @@ class OracleDetector:
             oid = int(self.scene.instances[r0 + rows[0], c0 + cols[0]])
             r.extra["object_id"] = oid
             r.extra["object_class"] = by_id[oid].cls
-        return regions
+        return regions, []

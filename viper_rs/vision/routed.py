@@ -12,12 +12,13 @@ without one (GRAFT/CLIP) answers with its note. Every region names the detector 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from viper_rs.core.detector import ContextSensitive, Detector
+from viper_rs.core.detector import ContextSensitive, Detector, DetectorBase
 from viper_rs.core.errors import ImageError, NoGroundSize
 from viper_rs.core.geo import GeoImage
 from viper_rs.core.regions import Region
@@ -26,32 +27,67 @@ from viper_rs.vision.base import ScoreMap, Stages
 from viper_rs.vision.buildings.detector import BuildingDetector, is_building_query
 
 
-class RoutedDetector:
+class RoutedDetector(DetectorBase):
     """Building concepts -> ``buildings`` where it covers the image; the rest -> ``primary``.
 
-    ``name`` defaults to ``"<buildings>+<primary>"`` (e.g. ``buildingnet+spectral``).
+    ``name`` defaults to ``"<buildings>+<primary>"`` (e.g. ``buildingnet+spectral``); the
+    settings are the primary's (the caches are its detectors').
     Example: ``RoutedDetector(SpectralDetector(), BuildingDetector()).find(img, "houses")``.
     """
 
-    choice_note: str | None = None
-
     def __init__(self, primary: Detector, buildings: BuildingDetector,
                  name: str | None = None) -> None:
+        super().__init__(primary.settings, cache_size=0)
         self.primary = primary
         self.buildings = buildings
         self.name = name or f"{buildings.name}+{primary.name}"
 
     @property
-    def settings(self) -> Any:
-        """The primary detector's settings."""
-        return getattr(self.primary, "settings", None)
+    def stats(self) -> object | None:
+        """The primary's image-wide statistics."""
+        return self.primary.stats
 
-    def with_primary(self, primary: Detector) -> RoutedDetector:
-        """The same routing with another primary (e.g. a spectral detector measuring with a
-        region's statistics); the building detector and its caches are shared."""
-        out = RoutedDetector(primary, self.buildings, self.name)
+    def region_halo(self, pixel_size: float, default: float) -> float:
+        """The primary's halo, at least ``default`` (the building model reads its window)."""
+        return max(self.primary.region_halo(pixel_size, default), default)
+
+    def stats_halo(self, pixel_size: float) -> float | None:
+        """The primary's (the building model measures with no image-wide statistics)."""
+        return self.primary.stats_halo(pixel_size)
+
+    def with_stats_of(self, images: Sequence[GeoImage], cache_items: int) -> Detector:
+        """The routing with the primary measuring with the statistics of ``images`` and
+        both parts keeping ``cache_items`` images; itself when the primary is unchanged."""
+        primary = self.primary.with_stats_of(images, cache_items)
+        if primary is self.primary:
+            return self
+        out = RoutedDetector(primary, self.buildings.with_cache(cache_items), self.name)
         out.choice_note = self.choice_note
         return out
+
+    def cost_parts(self, pixel_m: float, concepts: Sequence[str] | None = None) -> list[str]:
+        """The building model where it covers ``pixel_m`` (for building concepts), the
+        primary's parts for the rest (and for buildings it does not cover)."""
+        lo, hi = self._gsd_range()
+        covered = lo <= pixel_m <= hi
+        ask_b = concepts is None or any(is_building_query(c) for c in concepts)
+        ask_rest = concepts is None or any(not is_building_query(c) for c in concepts)
+        out = [self.buildings.name] if ask_b and covered else []
+        if ask_rest or not out:
+            out = self.primary.cost_parts(pixel_m, None) + out
+        return out
+
+    def loaded_parts(self) -> list[str]:
+        """The primary's parts and the building model (held even where it does not answer)."""
+        return [*self.primary.loaded_parts(), self.buildings.name]
+
+    def _gsd_range(self) -> tuple[float, float]:
+        """The learned building model's validated pixel sizes (m)."""
+        try:
+            lo, hi = self.buildings.config.gsd_range_m
+            return float(lo), float(hi)
+        except Exception:  # noqa: BLE001 - weights that do not load: assume it answers
+            return 0.0, math.inf
 
     def route(self, image: GeoImage, query: str) -> tuple[Detector, str | None]:
         """The detector that answers ``query`` on ``image``, and why a building query
@@ -97,12 +133,6 @@ class RoutedDetector:
             smap.notes = [why, *smap.notes]
         return smap
 
-    def find(self, image: GeoImage, query: str) -> list[Region]:
-        """The answering detector's regions (each names its detector)."""
-        det, why = self.route(image, query)
-        with _saying(why):
-            return det.find(image, query)
-
     def open_objects(self, image: GeoImage, core: tuple[int, int, int, int],
                      cut: tuple[bool, bool, bool, bool], queries: Sequence[str]) -> int:
         """The primary's objects cut by ``image``'s edge for the queries it answers (0 when
@@ -113,7 +143,7 @@ class RoutedDetector:
         return 0
 
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
-        """The answering detector's regions and stages."""
+        """The answering detector's regions (each names its detector) and stages."""
         det, why = self.route(image, query)
         with _saying(why):
             return det.find_with_stages(image, query)

@@ -26,9 +26,9 @@ import numpy as np
 from viper_rs.core import budget
 from viper_rs.core.classes import answered_by
 from viper_rs.core.config import Settings
+from viper_rs.core.detector import DetectorBase
 from viper_rs.core.errors import UnknownConceptError
 from viper_rs.core.geo import GeoImage
-from viper_rs.core.lru import LRU
 from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
 from viper_rs.vision.base import ScoreMap, Stages
@@ -178,7 +178,7 @@ class BuildingResult:
     regions: dict[tuple, list[Region]] = field(default_factory=dict)
 
 
-class BuildingDetector:
+class BuildingDetector(DetectorBase):
     """Buildings from a learned U-Net (BuildingNet); answers the ``building`` concept only.
 
     ``model`` (optional) is used as given; otherwise the weights at ``weights`` (default:
@@ -190,7 +190,7 @@ class BuildingDetector:
     """
 
     name = "buildingnet"
-    choice_note: str | None = None
+    _locks = ("_lock", "_model_lock")
 
     def __init__(
         self,
@@ -202,44 +202,16 @@ class BuildingDetector:
         tile_px: int = 1024,
         stretch: float | None = None,
     ) -> None:
-        self.settings = settings or Settings()
+        super().__init__(settings, cache_size)
         self.stretch = stretch
         self.weights = Path(weights) if weights is not None else self.settings.building_checkpoint
         self.device = device
         self.tile_px = tile_px
         self.meta: dict[str, Any] = {}
-        self.computations = 0  # model runs (cache misses)
         self._model = model
         if model is not None:
             model.eval()
-        self._cache: LRU[str, BuildingResult] = LRU(cache_size)
-        self._lock = threading.Lock()
         self._model_lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Everything but the caches and locks (the model is pickled with its weights)."""
-        state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_cache", "_lock", "_model_lock")}
-        state["_cache_size"] = self._cache.max_items
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Rebuild the cache and locks of an unpickled detector."""
-        state = dict(state)
-        self._cache = LRU(state.pop("_cache_size"))
-        self._lock = threading.Lock()
-        self._model_lock = threading.Lock()
-        self.__dict__.update(state)
-
-    def with_cache(self, items: int) -> BuildingDetector:
-        """The same detector (model, weights, settings shared) keeping the answers of
-        ``items`` images in a cache of its own (a region scan needs only its chip's)."""
-        import copy
-
-        out = copy.copy(self)
-        out._cache = LRU(items)
-        out._lock = threading.Lock()
-        return out
 
     # ------------------------------------------------------------------ the model
     def load(self) -> BuildingNet:
@@ -303,15 +275,7 @@ class BuildingDetector:
 
     def result(self, image: GeoImage) -> BuildingResult:
         """The cached per-image answer (computed on first use; the image must be covered)."""
-        key = self._key(image)
-        res = self._cache.get(key)
-        if res is not None:
-            return res
-        res = self._compute(image)
-        with self._lock:
-            self.computations += 1
-            self._cache.put(key, res)
-        return res
+        return self.cached(self._key(image), lambda: self._compute(image))
 
     def _compute(self, image: GeoImage) -> BuildingResult:
         from viper_rs.vision.buildings.instances import (
@@ -365,7 +329,7 @@ class BuildingDetector:
         and the image is covered; returns its stats."""
         t0 = time.perf_counter()
         if any(is_building_query(q) for q in queries) and self.covers(image) is None:
-            cached = self._cache.get(self._key(image)) is not None
+            cached = self.is_cached(self._key(image))
             return {**self.result(image).stats, "cached": cached, "ms": ms_since(t0)}
         return {"ms": ms_since(t0), "skipped": True}
 
@@ -391,17 +355,14 @@ class BuildingDetector:
                         detector=self.name, notes=self.notes(image, query),
                         instances=res.labels)
 
-    def find(self, image: GeoImage, query: str) -> list[Region]:
-        """Building instances at least ``settings.min_region_m2`` large, with polygons
-        and true area; built once per image and settings, copied per query text."""
-        return self.find_with_stages(image, query)[0]
-
     def find_with_stages(self, image: GeoImage, query: str) -> tuple[list[Region], Stages]:
-        """The regions of :meth:`find` and its timed stages: ``building_model`` (cached or
+        """Building instances at least ``settings.min_region_m2`` large, with polygons and
+        true area (built once per image and settings, copied per query text), and the
+        timed stages: ``building_model`` (cached or
         not, model and image sizes), ``regions``, and for a residential / commercial query
         the roof rule that keeps that use (:mod:`viper_rs.vision.buildings.use`)."""
         self._check(image, query)
-        cached = self._cache.get(self._key(image)) is not None
+        cached = self.is_cached(self._key(image))
         res = self.result(image)
         stages: Stages = [{"stage": "building_model", "cached": cached,
                            **({} if cached else res.stats)}]

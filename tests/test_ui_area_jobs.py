@@ -102,6 +102,10 @@ def test_memory_error_in_the_worker_is_the_memory_limit(monkeypatch, tmp_path: P
     assert outcome.status == "memory"
     err = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB")
     assert aj.is_memory_error(err) and not aj.is_memory_error(RuntimeError("no such chip"))
+    # a compiled module the loader cannot map under the worker's RLIMIT_DATA
+    mapped = ImportError("/x/_misc_cy.so: failed to map segment from shared object")
+    assert aj.is_memory_error(mapped)
+    assert not aj.is_memory_error(ImportError("No module named 'skimage'"))
 
 
 def test_a_worker_past_its_time_is_killed_with_its_children(monkeypatch, tmp_path: Path):

@@ -556,10 +556,13 @@ def _wait(proc: subprocess.Popen, timeout: float) -> None:
 
 def is_memory_error(exc: BaseException | None) -> bool:
     """Whether ``exc`` says an allocation failed (Python's MemoryError, or a library's own
-    words for it, e.g. torch's "can't allocate memory")."""
+    words for it, e.g. torch's "can't allocate memory", or the dynamic loader's when a
+    compiled module cannot be mapped under the memory limit)."""
     if isinstance(exc, MemoryError):
         return True
     text = str(exc).lower()
+    if isinstance(exc, ImportError):
+        return "failed to map segment" in text or "cannot allocate memory" in text
     return isinstance(exc, (RuntimeError, OSError)) and (
         "allocate memory" in text or "out of memory" in text or "bad_alloc" in text)
 

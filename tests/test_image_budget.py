@@ -26,6 +26,7 @@ from viper_rs.core import geo
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageError, ImageTooLarge
 from viper_rs.core.geo import GeoImage, admission
+from viper_rs.core.units import bytes_text
 from viper_rs.vision.cost import estimate_image, image_admission
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_header_bomb_is_refused_before_decoding_fast_and_small(tmp_path, make, e
     err = p.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "10,000 x 10,000 px" in err  # what was too large
-    assert "GB of memory, over the 6,000 MB budget" in err  # the estimate (~11 GB), the budget
+    assert "GB of memory, over the 6.0 GB budget" in err  # the estimate (~11 GB), the budget
     assert "--image-max-memory-mb" in err and "VIPER_RS_IMAGE_MAX_MEMORY_MB" in err
     assert "crop it" in err  # the ways out: a region is read in chips, a plain PNG resampled
     assert ("python -m viper_rs region FILE -q QUESTION" if make is bomb_tif
@@ -146,7 +147,7 @@ def test_setting_moves_the_threshold(tmp_path, monkeypatch) -> None:
     low = Settings(image_max_memory_mb=int(need_mb) - 1)
     with admission(image_admission(low, 0.5)), pytest.raises(ImageTooLarge) as e:
         GeoImage.open(path, gsd=0.5)
-    assert f"over the {int(need_mb) - 1:,} MB budget" in str(e.value)
+    assert f"over the {bytes_text((int(need_mb) - 1) * 1e6)} budget" in str(e.value)
     with admission(image_admission(Settings(image_max_time_s=1.0), 0.5)), \
             pytest.raises(ImageTooLarge, match="over the 1 s budget"):
         GeoImage.open(path, gsd=0.5)
@@ -162,7 +163,7 @@ def test_app_refuses_an_upload_over_the_budget_before_decoding(tmp_path, monkeyp
 
     monkeypatch.setattr(geo, "_read_pixels", lambda *a, **k: pytest.fail("decoded"))
     cat = Catalog(demo=(), settings=Settings())
-    with pytest.raises(ImageTooLarge, match=r"10,000 x 10,000 px .* over the 6,000 MB budget"):
+    with pytest.raises(ImageTooLarge, match=r"10,000 x 10,000 px .* over the 6.0 GB budget"):
         cat.add_upload(bomb_png(tmp_path / "bomb.png"), gsd=0.3)
     assert cat.keys == []
 

@@ -25,7 +25,7 @@ def test_pixel_bomb_upload_is_refused_before_decoding(page, tmp_path):  # noqa: 
     message.first.wait_for(timeout=60_000)
     text = message.first.inner_text()
     assert "bomb.png" in text and "10,000 x 10,000 px" in text, text
-    assert "over the 6,000 MB budget" in text and "VIPER_RS_IMAGE_MAX_MEMORY_MB" in text, text
+    assert "over the 6.0 GB budget" in text and "VIPER_RS_IMAGE_MAX_MEMORY_MB" in text, text
     assert "crop it" in text, text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "pixel_bomb_upload.png"), full_page=True)

@@ -28,6 +28,7 @@ from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageTooLarge
 from viper_rs.core.geo import RasterHeader, ways_out
 from viper_rs.core.overrides import setting_hint
+from viper_rs.core.units import bytes_text, duration_text
 
 # ----------------------------------------------------------------------------- constants
 # Measured with ``python -m eval.bench_image_memory`` (docs/benchmarks.md, "Image memory benchmark"):
@@ -109,7 +110,7 @@ class ImageCost:
 
     def describe(self) -> str:
         """``"about 9,800 MB and 4 min"``."""
-        return f"about {_bytes(self.memory_bytes)} and {_duration(self.seconds)}"
+        return f"about {bytes_text(self.memory_bytes)} and {duration_text(self.seconds)}"
 
 
 def estimate_image(header: RasterHeader, settings: Settings,
@@ -161,10 +162,10 @@ def check_image(header: RasterHeader, cost: ImageCost, budget: ImageBudget) -> N
     the estimate, the budget and the ways out."""
     over = []
     if cost.memory_bytes > budget.memory_bytes:
-        over.append(f"{_bytes(cost.memory_bytes)} of memory, over the "
-                    f"{_bytes(budget.memory_bytes)} budget ({setting_hint('image_max_memory_mb', 'MB')})")
+        over.append(f"{bytes_text(cost.memory_bytes)} of memory, over the "
+                    f"{bytes_text(budget.memory_bytes)} budget ({setting_hint('image_max_memory_mb', 'MB')})")
     if cost.seconds > budget.seconds:
-        over.append(f"{_duration(cost.seconds)}, over the {_duration(budget.seconds)} budget "
+        over.append(f"{duration_text(cost.seconds)}, over the {duration_text(budget.seconds)} budget "
                     f"({setting_hint('image_max_time_s', 'S')})")
     if not over:
         return
@@ -195,14 +196,3 @@ def image_admission(settings: Settings, gsd: float | None = None
 
     return check
 
-
-def _bytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 10e9 else f"{n / 1e6:,.0f} MB"
-
-
-def _duration(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"

@@ -33,7 +33,8 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.files": 0,  # the exists / is-a-directory / empty check of input files
     "viper_rs.core.lru": 0,  # the thread-safe LRU cache of every in-memory cache
     "viper_rs.core.timing": 0,  # ms_since: elapsed milliseconds as traces report them
-    "viper_rs.core.units": 0,  # bytes, durations, pixel counts written for people (estimates)
+    "viper_rs.core.units": 0,
+    "viper_rs.core.cost": 0,  # the memory-and-time Budget of a question (config, units)  # bytes, durations, pixel counts written for people (estimates)
     "viper_rs.core.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
     "viper_rs.core.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
     "viper_rs.core.geo": 1,

@@ -22,10 +22,10 @@ import pytest
 from affine import Affine
 
 from viper_rs.core.config import Settings
+from viper_rs.core.cost import Budget
 from viper_rs.core.errors import InputError
 from viper_rs.core.geo import GeoImage, write_geotiff
 from viper_rs.region import (
-    Budget,
     RegionOptions,
     RegionTooLarge,
     ask_region,
@@ -240,7 +240,7 @@ def test_refused_before_any_chip_is_read(folders) -> None:
 
 def test_budget_comes_from_the_settings_and_their_environment(folders, monkeypatch, capsys) -> None:
     s = Settings.from_env({"VIPER_RS_REGION_MAX_MEMORY_MB": "250", "VIPER_RS_REGION_MAX_TIME_S": "7"})
-    assert Budget.from_settings(s) == Budget(memory_bytes=250_000_000, seconds=7.0)
+    assert Budget.for_region(s) == Budget(memory_bytes=250_000_000, seconds=7.0)
     assert Settings().region_max_memory_mb == 12_000 and Settings().region_max_time_s == 3600.0
     from viper_rs.cli import main
 

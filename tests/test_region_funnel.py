@@ -82,7 +82,8 @@ def test_the_budget_checks_the_partial_scan(mosaic, index, agent) -> None:
     """Issue 22: a question over its time budget as a full scan is refused; with the index
     (the refusal's way out) the budget is checked on the partial scan's estimate, which
     fits, and the report's estimate counts only the chips the index chose."""
-    from viper_rs.region import Budget, RegionTooLarge, estimate_region
+    from viper_rs.core.cost import Budget
+    from viper_rs.region import RegionTooLarge, estimate_region
 
     image = open_region(mosaic)
     q = "How many water areas are there?"

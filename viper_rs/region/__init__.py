@@ -16,7 +16,6 @@ from viper_rs.region.api import (
     open_region,
 )
 from viper_rs.region.cost import (
-    Budget,
     RegionCost,
     RegionTooLarge,
     check_budget,
@@ -27,7 +26,7 @@ from viper_rs.region.grid import WorkingGrid, build_grid
 from viper_rs.region.image import RegionImage
 
 __all__ = [
-    "Budget", "ChipReport", "RegionCost", "RegionDetector", "RegionImage", "RegionOptions",
+    "ChipReport", "RegionCost", "RegionDetector", "RegionImage", "RegionOptions",
     "RegionTooLarge", "WorkingGrid", "ask_region", "build_grid", "check_budget", "estimate_question",
     "estimate_region", "open_region",
 ]

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from viper_rs.core.answer import Answer
 from viper_rs.core.config import Settings
+from viper_rs.core.cost import Budget
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import InputError, ViperError, first_line
 from viper_rs.core.georef import gsd_problem
 from viper_rs.planning.base import Plan, Planner
 from viper_rs.region.chips import CHIP_M, OUTSIDE, layout
 from viper_rs.region.context import chip_halo_m, with_region_stats
-from viper_rs.region.cost import Budget, RegionCost, RegionTooLarge
+from viper_rs.region.cost import RegionCost, RegionTooLarge
 from viper_rs.region.detector import ChipReader, RegionDetector
 from viper_rs.region.grid import build_grid, parse_bbox
 from viper_rs.region.image import RegionImage
@@ -279,7 +280,7 @@ def _prepare(sources: Sequence[str | Path | Source] | RegionImage, question: str
     from viper_rs.vision.factory import build_detector
 
     settings = options.settings or Settings.from_env()
-    budget = options.budget or Budget.from_settings(settings)
+    budget = options.budget or Budget.for_region(settings)
     image = sources if isinstance(sources, RegionImage) else open_region(
         sources, options.bbox, options.pixel_m, options.crs)
     det = options.detector if options.detector is not None else settings.detector

@@ -146,11 +146,12 @@ def _print_estimate(args: argparse.Namespace, settings: Settings) -> int:
     """``--estimate``: the estimate and whether it fits the budget; no chip is read."""
     import json
 
+    from viper_rs.core.cost import Budget
     from viper_rs.region.api import estimate_question
-    from viper_rs.region.cost import Budget, RegionTooLarge
+    from viper_rs.region.cost import RegionTooLarge
 
     cost, refusal = estimate_question(args.sources, args.question, _options(args, settings))
-    budget = Budget.from_settings(settings)
+    budget = Budget.for_region(settings)
     if args.json:
         print(json.dumps({"estimate": cost.to_dict(), "fits": refusal is None,
                           "budget": {"memory_bytes": budget.memory_bytes,

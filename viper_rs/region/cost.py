@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from viper_rs.core.config import Settings
+from viper_rs.core.cost import Budget
 from viper_rs.core.detector import Detector
 from viper_rs.core.errors import InputError
 from viper_rs.core.units import bytes_text as _bytes
@@ -148,25 +149,6 @@ EXACT_CHIPS = 50_000
 
 
 # ----------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class Budget:
-    """The most one question about a region may cost: peak memory (bytes, every process
-    of the run) and time (seconds)."""
-
-    memory_bytes: int
-    seconds: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Budget:
-        """``region_max_memory_mb`` and ``region_max_time_s`` of ``settings``."""
-        return cls(memory_bytes=int(settings.region_max_memory_mb) * 1_000_000,
-                   seconds=float(settings.region_max_time_s))
-
-    def describe(self) -> str:
-        """``"12.0 GB and 1 h"``."""
-        return f"{_bytes(self.memory_bytes)} and {_duration(self.seconds)}"
-
-
 @dataclass(frozen=True)
 class RegionCost:
     """The estimate of one region question (nothing read yet).

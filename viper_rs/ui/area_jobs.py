@@ -118,7 +118,8 @@ def plan_area(folders: Sequence[Path], bbox: Sequence[float], settings: Settings
     :func:`viper_rs.region.estimate_region`, and the worker's limits. AreaBudgetError (an
     InputError) with the estimate and the way out when it is past ``budget``; InputError
     when the box meets no source."""
-    from viper_rs.region import Budget, RegionTooLarge, check_budget, estimate_region, open_region
+    from viper_rs.core.cost import Budget
+    from viper_rs.region import RegionTooLarge, check_budget, estimate_region, open_region
 
     det = detector if detector is not None else settings.detector
     image = open_region(list(folders), list(bbox), pixel_m=pixel_m)

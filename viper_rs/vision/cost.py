@@ -7,7 +7,7 @@ memory and the time of one question about the image: the process with the detect
 loaded, the decoder's working memory, the pixels as read, and the pipeline's measured
 bytes and seconds per pixel (the image's arrays, the detector's maps; BuildingNet's at its
 own scale). :func:`check_image` raises :class:`~viper_rs.core.errors.ImageTooLarge` when that is
-over the :class:`ImageBudget` (``image_max_memory_mb``, ``image_max_time_s``), with the
+over the :class:`~viper_rs.core.cost.Budget` (``image_max_memory_mb``, ``image_max_time_s``), with the
 estimate, the budget and the ways out. :func:`image_admission` is the check
 :func:`viper_rs.core.geo.admission` runs inside every :meth:`GeoImage.open`, between reading
 the header and decoding the first pixel.
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from viper_rs.core.config import Settings
+from viper_rs.core.cost import Budget
 from viper_rs.core.errors import ImageTooLarge
 from viper_rs.core.geo import RasterHeader, ways_out
 from viper_rs.core.overrides import setting_hint
@@ -82,20 +83,6 @@ BUILDING_MAX_PIXELS = 40_000_000
 
 
 # ----------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class ImageBudget:
-    """The most one question about one image may cost: peak memory (bytes) and time (s)."""
-
-    memory_bytes: int
-    seconds: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ImageBudget:
-        """``image_max_memory_mb`` and ``image_max_time_s`` of ``settings``."""
-        return cls(memory_bytes=int(settings.image_max_memory_mb) * 1_000_000,
-                   seconds=float(settings.image_max_time_s))
-
-
 @dataclass(frozen=True)
 class ImageCost:
     """The estimate of one question about one image (nothing decoded yet): ``pixels`` as
@@ -157,7 +144,7 @@ def _building_pixels(header: RasterHeader, settings: Settings, ground: float | N
     return n if n <= BUILDING_MAX_PIXELS else 0
 
 
-def check_image(header: RasterHeader, cost: ImageCost, budget: ImageBudget) -> None:
+def check_image(header: RasterHeader, cost: ImageCost, budget: Budget) -> None:
     """Raise :class:`~viper_rs.core.errors.ImageTooLarge` when ``cost`` is over ``budget``, with
     the estimate, the budget and the ways out."""
     over = []
@@ -177,7 +164,7 @@ def check_image(header: RasterHeader, cost: ImageCost, budget: ImageBudget) -> N
     )
 
 
-def _fitting_side(header: RasterHeader, cost: ImageCost, budget: ImageBudget) -> int:
+def _fitting_side(header: RasterHeader, cost: ImageCost, budget: Budget) -> int:
     """Side (px) of a square crop that would fit the budget (0 when none would)."""
     per_px_bytes = (cost.memory_bytes - BUILDING_BASE_BYTES) / max(cost.pixels, 1)
     per_px_s = (cost.seconds - BASE_S) / max(cost.pixels, 1)
@@ -189,7 +176,7 @@ def _fitting_side(header: RasterHeader, cost: ImageCost, budget: ImageBudget) ->
 def image_admission(settings: Settings, gsd: float | None = None
                     ) -> Callable[[RasterHeader], None]:
     """The :func:`viper_rs.core.geo.admission` check of ``settings``' image budget."""
-    budget = ImageBudget.from_settings(settings)
+    budget = Budget.for_image(settings)
 
     def check(header: RasterHeader) -> None:
         check_image(header, estimate_image(header, settings, gsd), budget)

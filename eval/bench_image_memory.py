@@ -142,9 +142,10 @@ def _pixels(img: Path) -> int:
 
 def _estimate(img: Path, gsd: float | None, detector: str) -> Any:
     """The single-image estimate of ``img`` from its header (no pixel decoded)."""
+    from viper_rs.core.admission import RasterHeader, admission
     from viper_rs.core.config import Settings
     from viper_rs.core.errors import ImageError
-    from viper_rs.core.geo import GeoImage, RasterHeader, admission
+    from viper_rs.core.geo import GeoImage
     from viper_rs.vision.cost import estimate_image
 
     headers: list[RasterHeader] = []

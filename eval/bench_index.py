@@ -86,7 +86,7 @@ ANN_CHOICES = ("build_ann", "IVF_SQ", "IVF_PQ", "IVF_PQ4", "IVF_FLAT", "IVF_HNSW
 # ---------------------------------------------------------------------------- indexing
 def write_scenes(folder: Path, n: int, size: int = 1024) -> list[Path]:
     """``n`` synthetic scenes (``size`` px at 1 m) as GeoTIFFs in ``folder``."""
-    from viper_rs.core.geo import write_geotiff
+    from viper_rs.core.raster_write import write_geotiff
     from viper_rs.synthetic import make_scene
 
     return [write_geotiff(make_scene(seed, size=size, gsd=1.0).image,

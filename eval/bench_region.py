@@ -76,7 +76,8 @@ def write_mosaic(folder: Path, tiles: int, px: int) -> list[Path]:
     written as ``tile_{i}_{j}.tif``; the object density is that of one scene."""
     from affine import Affine
 
-    from viper_rs.core.geo import GeoImage, write_geotiff
+    from viper_rs.core.geo import GeoImage
+    from viper_rs.core.raster_write import write_geotiff
     from viper_rs.synthetic import make_scene
 
     folder.mkdir(parents=True, exist_ok=True)

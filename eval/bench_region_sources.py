@@ -36,7 +36,8 @@ def _land(px: int, seed: int) -> np.ndarray:
 
 
 def _write(path: Path, data: np.ndarray, crs: str, transform: Affine) -> None:
-    from viper_rs.core.geo import GeoImage, write_geotiff
+    from viper_rs.core.geo import GeoImage
+    from viper_rs.core.raster_write import write_geotiff
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_geotiff(GeoImage.from_array(data, "R,G,B,NIR", crs=crs, transform=transform), path)

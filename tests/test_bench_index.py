@@ -36,7 +36,8 @@ def test_indexing_in_process(tmp_path):
 
 def _labelled(folder, name, scene, footprints):
     """A labelled tile as in ../shared/data/labeled: image, footprint mask, truth JSON."""
-    from viper_rs.core.geo import GeoImage, write_geotiff
+    from viper_rs.core.geo import GeoImage
+    from viper_rs.core.raster_write import write_geotiff
 
     write_geotiff(scene.image, folder / f"{name}.tif")
     mask = GeoImage.from_array(footprints.astype(np.uint8)[None], "mask",

@@ -13,7 +13,8 @@ import pytest
 from rasterio.transform import Affine
 
 from viper_rs.core.detector import Detector, DetectorBase
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-detector.md"
 

@@ -8,8 +8,9 @@ import rasterio
 from affine import Affine
 from PIL import Image
 
+from viper_rs.core.bands import parse_bands
 from viper_rs.core.errors import ImageError
-from viper_rs.core.geo import GeoImage, parse_bands
+from viper_rs.core.geo import GeoImage
 
 
 def _write_tif(path, data, crs="EPSG:32618", transform=None, nodata=None, descriptions=None):

@@ -22,10 +22,11 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from viper_rs import cli
-from viper_rs.core import geo
+from viper_rs.core import raster_read
+from viper_rs.core.admission import RasterHeader, admission
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageError, ImageTooLarge
-from viper_rs.core.geo import GeoImage, admission
+from viper_rs.core.geo import GeoImage
 from viper_rs.core.units import bytes_text
 from viper_rs.vision.cost import estimate_image, image_admission
 
@@ -108,11 +109,11 @@ def test_check_runs_between_header_and_first_pixel(tmp_path, monkeypatch) -> Non
     def no_decoding(*a, **k):
         raise AssertionError("pixels decoded before the budget check")
 
-    def refuse(header: geo.RasterHeader) -> None:
+    def refuse(header: RasterHeader) -> None:
         seen.append(header)
         raise ImageTooLarge("refused")
 
-    monkeypatch.setattr(geo, "_read_pixels", no_decoding)
+    monkeypatch.setattr(raster_read, "_read_pixels", no_decoding)
     with admission(refuse), pytest.raises(ImageTooLarge, match="refused"):
         GeoImage.open(path, gsd=0.3)
     h = seen[0]
@@ -161,7 +162,7 @@ def test_setting_moves_the_threshold(tmp_path, monkeypatch) -> None:
 def test_app_refuses_an_upload_over_the_budget_before_decoding(tmp_path, monkeypatch) -> None:
     from viper_rs.ui.catalog import Catalog
 
-    monkeypatch.setattr(geo, "_read_pixels", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr(raster_read, "_read_pixels", lambda *a, **k: pytest.fail("decoded"))
     cat = Catalog(demo=(), settings=Settings())
     with pytest.raises(ImageTooLarge, match=r"10,000 x 10,000 px .* over the 6.0 GB budget"):
         cat.add_upload(bomb_png(tmp_path / "bomb.png"), gsd=0.3)
@@ -226,8 +227,8 @@ def test_decoder_memory_error_is_too_large_not_damaged(tmp_path, monkeypatch) ->
         def __getattr__(self, name):
             return _no_memory if name == "read" else getattr(self.ds, name)
 
-    real = geo._read_pixels
-    monkeypatch.setattr(geo, "_read_pixels", lambda p, ds, win, out: real(p, NoMemory(ds), win, out))
+    real = raster_read._read_pixels
+    monkeypatch.setattr(raster_read, "_read_pixels", lambda p, ds, win, out: real(p, NoMemory(ds), win, out))
     with pytest.raises(ImageTooLarge, match="out of memory decoding 64x64 px") as e:
         GeoImage.open(path)
     assert "damaged" not in str(e.value) and isinstance(e.value, ImageError)

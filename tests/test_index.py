@@ -17,7 +17,7 @@ from tests.conftest import REPO
 from tests.geojson_check import check_rfc7946
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError, UnknownConceptError
-from viper_rs.core.geo import write_geotiff
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.attributes import ATTRIBUTE_COLUMNS
 from viper_rs.index.chips import chip_image, plan, read_size

@@ -14,7 +14,8 @@ import pytest
 
 from viper_rs.core.config import Settings
 from viper_rs.core.detector import DetectorBase, ScoreMap
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.attributes import (
     ATTRIBUTE_COLUMNS,

@@ -12,7 +12,7 @@ import torch
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ConfigError
-from viper_rs.core.geo import write_geotiff
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.index import ChipGrid, ChipIndex, Searcher, build_index
 from viper_rs.index.embedders import EmbedderSpec, TowerChipEmbedder, build_chip_embedder
 from viper_rs.synthetic import make_scene

@@ -37,7 +37,14 @@ LAYERS: dict[str, int] = {
     "viper_rs.core.cost": 0,  # the memory-and-time Budget of a question (config, units)  # bytes, durations, pixel counts written for people (estimates)
     "viper_rs.core.overrides": 0,  # CLI flag / settings-panel -> Settings field table (config)
     "viper_rs.core.georef": 1,  # the one check of a raster's georeference (errors, textsafe)
-    "viper_rs.core.geo": 1,
+    "viper_rs.core.geo": 1,  # GeoImage: pixels, georeference, mask, band roles, ground area
+    "viper_rs.core.bands": 1,  # band roles: --bands, file metadata, palette, alpha (errors)
+    "viper_rs.core.pixel_values": 0,  # finite pixels and the white point (no imports)
+    "viper_rs.core.ground_area": 1,  # true ground area of pixels, projected and geodesic
+    "viper_rs.core.admission": 1,  # RasterHeader, the admission check, the ways out
+    "viper_rs.core.raster_read": 1,  # reading a raster file through the gate (a Raster)
+    "viper_rs.core.raster_georef": 1,  # a read raster's georeference: file, user CRS, --gsd
+    "viper_rs.core.raster_write": 1,  # write_geotiff
     "viper_rs.core.image": 0,  # the Image protocol GeoImage and RegionImage implement (no imports)
     "viper_rs.core.rasterfile": 1,  # the raster gate: allowed drivers, path checks, no network
     "viper_rs.core.detector": 1,  # the Detector protocol and ScoreMap: geo, regions

@@ -536,7 +536,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_ask_llm_repairs_then_serves_from_cache(fake, tmp_path, scene):
-    from viper_rs.core.geo import write_geotiff
+    from viper_rs.core.raster_write import write_geotiff
 
     tif = write_geotiff(scene.image, tmp_path / "scene.tif")
     fake.reply("```python\ndef execute_command(image):\n    return exists(\"flux capacitor\")\n```",

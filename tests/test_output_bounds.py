@@ -256,7 +256,7 @@ def test_emit_text_mode_bounds_many_labels(monkeypatch, capsys):
 # ------------------------------------------------------------------ the CLI loop
 @pytest.fixture(scope="module")
 def scene_tif(tmp_path_factory) -> Path:
-    from viper_rs.core.geo import write_geotiff
+    from viper_rs.core.raster_write import write_geotiff
     from viper_rs.synthetic import make_scene
 
     scene = make_scene(seed=0)

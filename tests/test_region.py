@@ -18,7 +18,8 @@ from affine import Affine
 
 from viper_rs.agent import Agent
 from viper_rs.core.config import Settings
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.region import RegionDetector, RegionImage, RegionOptions, ask_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle

@@ -24,7 +24,8 @@ from affine import Affine
 from viper_rs.core.config import Settings
 from viper_rs.core.cost import Budget
 from viper_rs.core.errors import InputError
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.region import (
     RegionOptions,
     RegionTooLarge,

@@ -17,7 +17,7 @@ from viper_rs.agent import Agent
 from viper_rs.agent.loop import program_queries as program_concepts
 from viper_rs.agent.places import MAX_PLACES, rank_places
 from viper_rs.core.config import Settings
-from viper_rs.core.geo import write_geotiff
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.index import ChipGrid, build_index
 from viper_rs.region import RegionOptions, ask_region, open_region
 from viper_rs.region.oracle import MosaicOracle

@@ -22,7 +22,8 @@ from test_region import big_scene, cut
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.region import RegionOptions, ask_region, estimate_region, open_region
 from viper_rs.region.chips import layout, read_chip
 from viper_rs.region.oracle import MosaicOracle

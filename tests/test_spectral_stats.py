@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.vision.spectral import (
     SceneStats,
     SpectralDetector,

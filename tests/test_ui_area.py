@@ -16,7 +16,8 @@ from affine import Affine
 
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import InputError
-from viper_rs.core.geo import GeoImage, write_geotiff
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.raster_write import write_geotiff
 from viper_rs.synthetic import Scene, make_scene
 from viper_rs.ui import area as ar
 from viper_rs.ui import search as rs

@@ -36,7 +36,7 @@ CDN = re.compile(r"(cdn\.jsdelivr|unpkg\.com|cdnjs|code\.jquery|bootstrapcdn)", 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of three synthetic 384 m GeoTIFF scenes (each has a pond)."""
-    from viper_rs.core.geo import write_geotiff
+    from viper_rs.core.raster_write import write_geotiff
 
     folder = tmp_path_factory.mktemp("scenes")
     for seed in SEEDS:

@@ -46,7 +46,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rasterio.transform import from_bounds
     from rasterio.warp import transform_bounds
 
-    from viper_rs.core.geo import write_geotiff
+    from viper_rs.core.raster_write import write_geotiff
     from viper_rs.synthetic import make_scene
 
     folder = tmp_path_factory.mktemp("scenes")

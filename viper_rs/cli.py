@@ -201,7 +201,7 @@ def _error_line(text: str, one_line: bool = True) -> None:
 
 def _out_of_memory(args: argparse.Namespace) -> str:
     """The one line said when an allocation failed: what was too large and the ways out."""
-    from viper_rs.core.geo import ways_out
+    from viper_rs.core.admission import ways_out
 
     image = getattr(args, "image", None)
     what = f"{image}: " if isinstance(image, str) else ""
@@ -282,7 +282,8 @@ def _embed(args: argparse.Namespace) -> int:
     """Embed one image with the GRAFT or dense-CLIP image tower and save the patch grid."""
     import numpy as np
 
-    from viper_rs.core.geo import GeoImage, admission
+    from viper_rs.core.admission import admission
+    from viper_rs.core.geo import GeoImage
     from viper_rs.core.weights import resolve_settings
     from viper_rs.vision.build import load_image_tower, resolve_device
     from viper_rs.vision.cache import FeatureCache
@@ -322,7 +323,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _run_image_command(args: argparse.Namespace) -> int:
     from viper_rs.agent import Agent
-    from viper_rs.core.geo import GeoImage, admission
+    from viper_rs.core.admission import admission
+    from viper_rs.core.geo import GeoImage
     from viper_rs.vision.cost import image_admission
     from viper_rs.vision.factory import image_problem
 
@@ -379,7 +381,8 @@ def _refused(answer: Any) -> bool:
 def _demo(args: argparse.Namespace) -> int:
     """Write a synthetic scene as a GeoTIFF, read it back and answer RSVQA-style questions."""
     from viper_rs.agent import Agent
-    from viper_rs.core.geo import GeoImage, write_geotiff
+    from viper_rs.core.geo import GeoImage
+    from viper_rs.core.raster_write import write_geotiff
     from viper_rs.synthetic import make_questions, make_scene
 
     scene = make_scene(seed=args.seed)

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from viper_rs.core import budget
+from viper_rs.core.admission import out_of_memory
 from viper_rs.core.answer import CallValue, RegionSet, ToolCall
 from viper_rs.core.errors import ToolError, ViperError
-from viper_rs.core.geo import out_of_memory
 from viper_rs.core.regions import Region
 from viper_rs.core.timing import ms_since
 from viper_rs.tools.context import MAX_REGION_REFS_PER_CALL, ToolContext, use_context

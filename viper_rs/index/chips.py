@@ -16,7 +16,8 @@ import numpy as np
 from affine import Affine
 
 from viper_rs.core.errors import ImageError, InputError
-from viper_rs.core.geo import GeoImage, linear_unit_factor
+from viper_rs.core.geo import GeoImage
+from viper_rs.core.ground_area import linear_unit_factor
 from viper_rs.tiling.chips import Chip, box, count_starts, starts, windows
 from viper_rs.tiling.sources import Source
 

@@ -235,7 +235,8 @@ def render(source: Source, side: int = OVERLAY_SIDE
 def _read_display(source: Source, ow: int, oh: int) -> tuple[np.ndarray, np.ndarray]:
     """The source's 8-bit RGB and validity averaged to ``ow`` x ``oh`` (read in strips of
     rows when the source is over GeoImage's pixel limit; overviews are used when present)."""
-    from viper_rs.core.geo import MAX_PIXELS, GeoImage
+    from viper_rs.core.geo import GeoImage
+    from viper_rs.core.raster_read import MAX_PIXELS
 
     width, height = int(source.width), int(source.height)
     strips = min(oh, max(1, math.ceil(width * height / (MAX_PIXELS // 2))))

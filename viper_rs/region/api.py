@@ -96,12 +96,12 @@ def open_region(
 
 def _band_names(src: Source, nb: int) -> list[str]:
     """Band roles of a source as GeoImage reads them (first ``nb`` bands)."""
-    from viper_rs.core.geo import _band_roles
+    from viper_rs.core.bands import band_roles
     from viper_rs.core.rasterfile import open_raster
 
     try:  # a source accepted by the scan: a URL there was typed by the user
         with open_raster(src.uri, remote=True) as ds:
-            names = _band_roles([c.name for c in ds.colorinterp], list(ds.descriptions or []),
+            names = band_roles([c.name for c in ds.colorinterp], list(ds.descriptions or []),
                                 {**ds.tags(), **{f"band{i}": ds.tags(i) for i in range(1, ds.count + 1)}})
     except Exception:  # noqa: BLE001 - fall back to the usual order
         names = ["R", "G", "B", "NIR"]

@@ -272,7 +272,7 @@ def estimate_region(
     det = build_detector(detector, settings) if isinstance(detector, str) else detector
     grid = image.grid
     px = grid.pixel_size
-    from viper_rs.core.geo import linear_unit_factor
+    from viper_rs.core.ground_area import linear_unit_factor
 
     unit = linear_unit_factor(grid.crs)
     pixel_m = px * unit
@@ -538,7 +538,7 @@ def coarser(image: RegionImage, pixel_m: float) -> RegionImage:
 
     from affine import Affine
 
-    from viper_rs.core.geo import linear_unit_factor
+    from viper_rs.core.ground_area import linear_unit_factor
 
     g = image.grid
     size = pixel_m / linear_unit_factor(g.crs)

@@ -13,8 +13,8 @@ from shapely.geometry import Polygon, box
 from shapely.ops import unary_union
 
 from viper_rs.core.errors import InputError
-from viper_rs.core.geo import linear_unit_factor
 from viper_rs.core.georef import check_georeference, utm_epsg
+from viper_rs.core.ground_area import linear_unit_factor
 from viper_rs.tiling.sources import Source
 
 #: Points per side when a rectangle is carried into another CRS (curved edges).

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from viper_rs.core.geo import projected_row_areas
+from viper_rs.core.ground_area import projected_row_areas
 from viper_rs.region.grid import WorkingGrid
 from viper_rs.tiling.sources import Source
 

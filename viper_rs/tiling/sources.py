@@ -258,8 +258,8 @@ def _white_point(ds: Any) -> float:
     every block of it); GDAL's block cache is held to the chip reads' size."""
     import rasterio
 
-    from viper_rs.core.geo import READ_CACHE_MB
-    from viper_rs.core.geo import _white_point as from_pixels
+    from viper_rs.core.pixel_values import nominal_white_point as from_pixels
+    from viper_rs.core.raster_read import READ_CACHE_MB
 
     if ds.dtypes[0] == "uint8":
         return 255.0

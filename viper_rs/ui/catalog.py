@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from viper_rs.core.admission import admission, out_of_memory
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ImageError
-from viper_rs.core.geo import GeoImage, admission, out_of_memory
+from viper_rs.core.geo import GeoImage
 from viper_rs.core.lru import LRU
 from viper_rs.core.rasterfile import ALLOWED_DRIVERS, open_raster
 from viper_rs.core.textsafe import safe_text

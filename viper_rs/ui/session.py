@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from viper_rs.core.admission import out_of_memory
 from viper_rs.core.config import Settings, env_var
 from viper_rs.core.errors import ConfigError, ImageError, InputError, ViperError
-from viper_rs.core.geo import GeoImage, out_of_memory
+from viper_rs.core.geo import GeoImage
 from viper_rs.core.lru import LRU
 from viper_rs.core.overrides import OVERRIDES, panel_overrides
 from viper_rs.ui.answer_map import map_html

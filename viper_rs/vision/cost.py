@@ -1,7 +1,7 @@
 """What a question about one image will cost, known from the file's header before any pixel
 is decoded, and the budget that refuses the images that cost too much (issue 23).
 
-:func:`estimate_image` turns a :class:`~viper_rs.core.geo.RasterHeader` (pixels, bands, bytes
+:func:`estimate_image` turns a :class:`~viper_rs.core.admission.RasterHeader` (pixels, bands, bytes
 per sample, format, pixel size: what GDAL reads from the header alone) into the peak
 memory and the time of one question about the image: the process with the detector
 loaded, the decoder's working memory, the pixels as read, and the pipeline's measured
@@ -9,7 +9,7 @@ bytes and seconds per pixel (the image's arrays, the detector's maps; BuildingNe
 own scale). :func:`check_image` raises :class:`~viper_rs.core.errors.ImageTooLarge` when that is
 over the :class:`~viper_rs.core.cost.Budget` (``image_max_memory_mb``, ``image_max_time_s``), with the
 estimate, the budget and the ways out. :func:`image_admission` is the check
-:func:`viper_rs.core.geo.admission` runs inside every :meth:`GeoImage.open`, between reading
+:func:`viper_rs.core.admission.admission` runs inside every :meth:`GeoImage.open`, between reading
 the header and decoding the first pixel.
 
 Example::
@@ -24,10 +24,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from viper_rs.core.admission import RasterHeader, ways_out
 from viper_rs.core.config import Settings
 from viper_rs.core.cost import Budget
 from viper_rs.core.errors import ImageTooLarge
-from viper_rs.core.geo import RasterHeader, ways_out
 from viper_rs.core.overrides import setting_hint
 from viper_rs.core.units import bytes_text, duration_text
 
@@ -175,7 +175,7 @@ def _fitting_side(header: RasterHeader, cost: ImageCost, budget: Budget) -> int:
 
 def image_admission(settings: Settings, gsd: float | None = None
                     ) -> Callable[[RasterHeader], None]:
-    """The :func:`viper_rs.core.geo.admission` check of ``settings``' image budget."""
+    """The :func:`viper_rs.core.admission.admission` check of ``settings``' image budget."""
     budget = Budget.for_image(settings)
 
     def check(header: RasterHeader) -> None:

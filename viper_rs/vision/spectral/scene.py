@@ -96,7 +96,7 @@ def scene_stats(
     water candidates of the NDVI split, the land cover under the paved reference) match
     the whole image's when each chip carries a halo of :func:`context_m`.
     """
-    from viper_rs.core.geo import _white_point
+    from viper_rs.core.pixel_values import nominal_white_point
     from viper_rs.vision.spectral.landcover import (
         _land_cover,
         _ndvi_threshold,
@@ -119,7 +119,7 @@ def scene_stats(
     # Pooled raw values: white point, nodata fill values, brightness quantiles.
     raw_all = [im.data[:, _counted(im, im.valid, k)].ravel() for im in works]
     pooled = np.concatenate(raw_all)[None, None, :]
-    white_point = _white_point(pooled, np.ones(pooled.shape[1:], bool))
+    white_point = nominal_white_point(pooled, np.ones(pooled.shape[1:], bool))
     del raw_all, pooled
     wp = np.float32(white_point)
     scaled: dict[str, list[np.ndarray]] = {role: [] for role in BAND_MEDIANS}

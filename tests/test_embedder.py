@@ -13,9 +13,10 @@ from tests.graft_reference import synthetic_rgb as scene
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ConfigError, ImageError
 from viper_rs.core.geo import GeoImage
+from viper_rs.tiling.chips import starts
 from viper_rs.vision.build import load_graft_state
 from viper_rs.vision.cache import FeatureCache
-from viper_rs.vision.embedder import Embedder, PatchGrid, window_starts
+from viper_rs.vision.embedder import Embedder, PatchGrid
 
 
 class FakeEncoder:
@@ -101,10 +102,10 @@ def test_sliding_windows_cover_the_image(size, windows, grid):
 
 
 def test_window_starts_are_patch_aligned_and_end_flush():
-    assert window_starts(224, 224, 160) == [0]
-    assert window_starts(608, 224, 160) == [0, 160, 320, 384]
+    assert starts(224, 224, 160) == [0]
+    assert starts(608, 224, 160) == [0, 160, 320, 384]
     for n in (224, 240, 512, 1008):
-        s = window_starts(n, 224, 160)
+        s = starts(n, 224, 160)
         assert s[-1] == n - 224 and all(v % 16 == 0 for v in s) and s == sorted(set(s))
 
 

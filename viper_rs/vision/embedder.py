@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from viper_rs.core.config import Settings
 from viper_rs.core.errors import ConfigError, ImageError
 from viper_rs.core.geo import GeoImage
+from viper_rs.tiling.chips import starts
 from viper_rs.vision.cache import FeatureCache, cache_key
 from viper_rs.vision.modeling.clip_dense import CLIP_MEAN, CLIP_STD
 
@@ -124,14 +125,6 @@ class PatchGrid:
         r = axis(self.rows, sy, h)
         c = axis(self.cols, sx, w)
         return np.stack(np.meshgrid(r, c, indexing="ij"), axis=-1)
-
-
-def window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Window origins along one axis of ``length`` (>= window): every stride, last flush."""
-    starts = list(range(0, length - window + 1, stride))
-    if starts[-1] != length - window:
-        starts.append(length - window)
-    return starts
 
 
 class Embedder:
@@ -244,8 +237,8 @@ class Embedder:
         x = _mirror_pad(x, ph, pw)
         vpad = torch.zeros((ph, pw), dtype=torch.float32)
         vpad[:mh, :mw] = valid
-        ys = window_starts(ph, win, self.stride)
-        xs = window_starts(pw, win, self.stride)
+        ys = starts(ph, win, self.stride)
+        xs = starts(pw, win, self.stride)
         origins = [(y, xx) for y in ys for xx in xs]
         g = win // p
         enc = self.encoder

@@ -1,20 +1,18 @@
-"""An answer as bounded, strict JSON: the output caps of one answer (issue 13) and the
-value cleaning every JSON text of the project goes through (:func:`json_safe`)."""
+"""Bounded, strict JSON: the output caps of one answer (issue 13), the region-geometry
+budget, and the value cleaning every JSON text of the project goes through
+(:func:`json_safe`). The Answer record applies them (:meth:`~viper_rs.core.answer.Answer.to_json`)."""
 
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from viper_rs.core.regions import Region
 from viper_rs.core.textsafe import cut
-
-if TYPE_CHECKING:
-    from viper_rs.core.answer import Answer
 
 #: Output caps of one answer (issue 13): its JSON is bounded whatever the program did.
 MAX_ANSWER_JSON_BYTES = 8_000_000  # whole JSON text of one answer (ASCII: bytes == chars)
@@ -61,7 +59,7 @@ TIGHT_CAPS = Caps(
 )
 
 
-def _add_geometry(summaries: list[dict[str, Any]], regions: list[Region], budget: int) -> None:
+def add_geometry(summaries: list[dict[str, Any]], regions: list[Region], budget: int) -> None:
     """Add each region's polygon (GeoJSON) to its summary while their compact JSON fits in
     ``budget`` bytes; a polygon that does not fit (or has non-finite coordinates) is left out."""
     from shapely.geometry import mapping
@@ -81,7 +79,7 @@ def _add_geometry(summaries: list[dict[str, Any]], regions: list[Region], budget
         d["geometry"] = json.loads(text)
 
 
-def _geometry_note(d: dict[str, Any], reason: str) -> None:
+def geometry_note(d: dict[str, Any], reason: str) -> None:
     """(Re)write the note on listed regions whose polygon was left out; none when all are in."""
     omitted = sum(1 for r in d["regions"] if r.get("geometry_omitted"))
     d["notes"][:] = [n for n in d["notes"] if not n.startswith(_GEOMETRY_NOTE)]
@@ -94,13 +92,14 @@ def _geometry_note(d: dict[str, Any], reason: str) -> None:
 _GEOMETRY_NOTE = "geometry omitted for"
 
 
-def _dumps(obj: Any, indent: int | None) -> str:
+def dumps(obj: Any, indent: int | None) -> str:
+    """Strict ASCII JSON text of an already-safe value (no NaN/Infinity)."""
     return json.dumps(obj, indent=indent, ensure_ascii=True, allow_nan=False)
 
 
-def _text_size(obj: Any, indent: int | None, depth: int) -> int:
-    """Characters ``obj`` takes in :func:`_dumps` output when nested ``depth`` levels deep."""
-    text = _dumps(obj, indent)
+def text_size(obj: Any, indent: int | None, depth: int) -> int:
+    """Characters ``obj`` takes in :func:`dumps` output when nested ``depth`` levels deep."""
+    text = dumps(obj, indent)
     return len(text) + (text.count("\n") * depth * indent if indent else 0)
 
 
@@ -167,7 +166,7 @@ def json_safe(
                 if (max_items is not None and i >= max_items) or out_of_budget():
                     out["..."] = _more(len(o) - i, "keys")
                     break
-                key = text(k if isinstance(k, str) else _str(k))
+                key = text(k if isinstance(k, str) else text_of(k))
                 out[key] = walk(v, depth + 1)
             return out
         if isinstance(o, list | tuple | set | frozenset):
@@ -179,20 +178,17 @@ def json_safe(
                     break
                 items.append(walk(v, depth + 1))
             return items
-        return text(_str(o))
+        return text(text_of(o))
 
     return walk(value, 0)
-
-
-def _get(d: Any, key: str) -> Any:
-    return d.get(key) if isinstance(d, dict) else d
 
 
 def _more(n: int, what: str = "items") -> str:
     return f"... {n:,} more {what} not listed"
 
 
-def _str(o: Any) -> str:
+def text_of(o: Any) -> str:
+    """``str(o)``, or a placeholder naming its type when ``str`` fails."""
     try:
         return str(o)
     except Exception:  # noqa: BLE001 - an object whose str() fails is still listed
@@ -201,121 +197,4 @@ def _str(o: Any) -> str:
 
 def dumps_strict(value: Any, indent: int | None = None) -> str:
     """Strict JSON text of ``value`` (via :func:`json_safe`: no NaN/Infinity, ASCII)."""
-    return _dumps(json_safe(value), indent)
-
-
-def bounded(answer: Answer, geometry: bool, caps: Caps) -> dict[str, Any]:
-    """Plain, strict-JSON dict of ``answer`` within ``caps``; ``geometry`` adds the listed
-    regions' polygons (GeoJSON, image CRS) up to ``caps.geometry`` bytes.
-
-    Non-finite floats become None; long strings end in a ``[cut: N more characters]``
-    marker; ``regions`` lists the first ``caps.regions`` summaries (by id) with
-    ``regions_total`` counting all, and ``trace_total`` / ``attempts_total`` count what the
-    capped lists leave out; ``notes`` says what was cut.
-    """
-    notes = [cut(str(n), caps.text) for n in answer.notes[: caps.notes]]
-    if len(answer.notes) > caps.notes:
-        notes.append(f"{caps.notes:,} of {len(answer.notes):,} notes listed")
-    listed = answer.regions[: caps.regions]
-    regions = [
-        json_safe(r.summary(), max_str=MAX_LABEL_CHARS, max_items=20, budget=MAX_REGION_CHARS)
-        for r in listed
-    ]
-    if len(answer.regions) > len(listed):
-        notes.append(f"{len(listed):,} of {len(answer.regions):,} regions listed "
-                     "(regions_total counts all)")
-    if geometry and caps.geometry > 0:
-        _add_geometry(regions, listed, caps.geometry)
-        _geometry_note({"regions": regions, "notes": notes},
-                       f"the {caps.geometry:,}-byte geometry budget")
-    trace = [
-        json_safe(e, max_str=MAX_LABEL_CHARS, max_items=50, budget=caps.trace_entry)
-        for e in answer.trace[: caps.trace]
-    ]
-    if len(answer.trace) > caps.trace:
-        notes.append(f"{caps.trace:,} of {len(answer.trace):,} trace entries listed")
-    attempts = answer.attempts
-    if len(attempts) > caps.attempts:
-        attempts = attempts[: caps.attempts - 1] + attempts[-1:]
-        notes.append(f"{caps.attempts:,} of {len(answer.attempts):,} attempts listed "
-                     "(the first ones and the last)")
-    text_cap = dict(max_str=caps.text, max_items=50, budget=4 * caps.text)
-    return {
-        "question": None if answer.question is None else cut(str(answer.question), caps.text),
-        "answer": cut(str(answer.answer), caps.text),
-        "value": json_safe(answer.value, **text_cap),
-        "kind": cut(str(answer.kind), MAX_LABEL_CHARS),
-        "area_unit": cut(str(answer.area_unit), MAX_LABEL_CHARS),
-        "program": None if answer.program is None else cut(str(answer.program), caps.program),
-        "trace": trace,
-        "trace_total": len(answer.trace),
-        "regions": regions,
-        "regions_total": len(answer.regions),
-        "error": json_safe(answer.error, **text_cap),
-        "timings": json_safe(answer.timings, max_str=MAX_LABEL_CHARS, max_items=50, budget=5_000),
-        "detector": json_safe(answer.detector, max_str=MAX_LABEL_CHARS),
-        "planner": json_safe(answer.planner, max_str=MAX_LABEL_CHARS),
-        "notes": notes,
-        "image": json_safe(answer.image, max_str=1_000, max_items=50, budget=20_000),
-        "stdout": cut(str(answer.stdout), caps.stdout),
-        "attempts": [
-            json_safe(a, max_str=caps.program, max_items=50, budget=caps.attempt)
-            for a in attempts
-        ],
-        "attempts_total": len(answer.attempts),
-        "places": json_safe(answer.places, max_str=MAX_LABEL_CHARS, max_items=200, budget=200_000),
-        "places_total": int(answer.places_total),
-    }
-
-
-def minimal(answer: Answer) -> dict[str, Any]:
-    """Every key of ``answer`` with the smallest content: the floor of :func:`answer_json`."""
-    d = bounded(type(answer)(
-        question=None if answer.question is None else cut(str(answer.question), 200),
-        answer=cut(str(answer.answer), 200),
-        value=answer.value if isinstance(answer.value, bool | int | float | None) else None,
-        kind=answer.kind,
-        error=None if answer.error is None else {
-            "type": cut(_str(_get(answer.error, "type")), 100),
-            "message": cut(_str(_get(answer.error, "message")), 200),
-        },
-    ), False, TIGHT_CAPS)
-    d["regions_total"], d["trace_total"] = len(answer.regions), len(answer.trace)
-    d["attempts_total"] = len(answer.attempts)
-    d["notes"] = [f"answer JSON over {MAX_ANSWER_JSON_BYTES:,} bytes: only the answer is listed"]
-    return d
-
-
-def answer_json(
-    answer: Answer, geometry: bool = False, indent: int | None = None,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Strict JSON (ASCII, no NaN/Infinity) of :func:`bounded` plus ``extra`` keys,
-    never longer than :data:`MAX_ANSWER_JSON_BYTES` bytes.
-
-    Over the cap, region polygons are dropped (from the last listed region back), then
-    the answer is listed with tighter caps, each step with a note.
-    """
-    more = json_safe(extra or {}, max_str=MAX_TEXT_CHARS, max_items=100, budget=50_000)
-    d = {**bounded(answer, geometry, NORMAL_CAPS), **more}
-    text = _dumps(d, indent)
-    if len(text) <= MAX_ANSWER_JSON_BYTES:
-        return text
-    with_geometry = [r for r in d["regions"] if "geometry" in r]
-    while with_geometry and len(text) > MAX_ANSWER_JSON_BYTES:
-        excess = len(text) - MAX_ANSWER_JSON_BYTES
-        while with_geometry and excess > 0:  # drop from the last region back
-            r = with_geometry.pop()
-            excess -= _text_size(r.pop("geometry"), indent, depth=3)
-            r["geometry_omitted"] = True
-        _geometry_note(d, f"the {MAX_ANSWER_JSON_BYTES:,}-byte answer cap")
-        text = _dumps(d, indent)
-    if len(text) <= MAX_ANSWER_JSON_BYTES:
-        return text
-    d = {**bounded(answer, False, TIGHT_CAPS), **more}
-    d["notes"].append(f"answer JSON over {MAX_ANSWER_JSON_BYTES:,} bytes: listed with "
-                      "tighter caps (no geometry, fewer regions and trace entries, shorter texts)")
-    text = _dumps(d, indent)
-    if len(text) <= MAX_ANSWER_JSON_BYTES:
-        return text
-    return _dumps(minimal(answer), indent)  # cannot happen with the caps above; kept as a floor
+    return dumps(json_safe(value), indent)

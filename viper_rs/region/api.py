@@ -254,6 +254,8 @@ class _Prepared:
     settings: Settings
     budget: Budget
     image: RegionImage
+    #: The detector as asked for (a name workers build their own from, or an object).
+    detector_spec: str | Detector
     detector: Detector
     #: The chip halo in metres (``options.halo_m`` checked, or the detector's default).
     halo_m: float
@@ -283,8 +285,8 @@ def _prepare(sources: Sequence[str | Path | Source] | RegionImage, question: str
     budget = options.budget or Budget.for_region(settings)
     image = sources if isinstance(sources, RegionImage) else open_region(
         sources, options.bbox, options.pixel_m, options.crs)
-    det = options.detector if options.detector is not None else settings.detector
-    detector = build_detector(det, settings) if isinstance(det, str) else det
+    spec = options.detector if options.detector is not None else settings.detector
+    detector = build_detector(spec, settings) if isinstance(spec, str) else spec
     halo = chip_halo_m(options.halo_m, detector, image)
     pl: str | Planner = (options.planner if options.planner is not None
                          else agent.planner if agent is not None else settings.planner)
@@ -297,7 +299,7 @@ def _prepare(sources: Sequence[str | Path | Source] | RegionImage, question: str
             plan = None
         else:
             text = plan.program if plan.error is None else None
-    return _Prepared(settings, budget, image, detector, halo, planner, plan, text)
+    return _Prepared(settings, budget, image, spec, detector, halo, planner, plan, text)
 
 
 def ask_region(
@@ -344,7 +346,7 @@ def ask_region(
     options = options or RegionOptions()
     prep = _prepare(sources, question, options, agent)
     settings, budget, image, inner = prep.settings, prep.budget, prep.image, prep.detector
-    det = options.detector if options.detector is not None else settings.detector
+    det = prep.detector_spec
     halo = prep.halo_m
     own = agent is None
     agent = agent or Agent(settings=settings, detector=inner, planner=prep.planner)
